@@ -1,0 +1,75 @@
+"""Checkpoints: ``config.json`` + ``model.safetensors``, nothing else is ever read (no pickle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import AstraConfig, ConfigError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded, with the reason."""
+
+
+def resolve_checkpoint(path_or_name: str | Path) -> Path:
+    """``"default"`` -> the embedded checkpoint; otherwise the directory given."""
+    path = DEFAULT_CHECKPOINT if str(path_or_name) == "default" else Path(path_or_name)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory {path} does not exist")
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (path / name).is_file():
+            raise CheckpointError(f"checkpoint {path} has no {name} (a checkpoint is {CONFIG_NAME} + {WEIGHTS_NAME})")
+    return path
+
+
+def load_config(path: Path) -> AstraConfig:
+    try:
+        return AstraConfig.from_json(path / CONFIG_NAME)
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"invalid {path / CONFIG_NAME}: {err}") from err
+
+
+def load_weights(module: nn.Module, path: Path) -> None:
+    """Load ``model.safetensors`` into ``module``; every key and shape must match."""
+    file = path / WEIGHTS_NAME
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{file} is not a readable safetensors file (truncated or corrupt?): {err}") from err
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[:3]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)}, "
+                         f"config {tuple(expected[k].shape)})")
+        raise CheckpointError(f"{file} does not match {path / CONFIG_NAME}: " + "; ".join(parts))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{file} holds non-finite values in {bad[:3]}")
+    module.load_state_dict(state, strict=True)
+
+
+def save_checkpoint(module: nn.Module, config: AstraConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config.to_json(path / CONFIG_NAME)
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    save_file(state, str(path / WEIGHTS_NAME))
+    return path

@@ -1,0 +1,252 @@
+"""The one configuration of an Astra world model, saved as ``config.json``.
+
+Every field is an argument of the model; nothing about a checkpoint is hard-coded elsewhere.
+Loading validates the JSON against these dataclasses: unknown keys, wrong types and
+inconsistent values are rejected with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Contract modalities (DESIGN §2) and their per-frame action sizes.
+CONTRACT_MODALITIES: dict[str, int] = {"camera": 12, "robot": 10, "twist": 6, "keys": 7}
+
+
+class ConfigError(ValueError):
+    """A ``config.json`` that does not describe a valid Astra model."""
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """The latent codec: a diffusers autoencoder applied frame by frame."""
+
+    kind: str = "autoencoder_kl"  # "autoencoder_kl" (small 2D VAE trained here) or "wan" (AutoencoderKLWan)
+    latent_channels: int = 8  # channels of the latent frames the transformer sees
+    block_out_channels: tuple[int, ...] = (32, 64, 128)  # autoencoder_kl: width per level; spatial factor 2**(n-1)
+    layers_per_block: int = 1  # autoencoder_kl: resnet layers per level
+    norm_num_groups: int = 8  # autoencoder_kl: GroupNorm groups (must divide every width)
+    base_dim: int = 96  # wan: base width of the 3D causal VAE
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)  # wan: width multipliers; spatial factor 2**(n-1)
+    num_res_blocks: int = 2  # wan: resnet blocks per level
+    temporal_downsample: tuple[bool, ...] = (False, True, True)  # wan: as Wan2.1 (weights differ per level); frames are still coded one by one
+
+    @property
+    def spatial_factor(self) -> int:
+        """Pixels per latent cell along each image axis."""
+        levels = self.block_out_channels if self.kind == "autoencoder_kl" else self.dim_mult
+        return 2 ** (len(levels) - 1)
+
+    @property
+    def temporal_factor(self) -> int:
+        """Pixel frames per latent frame. Frames are coded one by one so that streams can be cut
+        anywhere; Wan's VAE codes a lone frame as one latent frame (as for its first frame)."""
+        return 1
+
+
+@dataclass(frozen=True)
+class AstraConfig:
+    """Shapes, streaming limits and sampling defaults of one Astra world model."""
+
+    # --- frames and codec
+    resolution: tuple[int, int] = (64, 64)  # (H, W) pixels the model sees; inputs are resized to it
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    # --- transformer (names follow diffusers' WanTransformer3DModel)
+    patch_size: tuple[int, int, int] = (1, 2, 2)  # (frames, rows, cols) of latent cells per token
+    num_attention_heads: int = 4
+    attention_head_dim: int = 48  # split into frame/row/column rotary parts as in Wan
+    ffn_dim: int = 768  # hidden width of each block's MLP
+    num_layers: int = 6
+    freq_dim: int = 256  # sinusoidal width of the flow-time embedding
+    eps: float = 1e-6  # norm epsilon
+    cross_attn_norm: bool = True  # LayerNorm before cross-attention (only used when text_dim > 0)
+    text_dim: int = 0  # width of an optional text/context embedding; 0 = no cross-attention (Astra default)
+    rope_theta: float = 10000.0
+    # --- streaming
+    chunk_frames: int = 2  # latent frames per autoregressive chunk
+    max_history_chunks: int = 8  # KV cache bound: a chunk attends to at most this many chunks before it
+    # --- actions (ACT-Adapter + MoAE)
+    modalities: dict[str, int] = field(default_factory=lambda: dict(CONTRACT_MODALITIES))
+    action_dim: int = 64  # shared action-feature width after the per-modality projectors
+    num_experts: int = 4  # MoAE experts (1 = a single shared MLP, the no-MoAE ablation)
+    expert_hidden_dim: int = 128  # hidden width of each expert MLP
+    load_balance_weight: float = 0.01  # weight of the router's load-balancing loss in training
+    action_dropout: float = 0.1  # probability of replacing a chunk's actions by the null action in training
+    # --- flow matching
+    history_noise_max: float = 0.3  # training: history chunks noised to t_h ~ U(0, this)
+    history_noise: float = 0.05  # inference: fixed noise level of history chunks
+    train_shift: float = 1.0  # shift of the logit-normal training time distribution (1 = none)
+    sample_shift: float = 2.0  # shift of the Euler sampling schedule (diffusers FlowMatchEuler style)
+    denoise_steps: int = 8  # Euler steps per chunk at inference
+    guidance_scale: float = 3.0  # action-free guidance s; 1 = no guidance (single pass)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ----- derived sizes
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        """(h, w) latent cells per frame."""
+        f = self.codec.spatial_factor
+        return self.resolution[0] // f, self.resolution[1] // f
+
+    @property
+    def tokens_per_frame(self) -> int:
+        h, w = self.latent_size
+        return (h // self.patch_size[1]) * (w // self.patch_size[2])
+
+    @property
+    def frames_per_chunk(self) -> int:
+        """Pixel frames per chunk (what ``WorldModel.step`` returns)."""
+        return self.chunk_frames * self.codec.temporal_factor
+
+    # ----- JSON
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["codec"]["spatial_factor"] = self.codec.spatial_factor  # recorded for readers; ignored on load
+        d["codec"]["temporal_factor"] = self.codec.temporal_factor
+        return d
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AstraConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        codec = data.pop("codec", {})
+        if not isinstance(codec, dict):
+            raise ConfigError(f"config field 'codec' must be an object, got {type(codec).__name__}")
+        codec = {k: v for k, v in codec.items() if k not in ("spatial_factor", "temporal_factor")}
+        codec_cfg = CodecConfig(**_typed_fields(CodecConfig, codec, "codec."))
+        return cls(codec=codec_cfg, **_typed_fields(cls, data, ""))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "AstraConfig":
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err})") from err
+        try:
+            return cls.from_dict(data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
+
+
+def _typed_fields(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Check keys and JSON types of ``data`` against dataclass ``cls``; convert lists to tuples."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)} - {"codec"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config keys {[prefix + k for k in unknown]}; known: {sorted(known)}")
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        out[name] = _coerce(hints[name], value, prefix + name)
+    return out
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config field '{name}' must be true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config field '{name}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"config field '{name}' must be a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config field '{name}' must be a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config field '{name}' must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        item = args[0]
+        if len(args) != 2 or args[1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"config field '{name}' must have {len(args)} items, got {value!r}")
+        return tuple(_coerce(item, v, f"{name}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config field '{name}' must be an object, got {value!r}")
+        _, vtype = typing.get_args(hint)
+        return {str(k): _coerce(vtype, v, f"{name}.{k}") for k, v in value.items()}
+    if isinstance(hint, types.UnionType):  # pragma: no cover - no optional fields today
+        raise ConfigError(f"unsupported config type for '{name}'")
+    raise ConfigError(f"unsupported config type {hint!r} for '{name}'")
+
+
+def _validate(cfg: AstraConfig) -> None:
+    c = cfg.codec
+    if c.kind not in ("autoencoder_kl", "wan"):
+        raise ConfigError(f"codec.kind must be 'autoencoder_kl' or 'wan', got {c.kind!r}")
+    if c.kind == "autoencoder_kl" and any(ch % c.norm_num_groups for ch in c.block_out_channels):
+        raise ConfigError(f"codec.norm_num_groups={c.norm_num_groups} must divide every block_out_channels {c.block_out_channels}")
+    unknown = sorted(set(cfg.modalities) - set(CONTRACT_MODALITIES))
+    if unknown:
+        raise ConfigError(f"unknown action modalities {unknown}; supported: {sorted(CONTRACT_MODALITIES)}")
+    for name, dim in cfg.modalities.items():
+        if dim != CONTRACT_MODALITIES[name]:
+            raise ConfigError(f"modality '{name}' has {CONTRACT_MODALITIES[name]} numbers per frame, config says {dim}")
+    if not cfg.modalities:
+        raise ConfigError("config needs at least one action modality")
+    h, w = cfg.resolution
+    f = c.spatial_factor * cfg.patch_size[1]
+    if h <= 0 or w <= 0 or h % f or w % f:
+        raise ConfigError(f"resolution {cfg.resolution} must be positive multiples of codec factor x patch = {f}")
+    if cfg.patch_size[0] != 1:
+        raise ConfigError("patch_size[0] must be 1: chunks are cut on latent frames")
+    if cfg.attention_head_dim < 6 or cfg.attention_head_dim % 2:
+        raise ConfigError(f"attention_head_dim must be even and >= 6, got {cfg.attention_head_dim}")
+    positive = ("num_attention_heads", "ffn_dim", "num_layers", "freq_dim", "chunk_frames", "max_history_chunks",
+                "action_dim", "num_experts", "expert_hidden_dim", "denoise_steps")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("action_dropout", "history_noise_max", "history_noise"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.sample_shift <= 0 or cfg.train_shift <= 0:
+        raise ConfigError("sample_shift and train_shift must be > 0")
+    if cfg.guidance_scale < 0:
+        raise ConfigError(f"guidance_scale must be >= 0, got {cfg.guidance_scale}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Unit tests: a few thousand parameters, 16x16 frames.
+    "tiny": dict(
+        resolution=(16, 16),
+        codec=CodecConfig(latent_channels=4, block_out_channels=(8, 8), norm_num_groups=4),
+        num_attention_heads=2, attention_head_dim=12, ffn_dim=32, num_layers=2, freq_dim=32,
+        chunk_frames=2, max_history_chunks=3, action_dim=16, num_experts=2, expert_hidden_dim=16,
+        denoise_steps=3,
+    ),
+    # The CPU default: 64x64 frames, 4x codec, 64 tokens per frame.
+    "cpu_default": dict(),
+}
+
+
+def preset(name: str, **overrides: Any) -> AstraConfig:
+    """A named configuration, with keyword overrides."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return AstraConfig(**{**PRESETS[name], **overrides})

@@ -1,0 +1,118 @@
+"""Flow matching: noise schedules, the training loss over all chunks, and guided Euler steps.
+
+Convention (DESIGN §2): ``x_t = (1 - t) * x0 + t * noise``; the network predicts the velocity
+``noise - x0``; sampling integrates from t = 1 (noise) to t = 0 (data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .attention import block_causal_mask
+from .config import AstraConfig
+from .transformer import AstraTransformer
+
+
+def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """Shifted time ``shift*t / (1 + (shift-1)*t)``: shift > 1 spends more steps at high noise
+    (as diffusers' FlowMatchEulerDiscreteScheduler does)."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def sampling_schedule(steps: int, shift: float) -> torch.Tensor:
+    """Flow times (steps + 1,) from 1 down to 0 for Euler sampling."""
+    return shift_time(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()
+
+
+def sample_training_time(shape: tuple[int, ...], shift: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Logit-normal flow times in (0, 1), shifted (SD3-style); weights mid-range noise levels."""
+    u = torch.sigmoid(torch.randn(shape, generator=generator))
+    return shift_time(u, shift)
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t for per-frame times t (B, F) on latents (B, C, F, h, w)."""
+    t = t[:, None, :, None, None].to(x0.dtype)
+    return (1 - t) * x0 + t * noise
+
+
+def chunk_layout(num_chunks: int, chunk_frames: int, history_chunks: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frame-level (chunk id, is_target, frame position) for [history 0..H-1, target 0..K-1]."""
+    hist = torch.arange(history_chunks).repeat_interleave(chunk_frames)
+    targ = torch.arange(num_chunks).repeat_interleave(chunk_frames)
+    chunk_ids = torch.cat([hist, targ])
+    is_target = torch.cat([torch.zeros_like(hist, dtype=torch.bool), torch.ones_like(targ, dtype=torch.bool)])
+    frame_pos = torch.cat([torch.arange(history_chunks * chunk_frames), torch.arange(num_chunks * chunk_frames)])
+    return chunk_ids, is_target, frame_pos
+
+
+@dataclass
+class TrainingLoss:
+    total: torch.Tensor
+    flow: torch.Tensor  # MSE of the velocity over all target chunks
+    load_balance: torch.Tensor  # MoAE router balance (1.0 = uniform)
+
+
+def flow_matching_loss(
+    model: AstraTransformer,
+    latents: torch.Tensor,
+    actions: torch.Tensor,
+    modality_ids: torch.Tensor,
+    generator: torch.Generator | None = None,
+    history_noise_max: float | None = None,
+    action_dropout: float | None = None,
+) -> TrainingLoss:
+    """Teacher-forced loss over every chunk of a clip in one block-causal pass.
+
+    latents (B, C, K*chunk_frames, h, w) clean; actions (B, K*chunk_frames, Dmax); modality_ids (B,).
+    The sequence is [noise-augmented history chunks 0..K-2, noisy target chunks 0..K-1]: target k
+    attends to history chunks < k (each at its own random level t_h ~ U(0, history_noise_max))
+    and to itself, exactly the context it has when streaming.
+    """
+    cfg: AstraConfig = model.config
+    history_noise_max = cfg.history_noise_max if history_noise_max is None else history_noise_max
+    action_dropout = cfg.action_dropout if action_dropout is None else action_dropout
+    b, _, f, _, _ = latents.shape
+    cf = cfg.chunk_frames
+    if f % cf:
+        raise ValueError(f"clip has {f} latent frames, not a multiple of chunk_frames={cf}")
+    k = f // cf
+    dev = latents.device
+    rand = lambda *s: torch.rand(s, generator=generator).to(dev)  # noqa: E731
+
+    # 1. Noisy targets, one flow time per chunk
+    t_target = sample_training_time((b, k), cfg.train_shift, generator).to(dev).repeat_interleave(cf, dim=1)  # (B, F)
+    noise = torch.randn(latents.shape, generator=generator).to(dev)
+    targets = add_noise(latents, noise, t_target)
+    # 2. Noise-augmented history (the last chunk is never anyone's history)
+    hf = (k - 1) * cf
+    t_hist = (rand(b, k - 1) * history_noise_max).repeat_interleave(cf, dim=1)  # (B, hf)
+    history = add_noise(latents[:, :, :hf], torch.randn(latents[:, :, :hf].shape, generator=generator).to(dev), t_hist)
+    # 3. Actions: drop a target chunk's actions w.p. action_dropout; all history actions likewise per clip
+    drop_target = (rand(b, k) < action_dropout).repeat_interleave(cf, dim=1)  # (B, F)
+    drop_history = (rand(b, 1) < action_dropout).expand(b, hf)
+    seq_actions = torch.cat([actions[:, :hf], actions], dim=1)
+    dropped = torch.cat([drop_history, drop_target], dim=1)
+    features, routing = model.encode_actions(seq_actions, modality_ids, dropped)
+    # 4. One pass with the block-causal mask
+    chunk_ids, is_target, frame_pos = chunk_layout(k, cf, k - 1)
+    n = cfg.tokens_per_frame
+    mask = block_causal_mask(chunk_ids.repeat_interleave(n), is_target.repeat_interleave(n), cfg.max_history_chunks).to(dev)
+    velocity, _ = model(
+        torch.cat([history, targets], dim=2),
+        torch.cat([t_hist, t_target], dim=1),
+        frame_pos.to(dev),
+        action_features=features,
+        attention_mask=mask,
+    )
+    flow = F.mse_loss(velocity[:, :, hf:], noise - latents)
+    total = flow + cfg.load_balance_weight * routing.load_balance_loss
+    return TrainingLoss(total=total, flow=flow, load_balance=routing.load_balance_loss)
+
+
+def guided_velocity(v_act: torch.Tensor, v_free: torch.Tensor, scale: float) -> torch.Tensor:
+    """Action-free guidance: v_free + s * (v_act - v_free)."""
+    return v_free + scale * (v_act - v_free)

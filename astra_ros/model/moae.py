@@ -1,0 +1,106 @@
+"""MoAE: the mixture of action experts that turns any action modality into shared features.
+
+Each modality has its own linear projector into a shared ``action_dim`` space; a linear router
+picks the top-1 of ``num_experts`` small MLPs per frame and weights its output by the router's
+softmax score (so the router gets gradients). A Switch-style load-balancing loss keeps every
+expert in use. Frames whose actions are dropped (action-free guidance) get a learned null
+feature instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class RoutingInfo:
+    """What the router did on one batch."""
+
+    expert_index: torch.Tensor  # (B, F) long: chosen expert per frame (-1 where actions were dropped)
+    load_balance_loss: torch.Tensor  # scalar; num_experts * sum_e f_e * P_e, 1.0 when perfectly uniform
+
+
+def load_balance_loss(probs: torch.Tensor, choice: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Switch-Transformer balance loss: E * sum_e (fraction of tokens sent to e) * (mean prob of e).
+
+    probs (N, E) router softmax, choice (N,) chosen experts. It is 1.0 when tokens and
+    probability mass are spread evenly and grows towards E as routing collapses on one expert;
+    gradients flow through ``probs``.
+    """
+    if probs.shape[0] == 0:
+        return probs.sum() * 0.0
+    frac = torch.bincount(choice, minlength=num_experts).to(probs.dtype) / probs.shape[0]
+    return num_experts * (frac * probs.mean(dim=0)).sum()
+
+
+class MixtureOfActionExperts(nn.Module):
+    def __init__(self, modalities: dict[str, int], action_dim: int, num_experts: int, expert_hidden_dim: int) -> None:
+        super().__init__()
+        self.modality_names = list(modalities)
+        self.modality_dims = dict(modalities)
+        self.max_action_size = max(modalities.values())
+        self.num_experts = num_experts
+        # One projector per modality, in the config's modality order (a ModuleDict cannot hold "keys").
+        self.projectors = nn.ModuleList(nn.Linear(d, action_dim) for d in modalities.values())
+        self.router = nn.Linear(action_dim, num_experts)
+        self.experts = nn.ModuleList(
+            nn.Sequential(nn.Linear(action_dim, expert_hidden_dim), nn.GELU(), nn.Linear(expert_hidden_dim, action_dim))
+            for _ in range(num_experts)
+        )
+        self.null_action = nn.Parameter(torch.zeros(action_dim))  # the "no action" feature for guidance
+        # Running count of frames routed to each expert, per modality (for logs and diagnostics).
+        self.register_buffer("expert_counts", torch.zeros(len(modalities), num_experts), persistent=False)
+
+    def modality_index(self, name: str) -> int:
+        if name not in self.modality_dims:
+            raise ValueError(f"unknown action modality {name!r}; this model knows {self.modality_names}")
+        return self.modality_names.index(name)
+
+    def forward(
+        self, actions: torch.Tensor, modality_ids: torch.Tensor, dropped: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, RoutingInfo]:
+        """actions (B, F, Dmax) zero-padded, modality_ids (B,), dropped (B, F) bool -> features (B, F, A)."""
+        b, f, _ = actions.shape
+        # 1. Per-modality projection into the shared space.
+        shared = actions.new_zeros(b, f, self.null_action.numel())
+        for idx, name in enumerate(self.modality_names):
+            rows = modality_ids == idx
+            if rows.any():
+                shared[rows] = self.projectors[idx](actions[rows][..., : self.modality_dims[name]])
+        if dropped is None:
+            dropped = torch.zeros(b, f, dtype=torch.bool, device=actions.device)
+        keep = ~dropped
+        tokens = shared[keep]  # (N, A) frames that carry real actions
+        # 2. Top-1 routing.
+        probs = self.router(tokens).softmax(dim=-1)  # (N, E)
+        score, choice = probs.max(dim=-1)  # (N,)
+        routed = torch.zeros_like(tokens)
+        for e, expert in enumerate(self.experts):
+            sel = choice == e
+            if sel.any():
+                routed[sel] = score[sel, None] * expert(tokens[sel])
+        balance = load_balance_loss(probs, choice, self.num_experts)
+        features = self.null_action.expand(b, f, -1).clone()
+        features[keep] = routed
+        expert_index = torch.full((b, f), -1, dtype=torch.long, device=actions.device)
+        expert_index[keep] = choice
+        self._count(expert_index, modality_ids)
+        return features, RoutingInfo(expert_index=expert_index, load_balance_loss=balance)
+
+    @torch.no_grad()
+    def _count(self, expert_index: torch.Tensor, modality_ids: torch.Tensor) -> None:
+        for row, m in zip(expert_index, modality_ids.tolist()):
+            used = row[row >= 0]
+            self.expert_counts[m] += torch.bincount(used, minlength=self.num_experts).to(self.expert_counts.dtype)
+
+    def expert_usage(self) -> dict[str, list[float]]:
+        """Fraction of frames each modality sent to each expert since the counts were last reset."""
+        usage = {}
+        for idx, name in enumerate(self.modality_names):
+            counts = self.expert_counts[idx]
+            total = float(counts.sum())
+            usage[name] = [float(c) / total if total else 0.0 for c in counts]
+        return usage

@@ -1,0 +1,200 @@
+"""Streaming inference: the KV cache and the chunk-by-chunk rollout that owns it.
+
+A stream is a sequence of history chunks (observed or predicted latents, noised to the fixed
+``history_noise`` level) followed by the chunk being denoised. With the cache, each history
+chunk's keys/values are computed once when it is appended and reused by every later chunk;
+the cache keeps the last ``max_history_chunks`` chunks, so the cost of a chunk does not grow
+with the stream length. Without the cache (``use_cache=False``, the reference and benchmark
+baseline) every denoising step recomputes the whole history with the block-causal mask; both
+give the same output for the same noise.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from .attention import block_causal_mask
+from .config import AstraConfig
+from .flow import add_noise, guided_velocity, sampling_schedule
+from .transformer import KV, AstraTransformer
+
+
+@dataclass
+class HistoryChunk:
+    """One appended history chunk."""
+
+    frame_start: int  # absolute frame index of its first latent frame (rotary position)
+    noise_level: float  # flow time the chunk was noised to
+    kv: list[KV] | None  # per layer (batch, heads, tokens, head_dim); None without the cache
+    latents: torch.Tensor | None  # noised latents (batch, C, chunk_frames, h, w); kept without the cache
+    features: torch.Tensor | None  # action features (batch, chunk_frames, action_dim); kept without the cache
+
+    @property
+    def batch(self) -> int:
+        ref = self.kv[0][0] if self.kv is not None else self.latents
+        return ref.shape[0]
+
+
+class KVCache:
+    """Bounded per-layer keys/values of the last ``max_chunks`` history chunks.
+
+    Entries may have batch 1 (shared live history) or B (per-candidate); ``materialize`` joins
+    them for a query batch, expanding shared entries without copying them per candidate.
+    """
+
+    def __init__(self, num_layers: int, max_chunks: int | None) -> None:
+        self.num_layers = num_layers
+        self.max_chunks = max_chunks
+        self.chunks: deque[HistoryChunk] = deque()
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def append(self, chunk: HistoryChunk) -> None:
+        self.chunks.append(chunk)
+        while self.max_chunks is not None and len(self.chunks) > self.max_chunks:
+            self.chunks.popleft()  # oldest out; rotary positions of the rest are absolute, so unchanged
+
+    def fork(self) -> "KVCache":
+        """A cache that starts with the same (shared, not copied) entries."""
+        other = KVCache(self.num_layers, self.max_chunks)
+        other.chunks = deque(self.chunks)
+        return other
+
+    def materialize(self, batch: int) -> list[KV] | None:
+        """Per layer (batch, heads, cached tokens, head_dim), or None when empty."""
+        if not self.chunks:
+            return None
+        out = []
+        for layer in range(self.num_layers):
+            ks = [_tile(c.kv[layer][0], batch) for c in self.chunks]
+            vs = [_tile(c.kv[layer][1], batch) for c in self.chunks]
+            out.append((torch.cat(ks, dim=2), torch.cat(vs, dim=2)))
+        return out
+
+    def num_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for c in self.chunks for kv in c.kv for t in kv)
+
+
+def _tile(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """Bring a tensor with batch 1 or a divisor of ``batch`` to ``batch`` rows (tiling whole copies)."""
+    if x.shape[0] == batch:
+        return x
+    if x.shape[0] == 1:
+        return x.expand(batch, *x.shape[1:])
+    if batch % x.shape[0]:
+        raise ValueError(f"cannot tile a batch of {x.shape[0]} to {batch}")
+    return x.repeat(batch // x.shape[0], *([1] * (x.ndim - 1)))
+
+
+class StreamingRollout:
+    """Owns the history of one stream (its cache or its latents) and predicts chunk after chunk."""
+
+    def __init__(self, model: AstraTransformer, use_cache: bool = True) -> None:
+        self.model = model
+        self.config: AstraConfig = model.config
+        self.use_cache = use_cache
+        self.cache = KVCache(self.config.num_layers, self.config.max_history_chunks if use_cache else None)
+        self.next_frame = 0  # absolute latent-frame index of the next chunk
+
+    def reset(self) -> None:
+        self.cache = KVCache(self.config.num_layers, self.config.max_history_chunks if self.use_cache else None)
+        self.next_frame = 0
+
+    def fork(self) -> "StreamingRollout":
+        """An independent stream that continues from the same history (shared, not recomputed)."""
+        other = StreamingRollout(self.model, self.use_cache)
+        other.cache = self.cache.fork()
+        other.next_frame = self.next_frame
+        return other
+
+    @property
+    def num_history_chunks(self) -> int:
+        return len(self.cache)
+
+    def _frame_pos(self) -> torch.Tensor:
+        return torch.arange(self.next_frame, self.next_frame + self.config.chunk_frames)
+
+    @torch.no_grad()
+    def append_history(
+        self, latents: torch.Tensor, features: torch.Tensor, generator: torch.Generator | None = None,
+        noise_level: float | None = None,
+    ) -> None:
+        """Add a finished chunk (B, C, chunk_frames, h, w) with its action features (B, chunk_frames, A).
+
+        The chunk is noised to ``history_noise`` (noise-augmented memory) before the model sees it.
+        """
+        cfg = self.config
+        level = cfg.history_noise if noise_level is None else noise_level
+        b, cf = latents.shape[0], cfg.chunk_frames
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        t = torch.full((b, cf), level, device=latents.device)
+        noised = add_noise(latents, noise, t)
+        chunk = HistoryChunk(frame_start=self.next_frame, noise_level=level, kv=None, latents=None, features=None)
+        if self.use_cache:
+            _, kv = self.model(noised, t, self._frame_pos(), features, past_kv=self.cache.materialize(b))
+            chunk.kv = kv
+        else:
+            chunk.latents, chunk.features = noised, features
+        self.cache.append(chunk)
+        self.next_frame += cf
+
+    @torch.no_grad()
+    def predict_chunk(
+        self,
+        features: torch.Tensor,
+        null_features: torch.Tensor | None,
+        guidance_scale: float,
+        steps: int,
+        generator: torch.Generator | None = None,
+        batch: int | None = None,
+    ) -> torch.Tensor:
+        """Denoise the next chunk from noise; returns clean latents (B, C, chunk_frames, h, w).
+
+        ``features`` (B, chunk_frames, A) are the action features; ``null_features`` the same with
+        every action dropped. With guidance (scale != 1) both passes run as one batch of 2B.
+        """
+        cfg = self.config
+        b = features.shape[0] if batch is None else batch
+        h, w = cfg.latent_size
+        shape = (b, cfg.codec.latent_channels, cfg.chunk_frames, h, w)
+        device = features.device
+        x = torch.randn(shape, generator=generator).to(device)
+        guided = guidance_scale != 1.0 and null_features is not None
+        step_features = torch.cat([features, null_features]) if guided else features
+        nb = 2 * b if guided else b
+        times = sampling_schedule(steps, cfg.sample_shift).to(device)
+        past = self.cache.materialize(nb) if self.use_cache else None
+        for i in range(steps):
+            t = torch.full((nb, cfg.chunk_frames), float(times[i]), device=device)
+            inp = torch.cat([x, x]) if guided else x
+            if self.use_cache:
+                v, _ = self.model(inp, t, self._frame_pos(), step_features, past_kv=past)
+            else:
+                v = self._recompute_velocity(inp, t, step_features)
+            if guided:
+                v = guided_velocity(v[:b], v[b:], guidance_scale)
+            x = x + (times[i + 1] - times[i]) * v
+        return x
+
+    def _recompute_velocity(self, x: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Velocity of the target chunk from one dense pass over the whole history (no cache)."""
+        cfg = self.config
+        nb, cf, n = x.shape[0], cfg.chunk_frames, cfg.tokens_per_frame
+        hist = list(self.cache.chunks)
+        if not hist:
+            return self.model(x, t, self._frame_pos(), features)[0]
+        lat = torch.cat([_tile(c.latents, nb) for c in hist] + [x], dim=2)
+        feats = torch.cat([_tile(c.features, nb) for c in hist] + [features], dim=1)
+        levels = torch.tensor([c.noise_level for c in hist], device=x.device).repeat_interleave(cf)
+        times = torch.cat([levels.expand(nb, -1), t], dim=1)
+        pos = torch.cat([torch.arange(c.frame_start, c.frame_start + cf) for c in hist] + [self._frame_pos()])
+        ids = torch.arange(len(hist) + 1).repeat_interleave(cf * n)
+        is_target = torch.zeros_like(ids, dtype=torch.bool)
+        is_target[-cf * n:] = True
+        mask = block_causal_mask(ids, is_target, cfg.max_history_chunks).to(x.device)
+        v, _ = self.model(lat, times, pos, feats, attention_mask=mask)
+        return v[:, :, -cf:]

@@ -1,0 +1,280 @@
+"""``WorldModel``: the rollout API of DESIGN §2 (a contract) over codec + transformer + stream.
+
+    wm = WorldModel.from_pretrained("default")
+    wm.start(frames, actions, modality="twist")     # observed history
+    future = wm.step(actions_next_chunk)           # uint8 (n, H, W, 3), appended to the history
+    wm.observe(real_frames, real_actions)          # real frames replace predictions
+    candidates = wm.imagine(batch_of_actions)      # uint8 (B, N, H, W, 3), live stream untouched
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import load_config, load_weights, resolve_checkpoint, save_checkpoint
+from .codec import LatentCodec
+from .config import AstraConfig
+from .streaming import StreamingRollout
+from .transformer import AstraTransformer
+
+
+def _as_generator(seed: int | None, generator: torch.Generator | None, fallback: torch.Generator) -> torch.Generator:
+    if generator is not None:
+        return generator
+    if seed is not None:
+        return torch.Generator().manual_seed(int(seed))
+    return fallback
+
+
+class WorldModel(nn.Module):
+    """An Astra world model with one live stream."""
+
+    def __init__(self, config: AstraConfig, use_cache: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.codec = LatentCodec(config.codec)
+        self.transformer = AstraTransformer(config)
+        self.stream = StreamingRollout(self.transformer, use_cache=use_cache)
+        self._modality: str | None = None
+        self._pending_frames: list[torch.Tensor] = []  # observed latent frames not yet a whole chunk
+        self._pending_actions: list[torch.Tensor] = []
+        self._generator = torch.Generator().manual_seed(0)
+        self._imagine_generator = torch.Generator().manual_seed(1)  # separate, so imagine() leaves step() reproducible
+        self.eval()
+
+    # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | Path = "default", device: str | torch.device = "cpu",
+                        use_cache: bool = True) -> "WorldModel":
+        """Load ``config.json`` + ``model.safetensors`` from a directory, or ``"default"`` (embedded)."""
+        path = resolve_checkpoint(path_or_name)
+        model = cls(load_config(path), use_cache=use_cache)
+        load_weights(model, path)
+        return model.to(device).eval()
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        return save_checkpoint(self, self.config, path)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.config.modalities)
+
+    def action_dim(self, modality: str) -> int:
+        self._check_modality(modality)
+        return self.config.modalities[modality]
+
+    @property
+    def frames_per_chunk(self) -> int:
+        return self.config.frames_per_chunk
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return self.config.resolution
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.scale_shift_table.device
+
+    @property
+    def modality(self) -> str | None:
+        """The modality of the live stream (set by ``start``)."""
+        return self._modality
+
+    @property
+    def history_frames(self) -> int:
+        """Frames in the live history (observed or predicted), counting evicted ones."""
+        return self.stream.next_frame * self.config.codec.temporal_factor
+
+    def expert_usage(self) -> dict[str, list[float]]:
+        return self.transformer.action_encoder.expert_usage()
+
+    # ------------------------------------------------------------------ stream
+    def reset(self) -> None:
+        """Forget the live stream."""
+        self.stream.reset()
+        self._modality = None
+        self._pending_frames.clear()
+        self._pending_actions.clear()
+
+    @torch.no_grad()
+    def start(self, frames: np.ndarray, actions: np.ndarray | None = None, modality: str = "camera",
+              seed: int | None = None) -> None:
+        """Reset the stream and observe ``frames`` uint8 (T, H, W, 3) with ``actions`` (T, D) or None.
+
+        Only whole chunks enter the history: when T is not a multiple of ``frames_per_chunk`` the
+        oldest T mod n frames are dropped, so the newest frames are always part of it.
+        """
+        self._check_modality(modality)
+        frames_t = self._frames_to_tensor(frames, "frames")
+        n = self.frames_per_chunk
+        t = frames_t.shape[0]
+        if t < n:
+            raise ValueError(f"start() needs at least frames_per_chunk={n} frames, got {t}")
+        actions_t = self._actions_to_tensor(actions, modality, t, "actions") if actions is not None else None
+        self.reset()
+        self._modality = modality
+        self._generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        self._imagine_generator = torch.Generator().manual_seed(1 if seed is None else int(seed) + 1)
+        keep = (t // n) * n
+        self._observe_tensors(frames_t[t - keep:], actions_t[t - keep:] if actions_t is not None else None)
+
+    @torch.no_grad()
+    def observe(self, frames: np.ndarray, actions: np.ndarray | None = None) -> None:
+        """Append real frames uint8 (T, H, W, 3) and their actions (T, D) to the history.
+
+        Frames are buffered until they fill a chunk; a partly filled chunk is not yet history.
+        """
+        self._require_started("observe")
+        frames_t = self._frames_to_tensor(frames, "frames")
+        actions_t = (self._actions_to_tensor(actions, self._modality, frames_t.shape[0], "actions")
+                     if actions is not None else None)
+        self._observe_tensors(frames_t, actions_t)
+
+    @property
+    def pending_frames(self) -> int:
+        """Observed frames waiting for their chunk to fill."""
+        return len(self._pending_frames)
+
+    def _observe_tensors(self, frames: torch.Tensor, actions: torch.Tensor | None) -> None:
+        latents = self.codec.encode(frames[None].to(self.device))  # (1, C, T, h, w)
+        for i in range(latents.shape[2]):
+            self._pending_frames.append(latents[:, :, i])
+            self._pending_actions.append(actions[i] if actions is not None else None)
+        cf = self.config.chunk_frames
+        while len(self._pending_frames) >= cf:
+            chunk = torch.stack(self._pending_frames[:cf], dim=2)  # (1, C, cf, h, w)
+            acts = self._pending_actions[:cf]
+            del self._pending_frames[:cf], self._pending_actions[:cf]
+            features = self._features(acts, batch=1)
+            self.stream.append_history(chunk, features, generator=self._generator)
+
+    def _features(self, actions: list[torch.Tensor | None] | torch.Tensor | None, batch: int,
+                  modality: str | None = None) -> torch.Tensor:
+        """Action features (batch, chunk_frames, A); frames without actions get the null feature."""
+        cfg = self.config
+        enc = self.transformer.action_encoder
+        cf = cfg.chunk_frames
+        padded = torch.zeros(batch, cf, enc.max_action_size, device=self.device)
+        dropped = torch.ones(batch, cf, dtype=torch.bool, device=self.device)
+        if isinstance(actions, torch.Tensor):  # (batch, cf, D)
+            padded[..., : actions.shape[-1]] = actions.to(self.device)
+            dropped[:] = False
+        elif actions is not None:
+            for i, a in enumerate(actions):
+                if a is not None:
+                    padded[:, i, : a.shape[-1]] = a.to(self.device)
+                    dropped[:, i] = False
+        mid = enc.modality_index(modality or self._modality)
+        ids = torch.full((batch,), mid, dtype=torch.long, device=self.device)
+        return enc(padded, ids, dropped)[0]
+
+    @torch.no_grad()
+    def step(self, actions: np.ndarray, seed: int | None = None, generator: torch.Generator | None = None,
+             guidance_scale: float | None = None) -> np.ndarray:
+        """Predict the next frames for ``actions`` (k * frames_per_chunk, D); returns uint8 (k*n, H, W, 3).
+
+        Predictions are appended to the history (noised), so repeated calls roll out open-loop.
+        """
+        self._require_started("step")
+        if self._pending_frames:
+            raise ValueError(f"{len(self._pending_frames)} observed frames are waiting for their chunk to fill; "
+                             f"observe {self.config.chunk_frames - len(self._pending_frames)} more before step()")
+        n = self.frames_per_chunk
+        actions_t = self._actions_to_tensor(actions, self._modality, None, "actions")
+        if actions_t.shape[0] == 0 or actions_t.shape[0] % n:
+            raise ValueError(f"step() takes actions for whole chunks: a multiple of frames_per_chunk={n} rows, "
+                             f"got {actions_t.shape[0]}")
+        gen = _as_generator(seed, generator, self._generator)
+        frames = []
+        for c in range(actions_t.shape[0] // n):
+            chunk_actions = actions_t[None, c * n:(c + 1) * n]  # (1, n, D)
+            latents = self._predict(self.stream, chunk_actions, self._modality, gen, guidance_scale)
+            frames.append(latents)
+            self.stream.append_history(latents, self._features(chunk_actions, 1), generator=gen)
+        return self._decode(torch.cat(frames, dim=2))[0]
+
+    @torch.no_grad()
+    def imagine(self, actions: np.ndarray, modality: str | None = None, seed: int | None = None,
+                generator: torch.Generator | None = None, guidance_scale: float | None = None) -> np.ndarray:
+        """B candidate futures for ``actions`` (B, N, D) from the live history, in one batch.
+
+        Returns uint8 (B, N, H, W, 3). The live stream is not changed: the candidates share its
+        cached history and extend private copies of the cache.
+        """
+        self._require_started("imagine")
+        modality = modality or self._modality
+        self._check_modality(modality)
+        actions_t = self._actions_to_tensor(actions, modality, None, "actions", batched=True)
+        b, horizon = actions_t.shape[:2]
+        if b == 0 or horizon == 0:
+            raise ValueError(f"imagine() needs at least one candidate and one frame, got actions of shape {tuple(actions_t.shape)}")
+        n = self.frames_per_chunk
+        chunks = -(-horizon // n)
+        if horizon % n:  # pad the last chunk by holding the last action; extra frames are not returned
+            pad = actions_t[:, -1:].expand(b, chunks * n - horizon, -1)
+            actions_t = torch.cat([actions_t, pad], dim=1)
+        gen = _as_generator(seed, generator, self._imagine_generator)
+        branch = self.stream.fork()
+        out = []
+        for c in range(chunks):
+            chunk_actions = actions_t[:, c * n:(c + 1) * n]
+            latents = self._predict(branch, chunk_actions, modality, gen, guidance_scale)
+            out.append(latents)
+            if c + 1 < chunks:
+                branch.append_history(latents, self._features(chunk_actions, b, modality), generator=gen)
+        return self._decode(torch.cat(out, dim=2))[:, :horizon]
+
+    def _predict(self, stream: StreamingRollout, chunk_actions: torch.Tensor, modality: str,
+                 gen: torch.Generator, guidance_scale: float | None) -> torch.Tensor:
+        b = chunk_actions.shape[0]
+        scale = self.config.guidance_scale if guidance_scale is None else float(guidance_scale)
+        features = self._features(chunk_actions, b, modality)
+        null = self._features(None, b, modality) if scale != 1.0 else None
+        return stream.predict_chunk(features, null, scale, self.config.denoise_steps, generator=gen)
+
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
+        return ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+
+    # ------------------------------------------------------------------ validation
+    def _check_modality(self, modality: str | None) -> None:
+        if modality not in self.config.modalities:
+            raise ValueError(f"unknown action modality {modality!r}; this model knows {self.modalities}")
+
+    def _require_started(self, what: str) -> None:
+        if self._modality is None:
+            raise ValueError(f"{what}() before start(): call start(frames, actions, modality) first")
+
+    def _frames_to_tensor(self, frames: np.ndarray, name: str) -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> float (T, 3, h, w) in [-1, 1] at the model's resolution."""
+        if not isinstance(frames, np.ndarray):
+            raise ValueError(f"{name} must be a numpy uint8 array (T, H, W, 3), got {type(frames).__name__}")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"{name} must be uint8 (T, H, W, 3), got dtype {frames.dtype}")
+        if frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape[:3]) == 0:
+            raise ValueError(f"{name} must have shape (T, H, W, 3) with T, H, W > 0, got {frames.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        if tuple(x.shape[-2:]) != tuple(self.resolution):
+            x = F.interpolate(x, size=self.resolution, mode="bilinear", antialias=True, align_corners=False)
+        return x.clamp(-1, 1)
+
+    def _actions_to_tensor(self, actions: np.ndarray, modality: str, rows: int | None, name: str,
+                           batched: bool = False) -> torch.Tensor:
+        dim = self.config.modalities[modality]
+        arr = np.asarray(actions)
+        want = f"(B, N, {dim})" if batched else f"(T, {dim})"
+        if not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"{name} must be numeric {want} for modality '{modality}', got dtype {arr.dtype}")
+        if arr.ndim != (3 if batched else 2) or arr.shape[-1] != dim:
+            raise ValueError(f"{name} for modality '{modality}' must have shape {want}, got {arr.shape}")
+        if rows is not None and arr.shape[0] != rows:
+            raise ValueError(f"{name} must have one row per frame: {rows} frames but {arr.shape[0]} action rows")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contain NaN or inf values")
+        return torch.from_numpy(arr.astype(np.float32))

@@ -1,0 +1,48 @@
+"""astra_ros: an ament_python package that also installs with plain pip (see README)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "astra_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    package_data={package_name: ["checkpoints/*/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        # Pinned: a CPU build of this version is on local disk; a loose "torch" pulls a multi-GB CUDA build.
+        "torch==2.13.0",
+        "diffusers>=0.35",
+        "einops",
+        "safetensors",
+        "numpy",
+        "scipy",
+        "transforms3d",
+        "pillow",
+        "tqdm",
+        "pyyaml",
+        "matplotlib",
+        "mujoco>=3.1",
+        "rosbags>=0.10",
+        "opencv-python-headless",
+    ],
+    extras_require={"test": ["pytest"]},
+    zip_safe=True,
+    maintainer="astra_ros maintainers",
+    maintainer_email="maintainers@astra-ros.dev",
+    description="Astra interactive world model for ROS 2",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "astra-rollout = astra_ros.cli.rollout:main",
+        ],
+    },
+)

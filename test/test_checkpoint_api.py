@@ -1,0 +1,140 @@
+"""WorldModel API: save/load, corrupt checkpoints, bad inputs, imagine, streaming bookkeeping."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from astra_ros.model import CheckpointError, WorldModel, preset
+
+
+@pytest.fixture()
+def model():
+    torch.manual_seed(0)
+    wm = WorldModel(preset("tiny"))
+    with torch.no_grad():  # real action weights so actions change the output
+        for block in wm.transformer.blocks:
+            block.action_proj.weight.normal_(0, 0.5)
+    return wm
+
+
+def _frames(t, h=20, w=24, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (t, h, w, 3), dtype=np.uint8)
+
+
+def test_save_then_load_gives_identical_outputs(model, tmp_path):
+    model.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = WorldModel.from_pretrained(tmp_path / "ckpt")
+    acts = np.random.default_rng(1).normal(size=(6, 12)).astype(np.float32)
+    outs = []
+    for wm in (model, loaded):
+        wm.start(_frames(4), acts[:4], modality="camera", seed=2)
+        outs.append(wm.step(acts[4:6], seed=3))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_truncated_weights_raise_a_clear_error(model, tmp_path):
+    path = model.save_pretrained(tmp_path / "ckpt")
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        WorldModel.from_pretrained(path)
+
+
+def test_weights_that_do_not_match_the_config_raise(model, tmp_path):
+    path = model.save_pretrained(tmp_path / "ckpt")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["ffn_dim"] = 40
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        WorldModel.from_pretrained(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["modalities"].update(jetpack=3), "unknown action modalities"),
+    (lambda c: c.update(secret_sauce=1), "unknown config keys"),
+    (lambda c: c.update(num_layers="two"), "must be an integer"),
+    (lambda c: c["codec"].update(kind="pickle"), "codec.kind"),
+])
+def test_invalid_config_json_is_rejected(model, tmp_path, edit, message):
+    path = model.save_pretrained(tmp_path / "ckpt")
+    cfg = json.loads((path / "config.json").read_text())
+    edit(cfg)
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=message):
+        WorldModel.from_pretrained(path)
+
+
+def test_missing_checkpoint_files_are_named(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        WorldModel.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        WorldModel.from_pretrained(tmp_path / "empty")
+
+
+def test_bad_api_inputs_raise_value_error_saying_what_was_expected(model):
+    with pytest.raises(ValueError, match="before start"):
+        model.step(np.zeros((2, 12), np.float32))
+    with pytest.raises(ValueError, match="unknown action modality 'jetpack'"):
+        model.start(_frames(4), modality="jetpack")
+    with pytest.raises(ValueError, match="uint8"):
+        model.start(_frames(4).astype(np.float32), modality="camera")
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        model.start(_frames(4)[..., :2], modality="camera")
+    with pytest.raises(ValueError, match="at least frames_per_chunk"):
+        model.start(_frames(1), modality="camera")
+    with pytest.raises(ValueError, match="one row per frame"):
+        model.start(_frames(4), np.zeros((3, 12), np.float32), modality="camera")
+    model.start(_frames(4), modality="camera")
+    with pytest.raises(ValueError, match=r"shape \(T, 12\)"):
+        model.step(np.zeros((2, 6), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        model.step(np.full((2, 12), np.nan, np.float32))
+    with pytest.raises(ValueError, match="whole chunks"):
+        model.step(np.zeros((3, 12), np.float32))
+    with pytest.raises(ValueError, match=r"\(B, N, 12\)"):
+        model.imagine(np.zeros((2, 12), np.float32))
+
+
+def test_start_keeps_the_newest_whole_chunks_and_observe_buffers_partial_chunks(model):
+    model.start(_frames(5), modality="keys")
+    assert model.history_frames == 4 and model.pending_frames == 0
+    model.observe(_frames(1, seed=3), np.eye(7, dtype=np.float32)[:1])
+    assert model.pending_frames == 1
+    with pytest.raises(ValueError, match="waiting for their chunk"):
+        model.step(np.zeros((2, 7), np.float32))
+    model.observe(_frames(1, seed=4))
+    assert model.pending_frames == 0 and model.history_frames == 6
+
+
+def test_imagine_returns_distinct_candidates_and_leaves_the_live_stream_unchanged(model):
+    model.start(_frames(4), modality="twist", seed=0)
+    acts = np.random.default_rng(0).normal(size=(4, 5, 6)).astype(np.float32) * 3
+    before = model.stream.next_frame, len(model.stream.cache)
+    futures = model.imagine(acts, seed=1)
+    assert futures.shape == (4, 5, 16, 16, 3) and futures.dtype == np.uint8
+    assert (model.stream.next_frame, len(model.stream.cache)) == before
+    flat = futures.reshape(4, -1).astype(int)
+    assert all(np.abs(flat[i] - flat[j]).max() > 0 for i in range(4) for j in range(i + 1, 4))
+    # Same seed -> same candidates; and a step afterwards equals a step without imagine in between.
+    np.testing.assert_array_equal(model.imagine(acts, seed=1), futures)
+    after_imagine = model.step(np.zeros((2, 6), np.float32), seed=5)
+    model.start(_frames(4), modality="twist", seed=0)
+    np.testing.assert_array_equal(model.step(np.zeros((2, 6), np.float32), seed=5), after_imagine)
+    # A candidate equals what step() predicts from the same history for the same actions and noise.
+    model.start(_frames(4), modality="twist", seed=0)
+    single = model.imagine(acts[:1, :4], seed=8)[0]
+    model.start(_frames(4), modality="twist", seed=0)
+    stepped = model.step(acts[0, :4], generator=torch.Generator().manual_seed(8))
+    assert np.abs(single.astype(int) - stepped.astype(int)).max() <= 1
+
+
+def test_model_facts(model):
+    assert model.modalities == ["camera", "robot", "twist", "keys"]
+    assert [model.action_dim(m) for m in model.modalities] == [12, 10, 6, 7]
+    assert model.frames_per_chunk == 2 and model.resolution == (16, 16)
+    with pytest.raises(ValueError):
+        model.action_dim("jetpack")
