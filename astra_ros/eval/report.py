@@ -1,0 +1,397 @@
+"""Figures, an image grid, a side-by-side video and a markdown report for ``astra-eval``.
+
+The input is the ``metrics.json`` dictionary of DESIGN.md section 4 (contract keys):
+``horizon_s`` (list [s]); ``psnr`` and ``ssim`` with per-horizon lists for ``model``,
+``copy_last`` and ``shuffled_actions``; ``action_sensitivity`` (fraction); ``rotation_error_deg``
+and ``translation_dir_error_deg`` with ``model`` and ``ground_truth`` (per-horizon lists or
+scalars; None/NaN where undefined); ``clips``; ``checkpoint``; ``bags``; and optionally
+``skipped`` (counts by reason).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "METRICS_PNG",
+    "GRID_PNG",
+    "VIDEO_MP4",
+    "REPORT_MD",
+    "plot_metrics",
+    "image_grid",
+    "write_video",
+    "write_report",
+    "write_metrics_json",
+]
+
+# Default file names inside the output directory.
+METRICS_PNG = "metrics.png"
+GRID_PNG = "grid.png"
+VIDEO_MP4 = "video.mp4"
+REPORT_MD = "report.md"
+
+# (metrics key, subplot title, y-axis label, series keys) for each subplot vs horizon.
+_PANELS = (
+    ("psnr", "PSNR (higher is better)", "PSNR [dB]", ("model", "copy_last", "shuffled_actions")),
+    ("ssim", "SSIM (higher is better)", "SSIM [-]", ("model", "copy_last", "shuffled_actions")),
+    ("rotation_error_deg", "Rotation error (lower is better)", "rotation error [deg]", ("model", "ground_truth")),
+    (
+        "translation_dir_error_deg",
+        "Translation direction error (lower is better)",
+        "direction error [deg]",
+        ("model", "ground_truth"),
+    ),
+)
+
+_SERIES_LABELS = {
+    "model": "model",
+    "copy_last": "copy last frame",
+    "shuffled_actions": "model, shuffled actions",
+    "ground_truth": "real frames (estimator floor)",
+}
+
+
+def _as_float_array(values: Any, length: int) -> np.ndarray:
+    """Per-horizon values as float64 ``[length]``: None -> NaN, a scalar is broadcast."""
+    if values is None:
+        return np.full(length, np.nan)
+    if np.isscalar(values):
+        return np.full(length, float(values))
+    arr = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    if arr.size != length:
+        raise ValueError(f"expected {length} values (one per horizon), got {arr.size}")
+    return arr
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """Mean over the finite values, NaN when there are none."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def plot_metrics(metrics: Mapping[str, Any], path_png: str | os.PathLike) -> Path:
+    """Plot each metric against the prediction horizon, one subplot per metric.
+
+    Metrics that are missing from ``metrics`` are left out. The action sensitivity and
+    the clip count go into the figure title.
+
+    Args:
+        metrics: the metrics dictionary (contract keys, see the module docstring).
+        path_png: output PNG file.
+
+    Returns:
+        the path written.
+    """
+    # A bare Figure renders with Agg and leaves pyplot's global backend and state alone.
+    from matplotlib.figure import Figure
+
+    horizon = np.asarray(metrics["horizon_s"], dtype=np.float64)
+    panels = [p for p in _PANELS if isinstance(metrics.get(p[0]), Mapping)]
+    if not panels:
+        raise ValueError(f"no plottable metric found, expected some of {[p[0] for p in _PANELS]}")
+    ncols = 2 if len(panels) > 1 else 1
+    nrows = int(math.ceil(len(panels) / ncols))
+    fig = Figure(figsize=(5.5 * ncols, 3.8 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, (key, title, ylabel, series) in zip(axes.ravel(), panels):
+        for name in series:
+            if name not in metrics[key]:
+                continue
+            raw = metrics[key][name]
+            values = _as_float_array(raw, horizon.size)
+            # A scalar has no horizon dependence: draw it as a flat dashed line.
+            style = "--" if np.isscalar(raw) else "-o"
+            ax.plot(horizon, values, style, label=_SERIES_LABELS.get(name, name), markersize=4)
+        ax.set_title(title)
+        ax.set_xlabel("horizon [s]")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes.ravel()[len(panels) :]:
+        ax.set_visible(False)
+    sens = metrics.get("action_sensitivity")
+    sens_txt = "n/a" if sens is None or not math.isfinite(float(sens)) else f"{float(sens):.2f}"
+    fig.suptitle(f"{metrics.get('clips', '?')} clips, action sensitivity {sens_txt} (0.5 = ignores actions)")
+    fig.tight_layout()
+    path = Path(path_png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _clip_parts(clip: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(observed, predicted, real) frame stacks from a mapping or a 3-sequence."""
+    if isinstance(clip, Mapping):
+        parts = (clip["observed"], clip["predicted"], clip["real"])
+    else:
+        if len(clip) != 3:
+            raise ValueError(f"a clip must be (observed, predicted, real), got {len(clip)} parts")
+        parts = tuple(clip)
+    out = []
+    for name, frames in zip(("observed", "predicted", "real"), parts):
+        arr = np.asarray(frames)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+            raise ValueError(f"{name} frames must be uint8 [T, H, W, 3], got {arr.dtype} {arr.shape}")
+        out.append(arr)
+    return out[0], out[1], out[2]
+
+
+def _label_tile(text: str, height: int, width: int) -> np.ndarray:
+    """A white tile ``[height, width, 3]`` with ``text`` in black, vertically centred."""
+    tile = np.full((height, width, 3), 255, np.uint8)
+    scale = 0.5
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.putText(tile, text, (4, (height + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return tile
+
+
+def image_grid(
+    rows: Sequence[Any],
+    path_png: str | os.PathLike,
+    *,
+    min_tile: int = 96,
+    pad: int = 2,
+) -> Path:
+    """Write an image grid: for each clip, rows of observed, predicted and real frames.
+
+    Each row starts with a label ("clip i observed", "predicted", "real"); frames are
+    upscaled with nearest-neighbour (integer factor) so the smaller side is at least
+    ``min_tile`` pixels, keeping small model frames readable. Predicted and real frames
+    line up column by column (same horizon step).
+
+    Args:
+        rows: one entry per clip, either a mapping with keys ``observed``, ``predicted``,
+            ``real`` or a sequence of those three, each uint8 ``[T, H, W, 3]`` RGB.
+        path_png: output PNG file.
+        min_tile: minimum displayed frame size [pixels].
+        pad: white gap between frames [pixels].
+
+    Returns:
+        the path written.
+    """
+    if len(rows) == 0:
+        raise ValueError("image_grid needs at least one clip")
+    clips = [_clip_parts(c) for c in rows]
+    h, w = clips[0][0].shape[1:3]
+    for parts in clips:
+        for arr in parts:
+            if arr.shape[1:3] != (h, w):
+                raise ValueError(f"all frames must share one size, got {arr.shape[1:3]} and {(h, w)}")
+    factor = max(1, int(math.ceil(min_tile / min(h, w))))
+    th, tw = h * factor, w * factor
+    ncols = max(arr.shape[0] for parts in clips for arr in parts)
+    label_w = 150
+    row_h = th + pad
+    canvas_w = label_w + ncols * (tw + pad)
+    names = ("observed", "predicted", "real")
+    canvas = np.full((len(clips) * 3 * row_h + pad * len(clips), canvas_w, 3), 255, np.uint8)
+    y = 0
+    for ci, parts in enumerate(clips):
+        for name, arr in zip(names, parts):
+            label = f"clip {ci} {name}" if name == "observed" else name
+            canvas[y : y + th, :label_w] = _label_tile(label, th, label_w)
+            for j, frame in enumerate(arr):
+                x = label_w + j * (tw + pad)
+                canvas[y : y + th, x : x + tw] = np.repeat(np.repeat(frame, factor, axis=0), factor, axis=1)
+            y += row_h
+        y += pad  # extra gap between clips
+    path = Path(path_png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+    return path
+
+
+def write_video(
+    frames_left: np.ndarray,
+    frames_right: np.ndarray,
+    path_mp4: str | os.PathLike,
+    fps: float,
+    *,
+    labels: tuple[str, str] | None = ("real", "predicted"),
+    min_height: int = 256,
+) -> Path:
+    """Write a side-by-side MP4 (codec 'mp4v') of two frame sequences.
+
+    Frames are upscaled with nearest-neighbour (integer factor) to at least ``min_height``
+    pixels and padded to even sizes, which common MP4 players need.
+
+    Args:
+        frames_left: uint8 ``[N, H, W, 3]`` RGB, shown on the left.
+        frames_right: uint8 ``[N, H, W, 3]`` RGB with the same N, H, W, shown on the right.
+        path_mp4: output file.
+        fps: frame rate [frames/s].
+        labels: captions drawn on the left and right halves, or None.
+        min_height: minimum output height [pixels].
+
+    Returns:
+        the path written.
+    """
+    left = np.asarray(frames_left)
+    right = np.asarray(frames_right)
+    if left.shape != right.shape or left.ndim != 4 or left.shape[-1] != 3:
+        raise ValueError(f"expected two [N, H, W, 3] arrays of one shape, got {left.shape} and {right.shape}")
+    if left.dtype != np.uint8 or right.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {left.dtype} and {right.dtype}")
+    if left.shape[0] == 0:
+        raise ValueError("write_video needs at least one frame")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    factor = max(1, int(math.ceil(min_height / left.shape[1])))
+    h, w = left.shape[1] * factor, left.shape[2] * factor
+    out_h, out_w = h + h % 2, 2 * w + (2 * w) % 2
+    path = Path(path_mp4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (out_w, out_h))
+    if not writer.isOpened():
+        raise OSError(f"could not open a 'mp4v' video writer for {path}")
+    try:
+        for a, b in zip(left, right):
+            frame = np.zeros((out_h, out_w, 3), np.uint8)
+            frame[:h, :w] = np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)
+            frame[:h, w : 2 * w] = np.repeat(np.repeat(b, factor, axis=0), factor, axis=1)
+            frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+            if labels is not None:
+                for x0, text in zip((0, w), labels):
+                    # A black outline under white text stays readable on any frame.
+                    for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+                        org = (x0 + 6, 20)
+                        cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, thickness, cv2.LINE_AA)
+            writer.write(frame)
+    finally:
+        writer.release()
+    if not path.exists() or path.stat().st_size == 0:
+        raise OSError(f"the video writer produced no data in {path}")
+    return path
+
+
+def _fmt(value: float, digits: int) -> str:
+    """A number for the report, ``n/a`` for NaN/None."""
+    if value is None or not math.isfinite(float(value)):
+        return "n/a"
+    return f"{float(value):.{digits}f}"
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/inf by None and numpy scalars/arrays by Python types, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_metrics_json(metrics: Mapping[str, Any], path_json: str | os.PathLike) -> Path:
+    """Write ``metrics.json`` as strict JSON: NaN/inf become null, numpy types become numbers."""
+    path = Path(path_json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path:
+    """Write ``report.md`` (and ``metrics.png``) into ``out_dir``.
+
+    The report has a summary table (model vs copy-last vs shuffled actions, mean over
+    the horizon), the action sensitivity, the camera-motion alignment errors, a
+    per-horizon table, the skipped-clip counts, and links to every PNG and MP4 found in
+    ``out_dir`` (write the grid and video before calling this to have them linked).
+
+    Args:
+        metrics: the metrics dictionary (contract keys, see the module docstring).
+        out_dir: output directory, created if needed.
+
+    Returns:
+        the path of ``report.md``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    horizon = np.asarray(metrics["horizon_s"], dtype=np.float64)
+    n = horizon.size
+    plot_metrics(metrics, out / METRICS_PNG)
+
+    lines = ["# astra-eval report", ""]
+    lines.append(f"- checkpoint: `{metrics.get('checkpoint', 'n/a')}`")
+    bags = metrics.get("bags") or []
+    lines.append(f"- bags ({len(bags)}): " + (", ".join(f"`{b}`" for b in bags) if bags else "none"))
+    lines.append(f"- clips evaluated: {metrics.get('clips', 'n/a')}")
+    lines.append("- horizons [s]: " + ", ".join(f"{h:g}" for h in horizon))
+    skipped = metrics.get("skipped") or {}
+    if skipped:
+        lines.append("- skipped: " + ", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items())))
+    lines.append("")
+
+    # 1. Image quality, mean over the horizon.
+    lines += ["## Image quality (mean over the horizon)", ""]
+    lines += ["| metric | model | copy last | shuffled actions |", "|---|---|---|---|"]
+    for key, label, digits in (("psnr", "PSNR [dB]", 2), ("ssim", "SSIM", 4)):
+        block = metrics.get(key) or {}
+        cells = [_fmt(_nanmean(_as_float_array(block.get(s), n)), digits) for s in _PANELS[0][3]]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    sens = metrics.get("action_sensitivity")
+    lines.append(
+        f"**Action sensitivity: {_fmt(sens, 3)}** (fraction of clips whose prediction with the true actions "
+        "has a lower MSE than with shuffled actions; 0.5 means the model ignores its actions)."
+    )
+    lines.append("")
+
+    # 2. Camera-motion alignment.
+    lines += ["## Camera-motion alignment (mean over the horizon)", ""]
+    lines += ["| error | model frames | real frames (estimator floor) |", "|---|---|---|"]
+    alignment = (
+        ("rotation_error_deg", "rotation [deg]"),
+        ("translation_dir_error_deg", "translation direction [deg]"),
+    )
+    for key, label in alignment:
+        block = metrics.get(key) or {}
+        cells = [_fmt(_nanmean(_as_float_array(block.get(s), n)), 2) for s in ("model", "ground_truth")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    # 3. Per-horizon numbers.
+    lines += ["## Per horizon", ""]
+    cols = [
+        ("psnr", "model", "PSNR model", 2),
+        ("psnr", "copy_last", "PSNR copy", 2),
+        ("psnr", "shuffled_actions", "PSNR shuffled", 2),
+        ("ssim", "model", "SSIM model", 4),
+        ("ssim", "copy_last", "SSIM copy", 4),
+        ("ssim", "shuffled_actions", "SSIM shuffled", 4),
+        ("rotation_error_deg", "model", "rot. err. [deg]", 2),
+        ("translation_dir_error_deg", "model", "transl. dir. err. [deg]", 2),
+    ]
+    lines.append("| horizon [s] | " + " | ".join(c[2] for c in cols) + " |")
+    lines.append("|---" * (len(cols) + 1) + "|")
+    values = {(k, s): _as_float_array((metrics.get(k) or {}).get(s), n) for k, s, _, _ in cols}
+    for i, h in enumerate(horizon):
+        cells = [_fmt(values[(k, s)][i], d) for k, s, _, d in cols]
+        lines.append(f"| {h:g} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    # 4. Figures and videos present in the directory.
+    lines += ["## Figures", ""]
+    for png in sorted(out.glob("*.png")):
+        lines.append(f"![{png.stem}]({png.name})")
+        lines.append("")
+    for mp4 in sorted(out.glob("*.mp4")):
+        lines.append(f"- video: [{mp4.name}]({mp4.name})")
+    path = out / REPORT_MD
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
