@@ -43,6 +43,8 @@ setup(
     entry_points={
         "console_scripts": [
             "astra-rollout = astra_ros.cli.rollout:main",
+            "astra-sim = astra_ros.cli.sim:main",
+            "astra-train = astra_ros.cli.train:main",
         ],
     },
 )

@@ -1,0 +1,462 @@
+"""Reading any ROS 2 bag (mcap or sqlite3) into aligned frames and per-frame action vectors.
+
+Uses rosbags' ``AnyReader`` (pure Python, no rclpy), so a robot's own recordings are read exactly like
+simulated ones. Each image is paired with the pose/twist at its header stamp:
+
+* poses (PoseStamped, PoseWithCovarianceStamped, Odometry): positions interpolated linearly, rotations
+  with slerp; an image up to ``max_extrapolation_ns`` before the first / after the last pose takes the
+  edge pose, further out its action is NaN;
+* commands (Twist, TwistStamped, Odometry's twist): zero-order hold, i.e. the latest command at or
+  before the image (zero before the first command: the robot was not commanded yet);
+* the gripper opening (std_msgs/Float32 or Float64): linear interpolation.
+
+Messages without a header (Twist, Float32) are timed by their bag timestamp, everything else by its
+header stamp. Problems with a bag raise :class:`BagError` naming the bag, topic and stamp; frames whose
+pose is NaN keep NaN actions and are counted in :class:`ReadStats` so that clip sampling skips them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from rosbags.highlevel import AnyReader
+
+from astra_ros.data.actions import (
+    KeyThresholds,
+    camera_actions,
+    check_modality,
+    frame_intervals,
+    keys_from_twist,
+    robot_actions,
+    twist_actions,
+)
+from astra_ros.data.geometry import PinholeIntrinsics, pose_to_matrix, quaternion_slerp
+from astra_ros.data.images import ImageDecodeError, image_to_rgb, resize_rgb
+
+logger = logging.getLogger(__name__)
+
+POSE_MSGTYPES = (
+    "geometry_msgs/msg/PoseStamped",
+    "geometry_msgs/msg/PoseWithCovarianceStamped",
+    "nav_msgs/msg/Odometry",
+)
+TWIST_MSGTYPES = ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped", "nav_msgs/msg/Odometry")
+SCALAR_MSGTYPES = ("std_msgs/msg/Float32", "std_msgs/msg/Float64")
+IMAGE_MSGTYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+class BagError(ValueError):
+    """A bag cannot be turned into an episode; the message names the bag, the topic and the stamp."""
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    """Topic names to read; the defaults are the contract topics the simulator records (DESIGN.md §3)."""
+
+    image: str = "/camera/image_raw"  # sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8, mono16) or CompressedImage
+    camera_info: str = "/camera/camera_info"  # sensor_msgs/CameraInfo; optional
+    camera_pose: str = "/camera/pose"  # camera optical frame in the world: PoseStamped, PoseWithCovarianceStamped or Odometry
+    ee_pose: str = "/robot/ee_pose"  # end-effector in the robot base frame: PoseStamped (or the other pose types)
+    gripper: str = "/robot/gripper"  # std_msgs/Float32 or Float64 gripper opening [m]; optional (0 when absent)
+    twist: str = "/cmd_vel"  # body-frame velocity command: Twist, TwistStamped or Odometry
+    odom: str = "/odom"  # nav_msgs/Odometry; only used to recognise a mobile-robot bag
+
+
+@dataclass
+class ReadStats:
+    """Counts of what was read and what was left out, so nothing is dropped silently."""
+
+    episodes: int = 0  # bags read
+    frames: int = 0  # images read
+    nan_frames: int = 0  # frames whose action is NaN (NaN or missing pose); never used for training
+    windows: int = 0  # clip windows offered by a ClipDataset
+    skipped_windows: int = 0  # windows left out because they contain a NaN frame
+    short_episodes: int = 0  # episodes with fewer frames than one clip
+    skipped_bags: list[str] = field(default_factory=list)  # bags with no usable window
+
+    def summary(self) -> str:
+        """One line for logs."""
+        return (
+            f"{self.episodes} episodes, {self.frames} frames ({self.nan_frames} with NaN actions), "
+            f"{self.windows} windows ({self.skipped_windows} skipped for NaN), {self.short_episodes} too short"
+        )
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One bag decoded: frames and the chosen modality's actions, one row per image."""
+
+    frames: np.ndarray  # uint8 [T, H, W, 3] rgb
+    actions: np.ndarray  # float32 [T, D]; camera actions are relative to the first frame with a valid pose
+    stamps_ns: np.ndarray  # int64 [T] image header stamps [ns]
+    modality: str  # camera | robot | twist | keys
+    camera_info: PinholeIntrinsics | None  # intrinsics scaled to the frames' size, None when the bag has none
+    bag_path: str
+
+    @property
+    def valid(self) -> np.ndarray:
+        """bool [T]: frames whose action is finite."""
+        return np.isfinite(self.actions).all(axis=1)
+
+
+def _stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def _format_stamp(stamp_ns: int) -> str:
+    return f"{stamp_ns // 1_000_000_000}.{stamp_ns % 1_000_000_000:09d} s"
+
+
+def bag_topics(bag_path: Path | str) -> dict[str, str]:
+    """Topics of a bag and their message types, ``{topic: msgtype}``. Raises :class:`BagError`."""
+    path = Path(bag_path)
+    try:
+        with AnyReader([path]) as reader:
+            return {connection.topic: connection.msgtype for connection in reader.connections}
+    except Exception as error:  # rosbags raises several types for unreadable bags
+        raise BagError(f"cannot open bag {path}: {error}") from error
+
+
+def modality_from_topics(topic_names: dict[str, str] | list[str], topics: BagTopics = BagTopics()) -> str:
+    """Pick the modality a bag was recorded for from the topics it has.
+
+    An end-effector pose means ``robot``; odometry means a mobile robot (``twist``); otherwise a camera pose
+    means ``camera`` and a velocity command alone ``twist``. Raises :class:`BagError` if none apply.
+    """
+    names = set(topic_names)
+    if topics.ee_pose in names:
+        return "robot"
+    if topics.odom in names and topics.twist in names:
+        return "twist"
+    if topics.camera_pose in names:
+        return "camera"
+    if topics.twist in names:
+        return "twist"
+    raise BagError(
+        f"cannot tell the modality: none of {topics.ee_pose}, {topics.camera_pose}, {topics.twist} in topics "
+        f"{sorted(names)}"
+    )
+
+
+@dataclass
+class _Series:
+    """Messages of one topic converted to arrays, in bag order."""
+
+    topic: str
+    stamps_ns: list[int] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.stamps_ns, dtype=np.int64), np.asarray(self.values, dtype=np.float64)
+
+
+def _pose_of(message: Any, msgtype: str) -> Any:
+    if msgtype == "geometry_msgs/msg/PoseStamped":
+        return message.pose
+    return message.pose.pose  # PoseWithCovarianceStamped and Odometry
+
+
+def _twist_of(message: Any, msgtype: str) -> Any:
+    if msgtype == "geometry_msgs/msg/Twist":
+        return message
+    if msgtype == "geometry_msgs/msg/TwistStamped":
+        return message.twist
+    return message.twist.twist  # Odometry: twist in child_frame_id, i.e. the body frame
+
+
+def _check_order(bag_path: Path, topic: str, stamps_ns: np.ndarray, strictly: bool) -> None:
+    steps = np.diff(stamps_ns)
+    bad = np.flatnonzero(steps <= 0 if strictly else steps < 0)
+    if bad.size:
+        index = int(bad[0]) + 1
+        raise BagError(
+            f"bag {bag_path}: stamps on {topic} go backwards at message {index}: "
+            f"{_format_stamp(int(stamps_ns[index]))} after {_format_stamp(int(stamps_ns[index - 1]))}"
+            + (" (images need strictly increasing stamps)" if strictly and steps[bad[0]] == 0 else "")
+        )
+
+
+def _interpolation_indices(
+    source_stamps: np.ndarray, query_stamps: np.ndarray, max_extrapolation_ns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bracketing sample indices, the fraction between them, and which queries are usable."""
+    upper = np.clip(np.searchsorted(source_stamps, query_stamps, side="left"), 0, len(source_stamps) - 1)
+    lower = np.clip(upper - 1, 0, len(source_stamps) - 1)
+    # Exact hits and queries before the first sample use one sample.
+    exact = source_stamps[upper] == query_stamps
+    lower = np.where(exact | (query_stamps < source_stamps[0]), upper, lower)
+    span = (source_stamps[upper] - source_stamps[lower]).astype(np.float64)
+    fraction = np.where(span > 0, (query_stamps - source_stamps[lower]) / np.where(span > 0, span, 1.0), 0.0)
+    fraction = np.clip(fraction, 0.0, 1.0)
+    inside = (query_stamps >= source_stamps[0] - max_extrapolation_ns) & (
+        query_stamps <= source_stamps[-1] + max_extrapolation_ns
+    )
+    return lower, upper, fraction, inside
+
+
+def interpolate_poses(
+    source_stamps_ns: np.ndarray,
+    positions: np.ndarray,
+    quats_xyzw: np.ndarray,
+    query_stamps_ns: np.ndarray,
+    max_extrapolation_ns: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Poses at ``query_stamps_ns``: linear positions [m] ``[Q, 3]`` and slerped quaternions ``[Q, 4]``.
+
+    Queries more than ``max_extrapolation_ns`` [ns] outside the source range are NaN; closer ones hold the edge pose.
+    """
+    lower, upper, fraction, inside = _interpolation_indices(source_stamps_ns, query_stamps_ns, max_extrapolation_ns)
+    out_positions = positions[lower] + fraction[:, None] * (positions[upper] - positions[lower])
+    out_quats = quaternion_slerp(quats_xyzw[lower], quats_xyzw[upper], fraction)
+    out_positions[~inside] = np.nan
+    out_quats[~inside] = np.nan
+    return out_positions, out_quats
+
+
+def interpolate_linear(
+    source_stamps_ns: np.ndarray, values: np.ndarray, query_stamps_ns: np.ndarray, max_extrapolation_ns: int
+) -> np.ndarray:
+    """Linear interpolation of ``values [S, ...]`` at ``query_stamps_ns``; NaN too far outside the source range."""
+    lower, upper, fraction, inside = _interpolation_indices(source_stamps_ns, query_stamps_ns, max_extrapolation_ns)
+    shape = (-1,) + (1,) * (values.ndim - 1)
+    result = values[lower] + fraction.reshape(shape) * (values[upper] - values[lower])
+    result[~inside] = np.nan
+    return result
+
+
+def zero_order_hold(source_stamps_ns: np.ndarray, values: np.ndarray, query_stamps_ns: np.ndarray) -> np.ndarray:
+    """The latest of ``values [S, ...]`` at or before each query stamp; zeros before the first sample."""
+    index = np.searchsorted(source_stamps_ns, query_stamps_ns, side="right") - 1
+    result = values[np.clip(index, 0, len(values) - 1)].copy()
+    result[index < 0] = 0.0
+    return result
+
+
+@dataclass(frozen=True)
+class _ReadPlan:
+    """Which topics one modality needs, and which of them may be missing."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+
+
+def _read_plan(modality: str, topics: BagTopics) -> _ReadPlan:
+    if modality == "camera":
+        return _ReadPlan((topics.image, topics.camera_pose), (topics.camera_info,))
+    if modality == "robot":
+        return _ReadPlan((topics.image, topics.ee_pose), (topics.camera_info, topics.gripper))
+    return _ReadPlan((topics.image, topics.twist), (topics.camera_info,))
+
+
+def _decode_image(message: Any, msgtype: str) -> np.ndarray:
+    if msgtype == "sensor_msgs/msg/CompressedImage":
+        decoded = cv2.imdecode(np.frombuffer(message.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise ImageDecodeError(f"cannot decode compressed image of format {message.format!r}")
+        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    return image_to_rgb(
+        message.data,
+        height=int(message.height),
+        width=int(message.width),
+        encoding=message.encoding,
+        step=int(message.step),
+        is_bigendian=bool(message.is_bigendian),
+    )
+
+
+def read_episode(
+    bag_path: Path | str,
+    modality: str | None = None,
+    resolution: tuple[int, int] | None = None,
+    *,
+    topics: BagTopics = BagTopics(),
+    key_thresholds: KeyThresholds = KeyThresholds(),
+    max_extrapolation_ns: int = 100_000_000,
+    stats: ReadStats | None = None,
+) -> Episode:
+    """Decode a bag into an :class:`Episode` of frames and ``modality`` actions (see :mod:`astra_ros.data.actions`).
+
+    ``bag_path``: a bag directory or a bare ``.mcap`` / ``.db3`` file. ``modality``: ``camera``, ``robot``,
+    ``twist``, ``keys`` or None to pick it from the topics (:func:`modality_from_topics`).
+    ``resolution = (height, width)`` [px] resizes frames with area interpolation (None keeps the bag's size,
+    which must then be constant). ``max_extrapolation_ns`` [ns]: how far outside the pose stream an image may
+    be and still take the edge pose. Frames with NaN actions are kept and counted in ``stats.nan_frames``.
+    Raises :class:`BagError` for a missing, empty, corrupt or out-of-order bag or an unsupported encoding.
+    """
+    path = Path(bag_path)
+    stats = stats if stats is not None else ReadStats()
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist")
+    try:
+        with AnyReader([path]) as reader:
+            available = {connection.topic: connection.msgtype for connection in reader.connections}
+            if modality is None:
+                modality = modality_from_topics(available, topics)
+            check_modality(modality)
+            if reader.message_count == 0:
+                raise BagError(f"bag {path} is empty: it has no messages (topics: {_list_topics(available)})")
+            plan = _read_plan(modality, topics)
+            for topic in plan.required:
+                if topic not in available:
+                    raise BagError(
+                        f"bag {path} has no topic {topic!r}, needed for modality {modality!r}; "
+                        f"topics in the bag: {_list_topics(available)}"
+                    )
+            _check_msgtypes(path, available, modality, topics)
+            wanted = [c for c in reader.connections if c.topic in plan.required + plan.optional]
+            series, images, camera_info = _collect(reader, wanted, path, topics, resolution)
+    except BagError:
+        raise
+    except Exception as error:  # rosbags and the storage backends raise many types for damaged files
+        raise BagError(f"cannot read bag {path}: {type(error).__name__}: {error}") from error
+
+    image_stamps = np.asarray([stamp for stamp, _ in images], dtype=np.int64)
+    if len(images) == 0:
+        raise BagError(f"bag {path}: topic {topics.image!r} has no messages")
+    _check_order(path, topics.image, image_stamps, strictly=True)
+    frames = np.stack([frame for _, frame in images])
+    actions = _actions_for(modality, path, series, topics, image_stamps, key_thresholds, max_extrapolation_ns)
+    if camera_info is not None and (camera_info.height, camera_info.width) != frames.shape[1:3]:
+        camera_info = camera_info.scaled(frames.shape[1:3])
+    episode = Episode(frames, actions, image_stamps, modality, camera_info, str(path))
+    stats.episodes += 1
+    stats.frames += len(frames)
+    nan_frames = int((~episode.valid).sum())
+    stats.nan_frames += nan_frames
+    if nan_frames:
+        logger.warning(
+            "bag %s: %d of %d frames have NaN %s actions and will be skipped", path, nan_frames, len(frames), modality
+        )
+    return episode
+
+
+def _list_topics(available: dict[str, str]) -> str:
+    return ", ".join(f"{topic} ({msgtype})" for topic, msgtype in sorted(available.items())) or "none"
+
+
+def _check_msgtypes(path: Path, available: dict[str, str], modality: str, topics: BagTopics) -> None:
+    expectations = [(topics.image, IMAGE_MSGTYPES), (topics.camera_info, ("sensor_msgs/msg/CameraInfo",))]
+    if modality == "camera":
+        expectations.append((topics.camera_pose, POSE_MSGTYPES))
+    elif modality == "robot":
+        expectations += [(topics.ee_pose, POSE_MSGTYPES), (topics.gripper, SCALAR_MSGTYPES)]
+    else:
+        expectations.append((topics.twist, TWIST_MSGTYPES))
+    for topic, allowed in expectations:
+        if topic in available and available[topic] not in allowed:
+            raise BagError(
+                f"bag {path}: topic {topic!r} has type {available[topic]}; supported: {', '.join(allowed)}"
+            )
+
+
+def _collect(
+    reader: AnyReader, connections: list, path: Path, topics: BagTopics, resolution: tuple[int, int] | None
+) -> tuple[dict[str, _Series], list[tuple[int, np.ndarray]], PinholeIntrinsics | None]:
+    """One pass over the bag: decoded images, numeric series per topic and the first camera info."""
+    series: dict[str, _Series] = {}
+    images: list[tuple[int, np.ndarray]] = []
+    camera_info: PinholeIntrinsics | None = None
+    for connection, bag_stamp_ns, rawdata in reader.messages(connections=connections):
+        topic, msgtype = connection.topic, connection.msgtype
+        message = reader.deserialize(rawdata, msgtype)
+        header = getattr(message, "header", None)
+        stamp_ns = _stamp_ns(header) if header is not None else int(bag_stamp_ns)
+        if topic == topics.image:
+            try:
+                rgb = _decode_image(message, msgtype)
+            except ImageDecodeError as error:
+                raise BagError(f"bag {path}: topic {topic!r} at {_format_stamp(stamp_ns)}: {error}") from error
+            if resolution is not None:
+                rgb = resize_rgb(rgb, resolution)
+            elif images and rgb.shape != images[0][1].shape:
+                raise BagError(
+                    f"bag {path}: topic {topic!r} at {_format_stamp(stamp_ns)}: image size {rgb.shape[1]}x{rgb.shape[0]} "
+                    f"differs from the first image's {images[0][1].shape[1]}x{images[0][1].shape[0]}; pass a resolution"
+                )
+            images.append((stamp_ns, rgb))
+        elif topic == topics.camera_info:
+            if camera_info is None:
+                k = np.asarray(message.k, dtype=np.float64)
+                camera_info = PinholeIntrinsics(int(message.width), int(message.height), k[0], k[4], k[2], k[5])
+                if resolution is not None:
+                    camera_info = camera_info.scaled(resolution)
+        else:
+            values = series.setdefault(topic, _Series(topic))
+            values.stamps_ns.append(stamp_ns)
+            values.values.append(_numeric_value(message, msgtype))
+    return series, images, camera_info
+
+
+def _numeric_value(message: Any, msgtype: str) -> np.ndarray:
+    """Pose -> [x, y, z, qx, qy, qz, qw]; twist -> [vx, vy, vz, wx, wy, wz]; scalar -> [value]."""
+    if msgtype in SCALAR_MSGTYPES:
+        return np.array([float(message.data)])
+    if msgtype == "nav_msgs/msg/Odometry":
+        # Odometry serves as a pose and as a twist source: keep both.
+        return np.concatenate([_pose_vector(message.pose.pose), _twist_vector(message.twist.twist)])
+    if msgtype in POSE_MSGTYPES:
+        return _pose_vector(_pose_of(message, msgtype))
+    return _twist_vector(_twist_of(message, msgtype))
+
+
+def _pose_vector(pose: Any) -> np.ndarray:
+    p, q = pose.position, pose.orientation
+    return np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w], dtype=np.float64)
+
+
+def _twist_vector(twist: Any) -> np.ndarray:
+    return np.array(
+        [twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.x, twist.angular.y, twist.angular.z],
+        dtype=np.float64,
+    )
+
+
+def _series_arrays(path: Path, series: dict[str, _Series], topic: str) -> tuple[np.ndarray, np.ndarray]:
+    if topic not in series or not series[topic].stamps_ns:
+        raise BagError(f"bag {path}: topic {topic!r} has no messages")
+    stamps, values = series[topic].arrays()
+    _check_order(path, topic, stamps, strictly=False)
+    return stamps, values
+
+
+def _actions_for(
+    modality: str,
+    path: Path,
+    series: dict[str, _Series],
+    topics: BagTopics,
+    image_stamps: np.ndarray,
+    key_thresholds: KeyThresholds,
+    max_extrapolation_ns: int,
+) -> np.ndarray:
+    if modality == "camera":
+        stamps, values = _series_arrays(path, series, topics.camera_pose)
+        positions, quats = interpolate_poses(stamps, values[:, :3], values[:, 3:7], image_stamps, max_extrapolation_ns)
+        poses = pose_to_matrix(positions, quats)
+        valid = np.isfinite(poses).all(axis=(1, 2))
+        if not valid.any():
+            raise BagError(f"bag {path}: no image has a finite pose on {topics.camera_pose!r}")
+        # Relative to the first frame with a valid pose, so one NaN pose does not spoil the whole episode.
+        first = int(np.argmax(valid))
+        actions = camera_actions(np.concatenate([poses[first:first + 1], poses]))[1:]
+        return actions
+    if modality == "robot":
+        stamps, values = _series_arrays(path, series, topics.ee_pose)
+        positions, quats = interpolate_poses(stamps, values[:, :3], values[:, 3:7], image_stamps, max_extrapolation_ns)
+        if topics.gripper in series:
+            gripper_stamps, gripper_values = _series_arrays(path, series, topics.gripper)
+            gripper = interpolate_linear(gripper_stamps, gripper_values[:, 0], image_stamps, max_extrapolation_ns)
+        else:
+            logger.warning("bag %s has no %s topic: gripper opening set to 0", path, topics.gripper)
+            gripper = np.zeros(len(image_stamps))
+        return robot_actions(positions, quats, gripper)
+    stamps, values = _series_arrays(path, series, topics.twist)
+    twist = values[:, -6:]  # Odometry rows hold the pose first
+    held = zero_order_hold(stamps, twist, image_stamps)
+    if modality == "keys":
+        return keys_from_twist(held[:, :3], held[:, 3:], key_thresholds)
+    return twist_actions(held[:, :3], held[:, 3:], frame_intervals(image_stamps))

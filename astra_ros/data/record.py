@@ -1,0 +1,182 @@
+"""Writing simulated episodes as ROS 2 bags (rosbags' Writer, no rclpy).
+
+Topics written (DESIGN.md §3, contract), as they apply to the scenario:
+
+* ``/camera/image_raw`` (sensor_msgs/Image, rgb8, frame_id ``camera_optical``) at the camera rate;
+* ``/camera/camera_info`` (sensor_msgs/CameraInfo, pinhole intrinsics from MuJoCo's fovy), one per image;
+* ``/camera/pose`` (geometry_msgs/PoseStamped, frame_id ``world``): the camera *optical* frame
+  (z forward, x right, y down) in the world, at the state rate (all scenarios; fixed for ``arm``);
+* ``/robot/ee_pose`` (PoseStamped, frame_id ``base``) and ``/robot/gripper`` (std_msgs/Float32: distance
+  the fingers are open [m]) for ``arm``;
+* ``/cmd_vel`` (geometry_msgs/Twist, body frame x forward, y left, z up) for ``explore`` and ``rover``;
+* ``/odom`` (nav_msgs/Odometry, frame_id ``odom`` = world, child_frame_id ``base_link``) for ``rover``.
+
+Stamps are simulated time from the fixed epoch :data:`SIM_EPOCH_NS`, and each message's bag
+timestamp equals its header stamp, so the same seed gives byte-identical message data.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from tqdm import tqdm
+
+from astra_ros.data.bags import BagTopics
+from astra_ros.data.geometry import PinholeIntrinsics
+from astra_ros.data.scenes import BodyTwist, Pose, SimSettings, SimTick, make_scenario
+
+logger = logging.getLogger(__name__)
+
+SIM_EPOCH_NS = 1_700_000_000 * 1_000_000_000  # [ns] stamp of every episode's first tick
+STORAGE_PLUGINS: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+
+CAMERA_FRAME_ID = "camera_optical"
+WORLD_FRAME_ID = "world"
+ARM_BASE_FRAME_ID = "base"
+ODOM_FRAME_ID = "odom"
+ROBOT_FRAME_ID = "base_link"
+
+
+def episode_bag_path(out_dir: Path | str, scenario: str, seed: int) -> Path:
+    """Bag directory of one episode: ``out_dir/<scenario>_s<seed>``."""
+    return Path(out_dir) / f"{scenario}_s{seed}"
+
+
+class _MessageFactory:
+    """Builds rosbags message objects for one typestore."""
+
+    def __init__(self) -> None:
+        self.typestore = get_typestore(Stores.ROS2_KILTED)
+        self.types = self.typestore.types
+
+    def header(self, stamp_ns: int, frame_id: str):
+        time = self.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+        return self.types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
+
+    def pose(self, pose: Pose):
+        point = self.types["geometry_msgs/msg/Point"](*(float(v) for v in pose.position))
+        quaternion = self.types["geometry_msgs/msg/Quaternion"](*(float(v) for v in pose.quat_xyzw))
+        return self.types["geometry_msgs/msg/Pose"](position=point, orientation=quaternion)
+
+    def pose_stamped(self, stamp_ns: int, frame_id: str, pose: Pose):
+        return self.types["geometry_msgs/msg/PoseStamped"](header=self.header(stamp_ns, frame_id), pose=self.pose(pose))
+
+    def twist(self, twist: BodyTwist):
+        vector = self.types["geometry_msgs/msg/Vector3"]
+        return self.types["geometry_msgs/msg/Twist"](
+            linear=vector(*(float(v) for v in twist.linear)), angular=vector(*(float(v) for v in twist.angular))
+        )
+
+    def odometry(self, stamp_ns: int, pose: Pose, twist: BodyTwist):
+        covariance = np.zeros(36, dtype=np.float64)
+        return self.types["nav_msgs/msg/Odometry"](
+            header=self.header(stamp_ns, ODOM_FRAME_ID),
+            child_frame_id=ROBOT_FRAME_ID,
+            pose=self.types["geometry_msgs/msg/PoseWithCovariance"](pose=self.pose(pose), covariance=covariance),
+            twist=self.types["geometry_msgs/msg/TwistWithCovariance"](twist=self.twist(twist), covariance=covariance.copy()),
+        )
+
+    def image(self, stamp_ns: int, rgb: np.ndarray):
+        height, width, _ = rgb.shape
+        return self.types["sensor_msgs/msg/Image"](
+            header=self.header(stamp_ns, CAMERA_FRAME_ID),
+            height=height,
+            width=width,
+            encoding="rgb8",
+            is_bigendian=0,
+            step=width * 3,
+            data=np.ascontiguousarray(rgb, dtype=np.uint8).reshape(-1),
+        )
+
+    def camera_info(self, stamp_ns: int, intrinsics: PinholeIntrinsics):
+        k = intrinsics.matrix()
+        projection = np.zeros((3, 4))
+        projection[:, :3] = k
+        roi = self.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+        return self.types["sensor_msgs/msg/CameraInfo"](
+            header=self.header(stamp_ns, CAMERA_FRAME_ID),
+            height=intrinsics.height,
+            width=intrinsics.width,
+            distortion_model="plumb_bob",
+            d=np.zeros(5),
+            k=k.reshape(-1),
+            r=np.eye(3).reshape(-1),
+            p=projection.reshape(-1),
+            binning_x=0,
+            binning_y=0,
+            roi=roi,
+        )
+
+    def float32(self, value: float):
+        return self.types["std_msgs/msg/Float32"](data=float(value))
+
+
+def _tick_messages(factory: _MessageFactory, tick: SimTick, stamp_ns: int, intrinsics: PinholeIntrinsics, topics: BagTopics):
+    """(topic, message) pairs of one tick in a fixed order."""
+    messages = []
+    if tick.image is not None:
+        messages.append((topics.image, factory.image(stamp_ns, tick.image)))
+        messages.append((topics.camera_info, factory.camera_info(stamp_ns, intrinsics)))
+    messages.append((topics.camera_pose, factory.pose_stamped(stamp_ns, WORLD_FRAME_ID, tick.camera_pose)))
+    if tick.ee_pose is not None:
+        messages.append((topics.ee_pose, factory.pose_stamped(stamp_ns, ARM_BASE_FRAME_ID, tick.ee_pose)))
+    if tick.gripper_opening_m is not None:
+        messages.append((topics.gripper, factory.float32(tick.gripper_opening_m)))
+    if tick.command is not None:
+        messages.append((topics.twist, factory.twist(tick.command)))
+    if tick.odom_pose is not None and tick.odom_twist is not None:
+        messages.append((topics.odom, factory.odometry(stamp_ns, tick.odom_pose, tick.odom_twist)))
+    return messages
+
+
+def record_episode(
+    scenario: str,
+    seed: int,
+    out_dir: Path | str,
+    *,
+    settings: SimSettings = SimSettings(),
+    storage: str = "mcap",
+    progress: bool = True,
+) -> Path:
+    """Simulate one episode of ``scenario`` with ``seed`` and write it as a bag; return the bag directory.
+
+    The bag is ``out_dir/<scenario>_s<seed>`` and must not exist yet. ``storage`` is ``mcap`` or ``sqlite3``.
+    """
+    if storage not in STORAGE_PLUGINS:
+        raise ValueError(f"unknown storage {storage!r}; expected one of {', '.join(STORAGE_PLUGINS)}")
+    bag_path = episode_bag_path(out_dir, scenario, seed)
+    if bag_path.exists():
+        raise FileExistsError(f"bag {bag_path} already exists; remove it or choose another --out or --seed")
+    bag_path.parent.mkdir(parents=True, exist_ok=True)
+    topics = BagTopics()
+    factory = _MessageFactory()
+    msgtypes = {
+        topics.image: "sensor_msgs/msg/Image",
+        topics.camera_info: "sensor_msgs/msg/CameraInfo",
+        topics.camera_pose: "geometry_msgs/msg/PoseStamped",
+        topics.ee_pose: "geometry_msgs/msg/PoseStamped",
+        topics.gripper: "std_msgs/msg/Float32",
+        topics.twist: "geometry_msgs/msg/Twist",
+        topics.odom: "nav_msgs/msg/Odometry",
+    }
+    with make_scenario(scenario, seed, settings) as simulation, Writer(
+        bag_path, version=9, storage_plugin=STORAGE_PLUGINS[storage]
+    ) as writer:
+        intrinsics = simulation.intrinsics
+        connections = {}
+        for tick in tqdm(
+            simulation.ticks(), total=settings.num_ticks, desc=bag_path.name, unit="tick", disable=not progress, leave=False
+        ):
+            stamp_ns = SIM_EPOCH_NS + tick.stamp_ns
+            for topic, message in _tick_messages(factory, tick, stamp_ns, intrinsics, topics):
+                if topic not in connections:
+                    # Connections are added on first use so each scenario's bag holds only its topics.
+                    connections[topic] = writer.add_connection(topic, msgtypes[topic], typestore=factory.typestore)
+                data = factory.typestore.serialize_cdr(message, msgtypes[topic])
+                writer.write(connections[topic], stamp_ns, data)
+    logger.info("wrote %s (%d ticks)", bag_path, settings.num_ticks)
+    return bag_path

@@ -1,0 +1,375 @@
+"""Reading bags written by hand into episodes and clips: topics, encodings, message types, storage, errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+import astra_ros.data.bags as bags_module
+from astra_ros.data.actions import rebase_camera_actions
+from astra_ros.data.bags import BagError, BagTopics, ReadStats, bag_topics, modality_from_topics, read_episode
+from astra_ros.data.clips import ClipDataset
+from astra_ros.data.geometry import (
+    BODY_FROM_OPTICAL,
+    matrix_to_quaternion,
+    pose_to_matrix,
+    relative_transforms,
+    yaw_pitch_to_matrix,
+)
+from astra_ros.data.images import ImageDecodeError, image_to_rgb, resize_rgb
+
+TYPESTORE = get_typestore(Stores.ROS2_KILTED)
+T = TYPESTORE.types
+EPOCH_NS = 1_700_000_000 * 1_000_000_000
+WIDTH, HEIGHT = 40, 32
+FRAME_NS = 100_000_000  # 10 Hz images
+STATE_NS = 1_000_000_000 // 30  # ~30 Hz poses and commands
+YAW_RATE = 0.4  # [rad/s]
+SPEED = 0.5  # [m/s]
+CUSTOM_TOPICS = BagTopics(image="/front/color", camera_pose="/tracker/pose", twist="/base/cmd", camera_info="/front/info")
+
+
+def reference_frame(index: int) -> np.ndarray:
+    """A structured rgb test frame that changes with the index."""
+    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH]
+    red = (rows * 7 + index * 11) % 256
+    green = (cols * 5 + index * 3) % 256
+    blue = ((rows + cols) * 3) % 256
+    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
+
+
+def header(stamp_ns: int, frame_id: str = "camera_optical"):
+    return T["std_msgs/msg/Header"](
+        stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
+        frame_id=frame_id,
+    )
+
+
+def image_message(stamp_ns: int, rgb: np.ndarray, encoding: str, row_padding: int = 0):
+    pixels = {
+        "rgb8": rgb,
+        "bgr8": rgb[:, :, ::-1],
+        "rgba8": np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2),
+        "bgra8": np.concatenate([rgb[:, :, ::-1], np.full(rgb.shape[:2] + (1,), 7, np.uint8)], axis=2),
+        "mono8": rgb[:, :, :1],
+        "yuv422": rgb[:, :, :2],
+    }[encoding]
+    rows = pixels.reshape(rgb.shape[0], -1)
+    rows = np.concatenate([rows, np.full((rows.shape[0], row_padding), 99, np.uint8)], axis=1)
+    return T["sensor_msgs/msg/Image"](
+        header=header(stamp_ns), height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, is_bigendian=0,
+        step=rows.shape[1], data=rows.reshape(-1).copy(),
+    )
+
+
+def camera_world_pose(t_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Camera moving forward at SPEED while turning left at YAW_RATE (optical frame in the world)."""
+    yaw = YAW_RATE * t_s
+    position = np.array([SPEED * t_s, 0.2 * t_s, 1.0])
+    rotation = yaw_pitch_to_matrix(yaw, 0.0) @ BODY_FROM_OPTICAL
+    return position, matrix_to_quaternion(rotation)
+
+
+def command_at(t_s: float) -> tuple[list[float], list[float]]:
+    return [SPEED if t_s < 0.6 else 0.0, 0.0, 0.0], [0.0, 0.0, YAW_RATE if t_s < 0.9 else -YAW_RATE]
+
+
+def pose_stamped(stamp_ns: int, position, quat, frame_id="world"):
+    return T["geometry_msgs/msg/PoseStamped"](
+        header=header(stamp_ns, frame_id),
+        pose=T["geometry_msgs/msg/Pose"](
+            position=T["geometry_msgs/msg/Point"](*map(float, position)),
+            orientation=T["geometry_msgs/msg/Quaternion"](*map(float, quat)),
+        ),
+    )
+
+
+def twist_message(linear, angular):
+    vector = T["geometry_msgs/msg/Vector3"]
+    return T["geometry_msgs/msg/Twist"](linear=vector(*map(float, linear)), angular=vector(*map(float, angular)))
+
+
+def write_bag(
+    path: Path,
+    *,
+    topics: BagTopics = BagTopics(),
+    encoding: str = "rgb8",
+    twist_type: str = "Twist",
+    storage: str = "mcap",
+    frames: int = 12,
+    row_padding: int = 0,
+    image_offset_ns: int = 0,
+    image_stamp_override: dict[int, int] | None = None,
+    nan_pose_ticks: tuple[int, ...] = (),
+    write_messages: bool = True,
+) -> Path:
+    """Write a small bag: images at 10 Hz, camera poses and commands at 30 Hz, a camera info."""
+    plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
+    twist_msgtype = {
+        "Twist": "geometry_msgs/msg/Twist",
+        "TwistStamped": "geometry_msgs/msg/TwistStamped",
+        "Odometry": "nav_msgs/msg/Odometry",
+    }[twist_type]
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        image_connection = writer.add_connection(topics.image, "sensor_msgs/msg/Image", typestore=TYPESTORE)
+        pose_connection = writer.add_connection(topics.camera_pose, "geometry_msgs/msg/PoseStamped", typestore=TYPESTORE)
+        twist_connection = writer.add_connection(topics.twist, twist_msgtype, typestore=TYPESTORE)
+        if not write_messages:
+            return path
+        entries = []
+        for tick in range(frames * 3):
+            stamp = EPOCH_NS + tick * STATE_NS
+            t_s = tick * STATE_NS * 1e-9
+            position, quat = camera_world_pose(t_s)
+            if tick in nan_pose_ticks:
+                position = np.full(3, np.nan)
+            entries.append((stamp, pose_connection, pose_stamped(stamp, position, quat), "geometry_msgs/msg/PoseStamped"))
+            linear, angular = command_at(t_s)
+            twist = twist_message(linear, angular)
+            if twist_type == "TwistStamped":
+                twist = T["geometry_msgs/msg/TwistStamped"](header=header(stamp, "base_link"), twist=twist)
+            elif twist_type == "Odometry":
+                covariance = np.zeros(36)
+                twist = T["nav_msgs/msg/Odometry"](
+                    header=header(stamp, "odom"), child_frame_id="base_link",
+                    pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=pose_stamped(stamp, position, quat).pose, covariance=covariance),
+                    twist=T["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=covariance),
+                )
+            entries.append((stamp, twist_connection, twist, twist_msgtype))
+        for index in range(frames):
+            stamp = EPOCH_NS + index * FRAME_NS + image_offset_ns
+            if image_stamp_override and index in image_stamp_override:
+                stamp = image_stamp_override[index]
+            message = image_message(stamp, reference_frame(index), encoding, row_padding)
+            # Bag order follows the writing order: images at their nominal time.
+            entries.append((EPOCH_NS + index * FRAME_NS + image_offset_ns, image_connection, message, "sensor_msgs/msg/Image"))
+        for stamp, connection, message, msgtype in sorted(entries, key=lambda entry: entry[0]):
+            writer.write(connection, stamp, TYPESTORE.serialize_cdr(message, msgtype))
+    return path
+
+
+# --- images ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8"])
+def test_colour_encodings_decode_with_row_padding(encoding):
+    rgb = reference_frame(3)
+    message = image_message(0, rgb, encoding, row_padding=5)
+    decoded = image_to_rgb(message.data, height=message.height, width=message.width, encoding=encoding, step=message.step)
+    np.testing.assert_array_equal(decoded, rgb)
+
+
+def test_mono8_decodes_to_grey_rgb():
+    rgb = reference_frame(1)
+    message = image_message(0, rgb, "mono8", row_padding=3)
+    decoded = image_to_rgb(message.data, height=HEIGHT, width=WIDTH, encoding="mono8", step=message.step)
+    np.testing.assert_array_equal(decoded, np.repeat(rgb[:, :, :1], 3, axis=2))
+
+
+def test_mono16_honours_endianness():
+    values = np.array([[0x1234, 0xABCD]], dtype=">u2")
+    decoded = image_to_rgb(values.tobytes(), height=1, width=2, encoding="mono16", step=4, is_bigendian=True)
+    np.testing.assert_array_equal(decoded[0, :, 0], [0x12, 0xAB])
+
+
+def test_unsupported_encoding_names_the_supported_ones():
+    with pytest.raises(ImageDecodeError, match="yuv422.*rgb8, bgr8, rgba8, bgra8, mono8"):
+        image_to_rgb(bytes(8), height=2, width=2, encoding="yuv422", step=4)
+
+
+def test_short_image_buffer_is_an_error():
+    with pytest.raises(ImageDecodeError, match="needs"):
+        image_to_rgb(bytes(10), height=2, width=2, encoding="rgb8", step=6)
+
+
+def test_resize_uses_requested_height_width():
+    resized = resize_rgb(reference_frame(0), (16, 20))
+    assert resized.shape == (16, 20, 3) and resized.dtype == np.uint8
+
+
+# --- episodes -----------------------------------------------------------------------------------
+
+
+def test_bgr8_twiststamped_custom_topics_give_the_same_clips_as_rgb8_twist(tmp_path):
+    contract = write_bag(tmp_path / "contract")
+    custom = write_bag(tmp_path / "custom", topics=CUSTOM_TOPICS, encoding="bgr8", twist_type="TwistStamped", row_padding=4)
+    for modality in ("twist", "camera", "keys"):
+        expected = read_episode(contract, modality, (HEIGHT, WIDTH))
+        got = read_episode(custom, modality, (HEIGHT, WIDTH), topics=CUSTOM_TOPICS)
+        np.testing.assert_array_equal(got.frames, expected.frames)
+        np.testing.assert_array_equal(got.actions, expected.actions)
+        np.testing.assert_array_equal(got.stamps_ns, expected.stamps_ns)
+    np.testing.assert_array_equal(expected.frames[4], reference_frame(4))
+    clips_contract = ClipDataset([contract], "twist", 4, (16, 20), None)
+    clips_custom = ClipDataset([custom], "twist", 4, (16, 20), None, topics=CUSTOM_TOPICS)
+    assert len(clips_contract) == len(clips_custom) == 9
+    for index in (0, 5):
+        a, b = clips_contract[index], clips_custom[index]
+        assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["actions"], b["actions"])
+
+
+@pytest.mark.parametrize("encoding", ["mono8", "rgba8"])
+def test_mono8_and_rgba8_bags_decode(tmp_path, encoding):
+    bag = write_bag(tmp_path / encoding, encoding=encoding)
+    episode = read_episode(bag, "camera")
+    expected = reference_frame(2) if encoding == "rgba8" else np.repeat(reference_frame(2)[:, :, :1], 3, axis=2)
+    np.testing.assert_array_equal(episode.frames[2], expected)
+
+
+def test_sqlite3_storage_reads_like_mcap(tmp_path):
+    mcap = read_episode(write_bag(tmp_path / "m"), "camera")
+    sqlite = read_episode(write_bag(tmp_path / "s", storage="sqlite3"), "camera")
+    np.testing.assert_array_equal(sqlite.frames, mcap.frames)
+    np.testing.assert_array_equal(sqlite.actions, mcap.actions)
+
+
+def test_odometry_works_as_twist_source(tmp_path):
+    topics = BagTopics(twist="/odom")
+    via_odom = read_episode(write_bag(tmp_path / "o", topics=topics, twist_type="Odometry"), "twist", topics=topics)
+    via_twist = read_episode(write_bag(tmp_path / "t"), "twist")
+    np.testing.assert_allclose(via_odom.actions, via_twist.actions)
+
+
+def test_twist_actions_hold_the_command_and_scale_by_frame_interval(tmp_path):
+    episode = read_episode(write_bag(tmp_path / "b"), "twist")
+    assert episode.actions.shape == (12, 6)
+    # Command at 0.5 s is forward SPEED and turn YAW_RATE; at 1.0 s forward stopped and the turn reversed.
+    np.testing.assert_allclose(episode.actions[5], [SPEED * 0.1, 0, 0, 0, 0, YAW_RATE * 0.1], atol=1e-6)
+    np.testing.assert_allclose(episode.actions[10], [0, 0, 0, 0, 0, -YAW_RATE * 0.1], atol=1e-6)
+    keys = read_episode(write_bag(tmp_path / "k"), "keys").actions
+    assert keys[5].argmax() == 0  # forward: 10x its threshold beats the 2.7x turn
+    assert keys[10].argmax() == 5  # turn_right
+
+
+def test_camera_poses_are_interpolated_between_pose_messages(tmp_path):
+    """Images halfway between pose messages get the lerped position and the slerped rotation."""
+    offset = STATE_NS // 2
+    episode = read_episode(write_bag(tmp_path / "b", image_offset_ns=offset), "camera")
+    for index in (1, 4, 7):
+        t0 = offset * 1e-9
+        t1 = (index * FRAME_NS + offset) * 1e-9
+        p0, q0 = camera_world_pose(t0)
+        p1, q1 = camera_world_pose(t1)
+        # Motion at constant speed and yaw rate is exactly linear / slerp between samples.
+        expected = relative_transforms(pose_to_matrix(p0, q0), pose_to_matrix(p1, q1)[None])[0]
+        np.testing.assert_allclose(episode.actions[index].reshape(3, 4), expected[:3], atol=2e-5)
+
+
+def test_camera_windows_are_relative_to_their_first_frame(tmp_path):
+    bag = write_bag(tmp_path / "b")
+    episode = read_episode(bag, "camera", (16, 20))
+    clips = ClipDataset([bag], "camera", 5, (16, 20), None, frame_format="uint8")
+    item = clips[3]
+    assert item["start"] == 3 and item["frames"].shape == (5, 16, 20, 3) and item["frames"].dtype == torch.uint8
+    np.testing.assert_allclose(item["actions"][0].numpy(), np.eye(4)[:3].reshape(-1), atol=1e-6)
+    np.testing.assert_allclose(item["actions"].numpy(), rebase_camera_actions(episode.actions[3:8]), atol=1e-6)
+    # Forward motion with a left turn: the camera moves along +z of the window's first frame.
+    assert item["actions"][4, 11] > 0.1
+    float_item = ClipDataset([bag], "camera", 5, (16, 20), None)[0]
+    assert float_item["frames"].shape == (5, 3, 16, 20) and float_item["frames"].dtype == torch.float32
+    assert float_item["frames"].min() >= -1.0 and float_item["frames"].max() <= 1.0
+
+
+def test_modality_is_picked_from_topics(tmp_path):
+    assert modality_from_topics(["/camera/image_raw", "/camera/pose", "/cmd_vel"]) == "camera"
+    assert modality_from_topics(["/camera/image_raw", "/camera/pose", "/cmd_vel", "/odom"]) == "twist"
+    assert modality_from_topics(["/camera/image_raw", "/robot/ee_pose"]) == "robot"
+    with pytest.raises(BagError, match="cannot tell the modality"):
+        modality_from_topics(["/camera/image_raw"])
+    assert read_episode(write_bag(tmp_path / "b")).modality == "camera"
+
+
+# --- cache ----------------------------------------------------------------------------------------
+
+
+def test_clip_cache_avoids_decoding_again(tmp_path, monkeypatch):
+    bag = write_bag(tmp_path / "b")
+    cache = tmp_path / "cache"
+    first = ClipDataset([bag], "camera", 4, (16, 20), cache)
+    assert len(list(cache.glob("*.npz"))) == 1
+
+    def must_not_decode(*args, **kwargs):
+        raise AssertionError("bag decoded although it is cached")
+
+    monkeypatch.setattr("astra_ros.data.clips.read_episode", must_not_decode)
+    second = ClipDataset([bag], "camera", 4, (16, 20), cache)
+    assert torch.equal(first[2]["frames"], second[2]["frames"])
+    assert torch.equal(first[2]["actions"], second[2]["actions"])
+    monkeypatch.undo()
+    ClipDataset([bag], "camera", 4, (8, 10), cache)  # other options: a new entry
+    assert len(list(cache.glob("*.npz"))) == 2
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def test_missing_topic_lists_the_topics_of_the_bag(tmp_path):
+    bag = write_bag(tmp_path / "b")
+    with pytest.raises(BagError) as error:
+        read_episode(bag, "robot")
+    message = str(error.value)
+    assert str(bag) in message and "/robot/ee_pose" in message
+    for topic in ("/camera/image_raw", "/camera/pose", "/cmd_vel"):
+        assert topic in message
+
+
+def test_empty_bag_is_an_error(tmp_path):
+    bag = write_bag(tmp_path / "empty", write_messages=False)
+    with pytest.raises(BagError, match="empty"):
+        read_episode(bag, "camera")
+
+
+def test_image_stamps_going_backwards_say_where(tmp_path):
+    bag = write_bag(tmp_path / "b", image_stamp_override={6: EPOCH_NS + 2 * FRAME_NS})
+    with pytest.raises(BagError, match=r"/camera/image_raw go backwards at message 6: 1700000000\.200000000 s after 1700000000\.500000000 s"):
+        read_episode(bag, "camera")
+
+
+def test_nan_pose_frames_are_skipped_and_counted(tmp_path):
+    bag = write_bag(tmp_path / "b", nan_pose_ticks=(18,))  # tick 18 is the pose at image 6
+    stats = ReadStats()
+    episode = read_episode(bag, "camera", stats=stats)
+    assert stats.nan_frames == 1 and not episode.valid[6] and episode.valid[[0, 5, 7]].all()
+    clips = ClipDataset([bag], "camera", 4, (HEIGHT, WIDTH), None)
+    assert clips.stats.nan_frames == 1
+    assert clips.stats.windows == 9 and clips.stats.skipped_windows == 4  # starts 3, 4, 5, 6 contain frame 6
+    assert len(clips) == 5
+    for index in range(len(clips)):
+        assert torch.isfinite(clips[index]["actions"]).all()
+
+
+def test_corrupt_bag_file_is_an_error(tmp_path):
+    bag = write_bag(tmp_path / "b")
+    mcap_file = next(bag.glob("*.mcap"))
+    data = mcap_file.read_bytes()
+    mcap_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BagError, match=f"cannot read bag {bag}"):
+        read_episode(bag, "camera")
+    garbage = tmp_path / "garbage.mcap"
+    garbage.write_bytes(b"this is not a bag" * 10)
+    with pytest.raises(BagError, match="garbage.mcap"):
+        read_episode(garbage, "camera")
+    with pytest.raises(BagError, match="cannot open bag"):
+        bag_topics(garbage)
+
+
+def test_missing_bag_path_is_an_error(tmp_path):
+    with pytest.raises(BagError, match="does not exist"):
+        read_episode(tmp_path / "nowhere", "camera")
+
+
+def test_unsupported_encoding_in_bag_names_topic_stamp_and_supported(tmp_path):
+    bag = write_bag(tmp_path / "b", encoding="yuv422")
+    with pytest.raises(BagError, match=r"/camera/image_raw.*1700000000\.000000000 s.*supported: rgb8"):
+        read_episode(bag, "camera")
+
+
+def test_bag_errors_are_value_errors_raised_from_the_cause(tmp_path):
+    bag = write_bag(tmp_path / "b", encoding="yuv422")
+    with pytest.raises(ValueError) as error:
+        read_episode(bag, "camera")
+    assert isinstance(error.value.__cause__, ImageDecodeError)
+    assert bags_module.BagError is BagError
