@@ -240,8 +240,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         chunk_frames=2, max_history_chunks=3, action_dim=16, num_experts=2, expert_hidden_dim=16,
         denoise_steps=3,
     ),
-    # The CPU default: 64x64 frames, 4x codec, 64 tokens per frame.
-    "cpu_default": dict(),
+    # The CPU default: 64x64 frames, 4x codec, 64 tokens per frame, 4 chunks (0.8 s at 10 Hz) of history.
+    "cpu_default": dict(max_history_chunks=4),
 }
 
 

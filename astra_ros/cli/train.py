@@ -1,0 +1,49 @@
+"""``astra-train``: train an Astra world model on ROS 2 bags.
+
+    astra-train --config config/train_default.yaml --data bags/ --out runs/default
+    torchrun --nproc_per_node 2 -m astra_ros.cli.train --config ... --data ... --out ...   # DDP
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("astra_train")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="astra-train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, required=True, help="training recipe (YAML)")
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="directories holding ROS 2 bags")
+    p.add_argument("--out", type=Path, required=True, help="output directory (checkpoint, loss.csv, loss.png)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/train_state")
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (e.g. a trained codec)")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this many total steps (resume later)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    from astra_ros.data.bags import BagError
+    from astra_ros.model import CheckpointError, ConfigError
+    from astra_ros.training.recipe import TrainRecipe
+    from astra_ros.training.trainer import Trainer
+
+    try:
+        recipe = TrainRecipe.from_yaml(args.config)
+        trainer = Trainer(recipe, args.data, args.out, resume=args.resume, init_checkpoint=args.init,
+                          stop_after=args.stop_after, progress=not args.no_progress)
+        trainer.run()
+    except (BagError, CheckpointError, ConfigError, FileNotFoundError) as err:
+        log.error("astra-train: %s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

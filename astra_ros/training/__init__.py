@@ -1,0 +1,1 @@
+"""Training: recipes, the loop (single process or torchrun/DDP), resumable states."""

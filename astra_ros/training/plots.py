@@ -1,0 +1,34 @@
+"""Loss curves from the training CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+def plot_loss(csv_path: Path, png_path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(csv_path)))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, phase, title in ((axes[0], "codec", "codec: reconstruction + KL"), (axes[1], "world", "world model: flow matching")):
+        pts = [(int(r["step"]), float(r["loss"]), float(r["part_a"])) for r in rows if r["phase"] == phase]
+        if pts:
+            steps, loss, part = zip(*pts)
+            ax.plot(steps, loss, label="total loss")
+            ax.plot(steps, part, label="reconstruction MSE" if phase == "codec" else "velocity MSE", alpha=0.7)
+            ax.set_yscale("log")
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "no steps in this phase", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path

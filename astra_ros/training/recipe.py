@@ -1,0 +1,72 @@
+"""Training recipes: one YAML file says what model to build and how to train it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from astra_ros.model.config import AstraConfig, CodecConfig, ConfigError, PRESETS
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Everything ``astra-train`` needs besides the data; saved beside every checkpoint."""
+
+    preset: str = "cpu_default"  # model preset (astra_ros.model.config.PRESETS)
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's fields
+    clip_frames: int = 8  # frames per training clip (a multiple of frames_per_chunk)
+    batch_size: int = 8  # clips per step and per process
+    steps: int = 1000  # world-model optimisation steps
+    lr: float = 3e-4  # AdamW peak learning rate
+    warmup_steps: int = 100  # linear warm-up, then constant
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # max global gradient norm
+    ema_decay: float = 0.999  # EMA of the weights; the EMA is what gets released
+    codec_steps: int = 0  # autoencoder steps before the world model (0 = keep the codec as initialised/loaded)
+    codec_lr: float = 1e-3
+    codec_kl_weight: float = 1e-6  # KL weight of the autoencoder (small: we want a sharp, compact code)
+    checkpoint_every: int = 200  # steps between checkpoints (and at the end)
+    log_every: int = 10  # steps between loss CSV rows
+    seed: int = 0
+    num_threads: int = 0  # torch threads per process (0 = torch's default)
+
+    def model_config(self) -> AstraConfig:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}; known: {sorted(PRESETS)}")
+        fields = {**PRESETS[self.preset], **self.model}
+        if isinstance(fields.get("codec"), dict):
+            fields["codec"] = CodecConfig(**fields["codec"])
+        return AstraConfig.from_dict({**AstraConfig(**fields).to_dict()})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainRecipe":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a training recipe must be a mapping")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown recipe keys {unknown}; known: {sorted(known)}")
+        recipe = cls(**data)
+        recipe.validate()
+        return recipe
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
+
+    def validate(self) -> None:
+        cfg = self.model_config()
+        if self.clip_frames % cfg.frames_per_chunk or self.clip_frames < 2 * cfg.frames_per_chunk:
+            raise ConfigError(f"clip_frames={self.clip_frames} must be a multiple of frames_per_chunk="
+                              f"{cfg.frames_per_chunk} and hold at least two chunks")
+        for name in ("batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if self.steps < 0 or self.codec_steps < 0 or self.warmup_steps < 0:
+            raise ConfigError("steps, codec_steps and warmup_steps must be >= 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")

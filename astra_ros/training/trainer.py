@@ -1,0 +1,335 @@
+"""The training loop: codec phase, then the world model with flow matching, on ROS 2 bags.
+
+Runs as one process or under ``torchrun`` (DistributedDataParallel, gloo on CPU / nccl on GPU):
+every process samples its own clips, gradients are averaged, and at the end the processes
+check that their weights are identical. Rank 0 writes the loss CSV and plot, resumable
+training states and the released checkpoint (EMA weights, ``config.json`` + ``model.safetensors``).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from astra_ros.data.bags import BagError
+from astra_ros.data.clips import ClipDataset
+from astra_ros.model import WorldModel
+from astra_ros.model.flow import flow_matching_loss
+
+from .recipe import TrainRecipe
+from .state import load_optimizer_state, load_train_state, save_train_state
+
+log = logging.getLogger("astra_train")
+
+STATE_DIR = "train_state"
+
+
+def find_bags(data_dirs: list[Path]) -> list[Path]:
+    """Bag directories (holding metadata.yaml) and bare .mcap/.db3 files under ``data_dirs``."""
+    bags: set[Path] = set()
+    for root in data_dirs:
+        root = Path(root)
+        if not root.exists():
+            raise BagError(f"data directory {root} does not exist")
+        if (root / "metadata.yaml").is_file():
+            bags.add(root)
+            continue
+        for meta in root.rglob("metadata.yaml"):
+            bags.add(meta.parent)
+        for file in list(root.rglob("*.mcap")) + list(root.rglob("*.db3")):
+            if not (file.parent / "metadata.yaml").is_file():
+                bags.add(file)
+    if not bags:
+        raise BagError(f"no ROS 2 bags found under {', '.join(str(d) for d in data_dirs)}")
+    return sorted(bags)
+
+
+def weights_digest(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Objective(nn.Module):
+    """The world-model loss as a module, so DDP sees one forward per step."""
+
+    def __init__(self, model: WorldModel) -> None:
+        super().__init__()
+        self.transformer = model.transformer
+
+    def forward(self, latents, actions, modality_ids, generator):
+        loss = flow_matching_loss(self.transformer, latents, actions, modality_ids, generator=generator)
+        return loss.total, loss.flow.detach(), loss.load_balance.detach()
+
+
+class CodecObjective(nn.Module):
+    """Autoencoder reconstruction + a small KL term."""
+
+    def __init__(self, model: WorldModel, kl_weight: float) -> None:
+        super().__init__()
+        self.vae = model.codec.vae
+        self.kl_weight = kl_weight
+
+    def forward(self, images, generator):
+        posterior = self.vae.encode(images).latent_dist
+        recon = self.vae.decode(posterior.sample(generator)).sample
+        rec = F.mse_loss(recon, images)
+        kl = posterior.kl().mean() / images[0].numel()
+        return rec + self.kl_weight * kl, rec.detach(), kl.detach()
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point state."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float) -> None:
+        ours = self.model.state_dict()
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                ours[name].lerp_(value, 1.0 - decay)
+            else:
+                ours[name].copy_(value)
+
+    @torch.no_grad()
+    def copy_from(self, model: nn.Module) -> None:
+        self.model.load_state_dict(model.state_dict())
+
+
+@dataclass
+class DistributedInfo:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistributedInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistributedInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return DistributedInfo(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+def warmup_lr(step: int, recipe: TrainRecipe, peak: float) -> float:
+    """Linear warm-up to ``peak`` over ``warmup_steps``, then constant."""
+    if recipe.warmup_steps <= 0:
+        return peak
+    return peak * min(1.0, (step + 1) / recipe.warmup_steps)
+
+
+class Trainer:
+    def __init__(self, recipe: TrainRecipe, data_dirs: list[Path], out_dir: Path, *, resume: bool = False,
+                 init_checkpoint: str | None = None, stop_after: int | None = None,
+                 progress: bool = True) -> None:
+        self.recipe = recipe
+        self.out = Path(out_dir)
+        self.resume = resume
+        self.stop_after = stop_after  # stop (as if interrupted) after this many total steps
+        self.progress = progress
+        self.dist = init_distributed()
+        if recipe.num_threads:
+            torch.set_num_threads(recipe.num_threads)
+        torch.manual_seed(recipe.seed)  # identical initial weights on every rank
+        if init_checkpoint:
+            self.model = WorldModel.from_pretrained(init_checkpoint)
+            self.model.train()
+        else:
+            self.model = WorldModel(recipe.model_config()).train()
+        self.config = self.model.config
+        self.bags = find_bags(data_dirs)
+        # Rank 0 decodes the bags into the shared cache first; the others then read it.
+        if not self.dist.is_main:
+            dist.barrier()
+        self.dataset = ClipDataset(self.bags, None, recipe.clip_frames, self.config.resolution,
+                                   self.out / "cache", frame_format="float")
+        if self.dist.is_main and self.dist.world_size > 1:
+            dist.barrier()
+        if len(self.dataset) == 0:
+            raise BagError(f"no usable clip of {recipe.clip_frames} frames in {len(self.bags)} bags "
+                           f"({self.dataset.stats.summary()})")
+        unknown = sorted(set(self.dataset.modalities) - set(self.config.modalities))
+        if unknown:
+            raise BagError(f"the data has modalities {unknown} that the model does not know ({self.model.modalities})")
+        self.ema = EMA(self.model)
+        self.torch_gen = torch.Generator().manual_seed(recipe.seed * 1000 + self.dist.rank)
+        self.numpy_gen = np.random.default_rng(recipe.seed * 1000 + self.dist.rank)
+
+    # ------------------------------------------------------------------ data
+    def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random windows: frames (B, T, 3, H, W), actions (B, T, Dmax) zero-padded, modality ids (B,)."""
+        enc = self.model.transformer.action_encoder
+        items = [self.dataset[int(i)] for i in self.numpy_gen.integers(len(self.dataset), size=self.recipe.batch_size)]
+        frames = torch.stack([it["frames"] for it in items])
+        actions = torch.zeros(len(items), self.recipe.clip_frames, enc.max_action_size)
+        for b, it in enumerate(items):
+            actions[b, :, : it["actions"].shape[-1]] = it["actions"]
+        ids = torch.tensor([enc.modality_index(it["modality"]) for it in items])
+        return frames, actions, ids
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> Path:
+        r = self.recipe
+        state_dir = self.out / STATE_DIR
+        start_step = 0
+        meta = None
+        if self.resume:
+            meta = load_train_state(state_dir, model=self.model, ema=self.ema.model,
+                                    torch_gen=self.torch_gen, numpy_gen=self.numpy_gen)
+            start_step = int(meta["step"])
+            log.info("resuming at step %d (%s phase) from %s", start_step, meta["phase"], state_dir)
+        total = r.codec_steps + r.steps
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            r.to_yaml(self.out / "recipe.yaml")
+            log.info("training on %d bags (%s), %d clips; %d codec + %d world steps on %d process(es)",
+                     len(self.bags), ", ".join(sorted(set(self.dataset.modalities))), len(self.dataset),
+                     r.codec_steps, r.steps, self.dist.world_size)
+        step = start_step
+        bar = tqdm(total=total, initial=start_step, desc="astra-train", disable=not (self.progress and self.dist.is_main))
+        csv_file = None
+        if self.dist.is_main:
+            new = not (self.resume and (self.out / "loss.csv").exists())
+            csv_file = open(self.out / "loss.csv", "a" if not new else "w", newline="")
+            writer = csv.writer(csv_file)
+            if new:
+                writer.writerow(["step", "phase", "loss", "part_a", "part_b", "lr", "steps_per_s", "elapsed_s"])
+        t_start, t_last, last_step = time.perf_counter(), time.perf_counter(), step
+        try:
+            for current in ("codec", "world"):
+                end = r.codec_steps if current == "codec" else total
+                if step >= end:
+                    continue
+                optimizer, wrapped, params = self._phase_setup(current)
+                if meta is not None and meta["phase"] == current:
+                    load_optimizer_state(state_dir, optimizer)  # mid-phase: continue its moments
+                meta = None
+                while step < end:
+                    if self.stop_after is not None and step >= self.stop_after:
+                        self._checkpoint(step, current, optimizer)  # a clean stop, resumable with --resume
+                        log.info("stopped at step %d as asked; continue with --resume", step)
+                        return self.out
+                    peak = r.codec_lr if current == "codec" else r.lr
+                    local = step - (0 if current == "codec" else r.codec_steps)
+                    for group in optimizer.param_groups:
+                        group["lr"] = warmup_lr(local, r, peak)
+                    loss, part_a, part_b = self._train_step(current, wrapped, optimizer, params)
+                    step += 1
+                    self.ema.update(self.model, r.ema_decay)
+                    bar.update(1)
+                    now = time.perf_counter()
+                    rate = (step - last_step) / max(now - t_last, 1e-9)
+                    if step % r.log_every == 0 or step == end:
+                        bar.set_postfix(phase=current, loss=f"{loss:.4f}", steps_s=f"{rate:.2f}")
+                        if csv_file is not None:
+                            writer.writerow([step, current, f"{loss:.6f}", f"{part_a:.6f}", f"{part_b:.6f}",
+                                             f"{optimizer.param_groups[0]['lr']:.3g}", f"{rate:.3f}",
+                                             f"{now - t_start:.1f}"])
+                            csv_file.flush()
+                        t_last, last_step = now, step
+                    if current == "codec" and step == end:
+                        self._finish_codec_phase()
+                    if step % r.checkpoint_every == 0 or step == end:
+                        self._checkpoint(step, current, optimizer)
+        finally:
+            bar.close()
+            if csv_file is not None:
+                csv_file.close()
+        self._check_ranks_agree()
+        if self.dist.is_main:
+            from .plots import plot_loss
+
+            plot_loss(self.out / "loss.csv", self.out / "loss.png")
+            log.info("done: %s (EMA weights), loss curve %s", self.out / "model.safetensors", self.out / "loss.png")
+        return self.out
+
+    def _phase_setup(self, phase: str):
+        r = self.recipe
+        if phase == "codec":
+            self.model.transformer.requires_grad_(False)
+            self.model.codec.requires_grad_(True)
+            objective: nn.Module = CodecObjective(self.model, r.codec_kl_weight)
+            params = list(self.model.codec.parameters())
+            optimizer = torch.optim.AdamW(params, lr=r.codec_lr, weight_decay=0.0)
+        else:
+            self.model.codec.requires_grad_(False)
+            self.model.codec.eval()
+            self.model.transformer.requires_grad_(True)
+            objective = Objective(self.model)
+            params = list(self.model.transformer.parameters())
+            optimizer = torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
+        if self.dist.world_size > 1:
+            # Unused parameters are normal: a batch may hold one modality, and top-1 routing skips experts.
+            objective = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
+        return optimizer, objective, params
+
+    def _train_step(self, phase: str, objective: nn.Module, optimizer, params) -> tuple[float, float, float]:
+        frames, actions, ids = self.sample_batch()
+        if phase == "codec":
+            loss, a, b = objective(frames.flatten(0, 1), self.torch_gen)
+        else:
+            with torch.no_grad():
+                latents = self.model.codec.encode(frames)  # (B, C, T, h, w)
+            loss, a, b = objective(latents, actions, ids, self.torch_gen)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} in the {phase} phase; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, self.recipe.grad_clip)
+        optimizer.step()
+        return float(loss.detach()), float(a), float(b)
+
+    @torch.no_grad()
+    def _finish_codec_phase(self) -> None:
+        """Measure latent statistics (averaged over ranks) and start the EMA from the trained codec."""
+        frames = torch.cat([self.sample_batch()[0] for _ in range(4)])
+        self.model.codec.eval()
+        self.model.codec.set_latent_statistics(frames)
+        if self.dist.world_size > 1:
+            for buf in (self.model.codec.latent_mean, self.model.codec.latent_std):
+                dist.all_reduce(buf)
+                buf /= self.dist.world_size
+        self.ema.copy_from(self.model)
+
+    def _checkpoint(self, step: int, phase: str, optimizer) -> None:
+        if not self.dist.is_main:
+            return
+        save_train_state(self.out / STATE_DIR, model=self.model, ema=self.ema.model, optimizer=optimizer,
+                         step=step, phase=phase, torch_gen=self.torch_gen, numpy_gen=self.numpy_gen)
+        self.ema.model.save_pretrained(self.out)
+
+    def _check_ranks_agree(self) -> None:
+        digest = weights_digest(self.model)
+        digests = [digest]
+        if self.dist.world_size > 1:
+            digests = [None] * self.dist.world_size
+            dist.all_gather_object(digests, digest)
+        if self.dist.is_main:
+            (self.out / "ranks.json").write_text(json.dumps({"weights_sha256": digests}, indent=2) + "\n")
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"processes ended with different weights: {digests}")

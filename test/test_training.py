@@ -1,0 +1,98 @@
+"""astra-train: the loop learns, resumes exactly, runs under torchrun (DDP, gloo) in step."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from astra_ros.cli.train import main as train_main
+from astra_ros.data.record import record_episode
+from astra_ros.data.scenes import SimSettings
+
+RECIPE = dict(preset="tiny", clip_frames=6, batch_size=2, steps=6, codec_steps=4, warmup_steps=2,
+              checkpoint_every=3, log_every=1, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bags")
+    settings = SimSettings(seconds=2.0, image_width=64, image_height=64)
+    for scenario in ("explore", "arm", "rover"):
+        record_episode(scenario, 1, root, settings=settings, progress=False)
+    return root
+
+
+def _recipe(tmp_path, **overrides):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({**RECIPE, **overrides}))
+    return path
+
+
+def _weights(run: Path, name: str = "model.safetensors"):
+    return load_file(str(run / name))
+
+
+def test_training_writes_checkpoint_curves_and_learns(bags, tmp_path):
+    recipe = _recipe(tmp_path, steps=40, codec_steps=30, checkpoint_every=100)
+    assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    for name in ("config.json", "model.safetensors", "loss.csv", "loss.png", "recipe.yaml", "train_state/state.json"):
+        assert (run / name).is_file(), name
+    rows = [line.split(",") for line in (run / "loss.csv").read_text().splitlines()[1:]]
+    codec = [float(r[3]) for r in rows if r[1] == "codec"]
+    world = [float(r[3]) for r in rows if r[1] == "world"]
+    assert len(codec) == 30 and len(world) == 40
+    assert sum(codec[-5:]) / 5 < 0.7 * sum(codec[:5]) / 5  # reconstruction improves
+    # The released checkpoint loads through the public API and is the EMA, not the raw weights.
+    from astra_ros.model import WorldModel
+
+    WorldModel.from_pretrained(run)
+    raw, ema = _weights(run / "train_state"), _weights(run)
+    assert any((raw[k] - ema[k]).abs().max() > 0 for k in raw if k.startswith("transformer."))
+
+
+def test_resume_continues_exactly(bags, tmp_path):
+    recipe = _recipe(tmp_path)
+    common = ["--config", str(recipe), "--data", str(bags), "--no-progress"]
+    assert train_main(common + ["--out", str(tmp_path / "straight")]) == 0
+    for stop in (2, 5):  # inside the codec phase, and inside the world phase
+        out = tmp_path / f"resumed{stop}"
+        assert train_main(common + ["--out", str(out), "--stop-after", str(stop)]) == 0
+        assert train_main(common + ["--out", str(out), "--resume"]) == 0
+        a, b = _weights(tmp_path / "straight" / "train_state"), _weights(out / "train_state")
+        assert a.keys() == b.keys()
+        for k in a:
+            assert (a[k] == b[k]).all(), f"{k} differs after resuming at step {stop}"
+
+
+def test_bad_recipe_and_missing_data_fail_clearly(bags, tmp_path, caplog):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**RECIPE, "learning_rate": 1.0}))
+    assert train_main(["--config", str(bad), "--data", str(bags), "--out", str(tmp_path / "x")]) == 2
+    assert "unknown recipe keys ['learning_rate']" in caplog.text
+    assert train_main(["--config", str(_recipe(tmp_path)), "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "y")]) == 2
+    assert "does not exist" in caplog.text
+
+
+def test_two_process_ddp_run_ends_with_identical_weights(bags, tmp_path):
+    recipe = _recipe(tmp_path, steps=4, codec_steps=2)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "astra_ros.cli.train", "--config", str(recipe), "--data", str(bags), "--out", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    digests = json.loads((out / "ranks.json").read_text())["weights_sha256"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    # and training moved the weights away from the (seeded, identical) initialisation
+    init = tmp_path / "init"
+    assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(init), "--stop-after", "0",
+                       "--no-progress"]) == 0
+    start, end = _weights(init / "train_state"), _weights(out / "train_state")
+    assert any((start[k] - end[k]).abs().max() > 0 for k in start if k.startswith("transformer."))
+    assert any((start[k] - end[k]).abs().max() > 0 for k in start if k.startswith("codec."))
