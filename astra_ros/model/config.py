@@ -240,8 +240,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         chunk_frames=2, max_history_chunks=3, action_dim=16, num_experts=2, expert_hidden_dim=16,
         denoise_steps=3,
     ),
-    # The CPU default: 64x64 frames, 4x codec, 64 tokens per frame, 4 chunks (0.8 s at 10 Hz) of history.
-    "cpu_default": dict(max_history_chunks=4),
+    # The CPU default: 64x64 frames, an 8x codec with 16 channels, 2x2 patches -> 16 tokens per frame,
+    # 4 chunks (0.8 s at 10 Hz) of history. Few tokens per frame is what makes training affordable on a CPU.
+    "cpu_default": dict(
+        codec=CodecConfig(latent_channels=16, block_out_channels=(16, 32, 64, 64), norm_num_groups=8),
+        num_attention_heads=4, attention_head_dim=64, ffn_dim=768, num_layers=8, max_history_chunks=4,
+    ),
 }
 
 

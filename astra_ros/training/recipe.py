@@ -28,6 +28,7 @@ class TrainRecipe:
     ema_decay: float = 0.999  # EMA of the weights; the EMA is what gets released
     codec_steps: int = 0  # autoencoder steps before the world model (0 = keep the codec as initialised/loaded)
     codec_lr: float = 1e-3
+    codec_batch_frames: int = 16  # frames per autoencoder step (drawn from the sampled clips)
     codec_kl_weight: float = 1e-6  # KL weight of the autoencoder (small: we want a sharp, compact code)
     checkpoint_every: int = 200  # steps between checkpoints (and at the end)
     log_every: int = 10  # steps between loss CSV rows
@@ -63,7 +64,7 @@ class TrainRecipe:
         if self.clip_frames % cfg.frames_per_chunk or self.clip_frames < 2 * cfg.frames_per_chunk:
             raise ConfigError(f"clip_frames={self.clip_frames} must be a multiple of frames_per_chunk="
                               f"{cfg.frames_per_chunk} and hold at least two chunks")
-        for name in ("batch_size", "checkpoint_every", "log_every"):
+        for name in ("batch_size", "checkpoint_every", "log_every", "codec_batch_frames"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
         if self.steps < 0 or self.codec_steps < 0 or self.warmup_steps < 0:

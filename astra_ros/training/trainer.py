@@ -291,7 +291,9 @@ class Trainer:
     def _train_step(self, phase: str, objective: nn.Module, optimizer, params) -> tuple[float, float, float]:
         frames, actions, ids = self.sample_batch()
         if phase == "codec":
-            loss, a, b = objective(frames.flatten(0, 1), self.torch_gen)
+            images = frames.flatten(0, 1)
+            pick = self.numpy_gen.choice(len(images), size=min(self.recipe.codec_batch_frames, len(images)), replace=False)
+            loss, a, b = objective(images[torch.from_numpy(pick)], self.torch_gen)
         else:
             with torch.no_grad():
                 latents = self.model.codec.encode(frames)  # (B, C, T, h, w)
