@@ -15,6 +15,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
     ],
     python_requires=">=3.10",
     install_requires=[
@@ -45,6 +46,12 @@ setup(
             "astra-rollout = astra_ros.cli.rollout:main",
             "astra-sim = astra_ros.cli.sim:main",
             "astra-train = astra_ros.cli.train:main",
+            "astra-eval = astra_ros.cli.eval:main",
+            "astra-predictor = astra_ros.ros.predictor_node:main",
+            "astra-sim-node = astra_ros.ros.sim_node:main",
+            # `ros2 run astra_ros predictor` / `ros2 run astra_ros sim` (setup.cfg installs to lib/astra_ros)
+            "predictor = astra_ros.ros.predictor_node:main",
+            "sim = astra_ros.ros.sim_node:main",
         ],
     },
 )

@@ -119,7 +119,7 @@ def plot_metrics(metrics: Mapping[str, Any], path_png: str | os.PathLike) -> Pat
         ax.set_visible(False)
     sens = metrics.get("action_sensitivity")
     sens_txt = "n/a" if sens is None or not math.isfinite(float(sens)) else f"{float(sens):.2f}"
-    fig.suptitle(f"{metrics.get('clips', '?')} clips, action sensitivity {sens_txt} (0.5 = ignores actions)")
+    fig.suptitle(f"{metrics.get('clips', '?')} clips, action sensitivity {sens_txt} (fraction of clips where true actions beat shuffled ones; 1 is best)")
     fig.tight_layout()
     path = Path(path_png)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -348,7 +348,7 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
     sens = metrics.get("action_sensitivity")
     lines.append(
         f"**Action sensitivity: {_fmt(sens, 3)}** (fraction of clips whose prediction with the true actions "
-        "has a lower MSE than with shuffled actions; 0.5 means the model ignores its actions)."
+        "has a strictly lower MSE than with shuffled actions; a model that ignores its actions scores 0 (ties) to about 0.5)."
     )
     lines.append("")
 

@@ -79,6 +79,13 @@ class KVCache:
         return sum(t.numel() * t.element_size() for c in self.chunks for kv in c.kv for t in kv)
 
 
+def _noise(shape: tuple[int, ...], generator: torch.Generator | None, shared: bool) -> torch.Tensor:
+    """Gaussian noise; ``shared`` draws one row and repeats it over the batch."""
+    if not shared:
+        return torch.randn(shape, generator=generator)
+    return torch.randn((1, *shape[1:]), generator=generator).expand(shape).contiguous()
+
+
 def _tile(x: torch.Tensor, batch: int) -> torch.Tensor:
     """Bring a tensor with batch 1 or a divisor of ``batch`` to ``batch`` rows (tiling whole copies)."""
     if x.shape[0] == batch:
@@ -121,7 +128,7 @@ class StreamingRollout:
     @torch.no_grad()
     def append_history(
         self, latents: torch.Tensor, features: torch.Tensor, generator: torch.Generator | None = None,
-        noise_level: float | None = None,
+        noise_level: float | None = None, shared_noise: bool = False,
     ) -> None:
         """Add a finished chunk (B, C, chunk_frames, h, w) with its action features (B, chunk_frames, A).
 
@@ -130,7 +137,7 @@ class StreamingRollout:
         cfg = self.config
         level = cfg.history_noise if noise_level is None else noise_level
         b, cf = latents.shape[0], cfg.chunk_frames
-        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        noise = _noise(latents.shape, generator, shared_noise).to(latents)
         t = torch.full((b, cf), level, device=latents.device)
         noised = add_noise(latents, noise, t)
         chunk = HistoryChunk(frame_start=self.next_frame, noise_level=level, kv=None, latents=None, features=None)
@@ -151,18 +158,20 @@ class StreamingRollout:
         steps: int,
         generator: torch.Generator | None = None,
         batch: int | None = None,
+        shared_noise: bool = False,
     ) -> torch.Tensor:
         """Denoise the next chunk from noise; returns clean latents (B, C, chunk_frames, h, w).
 
         ``features`` (B, chunk_frames, A) are the action features; ``null_features`` the same with
         every action dropped. With guidance (scale != 1) both passes run as one batch of 2B.
+        ``shared_noise`` starts every batch row from the same noise (common random numbers).
         """
         cfg = self.config
         b = features.shape[0] if batch is None else batch
         h, w = cfg.latent_size
         shape = (b, cfg.codec.latent_channels, cfg.chunk_frames, h, w)
         device = features.device
-        x = torch.randn(shape, generator=generator).to(device)
+        x = _noise(shape, generator, shared_noise).to(device)
         guided = guidance_scale != 1.0 and null_features is not None
         step_features = torch.cat([features, null_features]) if guided else features
         nb = 2 * b if guided else b

@@ -201,11 +201,14 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def imagine(self, actions: np.ndarray, modality: str | None = None, seed: int | None = None,
-                generator: torch.Generator | None = None, guidance_scale: float | None = None) -> np.ndarray:
+                generator: torch.Generator | None = None, guidance_scale: float | None = None,
+                shared_noise: bool = False) -> np.ndarray:
         """B candidate futures for ``actions`` (B, N, D) from the live history, in one batch.
 
         Returns uint8 (B, N, H, W, 3). The live stream is not changed: the candidates share its
-        cached history and extend private copies of the cache.
+        cached history and extend private copies of the cache. ``shared_noise`` gives every
+        candidate the same noise, so their differences come from the actions alone (common random
+        numbers: what a planner or an evaluation comparing candidates wants).
         """
         self._require_started("imagine")
         modality = modality or self._modality
@@ -224,19 +227,21 @@ class WorldModel(nn.Module):
         out = []
         for c in range(chunks):
             chunk_actions = actions_t[:, c * n:(c + 1) * n]
-            latents = self._predict(branch, chunk_actions, modality, gen, guidance_scale)
+            latents = self._predict(branch, chunk_actions, modality, gen, guidance_scale, shared_noise)
             out.append(latents)
             if c + 1 < chunks:
-                branch.append_history(latents, self._features(chunk_actions, b, modality), generator=gen)
+                branch.append_history(latents, self._features(chunk_actions, b, modality), generator=gen,
+                                      shared_noise=shared_noise)
         return self._decode(torch.cat(out, dim=2))[:, :horizon]
 
     def _predict(self, stream: StreamingRollout, chunk_actions: torch.Tensor, modality: str,
-                 gen: torch.Generator, guidance_scale: float | None) -> torch.Tensor:
+                 gen: torch.Generator, guidance_scale: float | None, shared_noise: bool = False) -> torch.Tensor:
         b = chunk_actions.shape[0]
         scale = self.config.guidance_scale if guidance_scale is None else float(guidance_scale)
         features = self._features(chunk_actions, b, modality)
         null = self._features(None, b, modality) if scale != 1.0 else None
-        return stream.predict_chunk(features, null, scale, self.config.denoise_steps, generator=gen)
+        return stream.predict_chunk(features, null, scale, self.config.denoise_steps, generator=gen,
+                                    shared_noise=shared_noise)
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]

@@ -1,0 +1,189 @@
+"""``astra-eval``: rosbag replay evaluation of a world model checkpoint.
+
+    astra-eval data/sim/explore_s0 data/sim/rover_s0 --checkpoint default --out out/eval
+
+writes ``out/eval/metrics.json`` (DESIGN.md section 4), ``metrics.png``, ``grid.png`` (observed |
+predicted | real for up to four clips), ``rollout.mp4`` (real next to predicted for one clip) and
+``report.md``. The evaluation itself is :func:`astra_ros.eval.replay.evaluate_bags`.
+Exit status: 0 on success, 2 when the checkpoint, a bag or the options cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from astra_ros.data.actions import MODALITIES
+from astra_ros.data.bags import BagError, BagTopics
+from astra_ros.eval.replay import EvalError, EvalOptions, EvalResult, evaluate_bags
+from astra_ros.eval.report import image_grid, write_metrics_json, write_report, write_video
+
+GRID_CLIPS = 4  # clips shown in grid.png
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    """``WxH`` -> (width, height) [px]."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"size must look like WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from error
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return width, height
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``astra-eval``."""
+    defaults = BagTopics()
+    p = argparse.ArgumentParser(
+        prog="astra-eval",
+        description="Replay ROS 2 bags through a world model: the model observes a few frames and their actions, "
+        "predicts the frames that followed, and is scored against them, against copying the last frame and "
+        "against its own prediction with another clip's actions.",
+    )
+    p.add_argument("bags", nargs="+", metavar="BAG", help="bag directories or .mcap/.db3 files")
+    p.add_argument("--checkpoint", default="default", help="checkpoint directory or 'default' (embedded)")
+    p.add_argument("--out", required=True, type=Path, help="output directory (created if missing)")
+    p.add_argument("--horizon-s", type=float, default=1.0, help="prediction horizon [s], rounded up to whole chunks")
+    p.add_argument("--context-frames", type=int, default=4, help="observed frames, rounded up to whole chunks")
+    p.add_argument("--stride-s", type=float, default=1.0, help="spacing of evaluation points in a bag [s]")
+    p.add_argument("--clips-per-bag", type=int, default=8, help="most evaluation points per bag")
+    p.add_argument("--max-clips", type=int, default=64, help="most evaluation points in total")
+    p.add_argument("--seed", type=int, default=0, help="sampler and shuffling seed")
+    p.add_argument("--modality", choices=MODALITIES, help="action modality of every bag (default: from its topics)")
+    p.add_argument("--image-topic", default=defaults.image, help="sensor_msgs/Image or CompressedImage")
+    p.add_argument("--camera-info-topic", default=defaults.camera_info, help="sensor_msgs/CameraInfo (optional)")
+    p.add_argument("--pose-topic", default=defaults.camera_pose, help="camera optical-frame pose (camera modality)")
+    p.add_argument("--ee-pose-topic", default=defaults.ee_pose, help="end-effector pose (robot modality)")
+    p.add_argument("--gripper-topic", default=defaults.gripper, help="gripper opening [m] (robot modality, optional)")
+    p.add_argument("--twist-topic", default=defaults.twist, help="Twist, TwistStamped or Odometry (twist/keys)")
+    p.add_argument("--odom-topic", default=defaults.odom, help="nav_msgs/Odometry of a mobile robot")
+    p.add_argument("--fx-fy-cx-cy", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
+                   help="camera intrinsics [px] for the motion metrics; overrides the bag's camera_info")
+    p.add_argument("--intrinsics-size", type=_parse_size, metavar="WxH",
+                   help="image size [px] that --fx-fy-cx-cy refer to (default: the model's resolution)")
+    p.add_argument("--device", default="cpu", help="torch device of the model")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` (default: the process arguments)."""
+    return build_parser().parse_args(argv)
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def summary_table(metrics: dict) -> str:
+    """A few lines for the terminal: means over the horizon."""
+    psnr, ssim = metrics["psnr"], metrics["ssim"]
+    rows = [
+        f"{metrics['clips']} clips, horizon {metrics['horizon_s'][-1]:.2f} s, "
+        f"action sensitivity {_fmt(metrics['action_sensitivity'])} (1 = always follows actions)",
+        f"{'':18}{'model':>10}{'copy_last':>12}{'shuffled':>10}",
+        f"{'PSNR [dB]':18}" + "".join(f"{_fmt(_mean(psnr[k])):>{w}}" for k, w in
+                                      (("model", 10), ("copy_last", 12), ("shuffled_actions", 10))),
+        f"{'SSIM':18}" + "".join(f"{_fmt(_mean(ssim[k]), 3):>{w}}" for k, w in
+                                 (("model", 10), ("copy_last", 12), ("shuffled_actions", 10))),
+        f"{'rot. err. [deg]':18}{_fmt(_mean(metrics['rotation_error_deg']['model'])):>10}"
+        f"   (real frames {_fmt(_mean(metrics['rotation_error_deg']['ground_truth']))})",
+        f"{'dir. err. [deg]':18}{_fmt(_mean(metrics['translation_dir_error_deg']['model'])):>10}"
+        f"   (real frames {_fmt(_mean(metrics['translation_dir_error_deg']['ground_truth']))})",
+    ]
+    if metrics.get("skipped"):
+        rows.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(metrics["skipped"].items())))
+    return "\n".join(rows)
+
+
+def write_outputs(result: EvalResult, out: Path) -> dict[str, Path]:
+    """metrics.json, grid.png, rollout.mp4, report.md and metrics.png into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    clips = result.clips
+    paths = {"metrics": write_metrics_json(result.metrics, out / "metrics.json")}
+    paths["grid"] = image_grid(
+        [{"observed": c.observed, "predicted": c.predicted, "real": c.real} for c in clips[:GRID_CLIPS]],
+        out / "grid.png",
+    )
+    first = clips[0]
+    paths["video"] = write_video(
+        np.concatenate([first.observed, first.real]),
+        np.concatenate([first.observed, first.predicted]),
+        out / "rollout.mp4",
+        fps=1.0 / result.plan.frame_interval_s,
+        labels=("real", "observed + predicted"),
+    )
+    paths["report"] = write_report(result.metrics, out)
+    paths["plot"] = out / "metrics.png"
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``astra-eval`` console script; returns the exit status."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("astra_ros").setLevel(logging.INFO)
+    args = parse_args(argv)
+    started = time.perf_counter()
+    # torch is imported after argument parsing, so --help stays fast.
+    import torch
+
+    from astra_ros.model import CheckpointError, WorldModel
+
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    try:
+        options = EvalOptions(
+            horizon_s=args.horizon_s,
+            context_frames=args.context_frames,
+            stride_s=args.stride_s,
+            clips_per_bag=args.clips_per_bag,
+            max_clips=args.max_clips,
+            seed=args.seed,
+            modality=args.modality,
+            topics=BagTopics(
+                image=args.image_topic,
+                camera_info=args.camera_info_topic,
+                camera_pose=args.pose_topic,
+                ee_pose=args.ee_pose_topic,
+                gripper=args.gripper_topic,
+                twist=args.twist_topic,
+                odom=args.odom_topic,
+            ),
+            intrinsics=tuple(args.fx_fy_cx_cy) if args.fx_fy_cx_cy else None,
+            intrinsics_size=args.intrinsics_size,
+            progress=not args.quiet,
+            checkpoint=str(args.checkpoint),
+        )
+        model = WorldModel.from_pretrained(args.checkpoint, device=args.device)
+        result = evaluate_bags(model, args.bags, options)
+    except CheckpointError as error:
+        print(f"astra-eval: error: cannot load checkpoint: {error}", file=sys.stderr)
+        return 2
+    except (BagError, EvalError) as error:
+        print(f"astra-eval: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    result.metrics["wall_time_s"] = time.perf_counter() - started
+    paths = write_outputs(result, args.out)
+    print(summary_table(result.metrics))
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

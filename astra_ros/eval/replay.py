@@ -1,0 +1,437 @@
+"""Rosbag replay evaluation of a world model (the library behind ``astra-eval``; no ROS imports).
+
+For each evaluation point in a bag the replay takes a window of ``context + horizon`` consecutive
+frames, with actions exactly as a training clip has them (the data layer's vectors; ``camera``
+actions rebased to the window's first frame). The model observes the context frames and their
+actions through ``WorldModel.start`` (the streaming path), then predicts the horizon twice from the
+same noise: with the actions that really followed, and with the horizon actions of another clip
+(the shuffled-actions baseline). Per horizon step it scores PSNR / SSIM against the real frames for
+the model, the copy-last baseline and the shuffled actions, the action sensitivity, and how well
+the camera motion seen in the predicted (and real) frames matches the recorded motion.
+
+    result = evaluate_bags(WorldModel.from_pretrained(ckpt), bags, EvalOptions(horizon_s=1.0))
+    result.metrics  # the metrics.json dictionary of DESIGN.md section 4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from astra_ros.data.actions import rebase_camera_actions
+from astra_ros.data.bags import BagError, BagTopics, Episode, bag_topics, modality_from_topics, read_episode
+from astra_ros.data.geometry import PinholeIntrinsics
+from astra_ros.eval.metrics import action_sensitivity, copy_last_baseline, mse, psnr, shuffled_actions_indices, ssim
+from astra_ros.eval.motion import R_BODY_OPTICAL, motion_errors, motion_from_relative_pose
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EvalError", "EvalOptions", "ClipResult", "EvalResult", "ReplayPlan", "evaluate_bags"]
+
+# Relative difference of camera rates [-] above which bags cannot share one horizon axis.
+_RATE_TOLERANCE = 0.05
+
+
+class EvalError(ValueError):
+    """The evaluation cannot run as asked (bad options, incompatible bags, no usable clip)."""
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What to evaluate and how; the defaults are those of ``astra-eval``."""
+
+    horizon_s: float = 1.0  # [s] prediction horizon, rounded up to whole chunks of frames
+    context_frames: int = 4  # observed frames before each prediction, rounded up to whole chunks
+    stride_s: float = 1.0  # [s] spacing of evaluation points within a bag
+    clips_per_bag: int = 8  # most evaluation points per bag (spread evenly over the usable ones)
+    max_clips: int = 64  # most evaluation points in total (taken round-robin over the bags)
+    seed: int = 0  # seeds the sampler (clip i uses seed + i) and the shuffled-actions derangement
+    modality: str | None = None  # action modality of every bag; None picks each bag's from its topics
+    topics: BagTopics = BagTopics()  # topic names to read
+    intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy [px]; overrides camera_info
+    intrinsics_size: tuple[int, int] | None = None  # (width, height) [px] ``intrinsics`` refer to; None = model's
+    max_gap_factor: float = 1.5  # a window with an image interval above this x the bag's median is skipped
+    progress: bool = True  # tqdm bar over clips
+    checkpoint: str = ""  # recorded in the metrics as given by the user
+
+    def __post_init__(self) -> None:
+        if not self.horizon_s > 0:
+            raise EvalError(f"horizon must be positive, got {self.horizon_s} s")
+        if self.context_frames < 1:
+            raise EvalError(f"context must be at least 1 frame, got {self.context_frames}")
+        if not self.stride_s > 0:
+            raise EvalError(f"stride must be positive, got {self.stride_s} s")
+        if self.clips_per_bag < 1 or self.max_clips < 1:
+            raise EvalError(f"clips per bag ({self.clips_per_bag}) and max clips ({self.max_clips}) must be >= 1")
+        if self.intrinsics is not None and (len(self.intrinsics) != 4 or min(self.intrinsics[:2]) <= 0):
+            raise EvalError(f"intrinsics must be fx fy cx cy with positive focal lengths, got {self.intrinsics}")
+        if self.intrinsics_size is not None and self.intrinsics is None:
+            raise EvalError("an intrinsics size without intrinsics (fx fy cx cy) has nothing to scale")
+        if not self.max_gap_factor > 1:
+            raise EvalError(f"max_gap_factor must be > 1, got {self.max_gap_factor}")
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """Window sizes shared by every bag."""
+
+    context_frames: int  # observed frames, a multiple of frames_per_chunk
+    horizon_frames: int  # predicted frames, a multiple of frames_per_chunk
+    frame_interval_s: float  # [s] median image interval of the bags
+    stride_frames: int  # frames between evaluation points
+
+    @property
+    def window_frames(self) -> int:
+        return self.context_frames + self.horizon_frames
+
+    @property
+    def horizon_s(self) -> list[float]:
+        """Seconds ahead of each predicted frame: (h + 1) x frame interval."""
+        return [(h + 1) * self.frame_interval_s for h in range(self.horizon_frames)]
+
+
+@dataclass
+class _Bag:
+    """One decoded bag with what the replay needs from it."""
+
+    path: str
+    episode: Episode
+    interval_s: float  # [s] median image interval
+    poses: np.ndarray | None  # [T, 4, 4] optical camera poses relative to a fixed frame, or None
+    K: np.ndarray | None  # 3x3 intrinsics at the model's resolution [px], or None
+
+
+@dataclass
+class ClipResult:
+    """One evaluation point: the frames, the actions used and its per-horizon scores."""
+
+    bag: str
+    start: int  # index of the window's first frame in the bag
+    stamp_ns: int  # stamp of the window's first frame [ns]
+    modality: str
+    observed: np.ndarray  # uint8 [C, H, W, 3] context frames
+    real: np.ndarray  # uint8 [N, H, W, 3] what really followed
+    actions: np.ndarray  # float32 [C + N, D] window actions (camera: relative to the window's first frame)
+    predicted: np.ndarray | None = None  # uint8 [N, H, W, 3] with the true actions
+    shuffled_from: int | None = None  # index of the clip whose horizon actions were used, None if no other clip
+    shuffled_actions: np.ndarray | None = None  # float32 [N, D] the other clip's horizon actions
+    predicted_shuffled: np.ndarray | None = None  # uint8 [N, H, W, 3] with the shuffled actions
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # per-horizon [N] arrays, see _score_clip
+
+
+@dataclass
+class EvalResult:
+    """The metrics dictionary (metrics.json) and the clips behind it."""
+
+    metrics: dict[str, Any]
+    clips: list[ClipResult]
+    plan: ReplayPlan
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return max(multiple, -(-value // multiple) * multiple)
+
+
+def _median_interval_s(path: str, stamps_ns: np.ndarray) -> float:
+    if len(stamps_ns) < 2:
+        raise EvalError(f"bag {path} has {len(stamps_ns)} image(s); at least two are needed to know the camera rate")
+    return float(np.median(np.diff(stamps_ns))) * 1e-9
+
+
+def _bag_modality(path: str, options: EvalOptions, known: list[str]) -> str:
+    """The bag's modality (forced or from its topics), checked against the checkpoint's."""
+    if not Path(path).exists():
+        raise BagError(f"bag {path} does not exist")
+    available = bag_topics(path)
+    if not available:
+        raise BagError(f"bag {path} is empty: it has no topics")
+    modality = options.modality or modality_from_topics(available, options.topics)
+    if modality not in known:
+        raise EvalError(f"bag {path} gives {modality!r} actions but the checkpoint knows {known}")
+    return modality
+
+
+def _motion_poses(path: str, episode: Episode, options: EvalOptions, resolution: tuple[int, int],
+                  notes: list[str]) -> np.ndarray | None:
+    """Optical camera poses [T, 4, 4] (relative to a fixed frame) for the motion-alignment metric.
+
+    Camera actions already are such poses. Twist and keys bags use the camera pose topic when the bag
+    has it, else the odometry pose, taking the camera to look along the robot's x axis (its offset from
+    the base is ignored, so translation directions are approximate while turning). A fixed camera
+    (robot modality) has no ego-motion to check.
+    """
+    if episode.modality == "camera":
+        return _poses_from_camera_actions(episode.actions)
+    if episode.modality == "robot":
+        notes.append(f"bag {path}: robot modality (fixed camera), motion alignment not measured")
+        return None
+    available = bag_topics(path)
+    topics = options.topics
+    if topics.camera_pose in available:
+        source, body_frame = topics.camera_pose, False
+    elif topics.odom in available:
+        source, body_frame = topics.odom, True
+        notes.append(f"bag {path}: camera motion from {topics.odom} assuming a forward-looking camera at the base")
+    else:
+        notes.append(f"bag {path}: no {topics.camera_pose} or {topics.odom} topic, motion alignment not measured")
+        return None
+    try:
+        pose_episode = read_episode(path, "camera", resolution, topics=dataclasses.replace(topics, camera_pose=source))
+    except BagError as error:  # the poses only serve the optional alignment metric
+        notes.append(f"bag {path}: camera poses unusable, motion alignment not measured ({error})")
+        return None
+    if len(pose_episode.stamps_ns) != len(episode.stamps_ns) or np.any(pose_episode.stamps_ns != episode.stamps_ns):
+        raise BagError(f"bag {path}: the images read for the camera poses differ from those of the actions")
+    poses = _poses_from_camera_actions(pose_episode.actions)
+    if body_frame:
+        # Relative body poses inv(B0) Bi become optical with the fixed body->optical rotation.
+        to_optical = np.eye(4)
+        to_optical[:3, :3] = R_BODY_OPTICAL
+        poses = np.linalg.inv(to_optical) @ poses @ to_optical
+    return poses
+
+
+def _poses_from_camera_actions(actions: np.ndarray) -> np.ndarray:
+    """Camera action rows [T, 12] -> homogeneous poses [T, 4, 4] (NaN rows stay NaN)."""
+    poses = np.zeros((len(actions), 4, 4))
+    poses[:, :3, :4] = np.asarray(actions, dtype=np.float64).reshape(-1, 3, 4)
+    poses[:, 3, 3] = 1.0
+    return poses
+
+
+def _intrinsics(path: str, episode: Episode, options: EvalOptions, resolution: tuple[int, int],
+                notes: list[str]) -> np.ndarray | None:
+    """3x3 intrinsics at the model's resolution [px]: the flag, else the bag's camera_info, else None."""
+    if options.intrinsics is not None:
+        fx, fy, cx, cy = options.intrinsics
+        width, height = options.intrinsics_size or (resolution[1], resolution[0])
+        return PinholeIntrinsics(width, height, fx, fy, cx, cy).scaled(resolution).matrix()
+    if episode.camera_info is not None:
+        return episode.camera_info.matrix()
+    notes.append(f"bag {path}: no camera_info and no --fx-fy-cx-cy, motion alignment not measured")
+    return None
+
+
+def _load_bags(model: Any, bag_paths: Sequence[str], options: EvalOptions, notes: list[str]) -> list[_Bag]:
+    known = list(model.modalities)
+    resolution = tuple(model.resolution)
+    # Fail before decoding anything when a bag is missing or of a modality the model does not know.
+    modalities = [_bag_modality(str(p), options, known) for p in bag_paths]
+    bags = []
+    for path, modality in zip(map(str, bag_paths), modalities):
+        episode = read_episode(path, modality, resolution, topics=options.topics)
+        interval = _median_interval_s(path, episode.stamps_ns)
+        poses = _motion_poses(path, episode, options, resolution, notes)
+        K = _intrinsics(path, episode, options, resolution, notes) if poses is not None else None
+        bags.append(_Bag(path, episode, interval, poses, K))
+        logger.info("bag %s: %d frames of %s actions at %.2f Hz", path, len(episode.frames), modality, 1 / interval)
+    reference = bags[0].interval_s
+    for bag in bags[1:]:
+        if abs(bag.interval_s - reference) > _RATE_TOLERANCE * reference:
+            raise EvalError(
+                f"bag {bag.path} has images every {bag.interval_s * 1e3:.1f} ms but {bags[0].path} every "
+                f"{reference * 1e3:.1f} ms; evaluate bags of one camera rate together"
+            )
+    return bags
+
+
+def make_plan(frames_per_chunk: int, frame_interval_s: float, options: EvalOptions) -> ReplayPlan:
+    """Window sizes for a model with ``frames_per_chunk`` and a camera with ``frame_interval_s`` [s]."""
+    n = frames_per_chunk
+    horizon = math.ceil(options.horizon_s / frame_interval_s - 1e-6)  # tolerate stamps rounded to ns
+    return ReplayPlan(
+        context_frames=_round_up(options.context_frames, n),
+        horizon_frames=_round_up(horizon, n),
+        frame_interval_s=frame_interval_s,
+        stride_frames=max(1, round(options.stride_s / frame_interval_s)),
+    )
+
+
+def _windows(bags: list[_Bag], plan: ReplayPlan, options: EvalOptions,
+             skipped: dict[str, int]) -> list[tuple[int, int]]:
+    """Usable (bag index, start) pairs: per bag at most clips_per_bag, then round-robin up to max_clips."""
+    per_bag: list[list[int]] = []
+    for b, bag in enumerate(bags):
+        count = len(bag.episode.frames)
+        starts = np.arange(0, count - plan.window_frames + 1, plan.stride_frames)
+        if len(starts) == 0:
+            skipped["bag_shorter_than_window"] = skipped.get("bag_shorter_than_window", 0) + 1
+            logger.warning("bag %s has %d frames, fewer than one window of %d", bag.path, count, plan.window_frames)
+        valid = bag.episode.valid
+        gaps = np.diff(bag.episode.stamps_ns) * 1e-9 > options.max_gap_factor * bag.interval_s  # gap after frame i
+        usable = []
+        for start in starts:
+            stop = start + plan.window_frames
+            if not valid[start:stop].all():
+                skipped["nan_actions"] = skipped.get("nan_actions", 0) + 1
+            elif gaps[start:stop - 1].any():
+                skipped["time_gap"] = skipped.get("time_gap", 0) + 1
+            else:
+                usable.append(int(start))
+        if len(usable) > options.clips_per_bag:
+            pick = np.unique(np.linspace(0, len(usable) - 1, options.clips_per_bag).round().astype(int))
+            usable = [usable[i] for i in pick]
+        per_bag.append(usable)
+    chosen: list[tuple[int, int]] = []
+    for rank in range(max((len(u) for u in per_bag), default=0)):
+        chosen.extend((b, u[rank]) for b, u in enumerate(per_bag) if rank < len(u))
+    return chosen[: options.max_clips]
+
+
+def _make_clip(bag: _Bag, start: int, plan: ReplayPlan) -> ClipResult:
+    episode = bag.episode
+    stop = start + plan.window_frames
+    actions = episode.actions[start:stop]
+    if episode.modality == "camera":
+        actions = rebase_camera_actions(actions)  # as a training clip: relative to the window's first frame
+    c = plan.context_frames
+    return ClipResult(
+        bag=bag.path,
+        start=start,
+        stamp_ns=int(episode.stamps_ns[start]),
+        modality=episode.modality,
+        observed=episode.frames[start:start + c],
+        real=episode.frames[start + c:stop],
+        actions=np.asarray(actions, dtype=np.float32),
+    )
+
+
+def _assign_shuffled(clips: list[ClipResult], plan: ReplayPlan, seed: int, notes: list[str]) -> None:
+    """Give each clip the horizon actions of another clip of its modality (a derangement per modality)."""
+    rng = np.random.default_rng(seed)
+    for modality in sorted({c.modality for c in clips}):
+        members = [i for i, c in enumerate(clips) if c.modality == modality]
+        if len(members) < 2:
+            notes.append(f"only one {modality} clip: no shuffled-actions baseline for it")
+            continue
+        for own, other in zip(members, shuffled_actions_indices(len(members), rng)):
+            source = members[int(other)]
+            clips[own].shuffled_from = source
+            clips[own].shuffled_actions = clips[source].actions[plan.context_frames:].copy()
+
+
+def predict_pair(model: Any, clip: ClipResult, context_frames: int, seed: int) -> None:
+    """Observe the clip's context, then predict its horizon with the true and the shuffled actions.
+
+    Both predictions are one batched ``imagine`` call with shared noise from the same started
+    stream, so they differ only through the actions.
+    """
+    model.start(clip.observed, clip.actions[:context_frames], modality=clip.modality, seed=seed)
+    true_actions = clip.actions[context_frames:]
+    if clip.shuffled_actions is None:
+        clip.predicted = model.imagine(true_actions[None], seed=seed, shared_noise=True)[0]
+        return
+    pair = model.imagine(np.stack([true_actions, clip.shuffled_actions]), seed=seed, shared_noise=True)
+    clip.predicted, clip.predicted_shuffled = pair[0], pair[1]
+
+
+def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int) -> None:
+    """Per-horizon scores of one predicted clip into ``clip.scores``."""
+    n = len(clip.real)
+    nan = np.full(n, np.nan)
+    copy = copy_last_baseline(clip.observed, n)
+    s = clip.scores
+    s["psnr_model"], s["ssim_model"] = psnr(clip.predicted, clip.real), ssim(clip.predicted, clip.real)
+    s["psnr_copy_last"], s["ssim_copy_last"] = psnr(copy, clip.real), ssim(copy, clip.real)
+    if clip.predicted_shuffled is not None:
+        s["psnr_shuffled_actions"] = psnr(clip.predicted_shuffled, clip.real)
+        s["ssim_shuffled_actions"] = ssim(clip.predicted_shuffled, clip.real)
+        s["mse_shuffled_actions"] = np.array(float(mse(clip.predicted_shuffled, clip.real).mean()))
+    else:
+        s["psnr_shuffled_actions"] = s["ssim_shuffled_actions"] = nan
+        s["mse_shuffled_actions"] = np.array(np.nan)
+    s["mse_model"] = np.array(float(mse(clip.predicted, clip.real).mean()))
+    for key in ("rot_model", "rot_ground_truth", "dir_model", "dir_ground_truth"):
+        s[key] = nan.copy()
+    if bag.poses is None or bag.K is None:
+        return
+    # Motion from the last observed frame to each predicted frame, against the recorded motion.
+    last = clip.start + context_frames - 1
+    frame_a = clip.observed[-1]
+    for h in range(n):
+        pose_a, pose_b = bag.poses[last], bag.poses[last + 1 + h]
+        if not (np.isfinite(pose_a).all() and np.isfinite(pose_b).all()):
+            continue
+        R_true, t_true = motion_from_relative_pose(np.linalg.inv(pose_a) @ pose_b)
+        for name, frame_b in (("model", clip.predicted[h]), ("ground_truth", clip.real[h])):
+            rot, direction, _ = motion_errors(frame_a, frame_b, bag.K, R_true, t_true)
+            s[f"rot_{name}"][h], s[f"dir_{name}"][h] = rot, direction
+
+
+def _nanmean_rows(rows: list[np.ndarray]) -> list[float]:
+    """Mean over clips per horizon step, ignoring NaN; NaN where no clip has a value."""
+    stacked = np.stack(rows).astype(np.float64)  # (clips, N)
+    counts = np.isfinite(stacked).sum(axis=0)
+    sums = np.where(np.isfinite(stacked), stacked, 0.0).sum(axis=0)
+    return [float(v) for v in np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)]
+
+
+def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOptions = EvalOptions()) -> EvalResult:
+    """Replay ``bag_paths`` through ``model`` (a ``WorldModel``) and score its predictions.
+
+    Raises :class:`~astra_ros.data.bags.BagError` for a missing, empty or unreadable bag or a missing
+    topic, and :class:`EvalError` for a modality the model does not know, bags of different camera
+    rates, or when no clip is usable. Returns the metrics (contract keys of DESIGN.md section 4 plus
+    ``skipped``, ``modality_per_bag``, ``seed``, ``wall_time_s``, ``notes`` and ``clip_windows``) and
+    the clips.
+    """
+    started = time.perf_counter()
+    if not bag_paths:
+        raise EvalError("no bag given")
+    notes: list[str] = []
+    skipped: dict[str, int] = {}
+    bags = _load_bags(model, [str(p) for p in bag_paths], options, notes)
+    plan = make_plan(model.frames_per_chunk, bags[0].interval_s, options)
+    chosen = _windows(bags, plan, options, skipped)
+    if not chosen:
+        raise EvalError(
+            f"no usable clip of {plan.window_frames} frames ({plan.context_frames} observed + {plan.horizon_frames} "
+            f"predicted) in the bags; skipped: {skipped or 'none'}"
+        )
+    clips = [_make_clip(bags[b], start, plan) for b, start in chosen]
+    _assign_shuffled(clips, plan, options.seed, notes)
+    for note in notes:
+        logger.warning("%s", note)
+    logger.info("evaluating %d clips: %d observed + %d predicted frames at %.2f Hz", len(clips),
+                plan.context_frames, plan.horizon_frames, 1 / plan.frame_interval_s)
+    for i, ((b, _), clip) in enumerate(tqdm(list(zip(chosen, clips)), desc="astra-eval", unit="clip",
+                                             disable=not options.progress)):
+        predict_pair(model, clip, plan.context_frames, options.seed + i)
+        _score_clip(clip, bags[b], plan.context_frames)
+
+    def mean(key: str) -> list[float]:
+        return _nanmean_rows([c.scores[key] for c in clips])
+
+    metrics: dict[str, Any] = {
+        "horizon_s": plan.horizon_s,
+        "psnr": {k: mean(f"psnr_{k}") for k in ("model", "copy_last", "shuffled_actions")},
+        "ssim": {k: mean(f"ssim_{k}") for k in ("model", "copy_last", "shuffled_actions")},
+        "action_sensitivity": action_sensitivity(
+            np.array([c.scores["mse_model"] for c in clips]), np.array([c.scores["mse_shuffled_actions"] for c in clips])
+        ),
+        "rotation_error_deg": {k: mean(f"rot_{k}") for k in ("model", "ground_truth")},
+        "translation_dir_error_deg": {k: mean(f"dir_{k}") for k in ("model", "ground_truth")},
+        "clips": len(clips),
+        "checkpoint": options.checkpoint,
+        "bags": [bag.path for bag in bags],
+        "skipped": skipped,
+        "modality_per_bag": {bag.path: bag.episode.modality for bag in bags},
+        "seed": options.seed,
+        "context_frames": plan.context_frames,
+        "frame_interval_s": plan.frame_interval_s,
+        "notes": notes,
+        "clip_windows": [
+            {"bag": c.bag, "start_frame": c.start, "start_stamp_ns": c.stamp_ns, "shuffled_from": c.shuffled_from}
+            for c in clips
+        ],
+        "wall_time_s": time.perf_counter() - started,
+    }
+    return EvalResult(metrics, clips, plan)

@@ -1,0 +1,237 @@
+"""``astra-eval`` end to end: a tiny random model replayed over short simulator bags and hand-written bags."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from astra_ros.cli.eval import main
+from astra_ros.data.bags import BagTopics, Episode, read_episode
+from astra_ros.data.record import record_episode
+from astra_ros.data.scenes import SimSettings
+from astra_ros.eval.metrics import psnr
+from astra_ros.eval.replay import EvalOptions, ReplayPlan, _Bag, _windows, evaluate_bags, predict_pair
+from astra_ros.model import WorldModel, preset
+
+TYPESTORE = get_typestore(Stores.ROS2_KILTED)
+T = TYPESTORE.types
+EPOCH_NS = 1_700_000_000 * 1_000_000_000
+CONTRACT_KEYS = ("horizon_s", "psnr", "ssim", "action_sensitivity", "rotation_error_deg", "translation_dir_error_deg",
+                 "clips", "checkpoint", "bags")
+OUTPUTS = ("metrics.json", "metrics.png", "grid.png", "rollout.mp4", "report.md")
+# 0.4 s at 10 Hz = 4 predicted frames (two chunks of the tiny model), 4 observed frames.
+FAST = ["--horizon-s", "0.4", "--context-frames", "4", "--stride-s", "0.5", "--clips-per-bag", "3", "--quiet"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny model runs fastest on one thread, and other work may share the two cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("eval")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(workdir) -> Path:
+    torch.manual_seed(0)
+    return WorldModel(preset("tiny", resolution=(32, 32))).save_pretrained(workdir / "ckpt")
+
+
+@pytest.fixture(scope="module")
+def sim_bags(workdir) -> dict[str, Path]:
+    settings = SimSettings(seconds=3.0, image_width=64, image_height=64)
+    return {s: record_episode(s, 0, workdir / "bags", settings=settings, progress=False) for s in ("explore", "rover")}
+
+
+def _header(stamp_ns: int, frame_id: str):
+    return T["std_msgs/msg/Header"](
+        stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
+        frame_id=frame_id,
+    )
+
+
+def write_foreign_bag(path: Path, frames: int = 30, gap_after: int | None = None, messages: bool = True) -> Path:
+    """Images (bgr8, 48x40, 10 Hz) on /front/color and TwistStamped commands on /base/cmd.
+
+    Every frame is mostly red in RGB (so its bgr8 bytes are mostly blue) with a moving bar; after
+    frame ``gap_after`` the stamps jump by an extra 0.5 s.
+    """
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        image = writer.add_connection("/front/color", "sensor_msgs/msg/Image", typestore=TYPESTORE)
+        cmd = writer.add_connection("/base/cmd", "geometry_msgs/msg/TwistStamped", typestore=TYPESTORE)
+        if not messages:
+            return path
+        vector = T["geometry_msgs/msg/Vector3"]
+        for i in range(frames):
+            stamp = EPOCH_NS + i * 100_000_000 + (500_000_000 if gap_after is not None and i > gap_after else 0)
+            twist = T["geometry_msgs/msg/Twist"](linear=vector(0.2, 0.0, 0.0), angular=vector(0.0, 0.0, 0.3 * (i % 3)))
+            message = T["geometry_msgs/msg/TwistStamped"](header=_header(stamp, "base_link"), twist=twist)
+            writer.write(cmd, stamp, TYPESTORE.serialize_cdr(message, "geometry_msgs/msg/TwistStamped"))
+            rgb = np.zeros((40, 48, 3), np.uint8)
+            rgb[..., 0] = 220
+            rgb[:, (i * 3) % 48:(i * 3) % 48 + 6] = (30, 200, 60)
+            bgr = np.ascontiguousarray(rgb[:, :, ::-1]).reshape(-1)
+            msg = T["sensor_msgs/msg/Image"](header=_header(stamp, "front"), height=40, width=48, encoding="bgr8",
+                                             is_bigendian=0, step=48 * 3, data=bgr)
+            writer.write(image, stamp, TYPESTORE.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+    return path
+
+
+def test_end_to_end_writes_every_output_with_contract_keys(tmp_path, checkpoint, sim_bags, capsys):
+    out = tmp_path / "out"
+    rc = main([str(sim_bags["explore"]), str(sim_bags["rover"]), "--checkpoint", str(checkpoint), "--out", str(out),
+               *FAST])
+    assert rc == 0, capsys.readouterr().err
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in CONTRACT_KEYS + ("skipped", "modality_per_bag", "seed", "wall_time_s"):
+        assert key in metrics, key
+    assert metrics["horizon_s"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    for key in ("psnr", "ssim"):
+        assert set(metrics[key]) == {"model", "copy_last", "shuffled_actions"}
+        for series in metrics[key].values():
+            assert len(series) == 4 and all(v is not None for v in series)
+    for key in ("rotation_error_deg", "translation_dir_error_deg"):
+        assert set(metrics[key]) == {"model", "ground_truth"}
+        assert all(len(series) == 4 for series in metrics[key].values())
+    # Copying the last frame of a smooth simulation beats a random model, and gets worse with the horizon.
+    copy = metrics["psnr"]["copy_last"]
+    assert min(copy) > max(metrics["psnr"]["model"]) and copy[0] >= copy[-1]
+    assert all(-1.0 <= v <= 1.0 for v in metrics["ssim"]["model"])
+    assert 0.0 <= metrics["action_sensitivity"] <= 1.0
+    assert metrics["clips"] == 6 and len(metrics["clip_windows"]) == 6  # 3 per bag
+    assert metrics["modality_per_bag"] == {str(sim_bags["explore"]): "camera", str(sim_bags["rover"]): "twist"}
+    assert metrics["checkpoint"] == str(checkpoint) and metrics["seed"] == 0
+    assert "PSNR" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def explore_result(checkpoint, sim_bags):
+    model = WorldModel.from_pretrained(checkpoint)
+    options = EvalOptions(horizon_s=0.4, context_frames=3, stride_s=0.4, clips_per_bag=4, progress=False)
+    return model, evaluate_bags(model, [sim_bags["explore"]], options)
+
+
+def test_copy_last_and_frames_come_from_the_bag(explore_result, sim_bags):
+    model, result = explore_result
+    assert result.plan.context_frames == 4  # 3 rounded up to whole chunks of 2
+    episode = read_episode(sim_bags["explore"], resolution=model.resolution)
+    clip = result.clips[1]
+    np.testing.assert_array_equal(clip.observed, episode.frames[clip.start:clip.start + 4])
+    np.testing.assert_array_equal(clip.real, episode.frames[clip.start + 4:clip.start + 8])
+    direct = psnr(np.repeat(episode.frames[clip.start + 3][None], 4, axis=0), clip.real)
+    np.testing.assert_allclose(clip.scores["psnr_copy_last"], direct)
+    per_clip = np.stack([c.scores["psnr_copy_last"] for c in result.clips])
+    np.testing.assert_allclose(result.metrics["psnr"]["copy_last"], per_clip.mean(axis=0))
+    # Camera actions are rebased to the window's first frame, as in a training clip.
+    np.testing.assert_allclose(clip.actions[0].reshape(3, 4), np.eye(4)[:3], atol=1e-6)
+
+
+def test_shuffled_actions_come_from_another_clip(explore_result):
+    _, result = explore_result
+    n = result.plan.context_frames
+    assert len(result.clips) == 4
+    for index, clip in enumerate(result.clips):
+        assert clip.shuffled_from is not None and clip.shuffled_from != index
+        np.testing.assert_array_equal(clip.shuffled_actions, result.clips[clip.shuffled_from].actions[n:])
+        assert result.metrics["clip_windows"][index]["shuffled_from"] == clip.shuffled_from
+        assert clip.predicted_shuffled.shape == clip.predicted.shape
+
+
+def test_true_and_shuffled_predictions_share_their_noise(explore_result):
+    model, result = explore_result
+    clip = result.clips[0]
+    clip.shuffled_actions = clip.actions[result.plan.context_frames:].copy()
+    predict_pair(model, clip, result.plan.context_frames, seed=3)
+    np.testing.assert_array_equal(clip.predicted, clip.predicted_shuffled)
+
+
+def test_foreign_topics_bgr8_and_twist_stamped(tmp_path, checkpoint, capsys):
+    bag = write_foreign_bag(tmp_path / "foreign", frames=40, gap_after=25)
+    out = tmp_path / "out"
+    rc = main([str(bag), "--checkpoint", str(checkpoint), "--out", str(out), "--image-topic", "/front/color",
+               "--twist-topic", "/base/cmd", "--horizon-s", "0.4", "--context-frames", "2", "--stride-s", "0.3",
+               "--clips-per-bag", "3", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["modality_per_bag"] == {str(bag): "twist"}
+    assert metrics["skipped"]["time_gap"] >= 1  # windows across the 0.5 s jump
+    assert metrics["clips"] >= 2
+    assert all(v is None for v in metrics["rotation_error_deg"]["model"])  # no pose, no intrinsics
+    model = WorldModel.from_pretrained(checkpoint)
+    topics = BagTopics(image="/front/color", twist="/base/cmd")
+    result = evaluate_bags(model, [bag], EvalOptions(horizon_s=0.4, context_frames=2, clips_per_bag=2, topics=topics,
+                                                                 progress=False))
+    frame = result.clips[0].observed[0].astype(int)
+    assert frame[..., 0].mean() > 150 and frame[..., 2].mean() < 100  # bgr8 decoded to red, not blue
+    assert np.abs(result.clips[0].actions[:, 0] - 0.02).max() < 1e-6  # 0.2 m/s x 0.1 s
+
+
+def test_windows_skip_nan_actions_and_gaps():
+    stamps = EPOCH_NS + np.arange(20) * 100_000_000
+    stamps[12:] += 400_000_000  # a gap between frames 11 and 12
+    actions = np.zeros((20, 6), np.float32)
+    actions[3] = np.nan
+    episode = Episode(np.zeros((20, 8, 8, 3), np.uint8), actions, stamps, "twist", None, "fake")
+    plan = ReplayPlan(context_frames=2, horizon_frames=2, frame_interval_s=0.1, stride_frames=1)
+    skipped: dict[str, int] = {}
+    chosen = _windows([_Bag("fake", episode, 0.1, None, None)], plan, EvalOptions(clips_per_bag=100), skipped)
+    starts = [start for _, start in chosen]
+    assert skipped == {"nan_actions": 4, "time_gap": 3}
+    assert all(not (s <= 3 < s + 4) and not (s <= 11 and s + 4 > 12) for s in starts)
+    assert len(starts) == 17 - 7
+
+
+def _run(args, capsys):
+    rc = main(args)
+    return rc, capsys.readouterr().err
+
+
+def test_missing_topic_lists_the_bags_topics(tmp_path, checkpoint, sim_bags, capsys):
+    rc, err = _run([str(sim_bags["explore"]), "--checkpoint", str(checkpoint), "--out", str(tmp_path),
+                    "--image-topic", "/nope/image"], capsys)
+    assert rc == 2
+    assert "/nope/image" in err and "/camera/image_raw" in err and "/camera/pose" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_modality_mismatch(tmp_path, sim_bags, capsys):
+    camera_only = WorldModel(preset("tiny", resolution=(32, 32), modalities={"camera": 12}))
+    ckpt = camera_only.save_pretrained(tmp_path / "camera_ckpt")
+    rc, err = _run([str(sim_bags["rover"]), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2
+    assert f"bag {sim_bags['rover']} gives 'twist' actions but the checkpoint knows ['camera']" in err
+
+
+def test_missing_and_corrupt_checkpoint(tmp_path, sim_bags, checkpoint, capsys):
+    rc, err = _run([str(sim_bags["explore"]), "--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path)], capsys)
+    assert rc == 2 and "checkpoint" in err and "does not exist" in err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((checkpoint / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    rc, err = _run([str(sim_bags["explore"]), "--checkpoint", str(broken), "--out", str(tmp_path)], capsys)
+    assert rc == 2 and "model.safetensors" in err
+
+
+def test_missing_empty_and_too_short_bags(tmp_path, checkpoint, sim_bags, capsys):
+    base = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--quiet"]
+    rc, err = _run([str(sim_bags["explore"]), str(tmp_path / "no_such_bag"), *base], capsys)
+    assert rc == 2 and "no_such_bag" in err and "does not exist" in err
+    empty = write_foreign_bag(tmp_path / "empty", messages=False)
+    rc, err = _run([str(empty), "--image-topic", "/front/color", "--twist-topic", "/base/cmd", *base], capsys)
+    assert rc == 2 and "empty" in err
+    rc, err = _run([str(sim_bags["explore"]), "--horizon-s", "5", *base], capsys)
+    assert rc == 2 and "no usable clip" in err
+    assert not (tmp_path / "o" / "metrics.json").exists()
