@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from astra_ros.data.geometry import (  # noqa: E402
     PinholeIntrinsics,
     matrix_to_quaternion,
+    quaternion_to_matrix,
     yaw_pitch_to_matrix,
 )
 
@@ -328,6 +329,14 @@ class Scenario:
             image = self.render() if tick % ticks_per_image == 0 else None
             yield self._tick_state(self.settings.tick_stamp_ns(tick), image)
 
+    def advance(self, seconds: float) -> None:
+        """Advance the scene by one state tick of ``seconds`` [s] (for live drivers such as the sim node)."""
+        self._advance(seconds)
+
+    def state(self, stamp_ns: int, render: bool) -> SimTick:
+        """The current state as a :class:`SimTick` stamped ``stamp_ns``, with a rendered image if ``render``."""
+        return self._tick_state(stamp_ns, self.render() if render else None)
+
     def close(self) -> None:
         """Free the renderer's GL context."""
         if self._renderer is not None:
@@ -400,6 +409,7 @@ class _KinematicRig:
         self.command = _Manoeuvre()
         self.target = self._random_manoeuvre()
         self.target_time_left = float(rng.uniform(1.0, 2.5))
+        self.external: _Manoeuvre | None = None  # set by set_command(): follow it instead of random manoeuvres
 
     def _random_manoeuvre(self) -> _Manoeuvre:
         rng = self.rng
@@ -453,9 +463,23 @@ class _KinematicRig:
         turn_direction = 1.0 if np.sin(to_centre - self.yaw) >= 0.0 else -1.0
         return _Manoeuvre(yaw_rate=turn_direction * 0.9)
 
+    def set_command(self, twist: BodyTwist) -> None:
+        """Follow ``twist`` from the next tick on, instead of the random manoeuvres (they never resume).
+
+        Used: linear x (forward), y (strafe, left), z (climb) [m/s], angular z (yaw rate, left) and y
+        (pitch rate, nose down) [rad/s]; a planar rig uses forward and yaw rate only. The command is
+        applied at once (no smoothing), still within the room's hard limits.
+        """
+        linear = np.asarray(twist.linear, dtype=np.float64)
+        angular = np.asarray(twist.angular, dtype=np.float64)
+        self.external = _Manoeuvre(float(linear[0]), float(linear[1]), float(linear[2]), float(angular[2]), float(angular[1]))
+
     def step(self, seconds: float) -> None:
         """Advance the rig by ``seconds`` [s] with the command held from the previous tick, then pick the next command."""
         self._integrate(seconds)
+        if self.external is not None:
+            self._update_command(seconds)
+            return
         self.target_time_left -= seconds
         if self.target_time_left <= 0.0:
             self.target = self._random_manoeuvre()
@@ -470,8 +494,8 @@ class _KinematicRig:
         self.pitch = float(self.pitch + self.command.pitch_rate * seconds)
 
     def _update_command(self, seconds: float) -> None:
-        target = self._avoiding_target()
-        blend = 1.0 - np.exp(-seconds / self.smoothing_s)
+        target = self._avoiding_target() if self.external is None else self.external
+        blend = 1.0 - np.exp(-seconds / self.smoothing_s) if self.external is None else 1.0
         current = self.command
         command = _Manoeuvre(
             *(c + blend * (t - c) for c, t in zip(
@@ -545,6 +569,10 @@ class ExploreScenario(Scenario):
         mujoco.mj_kinematics(self.model, self.data)
         mujoco.mj_camlight(self.model, self.data)
 
+    def set_command(self, twist: BodyTwist) -> None:
+        """Drive the camera with a body-frame twist from now on (see :meth:`_KinematicRig.set_command`)."""
+        self.rig.set_command(twist)
+
     def _advance(self, seconds: float) -> None:
         self.rig.step(seconds)
         self._place_rig()
@@ -594,6 +622,10 @@ class RoverScenario(Scenario):
         self.data.mocap_quat[0] = np.roll(pose.quat_xyzw, 1)  # MuJoCo stores quaternions as w, x, y, z
         mujoco.mj_kinematics(self.model, self.data)
         mujoco.mj_camlight(self.model, self.data)
+
+    def set_command(self, twist: BodyTwist) -> None:
+        """Drive the rover with a body-frame twist from now on: linear x [m/s] and angular z [rad/s]."""
+        self.rig.set_command(twist)
 
     def _advance(self, seconds: float) -> None:
         self.rig.step(seconds)
@@ -745,6 +777,31 @@ class ArmScenario(Scenario):
         self._segment_duration = 0.5
         self._segment_elapsed = 0.5
         self._push_plan: list[tuple[np.ndarray, float]] = []
+        self._external_target = False  # set_ee_target() was called: hold targets instead of picking random ones
+
+    def set_ee_target(self, pose_base: Pose, duration_s: float | None = None, gripper_opening_m: float | None = None) -> None:
+        """Move the end-effector to ``pose_base`` (in the ``base`` frame) instead of the random moves (they never resume).
+
+        The gripper points down; of the target's orientation only the heading of its x axis about the
+        vertical is used (as the wrist roll). The move follows a minimum-jerk profile over ``duration_s``
+        [s] (default: 0.5 s plus 2 s per metre) and then holds; ``gripper_opening_m`` [m] (0 to
+        2 x finger travel) sets the fingers, None keeps them.
+        """
+        position = np.asarray(pose_base.position, dtype=np.float64)
+        target = np.array([np.clip(position[0], 0.12, 0.7), np.clip(position[1], -0.5, 0.5), np.clip(position[2], 0.0, 0.5)])
+        rotation = quaternion_to_matrix(np.asarray(pose_base.quat_xyzw, dtype=np.float64))
+        heading = float(np.arctan2(rotation[1, 0], rotation[0, 0]))
+        roll = float((heading - np.arctan2(target[1], target[0]) + np.pi) % (2 * np.pi) - np.pi)
+        joints = self.inverse_kinematics(target, roll)
+        fingers = self.data.ctrl[5:7].copy() if gripper_opening_m is None else np.full(
+            2, np.clip(gripper_opening_m / 2.0, 0.0, self.finger_travel_m))
+        distance = float(np.linalg.norm(target - self.ee_pose_base().position))
+        self._segment_start = self.data.ctrl.copy()
+        self._segment_goal = np.concatenate([joints, fingers])
+        self._segment_duration = float(duration_s) if duration_s is not None else 0.5 + 2.0 * distance
+        self._segment_elapsed = 0.0
+        self._push_plan = []
+        self._external_target = True
 
     def inverse_kinematics(self, ee_target_base: np.ndarray, roll_rad: float) -> np.ndarray:
         """Joint angles [rad] (5) that put the end-effector at ``ee_target_base`` [m] (base frame) pointing down.
@@ -810,7 +867,7 @@ class ArmScenario(Scenario):
     def _advance(self, seconds: float) -> None:
         substep = seconds / self.physics_substeps
         for _ in range(self.physics_substeps):
-            if self._segment_elapsed >= self._segment_duration:
+            if self._segment_elapsed >= self._segment_duration and not self._external_target:
                 self._next_segment()
             self._segment_elapsed = min(self._segment_elapsed + substep, self._segment_duration)
             phase = self._segment_elapsed / self._segment_duration

@@ -1,0 +1,416 @@
+"""The predictor's ROS-free core: observation window, action vectors, model jobs, request checks.
+
+The node (:mod:`astra_ros.ros.predictor_node`) only converts messages to numpy and calls into here,
+so everything below is tested with plain arrays.
+
+States paired with each image, per action modality:
+
+* ``camera``: the camera optical-frame pose in the world, a 4x4 transform (from ``pose``);
+* ``robot``: the end-effector pose in the robot's base frame, a 4x4 transform (from ``pose``); the
+  gripper opening is not subscribed and is 0;
+* ``twist`` and ``keys``: the body-frame velocity ``[vx, vy, vz, wx, wy, wz]`` [m/s, rad/s] (from
+  ``twist`` or from ``odom``'s twist).
+
+Future actions (what the model is asked to imagine for the next ``horizon`` frames):
+
+* ``twist`` / ``keys``: the latest command received, held for the whole horizon;
+* ``camera`` / ``robot``: constant-velocity extrapolation of the last observed motion: the relative
+  transform between the last two window frames is applied again for every future frame (the gripper
+  stays at 0).
+
+Actions follow :mod:`astra_ros.data.actions`, as in training and ``astra-eval``: camera actions of the
+window and of its future are relative to the window's first frame; twist actions are velocities
+times the frame interval, estimated as the median interval between the window's image stamps.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from astra_ros.data.actions import (
+    MODALITY_DIMS,
+    KeyThresholds,
+    camera_actions,
+    check_modality,
+    frame_intervals,
+    keys_from_twist,
+    twist_actions,
+)
+from astra_ros.data.geometry import invert_transform, rotation_to_6d
+from astra_ros.data.images import resize_rgb
+
+# The state each modality pairs with an image: a pose (4x4) or a twist (6).
+POSE_MODALITIES = ("camera", "robot")
+TWIST_MODALITIES = ("twist", "keys")
+
+
+def state_kind(modality: str) -> str:
+    """``"pose"`` or ``"twist"``: which input stream feeds ``modality``."""
+    check_modality(modality)
+    return "pose" if modality in POSE_MODALITIES else "twist"
+
+
+# ------------------------------------------------------------------------------------------ actions
+def _robot_actions_from_transforms(transforms: np.ndarray) -> np.ndarray:
+    """Robot actions ``float32 [T, 10]`` from end-effector transforms ``[T, 4, 4]``, gripper 0."""
+    transforms = np.asarray(transforms, dtype=np.float64)
+    return np.concatenate(
+        [transforms[:, :3, 3], rotation_to_6d(transforms[:, :3, :3]), np.zeros((len(transforms), 1))], axis=-1
+    ).astype(np.float32)
+
+
+def median_frame_interval_s(stamps_ns: np.ndarray) -> float:
+    """Median interval [s] between consecutive stamps ``[T]`` [ns]; needs at least two stamps."""
+    stamps = np.asarray(stamps_ns, dtype=np.int64)
+    if len(stamps) < 2:
+        raise ValueError(f"a frame interval needs at least 2 stamps, got {len(stamps)}")
+    return float(np.median(np.diff(stamps))) * 1e-9
+
+
+def window_actions(
+    modality: str, stamps_ns: np.ndarray, states: np.ndarray, thresholds: KeyThresholds = KeyThresholds()
+) -> np.ndarray:
+    """Action vectors ``float32 [T, D]`` of the window's frames from their paired states.
+
+    ``states`` is ``[T, 4, 4]`` for camera/robot and ``[T, 6]`` for twist/keys (see the module docstring).
+    """
+    check_modality(modality)
+    states = np.asarray(states, dtype=np.float64)
+    if modality == "camera":
+        return camera_actions(states)
+    if modality == "robot":
+        return _robot_actions_from_transforms(states)
+    if modality == "twist":
+        return twist_actions(states[:, :3], states[:, 3:], frame_intervals(stamps_ns))
+    return keys_from_twist(states[:, :3], states[:, 3:], thresholds)
+
+
+def future_actions(
+    modality: str,
+    stamps_ns: np.ndarray,
+    states: np.ndarray,
+    horizon: int,
+    *,
+    latest_command: np.ndarray | None = None,
+    thresholds: KeyThresholds = KeyThresholds(),
+) -> np.ndarray:
+    """Actions ``float32 [horizon, D]`` for the frames after the window (see the module docstring).
+
+    ``latest_command`` ``[6]`` is the newest twist received (twist/keys); when None the last paired
+    state is held instead.
+    """
+    check_modality(modality)
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    states = np.asarray(states, dtype=np.float64)
+    interval_s = median_frame_interval_s(stamps_ns)
+    if modality in TWIST_MODALITIES:
+        command = states[-1] if latest_command is None else np.asarray(latest_command, dtype=np.float64)
+        commands = np.repeat(command[None], horizon, axis=0)  # (horizon, 6)
+        if modality == "twist":
+            return twist_actions(commands[:, :3], commands[:, 3:], np.full(horizon, interval_s))
+        return keys_from_twist(commands[:, :3], commands[:, 3:], thresholds)
+    # Constant velocity: the last step's relative motion, applied again for every future frame.
+    step = invert_transform(states[-2]) @ states[-1]  # (4, 4) last frame in the previous one
+    future = [states[-1]]
+    for _ in range(horizon):
+        future.append(future[-1] @ step)
+    future_poses = np.stack(future[1:])  # (horizon, 4, 4)
+    if modality == "robot":
+        return _robot_actions_from_transforms(future_poses)
+    # Camera actions are relative to the window's first frame, like the window's own.
+    return camera_actions(np.concatenate([states[:1], future_poses]))[1:]
+
+
+# ------------------------------------------------------------------------------------------ window
+@dataclass(frozen=True)
+class Observation:
+    """One observed image (already at the model's resolution) and the state paired with it."""
+
+    stamp_ns: int
+    frame: np.ndarray  # uint8 [h, w, 3] at the model resolution
+    state: np.ndarray  # [4, 4] pose or [6] twist
+    frame_id: str = ""
+
+
+@dataclass(frozen=True)
+class WindowSnapshot:
+    """A copy of the window at one moment, handed to the model worker."""
+
+    modality: str
+    stamps_ns: np.ndarray  # int64 [T]
+    frames: np.ndarray  # uint8 [T, h, w, 3]
+    actions: np.ndarray  # float32 [T, D]
+    future_actions: np.ndarray  # float32 [horizon, D]
+    frame_interval_s: float  # [s]
+    frame_id: str
+
+    @property
+    def last_stamp_ns(self) -> int:
+        return int(self.stamps_ns[-1])
+
+    def future_stamps_ns(self, horizon: int) -> np.ndarray:
+        """Stamps [ns] of the ``horizon`` frames after the last observed one."""
+        return self.last_stamp_ns + np.round(np.arange(1, horizon + 1) * self.frame_interval_s * 1e9).astype(np.int64)
+
+
+class ObservationWindow:
+    """The last ``context_frames`` observations of one modality, in stamp order."""
+
+    def __init__(self, context_frames: int, resolution: tuple[int, int]) -> None:
+        if context_frames < 2:
+            raise ValueError(f"context_frames must be >= 2 (a frame interval needs two frames), got {context_frames}")
+        self.context_frames = context_frames
+        self.resolution = resolution
+        self._observations: deque[Observation] = deque(maxlen=context_frames)
+
+    def __len__(self) -> int:
+        return len(self._observations)
+
+    @property
+    def full(self) -> bool:
+        return len(self._observations) == self.context_frames
+
+    @property
+    def last(self) -> Observation | None:
+        return self._observations[-1] if self._observations else None
+
+    def add(self, stamp_ns: int, rgb: np.ndarray, state: np.ndarray, frame_id: str = "") -> None:
+        """Append an RGB frame ``uint8 [H, W, 3]`` (any size: resized) with its state."""
+        frame = resize_rgb(np.ascontiguousarray(rgb, dtype=np.uint8), self.resolution)
+        self._observations.append(Observation(int(stamp_ns), frame, np.array(state, dtype=np.float64), frame_id))
+
+    def resize(self, context_frames: int) -> None:
+        """Change the window length, keeping the newest observations."""
+        if context_frames < 2:
+            raise ValueError(f"context_frames must be >= 2, got {context_frames}")
+        self.context_frames = context_frames
+        self._observations = deque(self._observations, maxlen=context_frames)
+
+    def clear(self) -> None:
+        self._observations.clear()
+
+    def snapshot(
+        self,
+        modality: str,
+        horizon: int,
+        *,
+        latest_command: np.ndarray | None = None,
+        thresholds: KeyThresholds = KeyThresholds(),
+    ) -> WindowSnapshot:
+        """Copy the window with its actions and future actions; the window must be full."""
+        if not self.full:
+            raise ValueError(f"the window has {len(self)} of {self.context_frames} frames")
+        observations = list(self._observations)
+        stamps = np.array([o.stamp_ns for o in observations], dtype=np.int64)
+        states = np.stack([o.state for o in observations])
+        return WindowSnapshot(
+            modality=modality,
+            stamps_ns=stamps,
+            frames=np.stack([o.frame for o in observations]),
+            actions=window_actions(modality, stamps, states, thresholds),
+            future_actions=future_actions(
+                modality, stamps, states, horizon, latest_command=latest_command, thresholds=thresholds
+            ),
+            frame_interval_s=median_frame_interval_s(stamps),
+            frame_id=observations[-1].frame_id,
+        )
+
+
+# ------------------------------------------------------------------------------------------ model
+RANDOM_PREFIX = "random:"
+
+
+def load_world_model(checkpoint: str) -> Any:
+    """A ``WorldModel`` for the node's ``checkpoint`` parameter.
+
+    ``"default"``, a directory or a name go to ``WorldModel.from_pretrained``; ``"random:<preset>"``
+    builds a randomly initialised model of that preset (for tests and demos: its frames are noise).
+    ``random:tiny`` is the tiny preset at 32x32 pixels, fast enough for tests on one CPU core.
+    """
+    from astra_ros.model import WorldModel, preset
+
+    if checkpoint.startswith(RANDOM_PREFIX):
+        name = checkpoint[len(RANDOM_PREFIX):]
+        overrides = {"resolution": (32, 32)} if name == "tiny" else {}
+        return WorldModel(preset(name, **overrides))
+    return WorldModel.from_pretrained(checkpoint)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The live prediction from one window."""
+
+    snapshot: WindowSnapshot
+    frames: np.ndarray  # uint8 [horizon, h, w, 3]
+    stamps_ns: np.ndarray  # int64 [horizon] the future times the frames show
+    latency_s: float  # [s] start + imagine
+
+
+def predict_window(model: Any, snapshot: WindowSnapshot, *, seed: int | None = None) -> Prediction:
+    """Observe the window (``model.start``) and imagine its future actions; runs in the model worker."""
+    began = time.perf_counter()
+    model.start(snapshot.frames, snapshot.actions, modality=snapshot.modality, seed=seed)
+    frames = model.imagine(snapshot.future_actions[None], seed=seed)[0]  # (horizon, h, w, 3)
+    horizon = len(snapshot.future_actions)
+    return Prediction(snapshot, frames, snapshot.future_stamps_ns(horizon), time.perf_counter() - began)
+
+
+def montage(observed: np.ndarray, predicted: np.ndarray, gap_px: int = 2) -> np.ndarray:
+    """One RGB image ``uint8``: the last observed frame, then each predicted frame, left to right.
+
+    ``observed`` ``[h, w, 3]`` is resized to the predicted frames' size; columns are separated by
+    ``gap_px`` white pixels.
+    """
+    height, width = predicted.shape[1:3]
+    tiles = [resize_rgb(observed, (height, width))] + list(predicted)
+    gap = np.full((height, gap_px, 3), 255, dtype=np.uint8)
+    columns: list[np.ndarray] = []
+    for index, tile in enumerate(tiles):
+        if index:
+            columns.append(gap)
+        columns.append(tile)
+    return np.ascontiguousarray(np.concatenate(columns, axis=1))
+
+
+@dataclass(frozen=True)
+class ImagineLimits:
+    max_batch: int
+    max_horizon: int
+
+
+def check_imagine_request(
+    actions: np.ndarray, *, batch: int, horizon: int, action_dim: int, expected_dim: int, limits: ImagineLimits
+) -> np.ndarray:
+    """Validate an ``~/imagine`` request; return the actions as ``float32 [batch, horizon, action_dim]``.
+
+    Raises ``ValueError`` saying what was expected when a size, a limit or a value is wrong.
+    """
+    if not 1 <= batch <= limits.max_batch:
+        raise ValueError(f"batch must be in [1, max_imagine_batch={limits.max_batch}], got {batch}")
+    if not 1 <= horizon <= limits.max_horizon:
+        raise ValueError(f"horizon must be in [1, max_imagine_horizon={limits.max_horizon}], got {horizon}")
+    if action_dim != expected_dim:
+        raise ValueError(f"action_dim must be {expected_dim} for this modality, got {action_dim}")
+    flat = np.asarray(actions, dtype=np.float32).reshape(-1)
+    if flat.size != batch * horizon * action_dim:
+        raise ValueError(
+            f"actions must hold batch*horizon*action_dim = {batch}*{horizon}*{action_dim} = "
+            f"{batch * horizon * action_dim} values, got {flat.size}"
+        )
+    if not np.isfinite(flat).all():
+        raise ValueError("actions contain NaN or inf values")
+    return flat.reshape(batch, horizon, action_dim)
+
+
+def action_dim_of(modality: str) -> int:
+    return MODALITY_DIMS[check_modality(modality)]
+
+
+# ------------------------------------------------------------------------------------------ worker
+class ModelWorker:
+    """Runs jobs on the model in one thread, fed by a bounded queue, so ROS callbacks never run torch.
+
+    :meth:`try_submit` never blocks (a full queue returns None: the caller counts a skipped job);
+    :meth:`submit` waits up to ``timeout_s`` for room. Each job gets the model and its result or
+    exception lands in the returned ``Future``.
+    """
+
+    def __init__(self, model: Any, *, queue_size: int = 1, num_threads: int = 1) -> None:
+        self.model = model
+        self._num_threads = num_threads
+        self._jobs: queue.Queue[tuple[Callable[[Any], Any], Future] | None] = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name="astra-model-worker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import torch
+
+        torch.set_num_threads(self._num_threads)
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job(self.model))
+            except BaseException as error:  # handed to the caller through the future
+                future.set_exception(error)
+
+    def try_submit(self, job: Callable[[Any], Any]) -> Future | None:
+        future: Future = Future()
+        try:
+            self._jobs.put_nowait((job, future))
+        except queue.Full:
+            return None
+        return future
+
+    def submit(self, job: Callable[[Any], Any], timeout_s: float) -> Future:
+        future: Future = Future()
+        self._jobs.put((job, future), timeout=timeout_s)  # raises queue.Full on timeout
+        return future
+
+    @property
+    def busy(self) -> bool:
+        return not self._jobs.empty()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Finish the running job and stop the thread (queued jobs are cancelled)."""
+        while True:
+            try:
+                _, future = self._jobs.get_nowait()  # type: ignore[misc]
+                future.cancel()
+            except (queue.Empty, TypeError):
+                break
+        self._jobs.put(None)
+        self._thread.join(timeout_s)
+
+
+# ------------------------------------------------------------------------------------------ inputs
+class InputMonitor:
+    """Arrival rates and silences of named inputs, from arrival times [s] on a monotonic clock."""
+
+    def __init__(self, names: tuple[str, ...], now_s: float) -> None:
+        self.names = names
+        self.started_s = now_s
+        self._last_arrival_s: dict[str, float | None] = {name: None for name in names}
+        self._count_since_report: dict[str, int] = {name: 0 for name in names}
+        self._report_s = now_s
+        self._silent: set[str] = set()
+
+    def arrived(self, name: str, now_s: float) -> None:
+        self._last_arrival_s[name] = now_s
+        self._count_since_report[name] += 1
+
+    def rates_hz(self, now_s: float) -> dict[str, float]:
+        """Mean arrival rate [Hz] of each input since the previous call; resets the counts."""
+        elapsed = max(now_s - self._report_s, 1e-9)
+        rates = {name: count / elapsed for name, count in self._count_since_report.items()}
+        self._count_since_report = {name: 0 for name in self.names}
+        self._report_s = now_s
+        return rates
+
+    def newly_silent(self, required: tuple[str, ...], now_s: float, timeout_s: float) -> tuple[list[str], list[str]]:
+        """``(went_silent, silent)``: inputs that went silent since the last call, and all silent ones now.
+
+        An input is silent when nothing arrived for more than ``timeout_s`` (counted from the start when
+        nothing ever arrived); it stops being silent when a message arrives.
+        """
+        silent = []
+        for name in required:
+            last = self._last_arrival_s[name]
+            if now_s - (self.started_s if last is None else last) > timeout_s:
+                silent.append(name)
+        went_silent = [name for name in silent if name not in self._silent]
+        self._silent = set(silent)
+        return went_silent, silent

@@ -1,0 +1,583 @@
+"""``astra_predictor``: predicts the camera's next frames from the robot's actions (DESIGN §5).
+
+    astra-predictor --ros-args -p checkpoint:=default -p action_modality:=twist -r image:=/camera/image_raw
+
+Subscribes (sensor-data QoS) ``image``, ``pose``, ``twist`` (Twist, or TwistStamped with
+``twist_stamped:=true``) and ``odom``; ``action_modality`` picks which feed the model (camera and
+robot: ``pose``; twist and keys: ``twist``, or ``odom`` with ``twist_source:=odom``). Each image is
+paired with that stream by header stamp (:mod:`astra_ros.ros.sync`; a plain Twist has no header and is
+stamped on arrival with the node clock). The last ``context_frames`` pairs form the window.
+
+At ``publish_rate`` Hz, when a new frame has arrived, the window goes to the model worker thread
+(a bounded queue: a busy model skips the tick, it never blocks the executor), which calls
+``wm.start(window)`` and ``wm.imagine(future)`` for ``horizon`` frames. Future actions hold the latest
+command (twist, keys) or extrapolate the last pose step at constant velocity (camera, robot); see
+:mod:`astra_ros.ros.predictor_core`.
+
+Publishes ``~/predicted/image`` (rgb8, one message per frame, stamped with the time it shows: last
+observed stamp + (i+1) x frame interval), ``~/predicted/frames`` (astra_ros_interfaces/PredictedFrames,
+the whole horizon), ``~/predicted/montage`` (last observed frame beside the predictions) and
+``/diagnostics`` (1 Hz). Serves ``~/reset`` (std_srvs/Trigger: forget the history) and ``~/imagine``
+(astra_ros_interfaces/Imagine: batched candidate futures for planners).
+
+``checkpoint:=random:tiny`` runs a randomly initialised tiny model (32x32, noise frames) for tests.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_srvs.srv import Trigger
+
+from astra_ros.data.actions import MODALITIES, KeyThresholds
+from astra_ros.data.images import ImageDecodeError
+from astra_ros.ros.conversions import image_msg_to_rgb, ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, stamp_to_ns, twist_msg_to_vector
+from astra_ros.ros.predictor_core import (
+    ImagineLimits,
+    InputMonitor,
+    ModelWorker,
+    ObservationWindow,
+    Prediction,
+    check_imagine_request,
+    load_world_model,
+    montage,
+    predict_window,
+    state_kind,
+)
+from astra_ros.ros.sync import ApproximateTimePairer, MonotonicStamps
+
+try:  # built by scripts/setup.sh (or colcon) from msg/ and srv/
+    from astra_ros_interfaces.msg import PredictedFrames
+    from astra_ros_interfaces.srv import Imagine
+except ImportError:  # the node still predicts; ~/predicted/frames and ~/imagine are left out
+    PredictedFrames = None
+    Imagine = None
+
+NODE_NAME = "astra_predictor"
+TWIST_SOURCES = ("twist", "odom")
+INPUTS = ("image", "pose", "twist", "odom")
+LOG_THROTTLE_S = 5.0  # [s] the same warning at most this often
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One parameter: default, description, optional (low, high) range, read-only after start."""
+
+    default: Any
+    description: str
+    range: tuple[float, float] | None = None
+    read_only: bool = False
+    choices: tuple[str, ...] = ()
+
+
+PARAMETERS: dict[str, _Spec] = {
+    "checkpoint": _Spec("default", "model checkpoint: 'default', a directory, or 'random:<preset>' "
+                        "(random weights; random:tiny is 32x32 for tests)", read_only=True),
+    "action_modality": _Spec("twist", "actions fed to the model: camera (pose = camera optical frame in the world), "
+                             "robot (pose = end-effector in the base frame), twist or keys (twist or odom)",
+                             choices=MODALITIES),
+    "twist_source": _Spec("twist", "where twist/keys actions come from: 'twist' (the twist topic) or 'odom' "
+                          "(the odometry's twist)", choices=TWIST_SOURCES),
+    "twist_stamped": _Spec(False, "the twist topic is geometry_msgs/TwistStamped (else Twist, stamped on arrival)",
+                           read_only=True),
+    "context_frames": _Spec(4, "observed frames the model is started from (>= the model's frames per chunk)", (2, 64)),
+    "horizon": _Spec(4, "frames predicted at each tick", (1, 64)),
+    "publish_rate": _Spec(2.0, "predictions per second [Hz] (a tick without a new frame is skipped)", (0.05, 30.0)),
+    "sync_slop_s": _Spec(0.05, "largest stamp difference [s] between an image and its pose/twist", (0.0, 2.0)),
+    "sync_queue_size": _Spec(10, "images waiting for their pose/twist (older ones are dropped)", (1, 200)),
+    "input_timeout_s": _Spec(2.0, "an input silent for longer than this [s] is reported", (0.1, 600.0)),
+    "max_imagine_batch": _Spec(8, "largest batch an ~/imagine request may ask for", (1, 64)),
+    "max_imagine_horizon": _Spec(16, "largest horizon an ~/imagine request may ask for", (1, 256)),
+    "imagine_timeout_s": _Spec(30.0, "longest an ~/imagine call waits for the model [s]", (0.1, 600.0)),
+    "seed": _Spec(-1, "seed of the live predictions' noise; -1: the model's default stream seed", (-1, 2**31 - 1)),
+    "key_linear_threshold": _Spec(0.05, "keys modality: speed [m/s] that presses forward/back/left/right", (1e-4, 100.0)),
+    "key_angular_threshold": _Spec(0.15, "keys modality: yaw rate [rad/s] that presses a turn key", (1e-4, 100.0)),
+}
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (bad parameters or checkpoint); the message says why."""
+
+
+def _descriptor(name: str, spec: _Spec) -> ParameterDescriptor:
+    description = spec.description + (f" (one of: {', '.join(spec.choices)})" if spec.choices else "")
+    descriptor = ParameterDescriptor(name=name, description=description, read_only=spec.read_only)
+    if spec.range is not None:
+        low, high = spec.range
+        if isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+    return descriptor
+
+
+class PredictorNode(Node):
+    """The predictor: thin callbacks over :mod:`astra_ros.ros.predictor_core`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        try:
+            for name, spec in PARAMETERS.items():
+                self.declare_parameter(name, spec.default, _descriptor(name, spec))
+        except ParameterException as error:  # a -p or params-file value of the wrong type or out of range
+            raise StartupError(str(error)) from error
+        self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self._model = self._load_model(self._params["checkpoint"])
+        for name, value in self._params.items():
+            reason = self._check_value(name, value)
+            if reason:
+                raise StartupError(f"parameter {name}={value!r}: {reason}")
+        self._fail_if_unknown_modality(self._params["action_modality"])
+
+        self._lock = threading.Lock()  # guards everything the callbacks and the worker share below
+        self._dropped: Counter[str] = Counter()  # bad or unusable inputs, by reason
+        self._skipped: Counter[str] = Counter()  # prediction ticks without a prediction, by reason
+        self._window = ObservationWindow(self._params["context_frames"], self._model.resolution)
+        self._pairer = self._new_pairer()
+        self._stamps = {name: MonotonicStamps(strict=(name == "image")) for name in INPUTS}
+        self._latest_command: np.ndarray | None = None
+        self._last_predicted_stamp_ns: int | None = None
+        self._live = LiveStream()  # what the model's stream holds; read and written in the worker thread only
+        self._predictions = 0
+        self._imagine_calls = Counter()
+        self._latencies: list[float] = []
+        self._last_error = ""
+        self._expert_usage: dict[str, list[float]] = {}
+        self._inputs = InputMonitor(INPUTS, time.monotonic())
+
+        self._worker = ModelWorker(self._model, queue_size=1)
+
+        # Inputs in one group: their callbacks are short and share the window. The model timers and the
+        # services each get their own group, so a waiting ~/imagine call never holds up the inputs.
+        inputs = MutuallyExclusiveCallbackGroup()
+        timers = MutuallyExclusiveCallbackGroup()
+        services = ReentrantCallbackGroup()  # reentrant: ~/reset is served while ~/imagine waits
+        self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data, callback_group=inputs)
+        self.create_subscription(PoseStamped, "pose", self._on_pose, qos_profile_sensor_data, callback_group=inputs)
+        twist_type = TwistStamped if self._params["twist_stamped"] else Twist
+        self.create_subscription(twist_type, "twist", self._on_twist, qos_profile_sensor_data, callback_group=inputs)
+        self.create_subscription(Odometry, "odom", self._on_odom, qos_profile_sensor_data, callback_group=inputs)
+
+        reliable = QoSProfile(depth=10)
+        self._image_pub = self.create_publisher(Image, "~/predicted/image", reliable)
+        self._montage_pub = self.create_publisher(Image, "~/predicted/montage", reliable)
+        self._frames_pub = (
+            self.create_publisher(PredictedFrames, "~/predicted/frames", reliable) if PredictedFrames is not None else None
+        )
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=services)
+        if Imagine is not None:
+            self.create_service(Imagine, "~/imagine", self._on_imagine, callback_group=services)
+        else:
+            self.get_logger().warning("astra_ros_interfaces is not built: no ~/imagine and no ~/predicted/frames "
+                                      "(run scripts/setup.sh or build it with colcon)")
+
+        self._timers_group = timers
+        self._predict_timer = self.create_timer(1.0 / self._params["publish_rate"], self._on_predict_tick, timers)
+        self.create_timer(1.0, self._on_diagnostics_tick, timers)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+        self.get_logger().info(
+            f"predicting {self._params['horizon']} frames of {self._params['action_modality']} actions from "
+            f"{self._params['context_frames']} frames at {self._params['publish_rate']} Hz "
+            f"(model {self._params['checkpoint']}, {self._model.resolution[1]}x{self._model.resolution[0]} px)"
+        )
+
+    # ------------------------------------------------------------------ set-up and parameters
+    def _load_model(self, checkpoint: str) -> Any:
+        try:
+            return load_world_model(checkpoint)
+        except Exception as error:  # any load failure stops the node with its reason
+            raise StartupError(f"cannot load checkpoint {checkpoint!r}: {error}") from error
+
+    def _fail_if_unknown_modality(self, modality: str) -> None:
+        if modality not in self._model.modalities:
+            raise StartupError(f"the model knows modalities {self._model.modalities}, not {modality!r}")
+
+    def _new_pairer(self) -> ApproximateTimePairer:
+        queue = int(self._params["sync_queue_size"])
+        return ApproximateTimePairer(
+            slop_ns=int(round(self._params["sync_slop_s"] * 1e9)), image_queue_size=queue, state_queue_size=max(60, 6 * queue)
+        )
+
+    def _check_value(self, name: str, value: Any) -> str | None:
+        """Why ``value`` is not acceptable for ``name`` (None when it is); ranges are checked by rclpy too."""
+        spec = PARAMETERS.get(name)
+        if spec is None:
+            return None
+        if spec.choices and value not in spec.choices:
+            return f"must be one of {', '.join(spec.choices)}, got {value!r}"
+        if name == "action_modality" and value not in self._model.modalities:
+            return f"the model knows {', '.join(self._model.modalities)}, not {value!r}"
+        if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+            return f"must be in [{spec.range[0]}, {spec.range[1]}], got {value}"
+        if name == "context_frames" and value < self._model.frames_per_chunk:
+            return f"must be >= the model's frames per chunk ({self._model.frames_per_chunk}), got {value}"
+        return None
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        for parameter in parameters:
+            if parameter.name in PARAMETERS and PARAMETERS[parameter.name].read_only:
+                return SetParametersResult(successful=False, reason=f"{parameter.name} is read-only: restart the node")
+            reason = self._check_value(parameter.name, parameter.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=f"{parameter.name}: {reason}")
+        return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, parameters: list[Parameter]) -> None:
+        changed = {p.name for p in parameters}
+        with self._lock:
+            self._params.update({p.name: p.value for p in parameters if p.name in PARAMETERS})
+            if changed & {"action_modality", "twist_source"}:
+                self._clear_history()
+            if changed & {"sync_slop_s", "sync_queue_size"}:
+                self._dropped.update(self._pairer.dropped)
+                self._pairer = self._new_pairer()
+            if "context_frames" in changed:
+                self._window.resize(self._params["context_frames"])
+        if "publish_rate" in changed:
+            self.destroy_timer(self._predict_timer)
+            self._predict_timer = self.create_timer(1.0 / self._params["publish_rate"], self._on_predict_tick,
+                                                    self._timers_group)
+        self.get_logger().info(f"parameters changed: {', '.join(sorted(changed))}")
+
+    # ------------------------------------------------------------------ inputs
+    def _drop(self, reason: str, detail: str) -> None:
+        """Count a refused input and warn (throttled); called with the lock held."""
+        self._dropped[reason] += 1
+        self.get_logger().warning(f"dropped input ({reason}): {detail}", throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _arrived(self, stream: str) -> None:
+        with self._lock:
+            self._inputs.arrived(stream, time.monotonic())
+
+    def _feeds_model(self, stream: str) -> bool:
+        kind = state_kind(self._params["action_modality"])
+        if kind == "pose":
+            return stream == "pose"
+        return stream == self._params["twist_source"]
+
+    def _accept_stamp(self, stream: str, stamp_ns: int) -> bool:
+        verdict = self._stamps[stream].accept(stamp_ns)
+        if verdict == "backwards":
+            self._drop(f"{stream}_stamp_backwards", f"{stream} stamp {stamp_ns} ns is before the previous one")
+            return False
+        if verdict == "restart" and (stream == "image" or self._feeds_model(stream)):
+            self.get_logger().warning(f"{stream} stamps restarted: history cleared")
+            self._clear_history()
+        return True
+
+    def _on_image(self, msg: Image) -> None:
+        self._arrived("image")
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        try:
+            rgb = image_msg_to_rgb(msg)
+        except ImageDecodeError as error:
+            with self._lock:
+                self._drop("image_decode_error", str(error))
+            return
+        with self._lock:
+            if not self._accept_stamp("image", stamp_ns):
+                return
+            self._add_pairs(self._pairer.add_image(stamp_ns, (rgb, msg.header.frame_id)))
+
+    def _on_state(self, stream: str, stamp_ns: int, state: np.ndarray) -> None:
+        """A pose (4x4) or twist (6) of ``stream``: checked, remembered, paired when it feeds the model."""
+        if not np.isfinite(state).all():
+            with self._lock:
+                self._drop(f"{stream}_not_finite", f"{stream} at {stamp_ns} ns has NaN or inf values")
+            return
+        with self._lock:
+            if not self._accept_stamp(stream, stamp_ns):
+                return
+            if state.shape == (6,) and stream == self._params["twist_source"]:
+                self._latest_command = state
+            if self._feeds_model(stream):
+                self._add_pairs(self._pairer.add_state(stamp_ns, state))
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        self._arrived("pose")
+        self._on_state("pose", stamp_to_ns(msg.header.stamp), pose_msg_to_matrix(msg.pose))
+
+    def _on_twist(self, msg: Twist | TwistStamped) -> None:
+        self._arrived("twist")
+        if isinstance(msg, TwistStamped):
+            stamp_ns, twist = stamp_to_ns(msg.header.stamp), msg.twist
+        else:  # no header: stamped on arrival
+            stamp_ns, twist = self.get_clock().now().nanoseconds, msg
+        self._on_state("twist", stamp_ns, twist_msg_to_vector(twist))
+
+    def _on_odom(self, msg: Odometry) -> None:
+        self._arrived("odom")
+        self._on_state("odom", stamp_to_ns(msg.header.stamp), twist_msg_to_vector(msg.twist.twist))
+
+    def _add_pairs(self, pairs: list) -> None:
+        for pair in pairs:
+            rgb, frame_id = pair.image
+            self._window.add(pair.image_stamp_ns, rgb, pair.state, frame_id)
+
+    def _clear_history(self) -> None:
+        """Forget the window, the queued inputs and the stamps (the lock is held)."""
+        self._window.clear()
+        self._dropped.update(self._pairer.dropped)
+        self._pairer = self._new_pairer()
+        for guard in self._stamps.values():
+            guard.reset()
+        self._latest_command = None
+        self._last_predicted_stamp_ns = None
+
+    # ------------------------------------------------------------------ prediction
+    def _thresholds(self) -> KeyThresholds:
+        return KeyThresholds(self._params["key_linear_threshold"], self._params["key_angular_threshold"])
+
+    def _on_predict_tick(self) -> None:
+        with self._lock:
+            if not self._window.full:
+                self._skipped["window_not_full"] += 1
+                return
+            if self._window.last.stamp_ns == self._last_predicted_stamp_ns:
+                self._skipped["no_new_frame"] += 1
+                return
+            snapshot = self._window.snapshot(
+                self._params["action_modality"], self._params["horizon"],
+                latest_command=self._latest_command, thresholds=self._thresholds(),
+            )
+            seed = self._params["seed"]
+        future = self._worker.try_submit(partial(_live_job, live=self._live, snapshot=snapshot,
+                                                 seed=None if seed < 0 else seed))
+        if future is None:
+            with self._lock:
+                self._skipped["model_busy"] += 1
+            return
+        with self._lock:
+            self._last_predicted_stamp_ns = snapshot.last_stamp_ns
+        future.add_done_callback(self._on_prediction_done)
+
+    def _on_prediction_done(self, future: Any) -> None:
+        """Runs in the model worker thread: publish (rclpy publishers are thread-safe)."""
+        try:
+            prediction, usage = future.result()
+        except Exception as error:  # a model failure is reported and the next tick tries again
+            with self._lock:
+                self._skipped["model_error"] += 1
+                self._last_error = str(error)
+            self.get_logger().error(f"prediction failed: {error}", throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        with self._lock:
+            self._predictions += 1
+            self._latencies = (self._latencies + [prediction.latency_s])[-50:]
+            self._expert_usage = usage
+        self._publish(prediction)
+
+    def _publish(self, prediction: Prediction) -> None:
+        snapshot = prediction.snapshot
+        frame_id = snapshot.frame_id
+        images = [rgb_to_image_msg(frame, int(stamp), frame_id) for frame, stamp in zip(prediction.frames, prediction.stamps_ns)]
+        for image in images:
+            self._image_pub.publish(image)
+        self._montage_pub.publish(rgb_to_image_msg(montage(snapshot.frames[-1], prediction.frames), snapshot.last_stamp_ns, frame_id))
+        if self._frames_pub is not None:
+            msg = PredictedFrames()
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.header.frame_id = frame_id
+            msg.observed_stamp = ns_to_stamp(snapshot.last_stamp_ns)
+            msg.frames = images
+            msg.stamps = [ns_to_stamp(int(s)) for s in prediction.stamps_ns]
+            msg.modality = snapshot.modality
+            msg.actions = snapshot.future_actions.astype(np.float32).reshape(-1).tolist()
+            msg.action_dim = int(snapshot.future_actions.shape[1])
+            self._frames_pub.publish(msg)
+
+    # ------------------------------------------------------------------ services
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            self._clear_history()
+        self._live.clear()
+        response.success = True
+        response.message = "history cleared: predictions resume when the window is full again"
+        self.get_logger().info("reset: history cleared")
+        return response
+
+    def _on_imagine(self, request: Any, response: Any) -> Any:
+        response.success = False
+        response.batch, response.horizon = int(request.batch), int(request.horizon)
+        with self._lock:
+            modality = request.modality or self._params["action_modality"]
+            limits = ImagineLimits(self._params["max_imagine_batch"], self._params["max_imagine_horizon"])
+            timeout_s = self._params["imagine_timeout_s"]
+            snapshot = None
+            if self._window.full:
+                snapshot = self._window.snapshot(self._params["action_modality"], 1, latest_command=self._latest_command,
+                                                 thresholds=self._thresholds())
+            elif not (request.from_live_history and self._live.info is not None):
+                self._imagine_calls["refused"] += 1
+                response.message = (f"no history yet: the window has {len(self._window)} of "
+                                    f"{self._window.context_frames} observed frames")
+                return response
+        try:
+            if modality not in self._model.modalities:
+                raise ValueError(f"unknown modality {modality!r}; the model knows {', '.join(self._model.modalities)}")
+            actions = check_imagine_request(
+                np.asarray(request.actions, dtype=np.float32), batch=request.batch, horizon=request.horizon,
+                action_dim=request.action_dim, expected_dim=self._model.action_dim(modality), limits=limits,
+            )
+        except ValueError as error:
+            with self._lock:
+                self._imagine_calls["refused"] += 1
+            response.message = str(error)
+            return response
+        seed = secrets.randbelow(2**31) if request.seed < 0 else int(request.seed)
+        began = time.perf_counter()
+        try:
+            future = self._worker.submit(partial(_imagine_job, live=self._live, snapshot=snapshot, actions=actions,
+                                                 modality=modality, seed=seed,
+                                                 from_live_history=bool(request.from_live_history)), timeout_s)
+            frames, stamps_ns, frame_id = future.result(timeout=timeout_s)
+        except Exception as error:  # model busy past the timeout, or the model failed: tell the caller
+            with self._lock:
+                self._imagine_calls["failed"] += 1
+            response.message = f"imagination failed: {error or type(error).__name__}"
+            return response
+        response.frames = [rgb_to_image_msg(frame, int(stamps_ns[t]), frame_id)
+                           for candidate in frames for t, frame in enumerate(candidate)]
+        response.latency_s = float(time.perf_counter() - began)
+        response.success = True
+        response.message = f"{len(frames)} futures of {frames.shape[1]} frames from {modality} actions"
+        with self._lock:
+            self._imagine_calls["served"] += 1
+        return response
+
+    # ------------------------------------------------------------------ diagnostics
+    def _on_diagnostics_tick(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            kind = state_kind(self._params["action_modality"])
+            required = ("image", "pose") if kind == "pose" else ("image", self._params["twist_source"])
+            went_silent, silent = self._inputs.newly_silent(required, now, self._params["input_timeout_s"])
+            for name in went_silent:
+                self._dropped[f"{name}_timeout"] += 1
+            rates = self._inputs.rates_hz(now)
+            dropped = self._dropped + self._pairer.dropped
+            skipped = Counter(self._skipped)
+            latencies = list(self._latencies)
+            usage = dict(self._expert_usage)
+            predictions, window_len = self._predictions, len(self._window)
+            imagine_calls = Counter(self._imagine_calls)
+            last_error = self._last_error
+        if went_silent:
+            self.get_logger().warning(f"no messages on {', '.join(went_silent)} for {self._params['input_timeout_s']} s; "
+                                      "predictions pause until they return")
+        stamp = self.get_clock().now().to_msg()
+        inputs = DiagnosticStatus(name=f"{NODE_NAME}: inputs", hardware_id=NODE_NAME)
+        inputs.level = DiagnosticStatus.WARN if silent else DiagnosticStatus.OK
+        inputs.message = f"silent: {', '.join(silent)}" if silent else "inputs arriving"
+        inputs.values = [KeyValue(key=f"rate_{name}_hz", value=f"{rate:.2f}") for name, rate in rates.items()]
+        inputs.values += [KeyValue(key=f"dropped_{reason}", value=str(count)) for reason, count in sorted(dropped.items())]
+        inputs.values.append(KeyValue(key="window_frames", value=str(window_len)))
+        prediction = DiagnosticStatus(name=f"{NODE_NAME}: prediction", hardware_id=NODE_NAME)
+        prediction.level = DiagnosticStatus.ERROR if skipped["model_error"] and not predictions else (
+            DiagnosticStatus.OK if predictions else DiagnosticStatus.WARN)
+        prediction.message = f"{predictions} predictions" + (f"; last error: {last_error}" if last_error else "")
+        prediction.values = [KeyValue(key="predictions", value=str(predictions))]
+        if latencies:
+            prediction.values += [KeyValue(key="latency_last_s", value=f"{latencies[-1]:.4f}"),
+                                  KeyValue(key="latency_mean_s", value=f"{np.mean(latencies):.4f}")]
+        prediction.values += [KeyValue(key=f"skipped_{reason}", value=str(count)) for reason, count in sorted(skipped.items())]
+        prediction.values += [KeyValue(key=f"imagine_{kind_}", value=str(count)) for kind_, count in sorted(imagine_calls.items())]
+        experts = DiagnosticStatus(name=f"{NODE_NAME}: experts", hardware_id=NODE_NAME, level=DiagnosticStatus.OK,
+                                   message="fraction of action tokens routed to each expert, per modality")
+        experts.values = [KeyValue(key=f"{modality}_expert_{index}", value=f"{share:.3f}")
+                          for modality, shares in sorted(usage.items()) for index, share in enumerate(shares)]
+        array = DiagnosticArray(status=[inputs, prediction, experts])
+        array.header.stamp = stamp
+        self._diagnostics_pub.publish(array)
+
+    def destroy_node(self) -> None:
+        self._worker.stop()
+        super().destroy_node()
+
+
+class LiveStream:
+    """Where the model's live stream comes from: the last started window's last stamp, frame interval, frame id.
+
+    Written and read by the worker jobs only (one thread); ``clear`` from ~/reset is a single assignment.
+    """
+
+    def __init__(self) -> None:
+        self.info: tuple[int, float, str] | None = None
+
+    def started(self, snapshot: Any) -> None:
+        self.info = (snapshot.last_stamp_ns, snapshot.frame_interval_s, snapshot.frame_id)
+
+    def clear(self) -> None:
+        self.info = None
+
+
+def _live_job(model: Any, *, live: LiveStream, snapshot: Any, seed: int | None) -> tuple[Prediction, dict[str, list[float]]]:
+    """Worker job: the live prediction and the expert usage after it."""
+    prediction = predict_window(model, snapshot, seed=seed)
+    live.started(snapshot)
+    return prediction, model.expert_usage()
+
+
+def _imagine_job(model: Any, *, live: LiveStream, snapshot: Any, actions: np.ndarray, modality: str, seed: int,
+                 from_live_history: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """Worker job: batched futures ``(B, N, h, w, 3)``, their stamps [ns] and frame id.
+
+    ``from_live_history`` reuses the history the live stream already holds (as of the last live
+    prediction); otherwise, or before any live prediction, the current window is observed first.
+    Either way the next live prediction restarts from its own window, so it is not disturbed.
+    """
+    if not (from_live_history and live.info is not None):
+        if snapshot is None:
+            raise ValueError("no history yet: the observation window is not full")
+        model.start(snapshot.frames, snapshot.actions, modality=snapshot.modality)
+        live.started(snapshot)
+    last_ns, interval_s, frame_id = live.info
+    frames = model.imagine(actions, modality=modality, seed=seed)  # (B, N, h, w, 3)
+    stamps = last_ns + np.round(np.arange(1, actions.shape[1] + 1) * interval_s * 1e9).astype(np.int64)
+    return frames, stamps, frame_id
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the predictor until Ctrl-C or ROS shutdown; 1 when it cannot start."""
+    import torch
+
+    torch.set_num_threads(1)  # one core for the model, the other for the callbacks
+    rclpy.init(args=args)
+    node = None
+    status = 0
+    try:
+        node = PredictorNode()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
+    except StartupError as error:
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
+        status = 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return status

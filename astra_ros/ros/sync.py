@@ -1,0 +1,153 @@
+"""Approximate-time pairing of images with state messages (poses, twists) by header stamp, without ROS.
+
+``message_filters.ApproximateTimeSynchronizer`` has no PyPI wheel, so this is the small part of it the
+predictor needs: two streams, each in stamp order, and every image paired with the state message whose
+stamp is nearest to it, if that one is at most ``slop_ns`` away.
+
+An image is decided as soon as it can be: once a state stamped at or after the image has arrived, no
+later state can be nearer (states arrive in stamp order), so the nearer of that one and the last state
+before the image is the match. Both queues are bounded; an image that waits longer than the image queue
+allows (its state stream is late or silent) is dropped and counted. Every drop is counted by reason in
+:attr:`ApproximateTimePairer.dropped`, so the node can report it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+ImageT = TypeVar("ImageT")
+StateT = TypeVar("StateT")
+
+# Drop reasons (keys of ApproximateTimePairer.dropped and MonotonicStamps users).
+DROP_IMAGE_QUEUE_FULL = "image_queue_full"  # the state stream fell behind by more than the image queue
+DROP_NO_STATE_IN_SLOP = "no_state_within_slop"  # nearest state further than slop from the image
+DROP_IMAGE_BACKWARDS = "image_stamp_backwards"  # image stamp not after the previous image's
+DROP_STATE_BACKWARDS = "state_stamp_backwards"  # state stamp before the previous state's
+
+
+@dataclass(frozen=True)
+class Pair(Generic[ImageT, StateT]):
+    """An image and the state message matched to it; stamps in [ns]."""
+
+    image_stamp_ns: int
+    image: ImageT
+    state_stamp_ns: int
+    state: StateT
+
+
+class MonotonicStamps:
+    """Accepts stamps that move forward; refuses stamps that go backwards, unless time clearly restarted.
+
+    A stamp earlier than the last accepted one (or equal, if ``strict``) is refused. After
+    ``restart_after`` refusals in a row the stream is taken to have restarted (a bag played again, a
+    simulator reset): the stamp is accepted, :attr:`restarts` counts it, and :meth:`accept` returns
+    ``"restart"`` so the caller can clear its history.
+    """
+
+    def __init__(self, *, strict: bool, restart_after: int = 5) -> None:
+        if restart_after < 1:
+            raise ValueError(f"restart_after must be >= 1, got {restart_after}")
+        self.strict = strict
+        self.restart_after = restart_after
+        self.last_ns: int | None = None
+        self.refused_in_a_row = 0
+        self.restarts = 0
+
+    def accept(self, stamp_ns: int) -> str:
+        """``"ok"`` (accepted), ``"backwards"`` (refused) or ``"restart"`` (accepted after a restart)."""
+        last = self.last_ns
+        backwards = last is not None and (stamp_ns <= last if self.strict else stamp_ns < last)
+        if not backwards:
+            self.last_ns = stamp_ns
+            self.refused_in_a_row = 0
+            return "ok"
+        self.refused_in_a_row += 1
+        if self.refused_in_a_row < self.restart_after:
+            return "backwards"
+        self.last_ns = stamp_ns
+        self.refused_in_a_row = 0
+        self.restarts += 1
+        return "restart"
+
+    def reset(self) -> None:
+        self.last_ns = None
+        self.refused_in_a_row = 0
+
+
+class ApproximateTimePairer(Generic[ImageT, StateT]):
+    """Pairs each image with the nearest-stamped state message within ``slop_ns``.
+
+    ``image_queue_size`` images may wait for their state; ``state_queue_size`` recent states are kept
+    (make it cover at least the slop at the state rate, plus the image queue's time span).
+    Stamps are integers in [ns]; each stream must be in stamp order (filter with
+    :class:`MonotonicStamps` first: out-of-order messages are refused here and counted).
+    """
+
+    def __init__(self, *, slop_ns: int, image_queue_size: int = 10, state_queue_size: int = 60) -> None:
+        if slop_ns < 0:
+            raise ValueError(f"slop_ns must be >= 0, got {slop_ns}")
+        if image_queue_size < 1 or state_queue_size < 1:
+            raise ValueError(f"queue sizes must be >= 1, got images {image_queue_size}, states {state_queue_size}")
+        self.slop_ns = int(slop_ns)
+        self._images: deque[tuple[int, ImageT]] = deque()
+        self._states: deque[tuple[int, StateT]] = deque(maxlen=state_queue_size)
+        self.image_queue_size = image_queue_size
+        self.dropped: Counter[str] = Counter()
+        self.pairs = 0
+
+    @property
+    def pending_images(self) -> int:
+        """Images waiting for a state stamped at or after them."""
+        return len(self._images)
+
+    def add_image(self, stamp_ns: int, image: ImageT) -> list[Pair[ImageT, StateT]]:
+        """Queue an image; return the pairs (possibly including it) that are now decided."""
+        if self._images and stamp_ns <= self._images[-1][0]:
+            self.dropped[DROP_IMAGE_BACKWARDS] += 1
+            return []
+        self._images.append((int(stamp_ns), image))
+        while len(self._images) > self.image_queue_size:
+            self._images.popleft()
+            self.dropped[DROP_IMAGE_QUEUE_FULL] += 1
+        return self._decide()
+
+    def add_state(self, stamp_ns: int, state: StateT) -> list[Pair[ImageT, StateT]]:
+        """Record a state message; return the pairs that are now decided."""
+        if self._states and stamp_ns < self._states[-1][0]:
+            self.dropped[DROP_STATE_BACKWARDS] += 1
+            return []
+        self._states.append((int(stamp_ns), state))
+        return self._decide()
+
+    def reset(self) -> None:
+        """Forget queued images and states (the counters stay)."""
+        self._images.clear()
+        self._states.clear()
+
+    def _decide(self) -> list[Pair[ImageT, StateT]]:
+        decided: list[Pair[ImageT, StateT]] = []
+        if not self._states:
+            return decided
+        newest_state_ns = self._states[-1][0]
+        while self._images and self._images[0][0] <= newest_state_ns:
+            image_ns, image = self._images.popleft()
+            state_ns, state = self._nearest_state(image_ns)
+            if abs(state_ns - image_ns) > self.slop_ns:
+                self.dropped[DROP_NO_STATE_IN_SLOP] += 1
+                continue
+            decided.append(Pair(image_ns, image, state_ns, state))
+            self.pairs += 1
+        return decided
+
+    def _nearest_state(self, image_ns: int) -> tuple[int, Any]:
+        """The queued state nearest to ``image_ns``; at least one state stamped >= image_ns exists."""
+        before: tuple[int, Any] | None = None
+        for entry in self._states:
+            if entry[0] >= image_ns:
+                if before is not None and image_ns - before[0] < entry[0] - image_ns:
+                    return before
+                return entry
+            before = entry
+        raise AssertionError("unreachable: _decide checks that a state at or after the image exists")

@@ -1,0 +1,221 @@
+"""The predictor's ROS-free parts: stamp pairing, action vectors, window, request checks, worker."""
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from astra_ros.data.actions import MODALITY_DIMS, camera_actions, keys_from_twist
+from astra_ros.data.geometry import pose_to_matrix, yaw_pitch_to_matrix
+from astra_ros.ros.predictor_core import (
+    ImagineLimits,
+    InputMonitor,
+    ModelWorker,
+    ObservationWindow,
+    check_imagine_request,
+    future_actions,
+    load_world_model,
+    montage,
+    predict_window,
+    window_actions,
+)
+from astra_ros.ros.sync import (
+    DROP_IMAGE_BACKWARDS,
+    DROP_IMAGE_QUEUE_FULL,
+    DROP_NO_STATE_IN_SLOP,
+    ApproximateTimePairer,
+    MonotonicStamps,
+)
+
+MS = 1_000_000  # [ns]
+
+
+# ------------------------------------------------------------------------------------------ sync
+def test_pairs_each_image_with_the_nearest_state():
+    pairer = ApproximateTimePairer(slop_ns=20 * MS)
+    assert pairer.add_image(100 * MS, "a") == []  # no state yet: waits
+    assert pairer.add_state(90 * MS, "s90") == []  # still before the image: a later state may be nearer
+    pairs = pairer.add_state(125 * MS, "s125")
+    assert [(p.image, p.state, p.state_stamp_ns) for p in pairs] == [("a", "s90", 90 * MS)]
+    # A state already after the image decides it at once; the nearer of the two neighbours wins.
+    pairs = pairer.add_image(120 * MS, "b")
+    assert [(p.image, p.state) for p in pairs] == [("b", "s125")]
+
+
+def test_image_without_state_within_slop_is_dropped_and_counted():
+    pairer = ApproximateTimePairer(slop_ns=10 * MS)
+    pairer.add_state(0, "s0")
+    assert pairer.add_image(50 * MS, "far") == []
+    assert pairer.add_state(100 * MS, "s100") == []  # 50 ms from either neighbour
+    assert pairer.dropped[DROP_NO_STATE_IN_SLOP] == 1
+    assert pairer.pending_images == 0
+
+
+def test_bounded_image_queue_drops_oldest_when_states_stop():
+    pairer = ApproximateTimePairer(slop_ns=10 * MS, image_queue_size=3)
+    for k in range(5):
+        pairer.add_image(k * 100 * MS, k)
+    assert pairer.pending_images == 3
+    assert pairer.dropped[DROP_IMAGE_QUEUE_FULL] == 2
+    pairs = pairer.add_state(405 * MS, "late")
+    assert [p.image for p in pairs] == [4]  # 2 and 3 had no state within the slop
+    assert pairer.dropped[DROP_NO_STATE_IN_SLOP] == 2
+
+
+def test_pairer_refuses_images_out_of_order():
+    pairer = ApproximateTimePairer(slop_ns=10 * MS)
+    pairer.add_image(100 * MS, "a")
+    assert pairer.add_image(90 * MS, "old") == []
+    assert pairer.dropped[DROP_IMAGE_BACKWARDS] == 1
+
+
+def test_monotonic_stamps_refuse_backwards_then_accept_a_restart():
+    guard = MonotonicStamps(strict=True, restart_after=3)
+    assert guard.accept(10) == "ok"
+    assert guard.accept(10) == "backwards"  # strict: equal is not forward
+    assert guard.accept(5) == "backwards"
+    assert guard.accept(6) == "restart"  # third refusal in a row: time restarted
+    assert guard.accept(7) == "ok" and guard.restarts == 1
+    assert MonotonicStamps(strict=False).accept(1) == "ok"
+
+
+# ------------------------------------------------------------------------------------------ actions
+def _camera_poses(count: int, step_m: float = 0.1, yaw_step: float = 0.05) -> np.ndarray:
+    """Poses of a body moving at a constant body-frame velocity: T_k = T_0 @ step^k."""
+    step = np.eye(4)
+    step[:3, :3] = yaw_pitch_to_matrix(yaw_step, 0.0)
+    step[:3, 3] = [step_m, 0.0, 0.02]
+    poses = [pose_to_matrix(np.array([0.0, 0.2, 1.0]), np.array([0.0, 0.0, 0.3, 0.95]))]
+    for _ in range(count - 1):
+        poses.append(poses[-1] @ step)
+    return np.stack(poses)
+
+
+def test_window_actions_match_the_training_conversions():
+    stamps = np.arange(4) * 100 * MS
+    poses = _camera_poses(4)
+    np.testing.assert_allclose(window_actions("camera", stamps, poses), camera_actions(poses), atol=1e-6)
+    robot = window_actions("robot", stamps, poses)
+    assert robot.shape == (4, 10) and np.all(robot[:, 9] == 0.0)
+    np.testing.assert_allclose(robot[:, :3], poses[:, :3, 3], atol=1e-6)
+    twists = np.tile([0.5, 0.0, 0.0, 0.0, 0.0, 0.3], (4, 1))
+    np.testing.assert_allclose(window_actions("twist", stamps, twists)[:, 0], 0.05, atol=1e-6)  # 0.5 m/s x 0.1 s
+    keys = window_actions("keys", stamps, twists)
+    np.testing.assert_array_equal(keys, keys_from_twist(twists[:, :3], twists[:, 3:]))
+
+
+def test_future_actions_extrapolate_poses_and_hold_the_latest_command():
+    stamps = np.arange(6) * 100 * MS
+    poses = _camera_poses(6)
+    window, horizon = poses[:4], 2
+    future = future_actions("camera", stamps[:4], window, horizon)
+    # Constant velocity: the future is the true continuation of this uniform motion.
+    np.testing.assert_allclose(future, camera_actions(poses)[4:6], atol=1e-6)
+    robot = future_actions("robot", stamps[:4], window, horizon)
+    np.testing.assert_allclose(robot[:, :3], poses[4:6, :3, 3], atol=1e-6)
+    twists = np.zeros((4, 6))
+    command = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    held = future_actions("twist", stamps[:4], twists, 3, latest_command=command)
+    np.testing.assert_allclose(held, np.tile([0, 0, 0, 0, 0, 0.1], (3, 1)), atol=1e-6)
+    keys = future_actions("keys", stamps[:4], twists, 3, latest_command=command)
+    assert keys.shape == (3, MODALITY_DIMS["keys"]) and np.all(keys[:, 4] == 1.0)  # turn_left
+
+
+def test_window_snapshot_and_future_stamps():
+    window = ObservationWindow(3, (32, 32))
+    with pytest.raises(ValueError, match="window has 0 of 3"):
+        window.snapshot("twist", 2)
+    for k in range(4):
+        window.add(k * 100 * MS, np.full((48, 64, 3), k, np.uint8), np.array([0.5, 0, 0, 0, 0, 0.0]), "cam")
+    snapshot = window.snapshot("twist", 2)
+    assert snapshot.frames.shape == (3, 32, 32, 3) and snapshot.actions.shape == (3, 6)
+    assert snapshot.frame_interval_s == pytest.approx(0.1) and snapshot.frame_id == "cam"
+    np.testing.assert_array_equal(snapshot.future_stamps_ns(2), [400 * MS, 500 * MS])
+    with pytest.raises(ValueError):
+        ObservationWindow(1, (32, 32))
+
+
+def test_check_imagine_request_names_what_is_wrong():
+    limits = ImagineLimits(max_batch=4, max_horizon=5)
+    good = check_imagine_request(np.zeros(2 * 3 * 6), batch=2, horizon=3, action_dim=6, expected_dim=6, limits=limits)
+    assert good.shape == (2, 3, 6)
+    cases = [
+        (dict(batch=5, horizon=3, action_dim=6), np.zeros(90), "max_imagine_batch=4"),
+        (dict(batch=1, horizon=6, action_dim=6), np.zeros(36), "max_imagine_horizon=5"),
+        (dict(batch=1, horizon=3, action_dim=7), np.zeros(21), "action_dim must be 6"),
+        (dict(batch=2, horizon=3, action_dim=6), np.zeros(35), "= 36 values, got 35"),
+        (dict(batch=1, horizon=1, action_dim=6), np.array([0, 0, np.nan, 0, 0, 0.0]), "NaN"),
+    ]
+    for sizes, actions, message in cases:
+        with pytest.raises(ValueError, match=message):
+            check_imagine_request(actions, expected_dim=6, limits=limits, **sizes)
+
+
+def test_montage_puts_the_observed_frame_first():
+    observed = np.full((64, 64, 3), 7, np.uint8)
+    predicted = np.full((3, 32, 32, 3), 200, np.uint8)
+    image = montage(observed, predicted, gap_px=2)
+    assert image.shape == (32, 4 * 32 + 3 * 2, 3)
+    assert np.all(image[:, :32] == 7) and np.all(image[:, 34:66] == 200)
+
+
+def test_input_monitor_rates_and_silences():
+    monitor = InputMonitor(("image", "twist"), now_s=0.0)
+    for k in range(10):
+        monitor.arrived("image", 0.1 * k)
+    assert monitor.rates_hz(1.0)["image"] == pytest.approx(10.0)
+    assert monitor.newly_silent(("image", "twist"), 1.5, timeout_s=1.0) == (["twist"], ["twist"])
+    assert monitor.newly_silent(("image", "twist"), 1.6, timeout_s=1.0) == ([], ["twist"])  # reported once
+    went, silent = monitor.newly_silent(("image", "twist"), 3.0, timeout_s=1.0)
+    assert went == ["image"] and set(silent) == {"image", "twist"}
+
+
+def test_model_worker_runs_jobs_in_its_thread_and_skips_when_busy():
+    started, release = threading.Event(), threading.Event()
+    worker = ModelWorker("model", queue_size=1)
+
+    def blocking_job(model):
+        started.set()
+        release.wait(5)
+        return threading.current_thread().name
+
+    try:
+        first = worker.try_submit(blocking_job)
+        assert started.wait(30)  # the worker has taken the first job
+        second = worker.try_submit(lambda model: model.upper())
+        assert second is not None
+        assert worker.try_submit(lambda model: None) is None  # queue full: skipped, never blocks
+        release.set()
+        assert first.result(5) == "astra-model-worker"
+        assert second.result(5) == "MODEL"
+        failing = worker.try_submit(lambda model: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            failing.result(5)
+    finally:
+        worker.stop()
+
+
+def test_predict_window_with_the_tiny_random_model():
+    model = load_world_model("random:tiny")
+    assert model.resolution == (32, 32)
+    window = ObservationWindow(4, model.resolution)
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        window.add(k * 100 * MS, rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), np.array([0.3, 0, 0, 0, 0, 0.0]))
+    snapshot = window.snapshot("twist", 3, latest_command=np.array([0.5, 0, 0, 0, 0, 0.2]))
+    prediction = predict_window(model, snapshot)
+    assert prediction.frames.shape == (3, 32, 32, 3) and prediction.frames.dtype == np.uint8
+    assert np.all(prediction.stamps_ns > snapshot.last_stamp_ns)
+    assert prediction.latency_s > 0
+
+
+def test_predictor_core_and_sync_import_without_rclpy():
+    code = (
+        "import sys; sys.modules['rclpy'] = None\n"  # any 'import rclpy' now raises ImportError
+        "import astra_ros.ros.sync, astra_ros.ros.predictor_core, astra_ros.ros.conversions\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr

@@ -1,0 +1,351 @@
+"""The predictor node with real rclpy and DDS: the node runs as its own process, this test publishes to it.
+
+The environment (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a ROS_DOMAIN_ID of this run) comes from
+conftest.py and is inherited by the node process.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
+from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
+from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+try:
+    from astra_ros_interfaces.msg import PredictedFrames
+    from astra_ros_interfaces.srv import Imagine
+except ImportError:
+    PredictedFrames = Imagine = None
+
+REPO = Path(__file__).resolve().parents[1]
+NODE = "/astra_predictor"
+HORIZON = 3
+CAMERA_HZ = 10.0
+IMAGE_SIZE = (48, 64)  # (H, W): not the model's 32x32, so the node must resize
+
+
+def _script(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+class Harness:
+    """A test node that feeds the predictor synthetic camera frames and twists, and records its outputs."""
+
+    def __init__(self) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("astra_predictor_test", context=self.context)
+        self.lock = threading.Lock()
+        self.predicted: list[Image] = []
+        self.montages: list[Image] = []
+        self.frames: list = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.published_stamps_ns: list[int] = []
+        reliable = QoSProfile(depth=50)
+        self.image_pub = self.node.create_publisher(Image, "/test/image", reliable)
+        self.twist_pub = self.node.create_publisher(Twist, "/test/cmd_vel", reliable)
+        self.pose_pub = self.node.create_publisher(PoseStamped, "/test/pose", reliable)
+        self.node.create_subscription(Image, f"{NODE}/predicted/image", self._keep(self.predicted), reliable)
+        self.node.create_subscription(Image, f"{NODE}/predicted/montage", self._keep(self.montages), reliable)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._keep(self.diagnostics), reliable)
+        if PredictedFrames is not None:
+            self.node.create_subscription(PredictedFrames, f"{NODE}/predicted/frames", self._keep(self.frames), reliable)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.spinning = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinning.start()
+        self.feeding = threading.Event()  # set: publish camera frames and twists at CAMERA_HZ
+        self.send_twist = threading.Event()
+        self.send_twist.set()
+        self.send_pose = threading.Event()
+        self.stopping = threading.Event()
+        self.rng = np.random.default_rng(0)
+        self.feeder = threading.Thread(target=self._feed, daemon=True)
+        self.feeder.start()
+
+    def _keep(self, store: list):
+        def callback(msg):
+            with self.lock:
+                store.append(msg)
+        return callback
+
+    def image(self, stamp_ns: int, encoding: str = "rgb8") -> Image:
+        height, width = IMAGE_SIZE
+        channels = {"rgb8": 3, "bgra8": 4, "mono8": 1, "32FC1": 4}[encoding]
+        msg = Image(height=height, width=width, encoding=encoding, step=width * channels + 8)  # padded rows
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        msg.header.frame_id = "test_camera"
+        msg.data = self.rng.integers(0, 255, height * msg.step, dtype=np.uint8).tobytes()
+        return msg
+
+    def now_ns(self) -> int:
+        return self.node.get_clock().now().nanoseconds
+
+    def _feed(self) -> None:
+        while not self.stopping.is_set():
+            if self.feeding.is_set():
+                if self.send_twist.is_set():
+                    twist = Twist()
+                    twist.linear.x, twist.angular.z = 0.4, 0.2
+                    self.twist_pub.publish(twist)
+                stamp = self.now_ns()
+                if self.send_pose.is_set():  # a camera moving forward (optical z) 5 cm per frame
+                    pose = PoseStamped()
+                    pose.header.stamp.sec, pose.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+                    pose.header.frame_id = "world"
+                    pose.pose.position.z = 0.05 * len(self.published_stamps_ns)
+                    pose.pose.orientation.w = 1.0
+                    self.pose_pub.publish(pose)
+                self.image_pub.publish(self.image(stamp, "bgra8" if len(self.published_stamps_ns) % 2 else "rgb8"))
+                with self.lock:
+                    self.published_stamps_ns.append(stamp)
+            time.sleep(1.0 / CAMERA_HZ)
+
+    def count(self, store: list) -> int:
+        with self.lock:
+            return len(store)
+
+    def wait_for(self, condition, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+    def diagnostic_values(self) -> dict[str, str]:
+        """Key/values of the newest /diagnostics message from the predictor (all statuses merged)."""
+        with self.lock:
+            arrays = [a for a in self.diagnostics if any(s.hardware_id == "astra_predictor" for s in a.status)]
+        if not arrays:
+            return {}
+        return {v.key: v.value for status in arrays[-1].status for v in status.values} | {
+            f"level:{status.name}": str(status.level[0] if isinstance(status.level, bytes) else status.level)
+            for status in arrays[-1].status
+        }
+
+    def call(self, service_type, name: str, request, timeout_s: float = 20.0):
+        client = self.node.create_client(service_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
+            future = client.call_async(request)
+            self.wait_for(future.done, timeout_s, f"a reply from {name}")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.feeder.join(2)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    """The predictor process (tiny random model, twist modality) and a harness feeding it."""
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    command = [
+        _script("astra-predictor"), "--ros-args", "--params-file", str(REPO / "config" / "predictor.yaml"),
+        "-p", "checkpoint:=random:tiny", "-p", "action_modality:=twist", "-p", f"horizon:={HORIZON}",
+        "-p", "context_frames:=4", "-p", "publish_rate:=4.0", "-p", "input_timeout_s:=1.0",
+        "-p", "sync_slop_s:=0.2",
+        "-r", "image:=/test/image", "-r", "twist:=/test/cmd_vel", "-r", "pose:=/test/pose", "-r", "odom:=/test/odom",
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    harness = Harness()
+    harness.feeding.set()
+    try:
+        yield harness, process
+    finally:
+        harness.close()
+        process.terminate()
+        try:
+            output, _ = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        print(output)
+
+
+def _stamp_ns(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def test_predicted_frames_arrive_with_future_stamps(predictor):
+    harness, process = predictor
+    harness.wait_for(lambda: harness.count(harness.predicted) >= 2 * HORIZON or process.poll() is not None,
+                     40.0, "predicted frames")
+    assert process.poll() is None, "the predictor exited"
+    with harness.lock:
+        predicted = list(harness.predicted)
+        montages = list(harness.montages)
+        published = np.array(harness.published_stamps_ns)
+    for msg in predicted:
+        assert (msg.height, msg.width, msg.encoding, msg.step) == (32, 32, "rgb8", 96)
+        assert len(msg.data) == 32 * 32 * 3
+        assert msg.header.frame_id == "test_camera"
+    # Each prediction shows the future of an observed frame: the montage is stamped with that frame,
+    # and the predicted frames follow it at the frame interval.
+    assert montages, "no montage"
+    observed = _stamp_ns(montages[0])
+    assert observed in set(published.tolist())
+    assert montages[0].width == 32 * (HORIZON + 1) + 2 * HORIZON
+    first = [_stamp_ns(m) for m in predicted[:HORIZON]]
+    assert first[0] > observed
+    # One frame interval apart (the median interval of the observed window: ~1/CAMERA_HZ on an idle machine).
+    steps = np.diff([observed] + first)
+    np.testing.assert_allclose(steps, steps[0], rtol=1e-3)
+    assert 0.5e9 / CAMERA_HZ < steps[0] < 5e9 / CAMERA_HZ
+
+
+@pytest.mark.skipif(PredictedFrames is None, reason="astra_ros_interfaces not built (scripts/setup.sh builds it)")
+def test_predicted_frames_message_holds_the_whole_horizon(predictor):
+    harness, _ = predictor
+    harness.wait_for(lambda: harness.count(harness.frames) >= 1, 30.0, "a PredictedFrames message")
+    with harness.lock:
+        msg = harness.frames[-1]
+    assert len(msg.frames) == len(msg.stamps) == HORIZON
+    assert msg.modality == "twist" and msg.action_dim == 6 and len(msg.actions) == HORIZON * 6
+    observed = _stamp_ns(type("M", (), {"header": type("H", (), {"stamp": msg.observed_stamp})})())
+    assert all(s.sec * 1_000_000_000 + s.nanosec > observed for s in msg.stamps)
+    # 0.4 m/s forward held for the horizon, times the frame interval (~0.1 s).
+    assert np.asarray(msg.actions).reshape(HORIZON, 6)[:, 0] == pytest.approx(0.04, rel=0.5)
+
+
+def test_bad_inputs_are_counted_and_prediction_continues(predictor):
+    harness, process = predictor
+    harness.wait_for(lambda: harness.count(harness.predicted) >= HORIZON, 40.0, "first predictions")
+    now = harness.now_ns()
+    harness.image_pub.publish(harness.image(now, "32FC1"))  # unsupported encoding
+    harness.image_pub.publish(harness.image(now - 5_000_000_000))  # 5 s in the past: stamps backwards
+    nan_pose = PoseStamped()
+    nan_pose.header.stamp.sec, nan_pose.header.stamp.nanosec = divmod(now, 1_000_000_000)
+    nan_pose.pose.position.x = float("nan")
+    nan_pose.pose.orientation.w = 1.0
+    harness.pose_pub.publish(nan_pose)
+
+    def counted() -> bool:
+        values = harness.diagnostic_values()
+        return all(int(values.get(f"dropped_{reason}", 0)) >= 1
+                   for reason in ("image_decode_error", "image_stamp_backwards", "pose_not_finite"))
+
+    harness.wait_for(counted, 15.0, "the bad inputs in /diagnostics")
+    values = harness.diagnostic_values()
+    assert float(values["rate_image_hz"]) > 2.0 and float(values["rate_twist_hz"]) > 2.0
+    assert "twist_expert_0" in values and "latency_last_s" in values
+    before = harness.count(harness.predicted)
+    harness.wait_for(lambda: harness.count(harness.predicted) >= before + 2 * HORIZON, 20.0, "predictions after bad inputs")
+
+    # A silent twist topic is reported (and counted once), then predictions resume when it returns.
+    harness.send_twist.clear()
+    harness.wait_for(lambda: int(harness.diagnostic_values().get("dropped_twist_timeout", 0)) >= 1, 10.0,
+                     "the twist timeout in /diagnostics")
+    assert harness.diagnostic_values()["level:astra_predictor: inputs"] == "1"  # WARN
+    harness.send_twist.set()
+    before = harness.count(harness.predicted)
+    harness.wait_for(lambda: harness.count(harness.predicted) >= before + HORIZON, 20.0, "predictions after the timeout")
+    assert process.poll() is None
+
+
+def _set_parameter(harness: Harness, name: str, value) -> object:
+    parameter_value = ParameterValue()
+    if isinstance(value, str):
+        parameter_value.type, parameter_value.string_value = ParameterType.PARAMETER_STRING, value
+    else:
+        parameter_value.type, parameter_value.double_value = ParameterType.PARAMETER_DOUBLE, float(value)
+    request = SetParameters.Request(parameters=[ParameterMsg(name=name, value=parameter_value)])
+    return harness.call(SetParameters, f"{NODE}/set_parameters", request).results[0]
+
+
+def test_bad_parameter_values_are_refused_with_a_reason(predictor):
+    harness, _ = predictor
+    result = _set_parameter(harness, "action_modality", "smell")
+    assert not result.successful and "smell" in result.reason and "twist" in result.reason
+    result = _set_parameter(harness, "publish_rate", -1.0)
+    assert not result.successful and result.reason
+    result = _set_parameter(harness, "checkpoint", "elsewhere")
+    assert not result.successful and "read-only" in result.reason
+    result = _set_parameter(harness, "input_timeout_s", 1.5)
+    assert result.successful
+    result = _set_parameter(harness, "publish_rate", 5.0)  # the prediction timer is replaced
+    assert result.successful
+    before = harness.count(harness.predicted)
+    harness.wait_for(lambda: harness.count(harness.predicted) >= before + HORIZON, 20.0, "predictions at the new rate")
+
+
+@pytest.mark.skipif(Imagine is None, reason="astra_ros_interfaces not built (scripts/setup.sh builds it)")
+def test_imagine_returns_a_batch_of_futures_and_refuses_malformed_requests(predictor):
+    harness, _ = predictor
+    harness.wait_for(lambda: harness.count(harness.predicted) >= HORIZON, 40.0, "first predictions")
+    batch, horizon = 4, 5
+    actions = np.zeros((batch, horizon, 6), np.float32)
+    actions[:, :, 0] = np.linspace(-0.05, 0.05, batch)[:, None]
+    request = Imagine.Request(modality="twist", actions=actions.reshape(-1).tolist(), batch=batch, horizon=horizon,
+                              action_dim=6, seed=3, from_live_history=True)
+    response = harness.call(Imagine, f"{NODE}/imagine", request)
+    assert response.success, response.message
+    assert (response.batch, response.horizon, len(response.frames)) == (batch, horizon, batch * horizon)
+    frames = np.stack([np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.width, 3) for m in response.frames])
+    frames = frames.reshape(batch, horizon, 32, 32, 3).astype(int)
+    for a in range(batch):
+        for b in range(a + 1, batch):
+            assert np.abs(frames[a] - frames[b]).mean() > 0.5, f"futures {a} and {b} are the same"
+    assert response.latency_s > 0
+    stamps = [_stamp_ns(m) for m in response.frames[:horizon]]
+    assert np.all(np.diff(stamps) > 0)
+
+    bad = Imagine.Request(modality="twist", actions=[0.0] * 7, batch=1, horizon=2, action_dim=6, seed=-1)
+    response = harness.call(Imagine, f"{NODE}/imagine", bad)
+    assert not response.success and "12 values" in response.message
+    too_many = Imagine.Request(modality="twist", actions=[0.0] * (100 * 6), batch=100, horizon=1, action_dim=6)
+    response = harness.call(Imagine, f"{NODE}/imagine", too_many)
+    assert not response.success and "max_imagine_batch" in response.message
+    before = harness.count(harness.predicted)
+    harness.wait_for(lambda: harness.count(harness.predicted) >= before + HORIZON, 20.0, "live predictions after imagine")
+
+
+def test_reset_clears_the_history_and_prediction_resumes(predictor):
+    harness, _ = predictor
+    response = harness.call(Trigger, f"{NODE}/reset", Trigger.Request())
+    assert response.success and "cleared" in response.message
+    before = harness.count(harness.predicted)
+    harness.wait_for(lambda: harness.count(harness.predicted) >= before + HORIZON, 20.0, "predictions after reset")
+
+
+@pytest.mark.skipif(PredictedFrames is None, reason="astra_ros_interfaces not built (scripts/setup.sh builds it)")
+def test_switching_to_camera_actions_predicts_from_poses(predictor):
+    harness, process = predictor
+    harness.send_pose.set()
+    result = _set_parameter(harness, "action_modality", "camera")  # the history restarts with camera actions
+    assert result.successful, result.reason
+    try:
+        harness.wait_for(lambda: harness.count(harness.frames) and harness.frames[-1].modality == "camera", 30.0,
+                         "predictions from camera actions")
+        with harness.lock:
+            msg = harness.frames[-1]
+        actions = np.asarray(msg.actions).reshape(-1, 12)
+        assert msg.action_dim == 12 and len(actions) == HORIZON
+        # Extrapolated forward motion: each future frame is further along +z than the window's first one.
+        assert np.all(np.diff(actions[:, 11]) > 0.0)
+    finally:
+        assert _set_parameter(harness, "action_modality", "twist").successful
+        harness.send_pose.clear()
+    assert process.poll() is None
