@@ -96,3 +96,19 @@ def test_two_process_ddp_run_ends_with_identical_weights(bags, tmp_path):
     start, end = _weights(init / "train_state"), _weights(out / "train_state")
     assert any((start[k] - end[k]).abs().max() > 0 for k in start if k.startswith("transformer."))
     assert any((start[k] - end[k]).abs().max() > 0 for k in start if k.startswith("codec."))
+
+
+def test_ema_warms_up_instead_of_keeping_the_random_init():
+    import torch
+
+    from astra_ros.training.trainer import EMA
+
+    model = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    ema = EMA(model)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model, 0.999, updates=1)  # decay 2/11: the EMA moves most of the way at once
+    torch.testing.assert_close(ema.model.weight, torch.full((2, 2), 9 / 11))
+    assert EMA.warmup_decay(0.999, 10_000) == 0.999
