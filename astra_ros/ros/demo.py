@@ -1,0 +1,232 @@
+"""``astra-demo``: the whole system on one machine, no robot needed.
+
+Starts the simulator node (``astra_sim``, rover) and the predictor (``astra_predictor``) as their
+own processes, drives the simulated robot along a scripted path on ``/cmd_vel``, records what the
+camera really showed and what the predictor said it would show, and saves both side by side
+as a PNG strip together with the measured prediction latency.
+
+    astra-demo --checkpoint default --seconds 20 --out out/demo.png
+
+DDS discovery is kept on this machine (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) on a
+domain of the demo's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# Scripted path: (seconds, forward speed [m/s], yaw rate [rad/s]).
+PATH_SCRIPT = [(2.0, 0.0, 0.0), (4.0, 0.35, 0.0), (4.0, 0.2, 0.5), (4.0, 0.35, 0.0), (4.0, 0.2, -0.5), (2.0, 0.0, 0.0)]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="astra-demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default="default", help="'default', a checkpoint directory or random:<preset>")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long to drive [s]")
+    p.add_argument("--seed", type=int, default=9000, help="simulator scene seed (9000+ are not in the training set)")
+    p.add_argument("--horizon", type=int, default=6, help="frames predicted ahead at each prediction")
+    p.add_argument("--publish-rate", type=float, default=1.0, help="predictions per second [Hz]")
+    p.add_argument("--out", type=Path, default=Path("out/demo.png"), help="PNG strip to write (and a .json beside it)")
+    return p.parse_args(argv)
+
+
+def _ros_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # never multicast discovery off this machine
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 200)))
+    env.setdefault("MUJOCO_GL", "egl")
+    return env
+
+
+def _executable(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if not found:
+        raise SystemExit(f"astra-demo: cannot find the '{name}' console script; run scripts/setup.sh first")
+    return found
+
+
+@dataclass
+class Recording:
+    camera: dict[int, np.ndarray] = field(default_factory=dict)  # stamp [ns] -> rgb
+    predictions: list[dict] = field(default_factory=list)  # observed stamp, frame stamps, frames, age
+
+
+def _nearest(frames: dict[int, np.ndarray], stamp_ns: int, tolerance_ns: int) -> np.ndarray | None:
+    if not frames:
+        return None
+    best = min(frames, key=lambda s: abs(s - stamp_ns))
+    return frames[best] if abs(best - stamp_ns) <= tolerance_ns else None
+
+
+def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]:
+    import rclpy
+    from geometry_msgs.msg import Twist
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from astra_ros.ros.conversions import image_msg_to_rgb, stamp_to_ns
+    from astra_ros_interfaces.msg import PredictedFrames
+
+    rec = Recording()
+    model_latency: list[float] = []
+    rclpy.init()
+    node = rclpy.create_node("astra_demo")
+    cmd = node.create_publisher(Twist, "/cmd_vel", 10)
+
+    def on_camera(msg: Image) -> None:
+        rec.camera[stamp_to_ns(msg.header.stamp)] = image_msg_to_rgb(msg)
+
+    def on_prediction(msg: PredictedFrames) -> None:
+        rec.predictions.append({
+            "observed_ns": stamp_to_ns(msg.observed_stamp),
+            "stamps_ns": [stamp_to_ns(s) for s in msg.stamps],
+            "frames": [image_msg_to_rgb(f) for f in msg.frames],
+            "age_s": (stamp_to_ns(msg.header.stamp) - stamp_to_ns(msg.observed_stamp)) / 1e9,
+        })
+
+    def on_diagnostics(msg) -> None:
+        for status in msg.status:
+            for kv in status.values:
+                if kv.key == "latency_last_s":
+                    model_latency.append(float(kv.value))
+
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    node.create_subscription(Image, "/camera/image_raw", on_camera, qos_profile_sensor_data)
+    node.create_subscription(PredictedFrames, "/astra_predictor/predicted/frames", on_prediction, 10)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    script = [seg for seg in PATH_SCRIPT]
+    total_script = sum(s for s, _, _ in script)
+    scale = args.seconds / total_script
+    # Wait (bounded) for the simulator's first image: discovery takes up to a few seconds.
+    deadline = time.monotonic() + 30.0
+    while not rec.camera and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.1)
+    if not rec.camera:
+        raise SystemExit("astra-demo: no image from the simulator node within 30 s")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < args.seconds:
+        elapsed = (time.monotonic() - t0) / scale
+        speed, yaw = 0.0, 0.0
+        for seconds, v, w in script:
+            if elapsed < seconds:
+                speed, yaw = v, w
+                break
+            elapsed -= seconds
+        msg = Twist()
+        msg.linear.x, msg.angular.z = speed, yaw
+        cmd.publish(msg)
+        end = time.monotonic() + 0.1
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.02)
+    cmd.publish(Twist())
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return rec, model_latency
+
+
+def _strip(rec: Recording, rows: int, tolerance_ns: int):
+    from PIL import Image, ImageDraw
+
+    usable = [p for p in rec.predictions if any(_nearest(rec.camera, s, tolerance_ns) is not None for s in p["stamps_ns"])]
+    chosen = [usable[i] for i in np.linspace(0, len(usable) - 1, min(rows, len(usable))).round().astype(int)] if usable else []
+    if not chosen:
+        return None
+    h, w = chosen[0]["frames"][0].shape[:2]
+    cols = 1 + max(len(p["frames"]) for p in chosen)
+    label_w = 90
+    canvas = Image.new("RGB", (label_w + cols * (w + 2), len(chosen) * 2 * (h + 2)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, pred in enumerate(chosen):
+        y_pred, y_real = r * 2 * (h + 2), r * 2 * (h + 2) + h + 2
+        t_obs = pred["observed_ns"]
+        draw.text((4, y_pred + 4), f"predicted\n@ t={(t_obs - min(rec.camera)) / 1e9:.1f}s", fill="black")
+        draw.text((4, y_real + 4), "real", fill="black")
+        observed = _nearest(rec.camera, t_obs, tolerance_ns)
+        if observed is not None:
+            tile = Image.fromarray(observed).resize((w, h))
+            canvas.paste(tile, (label_w, y_pred))
+            canvas.paste(tile, (label_w, y_real))
+        for i, (frame, stamp) in enumerate(zip(pred["frames"], pred["stamps_ns"])):
+            x = label_w + (i + 1) * (w + 2)
+            canvas.paste(Image.fromarray(frame), (x, y_pred))
+            real = _nearest(rec.camera, stamp, tolerance_ns)
+            if real is not None:
+                canvas.paste(Image.fromarray(real).resize((w, h)), (x, y_real))
+    return canvas
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = _ros_environment()
+    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "MUJOCO_GL")})
+    logs = args.out.with_suffix(".logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    sim_cmd = [_executable("astra-sim-node"), "--ros-args", "-p", "scenario:=rover", "-p", f"seed:={args.seed}",
+               "-p", "size:=128x128"]
+    pred_cmd = [_executable("astra-predictor"), "--ros-args", "-p", f"checkpoint:={args.checkpoint}",
+                "-p", "action_modality:=twist", "-p", f"horizon:={args.horizon}",
+                "-p", f"publish_rate:={float(args.publish_rate)}",
+                "-r", "image:=/camera/image_raw", "-r", "twist:=/cmd_vel", "-r", "odom:=/odom"]
+    procs = []
+    try:
+        for name, cmd in (("sim", sim_cmd), ("predictor", pred_cmd)):
+            out = open(logs / f"{name}.log", "w")
+            procs.append((name, subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)))
+        print(f"astra-demo: simulator and predictor started (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, logs in {logs})")
+        time.sleep(1.0)
+        for name, proc in procs:
+            if proc.poll() is not None:
+                print(f"astra-demo: the {name} node exited at start:\n" + (logs / f"{name}.log").read_text()[-2000:],
+                      file=sys.stderr)
+                return 1
+        rec, model_latency = _drive_and_record(args)
+    finally:
+        for _, proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for _, proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    tolerance_ns = 60_000_000  # half a camera period at 10 Hz
+    strip = _strip(rec, rows=3, tolerance_ns=tolerance_ns)
+    ages = [p["age_s"] for p in rec.predictions]
+    summary = {
+        "checkpoint": args.checkpoint,
+        "camera_frames": len(rec.camera),
+        "predictions": len(rec.predictions),
+        "model_latency_s": {"p50": float(np.median(model_latency)), "max": float(np.max(model_latency))} if model_latency else None,
+        "prediction_age_s": {"p50": float(np.median(ages)), "max": float(np.max(ages))} if ages else None,
+        "out": str(args.out),
+    }
+    if strip is None:
+        print(json.dumps(summary))
+        print("astra-demo: no prediction matched the camera frames; see the node logs in " + str(logs), file=sys.stderr)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    strip.save(args.out)
+    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
