@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera intrinsics [px] for the motion metrics; overrides the bag's camera_info")
     p.add_argument("--intrinsics-size", type=_parse_size, metavar="WxH",
                    help="image size [px] that --fx-fy-cx-cy refer to (default: the model's resolution)")
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help="action-free guidance s (default: the checkpoint's; 1 = guidance off)")
     p.add_argument("--device", default="cpu", help="torch device of the model")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -167,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             intrinsics_size=args.intrinsics_size,
             progress=not args.quiet,
             checkpoint=str(args.checkpoint),
+            guidance_scale=args.guidance_scale,
         )
         model = WorldModel.from_pretrained(args.checkpoint, device=args.device)
         result = evaluate_bags(model, args.bags, options)

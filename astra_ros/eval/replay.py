@@ -61,6 +61,7 @@ class EvalOptions:
     max_gap_factor: float = 1.5  # a window with an image interval above this x the bag's median is skipped
     progress: bool = True  # tqdm bar over clips
     checkpoint: str = ""  # recorded in the metrics as given by the user
+    guidance_scale: float | None = None  # action-free guidance s; None = the checkpoint's default
 
     def __post_init__(self) -> None:
         if not self.horizon_s > 0:
@@ -75,6 +76,8 @@ class EvalOptions:
             raise EvalError(f"intrinsics must be fx fy cx cy with positive focal lengths, got {self.intrinsics}")
         if self.intrinsics_size is not None and self.intrinsics is None:
             raise EvalError("an intrinsics size without intrinsics (fx fy cx cy) has nothing to scale")
+        if self.guidance_scale is not None and self.guidance_scale < 0:
+            raise EvalError(f"guidance scale must be >= 0, got {self.guidance_scale}")
         if not self.max_gap_factor > 1:
             raise EvalError(f"max_gap_factor must be > 1, got {self.max_gap_factor}")
 
@@ -318,7 +321,8 @@ def _assign_shuffled(clips: list[ClipResult], plan: ReplayPlan, seed: int, notes
             clips[own].shuffled_actions = clips[source].actions[plan.context_frames:].copy()
 
 
-def predict_pair(model: Any, clip: ClipResult, context_frames: int, seed: int) -> None:
+def predict_pair(model: Any, clip: ClipResult, context_frames: int, seed: int,
+                 guidance_scale: float | None = None) -> None:
     """Observe the clip's context, then predict its horizon with the true and the shuffled actions.
 
     Both predictions are one batched ``imagine`` call with shared noise from the same started
@@ -327,9 +331,11 @@ def predict_pair(model: Any, clip: ClipResult, context_frames: int, seed: int) -
     model.start(clip.observed, clip.actions[:context_frames], modality=clip.modality, seed=seed)
     true_actions = clip.actions[context_frames:]
     if clip.shuffled_actions is None:
-        clip.predicted = model.imagine(true_actions[None], seed=seed, shared_noise=True)[0]
+        clip.predicted = model.imagine(true_actions[None], seed=seed, shared_noise=True,
+                                       guidance_scale=guidance_scale)[0]
         return
-    pair = model.imagine(np.stack([true_actions, clip.shuffled_actions]), seed=seed, shared_noise=True)
+    pair = model.imagine(np.stack([true_actions, clip.shuffled_actions]), seed=seed, shared_noise=True,
+                         guidance_scale=guidance_scale)
     clip.predicted, clip.predicted_shuffled = pair[0], pair[1]
 
 
@@ -404,7 +410,7 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
                 plan.context_frames, plan.horizon_frames, 1 / plan.frame_interval_s)
     for i, ((b, _), clip) in enumerate(tqdm(list(zip(chosen, clips)), desc="astra-eval", unit="clip",
                                              disable=not options.progress)):
-        predict_pair(model, clip, plan.context_frames, options.seed + i)
+        predict_pair(model, clip, plan.context_frames, options.seed + i, options.guidance_scale)
         _score_clip(clip, bags[b], plan.context_frames)
 
     def mean(key: str) -> list[float]:
@@ -425,6 +431,8 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
         "skipped": skipped,
         "modality_per_bag": {bag.path: bag.episode.modality for bag in bags},
         "seed": options.seed,
+        "guidance_scale": (options.guidance_scale if options.guidance_scale is not None
+                           else float(model.config.guidance_scale)),
         "context_frames": plan.context_frames,
         "frame_interval_s": plan.frame_interval_s,
         "notes": notes,
