@@ -533,7 +533,28 @@ class _KinematicRig:
         return Pose(self.position.copy(), matrix_to_quaternion(self.rotation()))
 
 
-class ExploreScenario(Scenario):
+class _RigScenario(Scenario):
+    """A scenario whose camera rides a mocap body moved by a :class:`_KinematicRig` (explore, rover)."""
+
+    rig: "_KinematicRig"
+
+    def _place_rig(self) -> None:
+        pose = self.rig.body_pose()
+        self.data.mocap_pos[0] = pose.position
+        self.data.mocap_quat[0] = np.roll(pose.quat_xyzw, 1)  # MuJoCo stores quaternions as w, x, y, z
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_camlight(self.model, self.data)
+
+    def set_command(self, twist: BodyTwist) -> None:
+        """Drive the rig with a body-frame twist from now on (see :meth:`_KinematicRig.set_command`)."""
+        self.rig.set_command(twist)
+
+    def _advance(self, seconds: float) -> None:
+        self.rig.step(seconds)
+        self._place_rig()
+
+
+class ExploreScenario(_RigScenario):
     """A free camera flying smooth random 6-DoF trajectories through a textured room with objects."""
 
     name = "explore"
@@ -562,26 +583,11 @@ class ExploreScenario(Scenario):
         )
         self._place_rig()
 
-    def _place_rig(self) -> None:
-        pose = self.rig.body_pose()
-        self.data.mocap_pos[0] = pose.position
-        self.data.mocap_quat[0] = np.roll(pose.quat_xyzw, 1)  # MuJoCo stores quaternions as w, x, y, z
-        mujoco.mj_kinematics(self.model, self.data)
-        mujoco.mj_camlight(self.model, self.data)
-
-    def set_command(self, twist: BodyTwist) -> None:
-        """Drive the camera with a body-frame twist from now on (see :meth:`_KinematicRig.set_command`)."""
-        self.rig.set_command(twist)
-
-    def _advance(self, seconds: float) -> None:
-        self.rig.step(seconds)
-        self._place_rig()
-
     def _tick_state(self, stamp_ns: int, image: np.ndarray | None) -> SimTick:
         return SimTick(stamp_ns, self.camera_pose(), image, command=self.rig.body_twist())
 
 
-class RoverScenario(Scenario):
+class RoverScenario(_RigScenario):
     """A kinematic planar robot with an onboard camera, driven by smooth random (v_x, yaw rate) commands."""
 
     name = "rover"
@@ -614,22 +620,7 @@ class RoverScenario(Scenario):
         mjcf = _mjcf_document(room_assets + "\n" + object_assets, room_bodies + "\n" + object_geoms + "\n" + rover_body, settings)
         super().__init__(mjcf, settings)
         self.rig = _KinematicRig(rng, half_x, half_y, obstacles, planar=True, height_range_m=(0.0, 0.0), pitch_limit_rad=0.0)
-        self._place_rover()
-
-    def _place_rover(self) -> None:
-        pose = self.rig.body_pose()
-        self.data.mocap_pos[0] = pose.position
-        self.data.mocap_quat[0] = np.roll(pose.quat_xyzw, 1)  # MuJoCo stores quaternions as w, x, y, z
-        mujoco.mj_kinematics(self.model, self.data)
-        mujoco.mj_camlight(self.model, self.data)
-
-    def set_command(self, twist: BodyTwist) -> None:
-        """Drive the rover with a body-frame twist from now on: linear x [m/s] and angular z [rad/s]."""
-        self.rig.set_command(twist)
-
-    def _advance(self, seconds: float) -> None:
-        self.rig.step(seconds)
-        self._place_rover()
+        self._place_rig()
 
     def _tick_state(self, stamp_ns: int, image: np.ndarray | None) -> SimTick:
         twist = self.rig.body_twist()

@@ -41,7 +41,7 @@ from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -50,6 +50,7 @@ from std_srvs.srv import Trigger
 
 from astra_ros.data.actions import MODALITIES, KeyThresholds
 from astra_ros.data.images import ImageDecodeError
+from astra_ros.ros.runner import StartupError, run_node  # noqa: E402
 from astra_ros.ros.conversions import image_msg_to_rgb, ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, stamp_to_ns, twist_msg_to_vector
 from astra_ros.ros.predictor_core import (
     ImagineLimits,
@@ -112,10 +113,6 @@ PARAMETERS: dict[str, _Spec] = {
     "key_linear_threshold": _Spec(0.05, "keys modality: speed [m/s] that presses forward/back/left/right", (1e-4, 100.0)),
     "key_angular_threshold": _Spec(0.15, "keys modality: yaw rate [rad/s] that presses a turn key", (1e-4, 100.0)),
 }
-
-
-class StartupError(RuntimeError):
-    """The node cannot start (bad parameters or checkpoint); the message says why."""
 
 
 def _descriptor(name: str, spec: _Spec) -> ParameterDescriptor:
@@ -563,21 +560,4 @@ def main(args: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)  # one core for the model, the other for the callbacks
-    rclpy.init(args=args)
-    node = None
-    status = 0
-    try:
-        node = PredictorNode()
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        executor.spin()
-    except StartupError as error:
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
-        status = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return status
+    return run_node(PredictorNode, lambda: MultiThreadedExecutor(num_threads=4), NODE_NAME, args)

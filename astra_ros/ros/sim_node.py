@@ -29,7 +29,7 @@ from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
@@ -38,14 +38,11 @@ from std_msgs.msg import Float32  # noqa: E402
 from astra_ros.data.geometry import PinholeIntrinsics  # noqa: E402
 from astra_ros.data.record import ARM_BASE_FRAME_ID, CAMERA_FRAME_ID, ODOM_FRAME_ID, ROBOT_FRAME_ID, WORLD_FRAME_ID  # noqa: E402
 from astra_ros.data.scenes import SCENARIOS, BodyTwist, Pose, SimSettings, SimTick, make_scenario  # noqa: E402
+from astra_ros.ros.runner import StartupError, run_node  # noqa: E402
 from astra_ros.ros.conversions import ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, twist_msg_to_vector  # noqa: E402
 
 NODE_NAME = "astra_sim"
 COMMAND_TIMEOUT_S = 0.5  # [s] without /cmd_vel the rig holds still
-
-
-class StartupError(RuntimeError):
-    """Bad parameters; the message says which and why."""
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -216,21 +213,4 @@ class SimNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the simulator node until Ctrl-C or ROS shutdown; 1 when it cannot start."""
-    rclpy.init(args=args)
-    node = None
-    status = 0
-    try:
-        node = SimNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except StartupError as error:
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
-        status = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return status
+    return run_node(SimNode, SingleThreadedExecutor, NODE_NAME, args)

@@ -1,0 +1,36 @@
+"""Running a node as a process: one ``main`` shape for every astra_ros node."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import rclpy
+from rclpy.executors import Executor, ExternalShutdownException
+from rclpy.node import Node
+
+
+class StartupError(RuntimeError):
+    """A node cannot start (bad parameter, missing checkpoint, ...): logged as fatal, exit code 1."""
+
+
+def run_node(make_node: Callable[[], Node], make_executor: Callable[[], Executor], name: str,
+             args: list[str] | None = None) -> int:
+    """Init rclpy, spin the node until Ctrl-C or shutdown, clean up; 0, or 1 when it cannot start."""
+    rclpy.init(args=args)
+    node = None
+    status = 0
+    try:
+        node = make_node()
+        executor = make_executor()
+        executor.add_node(node)
+        executor.spin()
+    except StartupError as error:
+        rclpy.logging.get_logger(name).fatal(str(error))
+        status = 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return status
