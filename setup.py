@@ -47,6 +47,7 @@ setup(
             "astra-sim = astra_ros.cli.sim:main",
             "astra-train = astra_ros.cli.train:main",
             "astra-eval = astra_ros.cli.eval:main",
+            "astra-bench = astra_ros.cli.bench:main",
             "astra-predictor = astra_ros.ros.predictor_node:main",
             "astra-sim-node = astra_ros.ros.sim_node:main",
             "astra-demo = astra_ros.ros.demo:main",

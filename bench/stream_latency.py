@@ -14,14 +14,13 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from astra_ros.model import WorldModel, preset
+from astra_ros.cli.bench import load_model, time_step
+from astra_ros.model import WorldModel
 from astra_ros.model.checkpoint import DEFAULT_CHECKPOINT
 
 
@@ -37,22 +36,8 @@ def parse_args() -> argparse.Namespace:
 
 def load(checkpoint: str, use_cache: bool) -> WorldModel:
     if checkpoint == "random" or (checkpoint == "default" and not (DEFAULT_CHECKPOINT / "model.safetensors").exists()):
-        torch.manual_seed(0)
-        return WorldModel(preset("cpu_default"), use_cache=use_cache)
-    return WorldModel.from_pretrained(checkpoint, use_cache=use_cache)
-
-
-def time_step(wm: WorldModel, chunks: int, seed: int) -> float:
-    """Seconds for one step() after observing ``chunks`` chunks."""
-    n = wm.frames_per_chunk
-    h, w = wm.resolution
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 255, (chunks * n, h, w, 3), dtype=np.uint8)
-    actions = rng.normal(size=(chunks * n, 6)).astype(np.float32) * 0.05
-    wm.start(frames, actions, modality="twist", seed=seed)
-    t0 = time.perf_counter()
-    wm.step(actions[:n], seed=seed)
-    return time.perf_counter() - t0
+        return load_model("random:cpu_default", use_cache)
+    return load_model(checkpoint, use_cache)
 
 
 def main() -> None:
