@@ -28,7 +28,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -183,10 +183,20 @@ class ObservationWindow:
     def last(self) -> Observation | None:
         return self._observations[-1] if self._observations else None
 
-    def add(self, stamp_ns: int, rgb: np.ndarray, state: np.ndarray, frame_id: str = "") -> None:
-        """Append an RGB frame ``uint8 [H, W, 3]`` (any size: resized) with its state."""
+    def add(self, stamp_ns: int, rgb: np.ndarray, state: np.ndarray, frame_id: str = "") -> Observation | None:
+        """Append an RGB frame ``uint8 [H, W, 3]`` (any size: resized) with its state.
+
+        Returns the oldest observation when the window was full and it was pushed out, else None.
+        """
         frame = resize_rgb(np.ascontiguousarray(rgb, dtype=np.uint8), self.resolution)
+        evicted = self._observations[0] if self.full else None
         self._observations.append(Observation(int(stamp_ns), frame, np.array(state, dtype=np.float64), frame_id))
+        return evicted
+
+    @property
+    def stamps_ns(self) -> list[int]:
+        """Stamps [ns] of the observations in the window, oldest first."""
+        return [o.stamp_ns for o in self._observations]
 
     def resize(self, context_frames: int) -> None:
         """Change the window length, keeping the newest observations."""
@@ -377,6 +387,38 @@ class ModelWorker:
 
 
 # ------------------------------------------------------------------------------------------ inputs
+class InputLedger:
+    """Where every received input message went: used, or skipped with a reason.
+
+    Per stream (``image``, ``pose``, ...): ``received`` counts every message a callback saw; ``used``
+    the ones that went into the model's input (an image: part of a window handed to the model; a
+    pose/twist: accepted into the pairing queue or as the latest command); ``skipped`` the others,
+    by reason (``image_decode_error``, ``pose_not_finite``, ``image_superseded`` ...). What is neither
+    yet is still pending (queued images); the caller reports it so that
+    ``received == used + sum(skipped) + pending`` can be checked from outside.
+    """
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.received: Counter[str] = Counter({name: 0 for name in names})
+        self.used: Counter[str] = Counter({name: 0 for name in names})
+        self.skipped: Counter[str] = Counter()  # by reason; reasons start with their stream's name
+
+    def receive(self, stream: str) -> None:
+        self.received[stream] += 1
+
+    def use(self, stream: str, count: int = 1) -> None:
+        self.used[stream] += count
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        if count:
+            self.skipped[reason] += count
+
+    def totals(self) -> tuple[int, int, int]:
+        """``(received, used, skipped)`` over all streams."""
+        return sum(self.received.values()), sum(self.used.values()), sum(self.skipped.values())
+
+
 class InputMonitor:
     """Arrival rates and silences of named inputs, from arrival times [s] on a monotonic clock."""
 

@@ -20,6 +20,29 @@ the whole horizon), ``~/predicted/montage`` (last observed frame beside the pred
 ``/diagnostics`` (1 Hz). Serves ``~/reset`` (std_srvs/Trigger: forget the history) and ``~/imagine``
 (astra_ros_interfaces/Imagine: batched candidate futures for planners).
 
+Faults and how the node answers them (each is counted in ``/diagnostics``):
+
+* **Every input is accounted for.** Each message a callback sees is *used* (an image: part of a window
+  handed to the model; a pose/twist: accepted into the pairing) or *skipped* with a reason
+  (``image_decode_error``, ``<input>_not_finite``, ``<input>_stamp_backwards``, ``image_queue_full``,
+  ``image_no_state_within_slop``, ``image_superseded`` (left the window before a prediction used it: the
+  camera outruns ``publish_rate``), ``image_history_cleared``, ``<input>_not_used_by_<modality>_actions``),
+  or still *pending* (queued). The ``input accounting`` status publishes ``received = used + skipped +
+  pending`` and ``lost_in_transport_<input>`` (messages the middleware dropped before a callback, e.g. in a
+  burst beyond the sensor-data queue).
+* **The pose/twist feeding the model stops** (nothing usable for ``input_timeout_s``): predictions go on
+  with *no motion assumed*: images are paired with a zero twist (twist/keys: a base whose command
+  stream stopped stands still, as velocity controllers with a command timeout do) or with the last pose
+  held (camera/robot: identity before any pose), and the held future command is zero. ``/diagnostics``
+  warns (``fallback_active``, ``fallback_frames``) until the stream returns.
+* **The camera stops**: no new frame, no prediction (ticks counted ``skipped_no_new_frame``); the
+  inputs status warns ``silent: image``; predictions resume with the next frames.
+* **Stamps jump back** (a bag loop, a simulator reset): a few backwards stamps are skipped, then the
+  stream counts as restarted (``restarts_<input>``), the history is cleared and predictions resume.
+* Images may change size and encoding at any message (resized to the model); a failed prediction is
+  reported and the next tick tries again; ``~/imagine`` requests are bounded by ``max_imagine_batch``
+  and ``max_imagine_horizon`` and refused with a reason when malformed.
+
 ``checkpoint:=random:tiny`` runs a randomly initialised tiny model (32x32, noise frames) for tests.
 """
 
@@ -41,6 +64,7 @@ from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
+from rclpy.event_handler import QoSMessageLostInfo, SubscriptionEventCallbacks
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -54,6 +78,7 @@ from astra_ros.ros.runner import StartupError, run_node  # noqa: E402
 from astra_ros.ros.conversions import image_msg_to_rgb, ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, stamp_to_ns, twist_msg_to_vector
 from astra_ros.ros.predictor_core import (
     ImagineLimits,
+    InputLedger,
     InputMonitor,
     ModelWorker,
     ObservationWindow,
@@ -64,7 +89,14 @@ from astra_ros.ros.predictor_core import (
     predict_window,
     state_kind,
 )
-from astra_ros.ros.sync import ApproximateTimePairer, MonotonicStamps
+from astra_ros.ros.sync import (
+    DROP_IMAGE_BACKWARDS,
+    DROP_IMAGE_QUEUE_FULL,
+    DROP_NO_STATE_IN_SLOP,
+    DROP_STATE_BACKWARDS,
+    ApproximateTimePairer,
+    MonotonicStamps,
+)
 
 try:  # built by scripts/setup.sh (or colcon) from msg/ and srv/
     from astra_ros_interfaces.msg import PredictedFrames
@@ -146,7 +178,15 @@ class PredictorNode(Node):
         self._fail_if_unknown_modality(self._params["action_modality"])
 
         self._lock = threading.Lock()  # guards everything the callbacks and the worker share below
-        self._dropped: Counter[str] = Counter()  # bad or unusable inputs, by reason
+        self._dropped: Counter[str] = Counter()  # input events by reason: silences (``<input>_timeout``)
+        self._ledger = InputLedger(INPUTS)  # every received input: used, or skipped by reason
+        self._unsent: set[int] = set()  # stamps of window frames that no prediction has used yet
+        self._lost: Counter[str] = Counter()  # messages the middleware reports lost before a callback saw them
+        self._restarts: Counter[str] = Counter()  # stamp restarts (clock jumped back) by input
+        self._last_accepted_s = {name: time.monotonic() for name in INPUTS}  # [s] monotonic, last accepted message
+        self._last_pose: np.ndarray | None = None  # the newest accepted pose (the fallback when poses stop)
+        self._fallback_frames = 0  # images paired with the fallback state
+        self._fallback_active = False
         self._skipped: Counter[str] = Counter()  # prediction ticks without a prediction, by reason
         self._window = ObservationWindow(self._params["context_frames"], self._model.resolution)
         self._pairer = self._new_pairer()
@@ -157,6 +197,7 @@ class PredictorNode(Node):
         self._predictions = 0
         self._imagine_calls = Counter()
         self._latencies: list[float] = []
+        self._new_latencies: list[float] = []  # [s] of the predictions since the last /diagnostics message
         self._last_error = ""
         self._expert_usage: dict[str, list[float]] = {}
         self._inputs = InputMonitor(INPUTS, time.monotonic())
@@ -168,11 +209,11 @@ class PredictorNode(Node):
         inputs = MutuallyExclusiveCallbackGroup()
         timers = MutuallyExclusiveCallbackGroup()
         services = ReentrantCallbackGroup()  # reentrant: ~/reset is served while ~/imagine waits
-        self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data, callback_group=inputs)
-        self.create_subscription(PoseStamped, "pose", self._on_pose, qos_profile_sensor_data, callback_group=inputs)
         twist_type = TwistStamped if self._params["twist_stamped"] else Twist
-        self.create_subscription(twist_type, "twist", self._on_twist, qos_profile_sensor_data, callback_group=inputs)
-        self.create_subscription(Odometry, "odom", self._on_odom, qos_profile_sensor_data, callback_group=inputs)
+        for name, msg_type, callback in (("image", Image, self._on_image), ("pose", PoseStamped, self._on_pose),
+                                         ("twist", twist_type, self._on_twist), ("odom", Odometry, self._on_odom)):
+            self.create_subscription(msg_type, name, callback, qos_profile_sensor_data, callback_group=inputs,
+                                     event_callbacks=SubscriptionEventCallbacks(message_lost=partial(self._on_lost, name)))
 
         reliable = QoSProfile(depth=10)
         self._image_pub = self.create_publisher(Image, "~/predicted/image", reliable)
@@ -247,10 +288,12 @@ class PredictorNode(Node):
             if changed & {"action_modality", "twist_source"}:
                 self._clear_history()
             if changed & {"sync_slop_s", "sync_queue_size"}:
-                self._dropped.update(self._pairer.dropped)
+                self._ledger.skip("image_sync_changed", len(self._pairer.take_pending_images()))
                 self._pairer = self._new_pairer()
             if "context_frames" in changed:
+                before = set(self._window.stamps_ns)
                 self._window.resize(self._params["context_frames"])
+                self._supersede(before - set(self._window.stamps_ns))
         if "publish_rate" in changed:
             self.destroy_timer(self._predict_timer)
             self._predict_timer = self.create_timer(1.0 / self._params["publish_rate"], self._on_predict_tick,
@@ -259,28 +302,53 @@ class PredictorNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def _drop(self, reason: str, detail: str) -> None:
-        """Count a refused input and warn (throttled); called with the lock held."""
-        self._dropped[reason] += 1
+        """Count a refused input (its reason starts with its stream) and warn (throttled); the lock is held."""
+        self._ledger.skip(reason)
         self.get_logger().warning(f"dropped input ({reason}): {detail}", throttle_duration_sec=LOG_THROTTLE_S)
 
     def _arrived(self, stream: str) -> None:
         with self._lock:
             self._inputs.arrived(stream, time.monotonic())
 
+    def _on_lost(self, stream: str, info: QoSMessageLostInfo) -> None:
+        """The middleware lost messages of ``stream`` before a callback saw them (a burst beyond the queue)."""
+        with self._lock:
+            self._lost[stream] += int(info.total_count_change)
+
+    def _feeding_stream(self) -> str:
+        """The input whose states are paired with the images: ``pose``, or the twist source."""
+        return "pose" if state_kind(self._params["action_modality"]) == "pose" else self._params["twist_source"]
+
     def _feeds_model(self, stream: str) -> bool:
-        kind = state_kind(self._params["action_modality"])
-        if kind == "pose":
-            return stream == "pose"
-        return stream == self._params["twist_source"]
+        return stream == self._feeding_stream()
+
+    def _state_silent(self, now_s: float) -> bool:
+        """The stream feeding the model has delivered no usable state for ``input_timeout_s``."""
+        return now_s - self._last_accepted_s[self._feeding_stream()] > self._params["input_timeout_s"]
+
+    def _fallback_state(self) -> np.ndarray:
+        """What images are paired with while the feeding stream is silent: no motion.
+
+        Twist/keys: a zero twist (a base whose command stream stopped is taken to stand still, as
+        velocity controllers with a command timeout do). Camera/robot: the last pose received held
+        (identity before any), so the window and its constant-velocity future show no motion.
+        """
+        if state_kind(self._params["action_modality"]) == "twist":
+            return np.zeros(6)
+        return np.eye(4) if self._last_pose is None else self._last_pose
 
     def _accept_stamp(self, stream: str, stamp_ns: int) -> bool:
         verdict = self._stamps[stream].accept(stamp_ns)
         if verdict == "backwards":
             self._drop(f"{stream}_stamp_backwards", f"{stream} stamp {stamp_ns} ns is before the previous one")
             return False
-        if verdict == "restart" and (stream == "image" or self._feeds_model(stream)):
-            self.get_logger().warning(f"{stream} stamps restarted: history cleared")
-            self._clear_history()
+        if verdict == "restart":
+            self._restarts[stream] += 1
+            if stream == "image" or self._feeds_model(stream):
+                self.get_logger().warning(f"{stream} stamps restarted (clock jumped back, e.g. a bag loop): "
+                                          "history cleared")
+                self._clear_history()
+                self._stamps[stream].accept(stamp_ns)  # the restarting stamp opens the new stream
         return True
 
     def _on_image(self, msg: Image) -> None:
@@ -290,26 +358,52 @@ class PredictorNode(Node):
             rgb = image_msg_to_rgb(msg)
         except ImageDecodeError as error:
             with self._lock:
+                self._ledger.receive("image")
                 self._drop("image_decode_error", str(error))
             return
         with self._lock:
+            self._ledger.receive("image")
             if not self._accept_stamp("image", stamp_ns):
                 return
-            self._add_pairs(self._pairer.add_image(stamp_ns, (rgb, msg.header.frame_id)))
+            image = (rgb, msg.header.frame_id)
+            if not self._state_silent(time.monotonic()):
+                self._pair(lambda: self._pairer.add_image(stamp_ns, image))
+                return
+            # Fallback: the feeding stream is silent; pair this image (and any still waiting) with no motion.
+            if not self._fallback_active:
+                self._fallback_active = True
+                self.get_logger().warning(
+                    f"no {self._feeding_stream()} for {self._params['input_timeout_s']} s: predicting with "
+                    + ("a zero twist" if state_kind(self._params["action_modality"]) == "twist" else "the last pose held")
+                    + " until it returns")
+            state = self._fallback_state()
+            for pending_ns, pending in self._pairer.take_pending_images() + [(stamp_ns, image)]:
+                self._add_to_window(pending_ns, pending, state)
+                self._fallback_frames += 1
 
     def _on_state(self, stream: str, stamp_ns: int, state: np.ndarray) -> None:
         """A pose (4x4) or twist (6) of ``stream``: checked, remembered, paired when it feeds the model."""
-        if not np.isfinite(state).all():
-            with self._lock:
-                self._drop(f"{stream}_not_finite", f"{stream} at {stamp_ns} ns has NaN or inf values")
-            return
         with self._lock:
+            self._ledger.receive(stream)
+            if not np.isfinite(state).all():
+                self._drop(f"{stream}_not_finite", f"{stream} at {stamp_ns} ns has NaN or inf values")
+                return
             if not self._accept_stamp(stream, stamp_ns):
                 return
-            if state.shape == (6,) and stream == self._params["twist_source"]:
+            if not self._feeds_model(stream):
+                self._ledger.skip(f"{stream}_not_used_by_{self._params['action_modality']}_actions")
+                return
+            if self._pair(lambda: self._pairer.add_state(stamp_ns, state), state_stream=stream)[DROP_STATE_BACKWARDS]:
+                return  # refused by the pairer (counted)
+            self._ledger.use(stream)
+            self._last_accepted_s[stream] = time.monotonic()
+            if self._fallback_active:
+                self._fallback_active = False
+                self.get_logger().info(f"{stream} is back: predictions use it again")
+            if state.shape == (6,):
                 self._latest_command = state
-            if self._feeds_model(stream):
-                self._add_pairs(self._pairer.add_state(stamp_ns, state))
+            else:
+                self._last_pose = state
 
     def _on_pose(self, msg: PoseStamped) -> None:
         self._arrived("pose")
@@ -327,15 +421,41 @@ class PredictorNode(Node):
         self._arrived("odom")
         self._on_state("odom", stamp_to_ns(msg.header.stamp), twist_msg_to_vector(msg.twist.twist))
 
-    def _add_pairs(self, pairs: list) -> None:
+    def _pair(self, call: Any, state_stream: str = "") -> Counter[str]:
+        """Run a pairer call, count what it dropped in the ledger, add its pairs to the window; the drops by reason.
+
+        A state call can drop images (decided without a state in the slop) and still accept its state.
+        """
+        before = Counter(self._pairer.dropped)
+        pairs = call()
+        drops = self._pairer.dropped - before
+        for reason, count in drops.items():
+            self._ledger.skip({DROP_IMAGE_QUEUE_FULL: "image_queue_full",
+                               DROP_NO_STATE_IN_SLOP: "image_no_state_within_slop",
+                               DROP_IMAGE_BACKWARDS: "image_stamp_backwards",
+                               DROP_STATE_BACKWARDS: f"{state_stream}_stamp_backwards"}.get(reason, reason), count)
         for pair in pairs:
-            rgb, frame_id = pair.image
-            self._window.add(pair.image_stamp_ns, rgb, pair.state, frame_id)
+            self._add_to_window(pair.image_stamp_ns, pair.image, pair.state)
+        return drops
+
+    def _add_to_window(self, stamp_ns: int, image: tuple[np.ndarray, str], state: np.ndarray) -> None:
+        rgb, frame_id = image
+        evicted = self._window.add(stamp_ns, rgb, state, frame_id)
+        if evicted is not None:
+            self._supersede({evicted.stamp_ns})
+        self._unsent.add(int(stamp_ns))
+
+    def _supersede(self, stamps_ns: set[int]) -> None:
+        """Frames that left the window before any prediction used them: skipped (the camera outran the model)."""
+        superseded = self._unsent & stamps_ns
+        self._ledger.skip("image_superseded", len(superseded))
+        self._unsent -= superseded
 
     def _clear_history(self) -> None:
-        """Forget the window, the queued inputs and the stamps (the lock is held)."""
+        """Forget the window, the queued inputs and the stamps (the lock is held); unused images are counted."""
+        self._ledger.skip("image_history_cleared", len(self._unsent) + len(self._pairer.take_pending_images()))
+        self._unsent.clear()
         self._window.clear()
-        self._dropped.update(self._pairer.dropped)
         self._pairer = self._new_pairer()
         for guard in self._stamps.values():
             guard.reset()
@@ -345,6 +465,12 @@ class PredictorNode(Node):
     # ------------------------------------------------------------------ prediction
     def _thresholds(self) -> KeyThresholds:
         return KeyThresholds(self._params["key_linear_threshold"], self._params["key_angular_threshold"])
+
+    def _future_command(self) -> np.ndarray | None:
+        """The command held over the horizon: zero while the twist stream is silent (the fallback)."""
+        if state_kind(self._params["action_modality"]) == "twist" and self._state_silent(time.monotonic()):
+            return np.zeros(6)
+        return self._latest_command
 
     def _on_predict_tick(self) -> None:
         with self._lock:
@@ -356,7 +482,7 @@ class PredictorNode(Node):
                 return
             snapshot = self._window.snapshot(
                 self._params["action_modality"], self._params["horizon"],
-                latest_command=self._latest_command, thresholds=self._thresholds(),
+                latest_command=self._future_command(), thresholds=self._thresholds(),
             )
             seed = self._params["seed"]
         future = self._worker.try_submit(partial(_live_job, live=self._live, snapshot=snapshot,
@@ -367,6 +493,9 @@ class PredictorNode(Node):
             return
         with self._lock:
             self._last_predicted_stamp_ns = snapshot.last_stamp_ns
+            used = self._unsent & set(snapshot.stamps_ns.tolist())
+            self._ledger.use("image", len(used))
+            self._unsent -= used
         future.add_done_callback(self._on_prediction_done)
 
     def _on_prediction_done(self, future: Any) -> None:
@@ -382,6 +511,7 @@ class PredictorNode(Node):
         with self._lock:
             self._predictions += 1
             self._latencies = (self._latencies + [prediction.latency_s])[-50:]
+            self._new_latencies.append(prediction.latency_s)
             self._expert_usage = usage
         self._publish(prediction)
 
@@ -423,7 +553,7 @@ class PredictorNode(Node):
             timeout_s = self._params["imagine_timeout_s"]
             snapshot = None
             if self._window.full:
-                snapshot = self._window.snapshot(self._params["action_modality"], 1, latest_command=self._latest_command,
+                snapshot = self._window.snapshot(self._params["action_modality"], 1, latest_command=self._future_command(),
                                                  thresholds=self._thresholds())
             elif not (request.from_live_history and self._live.info is not None):
                 self._imagine_calls["refused"] += 1
@@ -473,23 +603,57 @@ class PredictorNode(Node):
             for name in went_silent:
                 self._dropped[f"{name}_timeout"] += 1
             rates = self._inputs.rates_hz(now)
-            dropped = self._dropped + self._pairer.dropped
+            input_skipped = Counter(self._ledger.skipped)
+            dropped = self._dropped + input_skipped
+            received, used, skipped_total = self._ledger.totals()
+            per_stream = {name: (self._ledger.received[name], self._ledger.used[name]) for name in INPUTS}
+            pending = self._pairer.pending_images + len(self._unsent)
+            lost = Counter(self._lost)
+            restarts = Counter(self._restarts)
+            fallback_silent = self._state_silent(now)
+            fallback_frames, feeding = self._fallback_frames, self._feeding_stream()
             skipped = Counter(self._skipped)
             latencies = list(self._latencies)
+            new_latencies, self._new_latencies = self._new_latencies, []
             usage = dict(self._expert_usage)
             predictions, window_len = self._predictions, len(self._window)
             imagine_calls = Counter(self._imagine_calls)
             last_error = self._last_error
         if went_silent:
+            consequence = ("predictions pause until images return" if "image" in went_silent
+                           else "predictions continue assuming no motion until it returns")
             self.get_logger().warning(f"no messages on {', '.join(went_silent)} for {self._params['input_timeout_s']} s; "
-                                      "predictions pause until they return")
+                                      f"{consequence}")
         stamp = self.get_clock().now().to_msg()
         inputs = DiagnosticStatus(name=f"{NODE_NAME}: inputs", hardware_id=NODE_NAME)
         inputs.level = DiagnosticStatus.WARN if silent else DiagnosticStatus.OK
         inputs.message = f"silent: {', '.join(silent)}" if silent else "inputs arriving"
+        if fallback_silent:
+            inputs.message += (f"; fallback: {feeding} silent, images paired with "
+                               + ("a zero twist" if kind == "twist" else "the last pose held"))
         inputs.values = [KeyValue(key=f"rate_{name}_hz", value=f"{rate:.2f}") for name, rate in rates.items()]
         inputs.values += [KeyValue(key=f"dropped_{reason}", value=str(count)) for reason, count in sorted(dropped.items())]
         inputs.values.append(KeyValue(key="window_frames", value=str(window_len)))
+        inputs.values += [KeyValue(key="fallback_active", value=str(fallback_silent).lower()),
+                          KeyValue(key="fallback_frames", value=str(fallback_frames))]
+        inputs.values += [KeyValue(key=f"restarts_{name}", value=str(count)) for name, count in sorted(restarts.items())]
+        # Every message a callback saw is used or skipped by reason, or still pending (queued images).
+        accounting = DiagnosticStatus(name=f"{NODE_NAME}: input accounting", hardware_id=NODE_NAME)
+        accounted = received == used + skipped_total + pending
+        accounting.level = DiagnosticStatus.OK if accounted else DiagnosticStatus.ERROR
+        accounting.message = (f"{received} received = {used} used + {skipped_total} skipped + {pending} pending"
+                              if accounted else f"{received} received != {used} used + {skipped_total} skipped + "
+                              f"{pending} pending")
+        accounting.values = [KeyValue(key="inputs_received", value=str(received)),
+                             KeyValue(key="inputs_used", value=str(used)),
+                             KeyValue(key="inputs_skipped", value=str(skipped_total)),
+                             KeyValue(key="inputs_pending", value=str(pending)),
+                             KeyValue(key="inputs_accounted", value=str(accounted).lower())]
+        for name, (got, took) in per_stream.items():
+            accounting.values += [KeyValue(key=f"received_{name}", value=str(got)), KeyValue(key=f"used_{name}", value=str(took))]
+        accounting.values += [KeyValue(key=f"input_skipped_{reason}", value=str(count))
+                              for reason, count in sorted(input_skipped.items())]
+        accounting.values += [KeyValue(key=f"lost_in_transport_{name}", value=str(count)) for name, count in sorted(lost.items())]
         prediction = DiagnosticStatus(name=f"{NODE_NAME}: prediction", hardware_id=NODE_NAME)
         prediction.level = DiagnosticStatus.ERROR if skipped["model_error"] and not predictions else (
             DiagnosticStatus.OK if predictions else DiagnosticStatus.WARN)
@@ -498,13 +662,18 @@ class PredictorNode(Node):
         if latencies:
             prediction.values += [KeyValue(key="latency_last_s", value=f"{latencies[-1]:.4f}"),
                                   KeyValue(key="latency_mean_s", value=f"{np.mean(latencies):.4f}")]
+        # Every prediction's model latency once: a monitor that reads each message loses none.
+        prediction.values.append(KeyValue(key="latency_new_ms", value=",".join(f"{1e3 * t:.1f}" for t in new_latencies)))
         prediction.values += [KeyValue(key=f"skipped_{reason}", value=str(count)) for reason, count in sorted(skipped.items())]
         prediction.values += [KeyValue(key=f"imagine_{kind_}", value=str(count)) for kind_, count in sorted(imagine_calls.items())]
         experts = DiagnosticStatus(name=f"{NODE_NAME}: experts", hardware_id=NODE_NAME, level=DiagnosticStatus.OK,
                                    message="fraction of action tokens routed to each expert, per modality")
         experts.values = [KeyValue(key=f"{modality}_expert_{index}", value=f"{share:.3f}")
                           for modality, shares in sorted(usage.items()) for index, share in enumerate(shares)]
-        array = DiagnosticArray(status=[inputs, prediction, experts])
+        if fallback_silent and prediction.level == DiagnosticStatus.OK:
+            prediction.level = DiagnosticStatus.WARN
+            prediction.message += f"; fallback: no {feeding}, assuming no motion"
+        array = DiagnosticArray(status=[inputs, accounting, prediction, experts])
         array.header.stamp = stamp
         self._diagnostics_pub.publish(array)
 

@@ -126,6 +126,15 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         self._images.clear()
         self._states.clear()
 
+    def take_pending_images(self) -> list[tuple[int, ImageT]]:
+        """Remove and return the images still waiting for a state, oldest first, as ``(stamp_ns, image)``.
+
+        For a caller that pairs them otherwise (a fallback state) or counts them as discarded.
+        """
+        pending = list(self._images)
+        self._images.clear()
+        return pending
+
     def _decide(self) -> list[Pair[ImageT, StateT]]:
         decided: list[Pair[ImageT, StateT]] = []
         if not self._states:

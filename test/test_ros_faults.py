@@ -1,0 +1,464 @@
+"""Fault injection into the predictor node (real rclpy, the node as its own process, random:tiny model).
+
+Each test states a fault, injects it through the node's topics or services, and checks the node's own
+answer: values from /diagnostics, the predictions it keeps publishing, or a service response. The
+faults run in order on one node process (a fixture), and the checkpoint faults on short-lived ones.
+The environment (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a ROS_DOMAIN_ID of this run) comes from
+conftest.py and is inherited by the node processes.
+"""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PoseStamped, TwistStamped  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+try:
+    from astra_ros_interfaces.msg import PredictedFrames
+    from astra_ros_interfaces.srv import Imagine
+except ImportError:
+    PredictedFrames = Imagine = None
+
+REPO = Path(__file__).resolve().parents[1]
+NODE = "/astra_predictor"
+CAMERA_HZ = 15.0
+HORIZON = 2
+MAX_BATCH, MAX_HORIZON = 4, 6
+CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+
+
+def _script(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+def _stamp_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+class Feeder:
+    """A test node: publishes camera frames and stamped twists into the predictor and records its outputs.
+
+    ``offset_ns`` shifts every stamp (a clock jump); ``encoding`` and ``size`` (H, W) change the images;
+    ``rate_factor`` multiplies the rate (a burst); ``send_images``/``send_twists`` stop a stream.
+    """
+
+    def __init__(self) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("astra_faults_test", context=self.context)
+        self.lock = threading.Lock()
+        self.frames: list = []  # (monotonic arrival [s], PredictedFrames)
+        self.diagnostics: list[DiagnosticArray] = []
+        qos = QoSProfile(depth=50)
+        self.image_pub = self.node.create_publisher(Image, "/faults/image", qos)
+        self.twist_pub = self.node.create_publisher(TwistStamped, "/faults/twist", qos)
+        self.pose_pub = self.node.create_publisher(PoseStamped, "/faults/pose", qos)
+        self.node.create_subscription(PredictedFrames, f"{NODE}/predicted/frames", self._keep_frames, qos)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._keep_diagnostics, qos)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self.offset_ns = 0
+        self.encoding = "rgb8"
+        self.size = (48, 64)
+        self.rate_factor = 1.0
+        self.send_images = threading.Event()
+        self.send_twists = threading.Event()
+        self.stopping = threading.Event()
+        self.sent_images = 0
+        self.rng = np.random.default_rng(0)
+        self.feeder = threading.Thread(target=self._feed, daemon=True)
+        self.feeder.start()
+
+    def _keep_frames(self, msg) -> None:
+        with self.lock:
+            self.frames.append((time.monotonic(), msg))
+
+    def _keep_diagnostics(self, msg: DiagnosticArray) -> None:
+        if any(status.hardware_id == "astra_predictor" for status in msg.status):
+            with self.lock:
+                self.diagnostics.append(msg)
+
+    def image(self, stamp_ns: int) -> Image:
+        height, width = self.size
+        msg = Image(height=height, width=width, encoding=self.encoding, step=width * CHANNELS[self.encoding])
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        msg.header.frame_id = "faults_camera"
+        msg.data = self.rng.integers(0, 255, height * msg.step, dtype=np.uint8).tobytes()
+        return msg
+
+    def twist(self, stamp_ns: int, vx: float = 0.4) -> TwistStamped:
+        msg = TwistStamped()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        msg.twist.linear.x, msg.twist.angular.z = vx, 0.2
+        return msg
+
+    def _feed(self) -> None:
+        next_s = time.monotonic()
+        while not self.stopping.is_set():
+            stamp = time.time_ns() + self.offset_ns
+            if self.send_images.is_set():
+                self.image_pub.publish(self.image(stamp))
+                self.sent_images += 1
+            if self.send_twists.is_set():  # stamped with the image, so each image pairs exactly
+                self.twist_pub.publish(self.twist(stamp))
+            next_s = max(next_s + 1.0 / (CAMERA_HZ * self.rate_factor), time.monotonic() - 0.1)
+            time.sleep(max(0.0, next_s - time.monotonic()))
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.frames)
+
+    def values(self) -> dict[str, str]:
+        """Key/values of the newest predictor /diagnostics message, plus ``level:<status>`` and ``message:<status>``."""
+        with self.lock:
+            if not self.diagnostics:
+                return {}
+            array = self.diagnostics[-1]
+        values = {v.key: v.value for status in array.status for v in status.values}
+        for status in array.status:
+            level = status.level[0] if isinstance(status.level, bytes) else status.level
+            values[f"level:{status.name.split(': ')[-1]}"] = str(level)
+            values[f"message:{status.name.split(': ')[-1]}"] = status.message
+        return values
+
+    def value(self, key: str, default: int = 0) -> int:
+        return int(self.values().get(key, default))
+
+    def wait_for(self, condition, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; diagnostics: {self.values()}")
+
+    def wait_for_predictions(self, count: int, timeout_s: float = 20.0) -> None:
+        before = self.count()
+        self.wait_for(lambda: self.count() >= before + count, timeout_s, f"{count} more predictions")
+
+    def wait_for_new_diagnostics(self) -> None:
+        with self.lock:
+            seen = len(self.diagnostics)
+        self.wait_for(lambda: len(self.diagnostics) > seen, 5.0, "a new /diagnostics message")
+
+    def call(self, service_type, name: str, request, timeout_s: float = 20.0):
+        client = self.node.create_client(service_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
+            future = client.call_async(request)
+            self.wait_for(future.done, timeout_s, f"a reply from {name}")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.feeder.join(2)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def _stop(process: subprocess.Popen) -> str:
+    process.terminate()
+    try:
+        output, _ = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    return output
+
+
+@pytest.fixture(scope="module")
+def node():
+    """The predictor (random:tiny, twist modality on TwistStamped) and a feeder publishing into it."""
+    if PredictedFrames is None:
+        pytest.skip("astra_ros_interfaces not built (scripts/setup.sh builds it)")
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    command = [
+        _script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "action_modality:=twist",
+        "-p", "twist_stamped:=true", "-p", f"horizon:={HORIZON}", "-p", "context_frames:=4",
+        "-p", "publish_rate:=4.0", "-p", "input_timeout_s:=1.0", "-p", "sync_slop_s:=0.1",
+        "-p", f"max_imagine_batch:={MAX_BATCH}", "-p", f"max_imagine_horizon:={MAX_HORIZON}",
+        "-r", "image:=/faults/image", "-r", "twist:=/faults/twist", "-r", "pose:=/faults/pose", "-r", "odom:=/faults/odom",
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    feeder = Feeder()
+    feeder.send_images.set()
+    feeder.send_twists.set()
+    try:
+        feeder.wait_for(lambda: feeder.count() >= 2 or process.poll() is not None, 60.0, "first predictions")
+        assert process.poll() is None, "the predictor exited"
+        yield feeder, process
+    finally:
+        feeder.close()
+        print(_stop(process))
+
+
+def test_images_change_size_and_encoding_mid_stream(node):
+    feeder, process = node
+    decode_errors = feeder.value("input_skipped_image_decode_error")
+    for encoding, size in (("bgr8", (48, 64)), ("mono8", (48, 64)), ("rgb8", (64, 64)), ("bgr8", (80, 96))):
+        feeder.encoding, feeder.size = encoding, size
+        used = feeder.value("used_image")
+        feeder.wait_for_predictions(2)
+        feeder.wait_for(lambda: feeder.value("used_image") > used, 5.0, f"{encoding} {size} images used")
+    with feeder.lock:
+        frames = feeder.frames[-1][1].frames
+    assert (frames[0].height, frames[0].width, frames[0].encoding) == (32, 32, "rgb8")
+    assert feeder.value("input_skipped_image_decode_error") == decode_errors
+    assert process.poll() is None
+
+
+def test_nan_and_inf_poses_and_twists_are_counted_and_skipped(node):
+    feeder, process = node
+    now = time.time_ns() + feeder.offset_ns
+    for value in (float("nan"), float("inf"), -float("inf")):
+        pose = PoseStamped()
+        pose.header.stamp.sec, pose.header.stamp.nanosec = divmod(now, 1_000_000_000)
+        pose.pose.position.x = value
+        pose.pose.orientation.w = 1.0
+        feeder.pose_pub.publish(pose)
+        feeder.twist_pub.publish(feeder.twist(now, vx=value))
+    bad_quaternion = PoseStamped()
+    bad_quaternion.pose.orientation.w = 0.0  # all-zero orientation: not a rotation
+    feeder.pose_pub.publish(bad_quaternion)
+    feeder.wait_for(lambda: feeder.value("input_skipped_pose_not_finite") >= 4
+                    and feeder.value("input_skipped_twist_not_finite") >= 3, 10.0, "the non-finite inputs counted")
+    feeder.wait_for_predictions(2)
+    with feeder.lock:
+        actions = np.asarray(feeder.frames[-1][1].actions)
+    assert np.isfinite(actions).all()
+    assert process.poll() is None
+
+
+def test_camera_stops_then_resumes(node):
+    feeder, process = node
+    feeder.send_images.clear()
+    feeder.wait_for(lambda: "image" in feeder.values().get("message:inputs", ""), 8.0, "a warning that images stopped")
+    assert feeder.values()["level:inputs"] == "1"  # WARN
+    time.sleep(0.6)  # a prediction already in the model may still land
+    stopped_at = feeder.count()
+    skipped = feeder.value("skipped_no_new_frame")
+    time.sleep(1.5)
+    assert feeder.count() == stopped_at, "predictions went on without new frames"
+    feeder.wait_for(lambda: feeder.value("skipped_no_new_frame") > skipped, 5.0, "ticks skipped for no new frame")
+    feeder.send_images.set()
+    feeder.wait_for_predictions(2)
+    feeder.wait_for(lambda: feeder.values().get("level:inputs") == "0", 5.0, "the inputs back to OK")
+    assert process.poll() is None
+
+
+def test_twist_stops_predictions_continue_with_a_zero_twist(node):
+    feeder, process = node
+    feeder.send_twists.clear()
+    try:
+        feeder.wait_for(lambda: feeder.values().get("fallback_active") == "true", 8.0, "the fallback in /diagnostics")
+        values = feeder.values()
+        assert values["level:inputs"] == "1" and "zero twist" in values["message:inputs"]
+        assert values["level:prediction"] == "1" and "fallback" in values["message:prediction"]
+        feeder.wait_for_predictions(3)  # predictions continue while the twist is silent
+        with feeder.lock:
+            msg = feeder.frames[-1][1]
+        assert np.allclose(msg.actions, 0.0), "the fallback holds a zero twist over the horizon"
+        feeder.wait_for(lambda: feeder.value("fallback_frames") > 0, 5.0, "fallback frames counted")
+    finally:
+        feeder.send_twists.set()
+    feeder.wait_for(lambda: feeder.values().get("fallback_active") == "false", 8.0, "the fallback to end")
+    feeder.wait_for_predictions(2)
+    with feeder.lock:
+        msg = feeder.frames[-1][1]
+    assert np.asarray(msg.actions).reshape(HORIZON, 6)[0, 0] > 0.0  # the real command again
+    assert process.poll() is None
+
+
+def test_clock_jumps_back_and_the_stream_restarts(node):
+    feeder, process = node
+    restarts = feeder.value("restarts_image") + feeder.value("restarts_twist")
+    feeder.offset_ns = -60_000_000_000  # a bag loop: stamps start again one minute earlier
+    jumped_at = time.time_ns() + feeder.offset_ns
+    feeder.wait_for(lambda: feeder.value("restarts_image") + feeder.value("restarts_twist") > restarts, 10.0,
+                    "the restart in /diagnostics")
+    feeder.wait_for(lambda: feeder.count() and _stamp_ns(feeder.frames[-1][1].observed_stamp) >= jumped_at, 15.0,
+                    "predictions from the restarted stream")
+    feeder.wait_for_predictions(2)
+    with feeder.lock:
+        observed = [_stamp_ns(m.observed_stamp) for _, m in feeder.frames[-2:]]
+    assert all(jumped_at <= stamp < jumped_at + 30_000_000_000 for stamp in observed)
+    assert process.poll() is None
+
+
+def test_burst_at_ten_times_the_rate_is_dropped_and_counted(node):
+    feeder, process = node
+    superseded = feeder.value("input_skipped_image_superseded")
+    received = feeder.value("received_image")
+    sent = feeder.sent_images
+    feeder.rate_factor = 10.0
+    time.sleep(2.0)
+    feeder.rate_factor = 1.0
+    burst = feeder.sent_images - sent
+    assert burst > 0.6 * 10 * CAMERA_HZ * 2.0, f"the burst sent only {burst} images"
+    feeder.wait_for_predictions(2)
+    feeder.wait_for_new_diagnostics()
+    values = feeder.values()
+    got = int(values["received_image"]) - received
+    lost = int(values.get("lost_in_transport_image", 0))
+    assert got > burst / 4, f"the node saw {got} of {burst} burst images"
+    # The camera outran the model: most frames left the window unused, and each one was counted.
+    assert int(values["input_skipped_image_superseded"]) - superseded > got / 2
+    assert values["inputs_accounted"] == "true", values["message:input accounting"]
+    print(f"burst: sent {burst}, received {got}, lost in transport (reported) {lost}")
+    assert process.poll() is None
+
+
+@pytest.mark.skipif(Imagine is None, reason="astra_ros_interfaces not built")
+def test_imagine_refuses_bad_requests_and_bounds_their_size(node):
+    feeder, process = node
+
+    def imagine(actions, batch, horizon, action_dim=6):
+        request = Imagine.Request(modality="twist", actions=[float(a) for a in actions], batch=batch, horizon=horizon,
+                                  action_dim=action_dim, seed=1, from_live_history=True)
+        return feeder.call(Imagine, f"{NODE}/imagine", request)
+
+    response = imagine([0.0] * 11, batch=1, horizon=2)  # one value short
+    assert not response.success and "12 values" in response.message
+    response = imagine([0.0] * 5 * 2, batch=2, horizon=1, action_dim=5)  # twist actions are 6-D
+    assert not response.success and "action_dim must be 6" in response.message
+    response = imagine([0.0] * 6, batch=1_000_000, horizon=1)  # huge batch: refused before any allocation
+    assert not response.success and "max_imagine_batch=4" in response.message
+    response = imagine([0.0] * (MAX_BATCH + 1) * 6, batch=MAX_BATCH + 1, horizon=1)  # just above the limit
+    assert not response.success and "max_imagine_batch" in response.message
+    response = imagine([0.0] * (MAX_HORIZON + 1) * 6, batch=1, horizon=MAX_HORIZON + 1)
+    assert not response.success and "max_imagine_horizon=6" in response.message
+    actions = np.zeros((1, 2, 6))
+    actions[0, 1, 3] = np.nan
+    response = imagine(actions.reshape(-1), batch=1, horizon=2)
+    assert not response.success and "NaN" in response.message
+    response = imagine(np.zeros(MAX_BATCH * MAX_HORIZON * 6), batch=MAX_BATCH, horizon=MAX_HORIZON)  # at the limits
+    assert response.success, response.message
+    assert len(response.frames) == MAX_BATCH * MAX_HORIZON
+    feeder.wait_for_new_diagnostics()
+    assert feeder.value("imagine_refused") >= 6 and feeder.value("imagine_served") >= 1
+    feeder.wait_for_predictions(2)
+    assert process.poll() is None
+
+
+def test_every_input_is_used_or_counted_as_skipped(node):
+    feeder, process = node
+    feeder.send_images.clear()
+    feeder.send_twists.clear()
+    time.sleep(0.5)
+    feeder.wait_for_new_diagnostics()
+    values = feeder.values()
+    received, used = int(values["inputs_received"]), int(values["inputs_used"])
+    skipped = sum(int(v) for k, v in values.items() if k.startswith("input_skipped_"))
+    pending = int(values["inputs_pending"])
+    assert received == used + skipped + pending and values["inputs_accounted"] == "true"
+    assert pending <= 4 + 10  # at most the window and the pairing queue
+    assert int(values["received_image"]) <= feeder.sent_images
+    assert process.poll() is None
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+def _tiny_checkpoint(path: Path) -> Path:
+    from astra_ros.model import WorldModel, preset
+
+    WorldModel(preset("tiny", resolution=(32, 32))).save_pretrained(path)
+    return path
+
+
+class _Payload:
+    """Unpickling this touches a marker file: proof that a pickle was executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_bad_checkpoints_stop_the_node_with_a_reason(tmp_path):
+    marker = tmp_path / "pickle_was_executed"
+    pickle_only = _tiny_checkpoint(tmp_path / "pickle_only")
+    (pickle_only / "model.safetensors").unlink()
+    for name in ("pytorch_model.bin", "model.bin"):
+        (pickle_only / name).write_bytes(pickle.dumps(_Payload(marker)))
+    corrupt_weights = _tiny_checkpoint(tmp_path / "corrupt_weights")
+    weights = corrupt_weights / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])  # truncated
+    unknown_key = _tiny_checkpoint(tmp_path / "unknown_key")
+    config = json.loads((unknown_key / "config.json").read_text())
+    (unknown_key / "config.json").write_text(json.dumps(config | {"__reduce__": "os.system"}))
+    garbage_config = _tiny_checkpoint(tmp_path / "garbage_config")
+    (garbage_config / "config.json").write_text("{not json")
+    cases = {  # checkpoint -> what the fatal message must say
+        str(tmp_path / "missing"): "does not exist",
+        str(pickle_only): "has no model.safetensors",
+        str(corrupt_weights): "not a readable safetensors file",
+        str(unknown_key): "__reduce__",
+        str(garbage_config): "invalid",
+    }
+    processes = {
+        checkpoint: subprocess.Popen([_script("astra-predictor"), "--ros-args", "-p", f"checkpoint:={checkpoint}"],
+                                     cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for checkpoint in cases
+    }
+    for checkpoint, process in processes.items():
+        try:
+            output, _ = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AssertionError(f"the node did not stop on checkpoint {checkpoint}")
+        assert process.returncode != 0, output
+        assert "cannot load checkpoint" in output and cases[checkpoint] in output, output
+        assert "Traceback" not in output, output
+    assert not marker.exists(), "a pickle file in the checkpoint was unpickled"
+
+
+# ---------------------------------------------------------------------------------------- accounting, in process
+def test_accounting_holds_when_a_state_decides_an_image_it_cannot_pair():
+    """A twist that arrives after an image but beyond the slop drops that image and is itself still used.
+
+    (Found by the soak: the twist was counted neither used nor skipped.) Callbacks are called directly on
+    an in-process node, so the sequence is exact.
+    """
+    from rclpy.parameter import Parameter
+
+    from astra_ros.ros.predictor_node import PredictorNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PredictorNode(context=context, parameter_overrides=[
+        Parameter("checkpoint", value="random:tiny"), Parameter("twist_stamped", value=True),
+        Parameter("sync_slop_s", value=0.05)])
+    try:
+        feeder = Feeder.__new__(Feeder)  # only its message builders
+        feeder.rng, feeder.size, feeder.encoding = np.random.default_rng(0), (48, 64), "rgb8"
+        start = time.time_ns()
+        node._on_twist(feeder.twist(start))
+        node._on_image(feeder.image(start + 100_000_000))
+        node._on_twist(feeder.twist(start + 400_000_000))  # decides the image: no twist within 50 ms
+        ledger = node._ledger
+        assert ledger.skipped["image_no_state_within_slop"] == 1
+        assert ledger.used["twist"] == 2 and ledger.received["twist"] == 2
+        received, used, skipped = ledger.totals()
+        assert received == used + skipped + node._pairer.pending_images + len(node._unsent) == 3
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
