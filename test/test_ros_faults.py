@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from node_process import start_node, stop_node
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -176,13 +177,7 @@ class Feeder:
 
 
 def _stop(process: subprocess.Popen) -> str:
-    process.terminate()
-    try:
-        output, _ = process.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-    return output
+    return stop_node(process)
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +193,7 @@ def node():
         "-p", f"max_imagine_batch:={MAX_BATCH}", "-p", f"max_imagine_horizon:={MAX_HORIZON}",
         "-r", "image:=/faults/image", "-r", "twist:=/faults/twist", "-r", "pose:=/faults/pose", "-r", "odom:=/faults/odom",
     ]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = start_node(command, REPO)
     feeder = Feeder()
     feeder.send_images.set()
     feeder.send_twists.set()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from node_process import start_node, stop_node
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -169,20 +170,14 @@ def predictor():
         "-p", "sync_slop_s:=0.2",
         "-r", "image:=/test/image", "-r", "twist:=/test/cmd_vel", "-r", "pose:=/test/pose", "-r", "odom:=/test/odom",
     ]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = start_node(command, REPO)
     harness = Harness()
     harness.feeding.set()
     try:
         yield harness, process
     finally:
         harness.close()
-        process.terminate()
-        try:
-            output, _ = process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        print(output)
+        print(stop_node(process))
 
 
 def _stamp_ns(msg) -> int:

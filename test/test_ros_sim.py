@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from node_process import start_node, stop_node
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -29,29 +30,22 @@ def _script(name: str) -> str:
 
 
 def _stop(process: subprocess.Popen) -> str:
-    process.terminate()
-    try:
-        output, _ = process.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-    return output
+    return stop_node(process)
 
 
 @pytest.fixture(scope="module")
 def rover():
     """astra_sim (rover) and astra_predictor on its camera and /cmd_vel, and a node recording their topics."""
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
-    sim = subprocess.Popen(
+    sim = start_node(
         [_script("astra-sim-node"), "--ros-args", "-p", "scenario:=rover", "-p", "seed:=3",
-         "-p", f"rate_hz:={RATE_HZ}", "-p", "size:=64x48"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+         "-p", f"rate_hz:={RATE_HZ}", "-p", "size:=64x48"], REPO,
     )
-    predictor = subprocess.Popen(
+    predictor = start_node(
         [_script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "horizon:=2",
          "-p", "publish_rate:=2.0", "-p", "sync_slop_s:=0.3",
          "-r", "image:=/camera/image_raw", "-r", "twist:=/cmd_vel", "-r", "odom:=/odom", "-r", "pose:=/camera/pose"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        REPO,
     )
     context = rclpy.Context()
     rclpy.init(context=context)

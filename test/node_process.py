@@ -1,0 +1,29 @@
+"""Node processes for the ROS tests: output goes to a file, never to a pipe nobody reads.
+
+A long-lived node writing warnings into an unread pipe blocks once the pipe's 64 KiB fill, and a
+blocked node then never answers SIGTERM; a file has neither problem.
+"""
+
+import subprocess
+import tempfile
+
+
+def start_node(command: list[str], cwd) -> subprocess.Popen:
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
+    process.log = log
+    return process
+
+
+def stop_node(process: subprocess.Popen, timeout_s: float = 10.0) -> str:
+    """SIGTERM, then SIGKILL after ``timeout_s``; returns everything the node printed."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)
+    process.log.seek(0)
+    output = process.log.read()
+    process.log.close()
+    return output
