@@ -1,4 +1,4 @@
-"""Node processes for the ROS tests: output goes to a file, never to a pipe nobody reads.
+"""Node processes for the ROS tests (output to a file, never to a pipe nobody reads) and polling.
 
 A long-lived node writing warnings into an unread pipe blocks once the pipe's 64 KiB fill, and a
 blocked node then never answers SIGTERM; a file has neither problem.
@@ -6,6 +6,7 @@ blocked node then never answers SIGTERM; a file has neither problem.
 
 import subprocess
 import tempfile
+import time
 
 
 def start_node(command: list[str], cwd) -> subprocess.Popen:
@@ -27,3 +28,14 @@ def stop_node(process: subprocess.Popen, timeout_s: float = 10.0) -> str:
     output = process.log.read()
     process.log.close()
     return output
+
+
+def wait_until(condition, timeout_s: float, what: str, detail=None) -> None:
+    """Poll ``condition`` every 50 ms; AssertionError naming ``what`` (and ``detail()``) on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    suffix = f"; {detail()}" if detail is not None else ""
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{suffix}")

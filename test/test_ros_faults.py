@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from node_process import start_node, stop_node
+from node_process import start_node, stop_node, wait_until
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -142,12 +142,7 @@ class Feeder:
         return int(self.values().get(key, default))
 
     def wait_for(self, condition, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; diagnostics: {self.values()}")
+        wait_until(condition, timeout_s, what, detail=lambda: f"diagnostics: {self.values()}")
 
     def wait_for_predictions(self, count: int, timeout_s: float = 20.0) -> None:
         before = self.count()

@@ -5,7 +5,6 @@ conftest.py and is inherited by the node process.
 """
 
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from node_process import start_node, stop_node
+from node_process import start_node, stop_node, wait_until
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -123,12 +122,7 @@ class Harness:
             return len(store)
 
     def wait_for(self, condition, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        wait_until(condition, timeout_s, what)
 
     def diagnostic_values(self) -> dict[str, str]:
         """Key/values of the newest /diagnostics message from the predictor (all statuses merged)."""

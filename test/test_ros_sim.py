@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from node_process import start_node, stop_node
+from node_process import start_node, stop_node, wait_until
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -80,13 +80,6 @@ def rover():
         print(_stop(sim))
 
 
-def _wait(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def _count(rover, name: str) -> int:
@@ -95,7 +88,7 @@ def _count(rover, name: str) -> int:
 
 
 def test_sim_publishes_images_at_about_rate_hz(rover):
-    _wait(lambda: _count(rover, "images") >= 3 or rover["sim"].poll() is not None, 40.0, "simulated images")
+    wait_until(lambda: _count(rover, "images") >= 3 or rover["sim"].poll() is not None, 40.0, "simulated images")
     assert rover["sim"].poll() is None, "the simulator exited"
     start = time.monotonic()
     first = _count(rover, "images")
@@ -119,7 +112,7 @@ def _odom_xy(rover) -> np.ndarray:
 
 
 def test_rover_holds_still_then_follows_cmd_vel(rover):
-    _wait(lambda: _count(rover, "odom") >= 3, 40.0, "odometry")
+    wait_until(lambda: _count(rover, "odom") >= 3, 40.0, "odometry")
     still = _odom_xy(rover)
     time.sleep(0.5)
     np.testing.assert_allclose(_odom_xy(rover), still, atol=1e-9)  # no command: no motion
