@@ -151,3 +151,23 @@ def test_shared_noise_makes_candidates_differ_only_by_their_actions(model):
     np.testing.assert_array_equal(model.imagine(acts[2:], seed=2, shared_noise=True)[0], shared[2])
     independent = model.imagine(acts, seed=2)
     assert np.abs(independent[0].astype(int) - independent[1].astype(int)).max() > 0
+
+
+def test_residual_decoding_adds_the_decoded_change_to_the_last_real_frame(model):
+    residual = WorldModel(preset("tiny", residual_decoding=True))
+    residual.load_state_dict(model.state_dict())
+    frames = _frames(4, h=16, w=16)  # the tiny model's resolution: no resize
+    acts = np.random.default_rng(1).normal(size=(2, 4, 6)).astype(np.float32)
+    outputs = []
+    for wm in (model, residual):
+        wm.start(frames, modality="twist", seed=0)
+        outputs.append(wm.imagine(acts, seed=3).astype(np.float64) / 127.5 - 1)
+    plain, with_residual = outputs
+    last = frames[-1].astype(np.float64) / 127.5 - 1
+    with torch.no_grad():
+        x = torch.from_numpy(frames[-1:]).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
+        recon = model.codec.decode(model.codec.encode(x))[0, 0].permute(1, 2, 0).double().numpy()
+    expected = np.clip(last + plain - recon, -1, 1)
+    np.testing.assert_allclose(with_residual, expected, atol=1.01 / 127.5)  # both sides rounded to uint8 once
+    # the codec's own error is gone: decoding the last frame's latent gives the last frame back
+    assert np.abs(with_residual - plain).max() > 0.05

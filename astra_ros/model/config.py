@@ -86,6 +86,11 @@ class AstraConfig:
     sample_shift: float = 2.0  # shift of the Euler sampling schedule (diffusers FlowMatchEuler style)
     denoise_steps: int = 8  # Euler steps per chunk at inference
     guidance_scale: float = 3.0  # action-free guidance s; 1 = no guidance (single pass)
+    # --- decoding
+    # Frames are decoded as the newest observed frame plus the decoded change since it,
+    # decode(z_pred) - decode(z_last): what stays still keeps the camera's pixels exactly instead of
+    # the codec's reconstruction of them, so the codec's error cancels where nothing moves.
+    residual_decoding: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)

@@ -43,6 +43,9 @@ class WorldModel(nn.Module):
         self._modality: str | None = None
         self._pending_frames: list[torch.Tensor] = []  # observed latent frames not yet a whole chunk
         self._pending_actions: list[torch.Tensor] = []
+        # Newest observed frame (1, 3, H, W) in [-1, 1] and the codec's reconstruction of it: the
+        # reference of residual decoding.
+        self._anchor: tuple[torch.Tensor, torch.Tensor] | None = None
         self._generator = torch.Generator().manual_seed(0)
         self._imagine_generator = torch.Generator().manual_seed(1)  # separate, so imagine() leaves step() reproducible
         self.eval()
@@ -101,6 +104,7 @@ class WorldModel(nn.Module):
         self._modality = None
         self._pending_frames.clear()
         self._pending_actions.clear()
+        self._anchor = None
 
     @torch.no_grad()
     def start(self, frames: np.ndarray, actions: np.ndarray | None = None, modality: str = "camera",
@@ -143,6 +147,9 @@ class WorldModel(nn.Module):
 
     def _observe_tensors(self, frames: torch.Tensor, actions: torch.Tensor | None) -> None:
         latents = self.codec.encode(frames[None].to(self.device))  # (1, C, T, h, w)
+        if self.config.residual_decoding:
+            newest = frames[-1:].to(self.device)
+            self._anchor = (newest, self.codec.decode(latents[:, :, -1:])[:, 0])
         for i in range(latents.shape[2]):
             self._pending_frames.append(latents[:, :, i])
             self._pending_actions.append(actions[i] if actions is not None else None)
@@ -245,6 +252,9 @@ class WorldModel(nn.Module):
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
+        if self.config.residual_decoding and self._anchor is not None:
+            pixels, reconstructed = self._anchor
+            frames = (pixels + (frames - reconstructed)).clamp(-1, 1)
         return ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
 
     # ------------------------------------------------------------------ validation
