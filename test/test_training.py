@@ -112,3 +112,20 @@ def test_ema_warms_up_instead_of_keeping_the_random_init():
     ema.update(model, 0.999, updates=1)  # decay 2/11: the EMA moves most of the way at once
     torch.testing.assert_close(ema.model.weight, torch.full((2, 2), 9 / 11))
     assert EMA.warmup_decay(0.999, 10_000) == 0.999
+
+
+def test_cosine_schedule_warms_up_then_decays_to_its_floor():
+    from astra_ros.training.recipe import TrainRecipe
+    from astra_ros.training.trainer import learning_rate
+
+    recipe = TrainRecipe(warmup_steps=10, lr_decay="cosine", min_lr_ratio=0.1)
+    rates = [learning_rate(step, 110, recipe, 1e-3) for step in range(110)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert rates[10] == pytest.approx(1e-3)
+    assert rates[60] == pytest.approx(0.55e-3)  # half-way down the cosine
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[-1] == pytest.approx(1e-4, rel=0.01)
+    constant = TrainRecipe(warmup_steps=10)
+    assert learning_rate(100, 110, constant, 1e-3) == 1e-3
+    with pytest.raises(Exception, match="lr_decay"):
+        TrainRecipe(lr_decay="linear").validate()

@@ -22,7 +22,9 @@ class TrainRecipe:
     batch_size: int = 8  # clips per step and per process
     steps: int = 1000  # world-model optimisation steps
     lr: float = 3e-4  # AdamW peak learning rate
-    warmup_steps: int = 100  # linear warm-up, then constant
+    warmup_steps: int = 100  # linear warm-up, then ``lr_decay``
+    lr_decay: str = "constant"  # after warm-up: "constant", or "cosine" down to min_lr_ratio * lr at the phase's end
+    min_lr_ratio: float = 0.1  # final learning rate of the cosine decay, as a fraction of the peak
     weight_decay: float = 0.01
     grad_clip: float = 1.0  # max global gradient norm
     ema_decay: float = 0.999  # EMA of the weights; the EMA is what gets released
@@ -69,5 +71,9 @@ class TrainRecipe:
                 raise ConfigError(f"{name} must be >= 1")
         if self.steps < 0 or self.codec_steps < 0 or self.warmup_steps < 0:
             raise ConfigError("steps, codec_steps and warmup_steps must be >= 0")
+        if self.lr_decay not in ("constant", "cosine"):
+            raise ConfigError(f"lr_decay must be 'constant' or 'cosine', got {self.lr_decay!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")

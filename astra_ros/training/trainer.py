@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -146,11 +147,16 @@ def init_distributed() -> DistributedInfo:
     return DistributedInfo(rank=dist.get_rank(), world_size=dist.get_world_size())
 
 
-def warmup_lr(step: int, recipe: TrainRecipe, peak: float) -> float:
-    """Linear warm-up to ``peak`` over ``warmup_steps``, then constant."""
-    if recipe.warmup_steps <= 0:
+def learning_rate(step: int, phase_steps: int, recipe: TrainRecipe, peak: float) -> float:
+    """Linear warm-up to ``peak`` over ``warmup_steps``, then constant or cosine to ``min_lr_ratio * peak``."""
+    if step < recipe.warmup_steps:
+        return peak * (step + 1) / recipe.warmup_steps
+    if recipe.lr_decay == "constant":
         return peak
-    return peak * min(1.0, (step + 1) / recipe.warmup_steps)
+    span = max(phase_steps - recipe.warmup_steps, 1)
+    progress = min(1.0, (step - recipe.warmup_steps) / span)
+    floor = recipe.min_lr_ratio * peak
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class Trainer:
@@ -247,7 +253,7 @@ class Trainer:
                     peak = r.codec_lr if current == "codec" else r.lr
                     local = step - (0 if current == "codec" else r.codec_steps)
                     for group in optimizer.param_groups:
-                        group["lr"] = warmup_lr(local, r, peak)
+                        group["lr"] = learning_rate(local, end - (0 if current == "codec" else r.codec_steps), r, peak)
                     loss, part_a, part_b = self._train_step(current, wrapped, optimizer, params)
                     step += 1
                     self.ema.update(self.model, r.ema_decay, updates=local + 1)  # counts restart per phase
