@@ -129,3 +129,21 @@ def test_cosine_schedule_warms_up_then_decays_to_its_floor():
     assert learning_rate(100, 110, constant, 1e-3) == 1e-3
     with pytest.raises(Exception, match="lr_decay"):
         TrainRecipe(lr_decay="linear").validate()
+
+
+def test_init_codec_takes_only_the_codec(bags, tmp_path, caplog):
+    recipe = _recipe(tmp_path, steps=2, codec_steps=3)
+    common = ["--data", str(bags), "--no-progress"]
+    assert train_main(["--config", str(recipe), "--out", str(tmp_path / "source")] + common) == 0
+    frozen = _recipe(tmp_path, steps=2, codec_steps=0, seed=5)  # another seed: another transformer init
+    assert train_main(["--config", str(frozen), "--init-codec", str(tmp_path / "source"),
+                       "--out", str(tmp_path / "ablation")] + common) == 0
+    source, ablation = _weights(tmp_path / "source"), _weights(tmp_path / "ablation")
+    for k in source:
+        if k.startswith("codec."):  # the codec (weights and latent statistics) is carried over unchanged
+            assert (source[k] == ablation[k]).all(), k
+    assert any((source[k] - ablation[k]).abs().max() > 0 for k in source if k.startswith("transformer."))
+    wider = _recipe(tmp_path, steps=2, codec_steps=0, model={"codec": {"latent_channels": 8}})
+    assert train_main(["--config", str(wider), "--init-codec", str(tmp_path / "source"),
+                       "--out", str(tmp_path / "bad")] + common) == 2
+    assert "differs from the recipe's" in caplog.text

@@ -21,6 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="output directory (checkpoint, loss.csv, loss.png)")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/train_state")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (e.g. a trained codec)")
+    p.add_argument("--init-codec", default=None,
+                   help="take only the codec from this checkpoint (same codec config and resolution); "
+                        "the transformer starts fresh from the recipe, e.g. for ablations at equal budget")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many total steps (resume later)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -34,9 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     from astra_ros.training.recipe import TrainRecipe
     from astra_ros.training.trainer import Trainer
 
+    if args.init and args.init_codec:
+        log.error("astra-train: give --init or --init-codec, not both")
+        return 2
     try:
         recipe = TrainRecipe.from_yaml(args.config)
         trainer = Trainer(recipe, args.data, args.out, resume=args.resume, init_checkpoint=args.init,
+                          init_codec=args.init_codec,
                           stop_after=args.stop_after, progress=not args.no_progress)
         trainer.run()
     except (BagError, CheckpointError, ConfigError, FileNotFoundError) as err:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from astra_ros.data.bags import BagError
 from astra_ros.data.clips import ClipDataset
-from astra_ros.model import WorldModel
+from astra_ros.model import CheckpointError, WorldModel
 from astra_ros.model.flow import flow_matching_loss
 
 from .recipe import TrainRecipe
@@ -161,7 +161,7 @@ def learning_rate(step: int, phase_steps: int, recipe: TrainRecipe, peak: float)
 
 class Trainer:
     def __init__(self, recipe: TrainRecipe, data_dirs: list[Path], out_dir: Path, *, resume: bool = False,
-                 init_checkpoint: str | None = None, stop_after: int | None = None,
+                 init_checkpoint: str | None = None, init_codec: str | None = None, stop_after: int | None = None,
                  progress: bool = True) -> None:
         self.recipe = recipe
         self.out = Path(out_dir)
@@ -177,6 +177,8 @@ class Trainer:
             self.model.train()
         else:
             self.model = WorldModel(recipe.model_config()).train()
+            if init_codec:
+                self._load_codec(init_codec)
         self.config = self.model.config
         self.bags = find_bags(data_dirs)
         # Rank 0 decodes the bags into the shared cache first; the others then read it.
@@ -195,6 +197,15 @@ class Trainer:
         self.ema = EMA(self.model)
         self.torch_gen = torch.Generator().manual_seed(recipe.seed * 1000 + self.dist.rank)
         self.numpy_gen = np.random.default_rng(recipe.seed * 1000 + self.dist.rank)
+
+    def _load_codec(self, checkpoint: str) -> None:
+        """Copy a trained codec (weights and latent statistics) into the freshly built model."""
+        source = WorldModel.from_pretrained(checkpoint)
+        if source.config.codec != self.model.config.codec or source.config.resolution != self.model.config.resolution:
+            raise CheckpointError(f"--init-codec {checkpoint}: its codec {source.config.codec} at "
+                                  f"{source.config.resolution} differs from the recipe's {self.model.config.codec} "
+                                  f"at {self.model.config.resolution}")
+        self.model.codec.load_state_dict(source.codec.state_dict())
 
     # ------------------------------------------------------------------ data
     def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
