@@ -128,16 +128,17 @@ class StreamingRollout:
     @torch.no_grad()
     def append_history(
         self, latents: torch.Tensor, features: torch.Tensor, generator: torch.Generator | None = None,
-        noise_level: float | None = None, shared_noise: bool = False,
+        noise_level: float | None = None, shared_noise: bool = False, noise: torch.Tensor | None = None,
     ) -> None:
         """Add a finished chunk (B, C, chunk_frames, h, w) with its action features (B, chunk_frames, A).
 
-        The chunk is noised to ``history_noise`` (noise-augmented memory) before the model sees it.
+        The chunk is noised to ``history_noise`` (noise-augmented memory) before the model sees it;
+        ``noise`` (same shape) replaces the draw from ``generator`` when given.
         """
         cfg = self.config
         level = cfg.history_noise if noise_level is None else noise_level
         b, cf = latents.shape[0], cfg.chunk_frames
-        noise = _noise(latents.shape, generator, shared_noise).to(latents)
+        noise = (_noise(latents.shape, generator, shared_noise) if noise is None else noise).to(latents)
         t = torch.full((b, cf), level, device=latents.device)
         noised = add_noise(latents, noise, t)
         chunk = HistoryChunk(frame_start=self.next_frame, noise_level=level, kv=None, latents=None, features=None)
@@ -159,19 +160,21 @@ class StreamingRollout:
         generator: torch.Generator | None = None,
         batch: int | None = None,
         shared_noise: bool = False,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoise the next chunk from noise; returns clean latents (B, C, chunk_frames, h, w).
 
         ``features`` (B, chunk_frames, A) are the action features; ``null_features`` the same with
         every action dropped. With guidance (scale != 1) both passes run as one batch of 2B.
-        ``shared_noise`` starts every batch row from the same noise (common random numbers).
+        ``shared_noise`` starts every batch row from the same noise (common random numbers);
+        ``noise`` (B, C, chunk_frames, h, w) gives the starting noise instead of drawing it.
         """
         cfg = self.config
         b = features.shape[0] if batch is None else batch
         h, w = cfg.latent_size
         shape = (b, cfg.codec.latent_channels, cfg.chunk_frames, h, w)
         device = features.device
-        x = _noise(shape, generator, shared_noise).to(device)
+        x = (_noise(shape, generator, shared_noise) if noise is None else noise).to(device)
         guided = guidance_scale != 1.0 and null_features is not None
         step_features = torch.cat([features, null_features]) if guided else features
         nb = 2 * b if guided else b

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch import nn
 from .checkpoint import load_config, load_weights, resolve_checkpoint, save_checkpoint
 from .codec import LatentCodec
 from .config import AstraConfig
-from .streaming import StreamingRollout
+from .streaming import StreamingRollout, _noise as _draw
 from .transformer import AstraTransformer
 
 
@@ -29,6 +30,10 @@ def _as_generator(seed: int | None, generator: torch.Generator | None, fallback:
     if seed is not None:
         return torch.Generator().manual_seed(int(seed))
     return fallback
+
+
+# Memory ``imagine`` may use at once by default (see ``WorldModel.default_imagine_batch``).
+IMAGINE_MEMORY_BUDGET_BYTES = 1 << 30
 
 
 class WorldModel(nn.Module):
@@ -209,13 +214,21 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def imagine(self, actions: np.ndarray, modality: str | None = None, seed: int | None = None,
                 generator: torch.Generator | None = None, guidance_scale: float | None = None,
-                shared_noise: bool = False) -> np.ndarray:
+                shared_noise: bool = False, steps: int | None = None, max_batch: int | None = None,
+                decode: str | Sequence[int] = "all") -> np.ndarray:
         """B candidate futures for ``actions`` (B, N, D) from the live history, in one batch.
 
         Returns uint8 (B, N, H, W, 3). The live stream is not changed: the candidates share its
         cached history and extend private copies of the cache. ``shared_noise`` gives every
         candidate the same noise, so their differences come from the actions alone (common random
         numbers: what a planner or an evaluation comparing candidates wants).
+
+        For planners: ``steps`` overrides the Euler steps per chunk (``denoise_steps``);
+        ``max_batch`` splits the candidates into sub-batches of at most that many, run one after
+        the other (default: :meth:`default_imagine_batch`, a memory estimate); all noise is drawn
+        for the whole batch first, so a split gives the same futures as one batch (up to float
+        rounding). ``decode`` picks the frames returned and decoded (the decoder is a large share
+        of the cost): ``"all"``, ``"last"`` (B, 1, H, W, 3), or a sequence of frame indices in [0, N).
         """
         self._require_started("imagine")
         modality = modality or self._modality
@@ -224,31 +237,95 @@ class WorldModel(nn.Module):
         b, horizon = actions_t.shape[:2]
         if b == 0 or horizon == 0:
             raise ValueError(f"imagine() needs at least one candidate and one frame, got actions of shape {tuple(actions_t.shape)}")
+        frame_indices = self._decode_indices(decode, horizon)
+        if steps is not None and int(steps) < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        steps = self.config.denoise_steps if steps is None else int(steps)
+        max_batch = self.default_imagine_batch(guidance_scale, len(frame_indices)) if max_batch is None else int(max_batch)
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         n = self.frames_per_chunk
         chunks = -(-horizon // n)
         if horizon % n:  # pad the last chunk by holding the last action; extra frames are not returned
             pad = actions_t[:, -1:].expand(b, chunks * n - horizon, -1)
             actions_t = torch.cat([actions_t, pad], dim=1)
         gen = _as_generator(seed, generator, self._imagine_generator)
-        branch = self.stream.fork()
-        out = []
+        # Draw every chunk's noise for the whole batch, in the order one batch would draw it, so
+        # sub-batches get their own rows of it.
+        cfg = self.config
+        h, w = cfg.latent_size
+        shape = (b, cfg.codec.latent_channels, cfg.chunk_frames, h, w)
+        noises = []
         for c in range(chunks):
-            chunk_actions = actions_t[:, c * n:(c + 1) * n]
-            latents = self._predict(branch, chunk_actions, modality, gen, guidance_scale, shared_noise)
-            out.append(latents)
-            if c + 1 < chunks:
-                branch.append_history(latents, self._features(chunk_actions, b, modality), generator=gen,
-                                      shared_noise=shared_noise)
-        return self._decode(torch.cat(out, dim=2))[:, :horizon]
+            noises.append((_draw(shape, gen, shared_noise), _draw(shape, gen, shared_noise) if c + 1 < chunks else None))
+        # Only the chunks holding a requested frame need their latents kept.
+        last_needed = max(frame_indices) // n
+        out = []
+        for lo in range(0, b, max_batch):
+            rows = slice(lo, min(b, lo + max_batch))
+            branch = self.stream.fork()
+            latents = []
+            for c in range(last_needed + 1):
+                chunk_actions = actions_t[rows, c * n:(c + 1) * n]
+                predict_noise, history_noise = noises[c]
+                chunk = self._predict(branch, chunk_actions, modality, gen, guidance_scale, shared_noise,
+                                      steps=steps, noise=predict_noise[rows])
+                latents.append(chunk)
+                if c < last_needed:
+                    branch.append_history(chunk, self._features(chunk_actions, chunk.shape[0], modality),
+                                          noise=history_noise[rows])
+            wanted = torch.cat(latents, dim=2)[:, :, frame_indices]
+            out.append(self._decode(wanted))
+        return np.concatenate(out, axis=0)
+
+    @staticmethod
+    def _decode_indices(decode: str | Sequence[int], horizon: int) -> list[int]:
+        if isinstance(decode, str):
+            if decode == "all":
+                return list(range(horizon))
+            if decode == "last":
+                return [horizon - 1]
+            raise ValueError(f"decode must be 'all', 'last' or a sequence of frame indices, got {decode!r}")
+        indices = [int(i) for i in decode]
+        if not indices or any(not 0 <= i < horizon for i in indices):
+            raise ValueError(f"decode frame indices must be a non-empty sequence in [0, {horizon}), got {list(decode)}")
+        return indices
+
+    def default_imagine_batch(self, guidance_scale: float | None = None, decoded_frames: int = 1) -> int:
+        """Largest sub-batch ``imagine`` runs at once by default: a memory estimate against
+        :data:`IMAGINE_MEMORY_BUDGET_BYTES`, in [1, 256].
+
+        Per candidate (float32): the window's keys/values materialised for every layer, one
+        layer's attention scores and MLP activations for the chunk (twice with guidance), and the
+        decoder's activations for each decoded frame (about four full-resolution maps of its widest
+        level; an overestimate for small models).
+        """
+        cfg = self.config
+        scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
+        passes = 2 if scale != 1.0 else 1
+        inner = cfg.num_attention_heads * cfg.attention_head_dim
+        chunk_tokens = cfg.tokens_per_frame * cfg.chunk_frames
+        context_tokens = chunk_tokens * (cfg.max_history_chunks + 1)
+        transformer = (cfg.num_layers * 2 * context_tokens * inner
+                       + cfg.num_attention_heads * chunk_tokens * context_tokens
+                       + chunk_tokens * (cfg.ffn_dim + 4 * inner))
+        height, width = cfg.resolution
+        widest = max(cfg.codec.block_out_channels if cfg.codec.kind == "autoencoder_kl"
+                     else [cfg.codec.base_dim * m for m in cfg.codec.dim_mult])
+        decoder = 4 * height * width * widest
+        per_candidate = 4 * (passes * transformer + decoded_frames * decoder)
+        return int(min(256, max(1, IMAGINE_MEMORY_BUDGET_BYTES // per_candidate)))
 
     def _predict(self, stream: StreamingRollout, chunk_actions: torch.Tensor, modality: str,
-                 gen: torch.Generator, guidance_scale: float | None, shared_noise: bool = False) -> torch.Tensor:
+                 gen: torch.Generator, guidance_scale: float | None, shared_noise: bool = False,
+                 steps: int | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
         b = chunk_actions.shape[0]
         scale = self.config.guidance_scale if guidance_scale is None else float(guidance_scale)
         features = self._features(chunk_actions, b, modality)
         null = self._features(None, b, modality) if scale != 1.0 else None
-        return stream.predict_chunk(features, null, scale, self.config.denoise_steps, generator=gen,
-                                    shared_noise=shared_noise)
+        steps = self.config.denoise_steps if steps is None else steps
+        return stream.predict_chunk(features, null, scale, steps, generator=gen,
+                                    shared_noise=shared_noise, noise=noise)
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
