@@ -51,6 +51,7 @@ setup(
             "astra-predictor = astra_ros.ros.predictor_node:main",
             "astra-sim-node = astra_ros.ros.sim_node:main",
             "astra-demo = astra_ros.ros.demo:main",
+            "astra-planner = astra_ros.ros.planner_node:main",
             # `ros2 run astra_ros predictor` / `ros2 run astra_ros sim` (setup.cfg installs to lib/astra_ros)
             "predictor = astra_ros.ros.predictor_node:main",
             "sim = astra_ros.ros.sim_node:main",

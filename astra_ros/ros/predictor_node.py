@@ -138,7 +138,11 @@ PARAMETERS: dict[str, _Spec] = {
     "sync_slop_s": _Spec(0.05, "largest stamp difference [s] between an image and its pose/twist", (0.0, 2.0)),
     "sync_queue_size": _Spec(10, "images waiting for their pose/twist (older ones are dropped)", (1, 200)),
     "input_timeout_s": _Spec(2.0, "an input silent for longer than this [s] is reported", (0.1, 600.0)),
-    "max_imagine_batch": _Spec(8, "largest batch an ~/imagine request may ask for", (1, 64)),
+    "max_imagine_batch": _Spec(64, "largest batch an ~/imagine request may ask for (planners send 16-64 candidates)",
+                               (1, 64)),
+    "imagine_sub_batch": _Spec(0, "candidates the model runs at once; larger ~/imagine requests are split into "
+                               "sub-batches run one after the other (same futures); 0: the model's memory estimate",
+                               (0, 64)),
     "max_imagine_horizon": _Spec(16, "largest horizon an ~/imagine request may ask for", (1, 256)),
     "imagine_timeout_s": _Spec(30.0, "longest an ~/imagine call waits for the model [s]", (0.1, 600.0)),
     "seed": _Spec(-1, "seed of the live predictions' noise; -1: the model's default stream seed", (-1, 2**31 - 1)),
@@ -551,6 +555,7 @@ class PredictorNode(Node):
         with self._lock:
             modality = request.modality or self._params["action_modality"]
             limits = ImagineLimits(self._params["max_imagine_batch"], self._params["max_imagine_horizon"])
+            sub_batch = self._params["imagine_sub_batch"] or None
             timeout_s = self._params["imagine_timeout_s"]
             snapshot = None
             if self._window.full:
@@ -576,9 +581,14 @@ class PredictorNode(Node):
         seed = secrets.randbelow(2**31) if request.seed < 0 else int(request.seed)
         began = time.perf_counter()
         try:
+            sampling = ImagineSampling(steps=int(request.denoise_steps) or None,
+                                       guidance_scale=float(request.guidance_scale) or None,
+                                       shared_noise=bool(request.shared_noise), last_frame_only=bool(request.last_frame_only),
+                                       max_batch=sub_batch)
             future = self._worker.submit(partial(_imagine_job, live=self._live, snapshot=snapshot, actions=actions,
                                                  modality=modality, seed=seed,
-                                                 from_live_history=bool(request.from_live_history)), timeout_s)
+                                                 from_live_history=bool(request.from_live_history),
+                                                 sampling=sampling), timeout_s)
             frames, stamps_ns, frame_id = future.result(timeout=timeout_s)
         except Exception as error:  # model busy past the timeout, or the model failed: tell the caller
             with self._lock:
@@ -587,6 +597,7 @@ class PredictorNode(Node):
             return response
         response.frames = [rgb_to_image_msg(frame, int(stamps_ns[t]), frame_id)
                            for candidate in frames for t, frame in enumerate(candidate)]
+        response.frames_per_candidate = int(frames.shape[1])
         response.latency_s = float(time.perf_counter() - began)
         response.success = True
         response.message = f"{len(frames)} futures of {frames.shape[1]} frames from {modality} actions"
@@ -706,9 +717,21 @@ def _live_job(model: Any, *, live: LiveStream, snapshot: Any, seed: int | None) 
     return prediction, model.expert_usage()
 
 
+@dataclass(frozen=True)
+class ImagineSampling:
+    """How an ``~/imagine`` request samples: overrides (None = the model's default) and what it returns."""
+
+    steps: int | None = None  # Euler steps per chunk
+    guidance_scale: float | None = None
+    shared_noise: bool = False  # one noise for every candidate (common random numbers)
+    last_frame_only: bool = False  # decode and return each candidate's last frame only
+    max_batch: int | None = None  # sub-batch size (None: the model's memory estimate)
+
+
 def _imagine_job(model: Any, *, live: LiveStream, snapshot: Any, actions: np.ndarray, modality: str, seed: int,
-                 from_live_history: bool) -> tuple[np.ndarray, np.ndarray, str]:
-    """Worker job: batched futures ``(B, N, h, w, 3)``, their stamps [ns] and frame id.
+                 from_live_history: bool, sampling: ImagineSampling = ImagineSampling(),
+                 ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Worker job: batched futures ``(B, N, h, w, 3)`` (N = 1 with ``last_frame_only``), their stamps [ns], frame id.
 
     ``from_live_history`` reuses the history the live stream already holds (as of the last live
     prediction); otherwise, or before any live prediction, the current window is observed first.
@@ -720,9 +743,11 @@ def _imagine_job(model: Any, *, live: LiveStream, snapshot: Any, actions: np.nda
         model.start(snapshot.frames, snapshot.actions, modality=snapshot.modality)
         live.started(snapshot)
     last_ns, interval_s, frame_id = live.info
-    frames = model.imagine(actions, modality=modality, seed=seed)  # (B, N, h, w, 3)
+    frames = model.imagine(actions, modality=modality, seed=seed, steps=sampling.steps,
+                           guidance_scale=sampling.guidance_scale, shared_noise=sampling.shared_noise,
+                           max_batch=sampling.max_batch, decode="last" if sampling.last_frame_only else "all")
     stamps = last_ns + np.round(np.arange(1, actions.shape[1] + 1) * interval_s * 1e9).astype(np.int64)
-    return frames, stamps, frame_id
+    return frames, stamps[-frames.shape[1]:], frame_id
 
 
 def main(args: list[str] | None = None) -> int:

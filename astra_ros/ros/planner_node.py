@@ -1,0 +1,387 @@
+"""``astra_planner``: drives a base towards a goal view by planning through the predictor's ``~/imagine``.
+
+    astra-planner --ros-args --params-file config/planner.yaml -p goal_file:=goal.png
+
+The goal is an image: from ``goal_file`` (read at start and when the parameter changes) or from the
+``goal`` topic (sensor_msgs/Image; the newest message wins, and replaces a file goal). At
+``replan_rate_hz`` the node runs the cross-entropy method of :mod:`astra_ros.planning.cem` over
+planar (v, w) plans: each iteration sends every candidate's actions in one ``~/imagine`` request to
+the predictor (``predictor`` parameter) from its live history (``from_live_history``: the predictor
+holds the camera's history, so the planner needs no camera subscription), with shared noise and only
+each candidate's last frame returned; the frames are scored against the goal (16x16 pixel MSE, see
+:mod:`astra_ros.planning.cem` for why) and the first command of the plan is published on ``cmd_vel``
+(geometry_msgs/Twist: linear.x, angular.z). The next plan warm-starts from this one.
+
+Planning runs in its own thread, so the executor keeps serving the service responses, the goal
+topic and the timers; a tick that arrives while a plan is still being searched is skipped and
+counted. Errors are reported on ``/diagnostics`` (1 Hz) and in the log (throttled): no goal yet,
+the ``~/imagine`` service missing, a failed or refused imagination (its message), a plan taking longer
+than ``imagine_timeout_s``. With ``stop_on_error`` the node publishes a zero twist when it cannot
+plan, so the base does not keep following an old command.
+
+Every parameter, with its range, is declared below and listed in ``config/planner.yaml``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Twist
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import Image
+
+from astra_ros.data.images import ImageDecodeError
+from astra_ros.planning.cem import ActionEncoder, CEMConfig, CEMPlanner, GoalScorer
+from astra_ros.ros.conversions import image_msg_to_rgb
+from astra_ros.ros.runner import StartupError, run_node
+
+try:  # built by scripts/setup.sh (or colcon) from srv/
+    from astra_ros_interfaces.srv import Imagine
+except ImportError:
+    Imagine = None
+
+NODE_NAME = "astra_planner"
+LOG_THROTTLE_S = 5.0  # [s] the same warning at most this often
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One parameter: default, description, optional (low, high) range, read-only after start, choices."""
+
+    default: Any
+    description: str
+    range: tuple[float, float] | None = None
+    read_only: bool = False
+    choices: tuple[str, ...] = ()
+
+
+PARAMETERS: dict[str, _Spec] = {
+    "predictor": _Spec("/astra_predictor", "the predictor node whose ~/imagine service the planner calls", read_only=True),
+    "goal_file": _Spec("", "goal image file (png, jpg, ...); empty: wait for a goal on the goal topic"),
+    "cmd_vel_topic": _Spec("/cmd_vel", "where the planned command is published (geometry_msgs/Twist)", read_only=True),
+    "replan_rate_hz": _Spec(1.0, "plans per second [Hz] (a tick while a plan is still searched is skipped)", (0.01, 30.0)),
+    "action_modality": _Spec("twist", "actions the predictor's model is driven with", choices=("twist", "keys")),
+    "frame_interval_s": _Spec(0.1, "camera frame interval [s] the model's actions are scaled by", (0.001, 10.0)),
+    "horizon_steps": _Spec(3, "steps per plan; each holds one command for frames_per_step frames", (1, 16)),
+    "frames_per_step": _Spec(2, "camera frames per plan step (the model's frames per chunk)", (1, 16)),
+    "candidates": _Spec(16, "plans imagined per CEM iteration (one ~/imagine batch; <= the predictor's "
+                        "max_imagine_batch)", (2, 64)),
+    "elites": _Spec(4, "best plans the CEM distribution is refitted to (<= candidates)", (1, 64)),
+    "iterations": _Spec(2, "CEM iterations per plan", (1, 10)),
+    "linear_min": _Spec(-0.3, "slowest forward speed [m/s] (negative: reverse)", (-10.0, 10.0)),
+    "linear_max": _Spec(0.6, "fastest forward speed [m/s]", (-10.0, 10.0)),
+    "angular_min": _Spec(-1.0, "fastest right turn [rad/s] (negative yaw rate)", (-10.0, 10.0)),
+    "angular_max": _Spec(1.0, "fastest left turn [rad/s]", (-10.0, 10.0)),
+    "initial_std_linear": _Spec(0.3, "std of the forward speed at a cold start [m/s]", (0.0, 10.0)),
+    "initial_std_angular": _Spec(0.6, "std of the yaw rate at a cold start [rad/s]", (0.0, 10.0)),
+    "execute": _Spec("mean", "command sent: 'mean' of the last elites or the 'best' plan imagined", choices=("mean", "best")),
+    "score_size": _Spec(16, "goal distance: MSE of frames area-downsampled to this many pixels square", (2, 256)),
+    "denoise_steps": _Spec(4, "Euler steps per imagined chunk; 0: the model's default", (0, 64)),
+    "guidance_scale": _Spec(1.0, "guidance scale of the imagination (1 = off, faster); 0: the model's default", (0.0, 20.0)),
+    "imagine_timeout_s": _Spec(30.0, "longest one ~/imagine call may take [s]", (0.1, 600.0)),
+    "seed": _Spec(-1, "seed of the planner's sampling and the imagination noise; -1: random", (-1, 2**31 - 1)),
+    "stop_on_error": _Spec(True, "publish a zero twist when no plan can be made (no goal, no service, failure)"),
+}
+
+
+def _descriptor(name: str, spec: _Spec) -> ParameterDescriptor:
+    description = spec.description + (f" (one of: {', '.join(spec.choices)})" if spec.choices else "")
+    descriptor = ParameterDescriptor(name=name, description=description, read_only=spec.read_only)
+    if spec.range is not None:
+        low, high = spec.range
+        if isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+    return descriptor
+
+
+def read_goal_file(path: str) -> np.ndarray:
+    """uint8 RGB (H, W, 3) from an image file; ``ValueError`` naming the file when it cannot be read."""
+    import cv2
+
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read goal image {path!r} (missing, or not an image file)")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def check_parameters(params: dict[str, Any]) -> str | None:
+    """The first inconsistency between parameters, or None."""
+    for name, value in params.items():
+        spec = PARAMETERS.get(name)
+        if spec is None:
+            continue
+        if spec.choices and value not in spec.choices:
+            return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
+        if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+            return f"{name} must be in [{spec.range[0]}, {spec.range[1]}], got {value}"
+    if params["elites"] > params["candidates"]:
+        return f"elites ({params['elites']}) must be <= candidates ({params['candidates']})"
+    if params["linear_min"] >= params["linear_max"]:
+        return f"linear_min ({params['linear_min']}) must be < linear_max ({params['linear_max']})"
+    if params["angular_min"] >= params["angular_max"]:
+        return f"angular_min ({params['angular_min']}) must be < angular_max ({params['angular_max']})"
+    return None
+
+
+class ImagineError(RuntimeError):
+    """~/imagine could not answer (missing, timed out, refused or failed): the message says which."""
+
+
+class PlannerNode(Node):
+    """The planner: a goal, a CEM loop in its own thread, and ``~/imagine`` calls to the predictor."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        if Imagine is None:
+            raise StartupError("astra_ros_interfaces is not built: the planner needs the ~/imagine service type "
+                               "(run scripts/setup.sh or build interfaces/ with colcon)")
+        try:
+            for name, spec in PARAMETERS.items():
+                self.declare_parameter(name, spec.default, _descriptor(name, spec))
+        except ParameterException as error:
+            raise StartupError(str(error)) from error
+        self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
+        reason = check_parameters(self._params)
+        if reason:
+            raise StartupError(f"parameter {reason}")
+
+        self._lock = threading.Lock()  # guards the goal, the counters and the planner settings
+        self._goal: np.ndarray | None = None
+        self._goal_source = ""
+        self._goal_generation = 0  # bumped by every new goal: the planner starts cold
+        if self._params["goal_file"]:
+            try:
+                self._set_goal(read_goal_file(self._params["goal_file"]), f"file {self._params['goal_file']}")
+            except ValueError as error:
+                raise StartupError(str(error)) from error
+        self._counts = {"plans": 0, "ticks_skipped_busy": 0, "no_goal": 0, "service_missing": 0, "imagine_failed": 0}
+        self._last_error = ""
+        self._state = "starting"
+        self._last_plan: dict[str, Any] = {}
+        self._rng = np.random.default_rng(None if self._params["seed"] < 0 else self._params["seed"])
+
+        services = ReentrantCallbackGroup()
+        timers = MutuallyExclusiveCallbackGroup()
+        inputs = MutuallyExclusiveCallbackGroup()
+        predictor = self._params["predictor"].rstrip("/")
+        self._client = self.create_client(Imagine, f"{predictor}/imagine", callback_group=services)
+        self._cmd_pub = self.create_publisher(Twist, self._params["cmd_vel_topic"], QoSProfile(depth=10))
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+        self.create_subscription(Image, "goal", self._on_goal, QoSProfile(depth=1), callback_group=inputs)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+
+        self._tick = threading.Event()
+        self._stopping = threading.Event()
+        self._timers_group = timers
+        self._replan_timer = self.create_timer(1.0 / self._params["replan_rate_hz"], self._on_replan_tick, timers)
+        self.create_timer(1.0, self._on_diagnostics_tick, timers)
+        self._thread = threading.Thread(target=self._planning_loop, name="astra-planner", daemon=True)
+        self._busy = False
+        self._thread.start()
+        self.get_logger().info(f"planning towards {self._goal_source or 'a goal on ' + self.resolve_topic_name('goal')} "
+                               f"through {predictor}/imagine at {self._params['replan_rate_hz']} Hz")
+
+    # ------------------------------------------------------------------ parameters and goal
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        proposed = dict(self._params)
+        for parameter in parameters:
+            spec = PARAMETERS.get(parameter.name)
+            if spec is None:
+                continue
+            if spec.read_only:
+                return SetParametersResult(successful=False, reason=f"{parameter.name} is read-only: restart the node")
+            proposed[parameter.name] = parameter.value
+        reason = check_parameters(proposed)
+        if reason is None and proposed["goal_file"] and proposed["goal_file"] != self._params["goal_file"]:
+            try:
+                read_goal_file(proposed["goal_file"])
+            except ValueError as error:
+                reason = str(error)
+        return SetParametersResult(successful=reason is None, reason=reason or "")
+
+    def _after_set_parameters(self, parameters: list[Parameter]) -> None:
+        changed = {p.name for p in parameters if p.name in PARAMETERS}
+        with self._lock:
+            self._params.update({p.name: p.value for p in parameters if p.name in PARAMETERS})
+        if "goal_file" in changed and self._params["goal_file"]:
+            self._set_goal(read_goal_file(self._params["goal_file"]), f"file {self._params['goal_file']}")
+        if "replan_rate_hz" in changed:
+            self.destroy_timer(self._replan_timer)
+            self._replan_timer = self.create_timer(1.0 / self._params["replan_rate_hz"], self._on_replan_tick,
+                                                   self._timers_group)
+        if changed:
+            self.get_logger().info(f"parameters changed: {', '.join(sorted(changed))}")
+
+    def _set_goal(self, rgb: np.ndarray, source: str) -> None:
+        with self._lock:
+            self._goal, self._goal_source = rgb, source
+            self._goal_generation += 1
+        self.get_logger().info(f"new goal from {source} ({rgb.shape[1]}x{rgb.shape[0]})")
+
+    def _on_goal(self, msg: Image) -> None:
+        try:
+            rgb = image_msg_to_rgb(msg)
+        except ImageDecodeError as error:
+            self._report_error("goal_rejected", f"goal image rejected: {error}")
+            return
+        self._set_goal(rgb, f"topic {self.resolve_topic_name('goal')}")
+
+    # ------------------------------------------------------------------ planning
+    def _on_replan_tick(self) -> None:
+        if self._tick.is_set() or self._busy:
+            with self._lock:
+                self._counts["ticks_skipped_busy"] += 1
+            return
+        self._tick.set()
+
+    def _planning_loop(self) -> None:
+        planner: CEMPlanner | None = None
+        planner_key = None
+        while not self._stopping.is_set():
+            if not self._tick.wait(timeout=0.2):
+                continue
+            self._busy = True
+            self._tick.clear()
+            try:
+                with self._lock:
+                    goal, generation, params = self._goal, self._goal_generation, dict(self._params)
+                if goal is None:
+                    self._fail("no_goal", "no goal yet: set goal_file or publish an image on "
+                                          f"{self.resolve_topic_name('goal')}")
+                    continue
+                if not self._client.service_is_ready():
+                    self._fail("service_missing", f"service {self._client.srv_name} is not available: is the "
+                                                  "predictor running (and the predictor parameter right)?")
+                    continue
+                key = (generation,) + tuple(params[k] for k in sorted(params) if k not in ("goal_file", "replan_rate_hz"))
+                if planner is None or key != planner_key:  # a new goal or new settings: start cold
+                    planner, planner_key = self._make_planner(params), key
+                self._plan_once(planner, GoalScorer(goal, params["score_size"]), params)
+            except ImagineError as error:
+                self._fail("imagine_failed", str(error))
+            except Exception as error:  # never let the planning thread die: report and try again next tick
+                self._fail("imagine_failed", f"planning failed: {type(error).__name__}: {error}")
+            finally:
+                self._busy = False
+
+    def _make_planner(self, params: dict[str, Any]) -> CEMPlanner:
+        config = CEMConfig(
+            horizon_steps=params["horizon_steps"], frames_per_step=params["frames_per_step"],
+            candidates=params["candidates"], elites=params["elites"], iterations=params["iterations"],
+            linear_limits=(params["linear_min"], params["linear_max"]),
+            angular_limits=(params["angular_min"], params["angular_max"]),
+            initial_std=(params["initial_std_linear"], params["initial_std_angular"]), execute=params["execute"],
+        )
+        encoder = ActionEncoder(params["action_modality"], params["frame_interval_s"], params["frames_per_step"])
+        return CEMPlanner(config, self._service_imagine, encoder, rng=self._rng)
+
+    def _plan_once(self, planner: CEMPlanner, scorer: GoalScorer, params: dict[str, Any]) -> None:
+        began = time.perf_counter()
+        # One noise seed per plan: every candidate of every iteration sees the same noise.
+        self._plan_seed = int(params["seed"]) if params["seed"] >= 0 else secrets.randbelow(2**31)
+        self._plan_params = params
+        result = planner.plan(scorer)
+        v, w = (float(x) for x in result.command)
+        twist = Twist()
+        twist.linear.x, twist.angular.z = v, w
+        self._cmd_pub.publish(twist)
+        with self._lock:
+            self._counts["plans"] += 1
+            self._state = "planning"
+            self._last_error = ""
+            self._last_plan = {"linear_x": v, "angular_z": w, "best_score": result.best_score,
+                               "elite_score_first": result.elite_score_per_iteration[0],
+                               "elite_score_last": result.elite_score_per_iteration[-1],
+                               "plan_s": time.perf_counter() - began, "imagine_s": result.imagine_s}
+
+    def _service_imagine(self, actions: np.ndarray) -> np.ndarray:
+        """The planner's ``imagine``: one ~/imagine call for the whole batch; frames (B, 1, H, W, 3)."""
+        params = self._plan_params
+        b, n, d = actions.shape
+        request = Imagine.Request(modality=params["action_modality"], actions=actions.reshape(-1).tolist(), batch=b,
+                                  horizon=n, action_dim=d, seed=self._plan_seed, from_live_history=True,
+                                  denoise_steps=int(params["denoise_steps"]),
+                                  guidance_scale=float(params["guidance_scale"]), shared_noise=True,
+                                  last_frame_only=True)
+        done = threading.Event()
+        future = self._client.call_async(request)
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(params["imagine_timeout_s"]):
+            self._client.remove_pending_request(future)
+            raise ImagineError(f"~/imagine did not answer within imagine_timeout_s={params['imagine_timeout_s']} s")
+        response = future.result()
+        if response is None:
+            raise ImagineError("~/imagine returned no response")
+        if not response.success:
+            raise ImagineError(f"~/imagine refused or failed: {response.message}")
+        per = int(response.frames_per_candidate) or 1
+        if len(response.frames) != b * per:
+            raise ImagineError(f"~/imagine returned {len(response.frames)} frames for {b} candidates x {per}")
+        frames = np.stack([image_msg_to_rgb(m) for m in response.frames])
+        return frames.reshape(b, per, *frames.shape[1:])
+
+    def _fail(self, reason: str, message: str) -> None:
+        """Count and report a tick without a plan; stop the base if asked to."""
+        with self._lock:
+            self._counts[reason] += 1
+            self._state = reason
+            self._last_error = message
+            stop = self._params["stop_on_error"]
+        self.get_logger().warning(message, throttle_duration_sec=LOG_THROTTLE_S)
+        if stop:
+            self._cmd_pub.publish(Twist())
+
+    def _report_error(self, reason: str, message: str) -> None:
+        with self._lock:
+            self._counts[reason] = self._counts.get(reason, 0) + 1
+            self._last_error = message
+        self.get_logger().warning(message, throttle_duration_sec=LOG_THROTTLE_S)
+
+    # ------------------------------------------------------------------ diagnostics
+    def _on_diagnostics_tick(self) -> None:
+        with self._lock:
+            counts, state, last_error = dict(self._counts), self._state, self._last_error
+            plan, goal_source = dict(self._last_plan), self._goal_source
+        status = DiagnosticStatus(name=f"{NODE_NAME}: planning", hardware_id=NODE_NAME)
+        if state == "planning":
+            status.level, status.message = DiagnosticStatus.OK, f"{counts['plans']} plans; goal from {goal_source}"
+        elif state in ("starting", "no_goal"):
+            status.level = DiagnosticStatus.WARN
+            status.message = last_error or "waiting for the first plan"
+        else:
+            status.level, status.message = DiagnosticStatus.ERROR, last_error
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in sorted(counts.items())]
+        status.values += [KeyValue(key=f"last_{k}", value=f"{v:.4f}") for k, v in sorted(plan.items())]
+        status.values.append(KeyValue(key="state", value=state))
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(array)
+
+    def destroy_node(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the planner until Ctrl-C or ROS shutdown; 1 when it cannot start."""
+    return run_node(PlannerNode, SingleThreadedExecutor, NODE_NAME, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
