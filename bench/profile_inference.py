@@ -17,7 +17,6 @@ import json
 import statistics
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,23 +41,6 @@ class StageTimer:
             return out
 
         setattr(obj, name, timed)
-
-
-@contextmanager
-def bf16_transformer(wm: WorldModel):
-    """Run the transformer under CPU bfloat16 autocast (weights stay float32)."""
-    forward = wm.transformer.forward
-
-    def autocast_forward(*args, **kwargs):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            v, kv = forward(*args, **kwargs)
-        return v.float(), kv
-
-    wm.transformer.forward = autocast_forward
-    try:
-        yield
-    finally:
-        wm.transformer.forward = forward
 
 
 def tick(wm: WorldModel, frames: np.ndarray, actions: np.ndarray, future: np.ndarray, **imagine_kwargs) -> np.ndarray:
@@ -124,12 +106,15 @@ def main() -> None:
         return run
 
     def with_bf16():
-        with bf16_transformer(wm):
+        wm.set_precision("bfloat16")
+        try:
             return tick(wm, frames, actions, future)
+        finally:
+            wm.set_precision("float32")
 
     variants = {
         f"baseline ({steps} steps, s={base_config.guidance_scale:g}, fp32)": configured(),
-        "transformer in bf16 autocast": with_bf16,
+        "transformer in bfloat16 (set_precision)": with_bf16,
         f"{steps // 2} steps": configured(denoise_steps=max(1, steps // 2)),
         f"{max(1, steps // 4)} steps": configured(denoise_steps=max(1, steps // 4)),
         "guidance off (s=1, one pass)": configured(guidance_scale=1.0),

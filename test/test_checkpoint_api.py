@@ -171,3 +171,19 @@ def test_residual_decoding_adds_the_decoded_change_to_the_last_real_frame(model)
     np.testing.assert_allclose(with_residual, expected, atol=1.01 / 127.5)  # both sides rounded to uint8 once
     # the codec's own error is gone: decoding the last frame's latent gives the last frame back
     assert np.abs(with_residual - plain).max() > 0.05
+
+
+def test_bfloat16_precision_stays_close_to_float32(model):
+    frames = _frames(6, h=16, w=16)
+    acts = np.random.default_rng(4).normal(size=(6, 6)).astype(np.float32) * 0.3
+    outputs = {}
+    for precision in ("float32", "bfloat16", "float32"):
+        model.set_precision(precision)
+        assert model.precision == precision
+        model.start(frames[:4], acts[:4], modality="twist", seed=0)
+        outputs.setdefault(precision, []).append(model.imagine(acts[None, 4:], seed=1)[0].astype(np.int16))
+    np.testing.assert_array_equal(outputs["float32"][0], outputs["float32"][1])  # switching back is exact
+    diff = np.abs(outputs["bfloat16"][0] - outputs["float32"][0])
+    assert 0 < diff.max() and diff.mean() < 2.0  # bf16 rounding shows, but only as rounding
+    with pytest.raises(ValueError, match="precision must be one of"):
+        model.set_precision("float16")

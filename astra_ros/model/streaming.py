@@ -12,6 +12,7 @@ give the same output for the same noise.
 from __future__ import annotations
 
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -100,10 +101,14 @@ def _tile(x: torch.Tensor, batch: int) -> torch.Tensor:
 class StreamingRollout:
     """Owns the history of one stream (its cache or its latents) and predicts chunk after chunk."""
 
-    def __init__(self, model: AstraTransformer, use_cache: bool = True) -> None:
+    def __init__(self, model: AstraTransformer, use_cache: bool = True,
+                 compute_dtype: torch.dtype | None = None) -> None:
         self.model = model
         self.config: AstraConfig = model.config
         self.use_cache = use_cache
+        # None: float32. torch.bfloat16: the transformer runs under autocast (weights stay float32;
+        # cached keys/values are stored in bfloat16; the sampler's state stays float32).
+        self.compute_dtype = compute_dtype
         self.cache = KVCache(self.config.num_layers, self.config.max_history_chunks if use_cache else None)
         self.next_frame = 0  # absolute latent-frame index of the next chunk
 
@@ -113,7 +118,7 @@ class StreamingRollout:
 
     def fork(self) -> "StreamingRollout":
         """An independent stream that continues from the same history (shared, not recomputed)."""
-        other = StreamingRollout(self.model, self.use_cache)
+        other = StreamingRollout(self.model, self.use_cache, self.compute_dtype)
         other.cache = self.cache.fork()
         other.next_frame = self.next_frame
         return other
@@ -121,6 +126,14 @@ class StreamingRollout:
     @property
     def num_history_chunks(self) -> int:
         return len(self.cache)
+
+    def _run(self, *args, **kwargs):
+        """The transformer's forward, under autocast when a compute dtype is set; velocity in float32."""
+        device_type = self.model.scale_shift_table.device.type
+        ctx = torch.autocast(device_type, dtype=self.compute_dtype) if self.compute_dtype is not None else nullcontext()
+        with ctx:
+            v, kv = self.model(*args, **kwargs)
+        return v.float(), kv
 
     def _frame_pos(self) -> torch.Tensor:
         return torch.arange(self.next_frame, self.next_frame + self.config.chunk_frames)
@@ -143,7 +156,7 @@ class StreamingRollout:
         noised = add_noise(latents, noise, t)
         chunk = HistoryChunk(frame_start=self.next_frame, noise_level=level, kv=None, latents=None, features=None)
         if self.use_cache:
-            _, kv = self.model(noised, t, self._frame_pos(), features, past_kv=self.cache.materialize(b))
+            _, kv = self._run(noised, t, self._frame_pos(), features, past_kv=self.cache.materialize(b))
             chunk.kv = kv
         else:
             chunk.latents, chunk.features = noised, features
@@ -184,7 +197,7 @@ class StreamingRollout:
             t = torch.full((nb, cfg.chunk_frames), float(times[i]), device=device)
             inp = torch.cat([x, x]) if guided else x
             if self.use_cache:
-                v, _ = self.model(inp, t, self._frame_pos(), step_features, past_kv=past)
+                v, _ = self._run(inp, t, self._frame_pos(), step_features, past_kv=past)
             else:
                 v = self._recompute_velocity(inp, t, step_features)
             if guided:
@@ -198,7 +211,7 @@ class StreamingRollout:
         nb, cf, n = x.shape[0], cfg.chunk_frames, cfg.tokens_per_frame
         hist = list(self.cache.chunks)
         if not hist:
-            return self.model(x, t, self._frame_pos(), features)[0]
+            return self._run(x, t, self._frame_pos(), features)[0]
         lat = torch.cat([_tile(c.latents, nb) for c in hist] + [x], dim=2)
         feats = torch.cat([_tile(c.features, nb) for c in hist] + [features], dim=1)
         levels = torch.tensor([c.noise_level for c in hist], device=x.device).repeat_interleave(cf)
@@ -208,5 +221,5 @@ class StreamingRollout:
         is_target = torch.zeros_like(ids, dtype=torch.bool)
         is_target[-cf * n:] = True
         mask = block_causal_mask(ids, is_target, cfg.max_history_chunks).to(x.device)
-        v, _ = self.model(lat, times, pos, feats, attention_mask=mask)
+        v, _ = self._run(lat, times, pos, feats, attention_mask=mask)
         return v[:, :, -cf:]

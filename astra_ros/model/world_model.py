@@ -103,6 +103,26 @@ class WorldModel(nn.Module):
         return self.transformer.action_encoder.expert_usage()
 
     # ------------------------------------------------------------------ stream
+    # ------------------------------------------------------------------ precision
+    PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+
+    @property
+    def precision(self) -> str:
+        """``"float32"`` or ``"bfloat16"``: the transformer's compute precision at inference."""
+        return next(k for k, v in self.PRECISIONS.items() if v == self.stream.compute_dtype)
+
+    def set_precision(self, precision: str) -> "WorldModel":
+        """Run the transformer in ``"bfloat16"`` (autocast; weights stay float32) or ``"float32"``.
+
+        bfloat16 pays on CPUs with native bf16 matrix instructions (AVX512-BF16, AMX) and on GPUs;
+        ``bench/profile_inference.py`` measures it. Applies to the next ``start`` (resets the stream).
+        """
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(self.PRECISIONS)}, got {precision!r}")
+        self.reset()
+        self.stream.compute_dtype = self.PRECISIONS[precision]
+        return self
+
     def reset(self) -> None:
         """Forget the live stream."""
         self.stream.reset()

@@ -125,6 +125,9 @@ class _Spec:
 PARAMETERS: dict[str, _Spec] = {
     "checkpoint": _Spec("default", "model checkpoint: 'default', a directory, or 'random:<preset>' "
                         "(random weights; random:tiny is 32x32 for tests)", read_only=True),
+    "precision": _Spec("float32", "compute precision of the transformer: bfloat16 is ~1.2x faster on CPUs "
+                       "with AVX512-BF16 (bench/profile_inference.py) at a mean change of under one grey level",
+                       read_only=True, choices=("float32", "bfloat16")),
     "action_modality": _Spec("twist", "actions fed to the model: camera (pose = camera optical frame in the world), "
                              "robot (pose = end-effector in the base frame), twist or keys (twist or odom)",
                              choices=MODALITIES),
@@ -175,6 +178,7 @@ class PredictorNode(Node):
             raise StartupError(str(error)) from error
         self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
         self._model = self._load_model(self._params["checkpoint"])
+        self._model.set_precision(self._params["precision"])
         for name, value in self._params.items():
             reason = self._check_value(name, value)
             if reason:
