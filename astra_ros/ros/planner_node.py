@@ -27,13 +27,12 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.executors import SingleThreadedExecutor
@@ -45,6 +44,7 @@ from sensor_msgs.msg import Image
 from astra_ros.data.images import ImageDecodeError
 from astra_ros.planning.cem import ActionEncoder, CEMConfig, CEMPlanner, GoalScorer
 from astra_ros.ros.conversions import image_msg_to_rgb
+from astra_ros.ros.parameters import ParamSpec, descriptor
 from astra_ros.ros.runner import StartupError, run_node
 
 try:  # built by scripts/setup.sh (or colcon) from srv/
@@ -56,56 +56,33 @@ NODE_NAME = "astra_planner"
 LOG_THROTTLE_S = 5.0  # [s] the same warning at most this often
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """One parameter: default, description, optional (low, high) range, read-only after start, choices."""
-
-    default: Any
-    description: str
-    range: tuple[float, float] | None = None
-    read_only: bool = False
-    choices: tuple[str, ...] = ()
-
-
-PARAMETERS: dict[str, _Spec] = {
-    "predictor": _Spec("/astra_predictor", "the predictor node whose ~/imagine service the planner calls", read_only=True),
-    "goal_file": _Spec("", "goal image file (png, jpg, ...); empty: wait for a goal on the goal topic"),
-    "cmd_vel_topic": _Spec("/cmd_vel", "where the planned command is published (geometry_msgs/Twist)", read_only=True),
-    "replan_rate_hz": _Spec(1.0, "plans per second [Hz] (a tick while a plan is still searched is skipped)", (0.01, 30.0)),
-    "action_modality": _Spec("twist", "actions the predictor's model is driven with", choices=("twist", "keys")),
-    "frame_interval_s": _Spec(0.1, "camera frame interval [s] the model's actions are scaled by", (0.001, 10.0)),
-    "horizon_steps": _Spec(3, "steps per plan; each holds one command for frames_per_step frames", (1, 16)),
-    "frames_per_step": _Spec(2, "camera frames per plan step (the model's frames per chunk)", (1, 16)),
-    "candidates": _Spec(16, "plans imagined per CEM iteration (one ~/imagine batch; <= the predictor's "
+PARAMETERS: dict[str, ParamSpec] = {
+    "predictor": ParamSpec("/astra_predictor", "the predictor node whose ~/imagine service the planner calls", read_only=True),
+    "goal_file": ParamSpec("", "goal image file (png, jpg, ...); empty: wait for a goal on the goal topic"),
+    "cmd_vel_topic": ParamSpec("/cmd_vel", "where the planned command is published (geometry_msgs/Twist)", read_only=True),
+    "replan_rate_hz": ParamSpec(1.0, "plans per second [Hz] (a tick while a plan is still searched is skipped)", (0.01, 30.0)),
+    "action_modality": ParamSpec("twist", "actions the predictor's model is driven with", choices=("twist", "keys")),
+    "frame_interval_s": ParamSpec(0.1, "camera frame interval [s] the model's actions are scaled by", (0.001, 10.0)),
+    "horizon_steps": ParamSpec(3, "steps per plan; each holds one command for frames_per_step frames", (1, 16)),
+    "frames_per_step": ParamSpec(2, "camera frames per plan step (the model's frames per chunk)", (1, 16)),
+    "candidates": ParamSpec(16, "plans imagined per CEM iteration (one ~/imagine batch; <= the predictor's "
                         "max_imagine_batch)", (2, 64)),
-    "elites": _Spec(4, "best plans the CEM distribution is refitted to (<= candidates)", (1, 64)),
-    "iterations": _Spec(2, "CEM iterations per plan", (1, 10)),
-    "linear_min": _Spec(-0.3, "slowest forward speed [m/s] (negative: reverse)", (-10.0, 10.0)),
-    "linear_max": _Spec(0.6, "fastest forward speed [m/s]", (-10.0, 10.0)),
-    "angular_min": _Spec(-1.0, "fastest right turn [rad/s] (negative yaw rate)", (-10.0, 10.0)),
-    "angular_max": _Spec(1.0, "fastest left turn [rad/s]", (-10.0, 10.0)),
-    "initial_std_linear": _Spec(0.3, "std of the forward speed at a cold start [m/s]", (0.0, 10.0)),
-    "initial_std_angular": _Spec(0.6, "std of the yaw rate at a cold start [rad/s]", (0.0, 10.0)),
-    "execute": _Spec("mean", "command sent: 'mean' of the last elites or the 'best' plan imagined", choices=("mean", "best")),
-    "score_size": _Spec(16, "goal distance: MSE of frames area-downsampled to this many pixels square", (2, 256)),
-    "denoise_steps": _Spec(4, "Euler steps per imagined chunk; 0: the model's default", (0, 64)),
-    "guidance_scale": _Spec(1.0, "guidance scale of the imagination (1 = off, faster); 0: the model's default", (0.0, 20.0)),
-    "imagine_timeout_s": _Spec(30.0, "longest one ~/imagine call may take [s]", (0.1, 600.0)),
-    "seed": _Spec(-1, "seed of the planner's sampling and the imagination noise; -1: random", (-1, 2**31 - 1)),
-    "stop_on_error": _Spec(True, "publish a zero twist when no plan can be made (no goal, no service, failure)"),
+    "elites": ParamSpec(4, "best plans the CEM distribution is refitted to (<= candidates)", (1, 64)),
+    "iterations": ParamSpec(2, "CEM iterations per plan", (1, 10)),
+    "linear_min": ParamSpec(-0.3, "slowest forward speed [m/s] (negative: reverse)", (-10.0, 10.0)),
+    "linear_max": ParamSpec(0.6, "fastest forward speed [m/s]", (-10.0, 10.0)),
+    "angular_min": ParamSpec(-1.0, "fastest right turn [rad/s] (negative yaw rate)", (-10.0, 10.0)),
+    "angular_max": ParamSpec(1.0, "fastest left turn [rad/s]", (-10.0, 10.0)),
+    "initial_std_linear": ParamSpec(0.3, "std of the forward speed at a cold start [m/s]", (0.0, 10.0)),
+    "initial_std_angular": ParamSpec(0.6, "std of the yaw rate at a cold start [rad/s]", (0.0, 10.0)),
+    "execute": ParamSpec("mean", "command sent: 'mean' of the last elites or the 'best' plan imagined", choices=("mean", "best")),
+    "score_size": ParamSpec(16, "goal distance: MSE of frames area-downsampled to this many pixels square", (2, 256)),
+    "denoise_steps": ParamSpec(4, "Euler steps per imagined chunk; 0: the model's default", (0, 64)),
+    "guidance_scale": ParamSpec(1.0, "guidance scale of the imagination (1 = off, faster); 0: the model's default", (0.0, 20.0)),
+    "imagine_timeout_s": ParamSpec(30.0, "longest one ~/imagine call may take [s]", (0.1, 600.0)),
+    "seed": ParamSpec(-1, "seed of the planner's sampling and the imagination noise; -1: random", (-1, 2**31 - 1)),
+    "stop_on_error": ParamSpec(True, "publish a zero twist when no plan can be made (no goal, no service, failure)"),
 }
-
-
-def _descriptor(name: str, spec: _Spec) -> ParameterDescriptor:
-    description = spec.description + (f" (one of: {', '.join(spec.choices)})" if spec.choices else "")
-    descriptor = ParameterDescriptor(name=name, description=description, read_only=spec.read_only)
-    if spec.range is not None:
-        low, high = spec.range
-        if isinstance(spec.default, int) and not isinstance(spec.default, bool):
-            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
-        else:
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
-    return descriptor
 
 
 def read_goal_file(path: str) -> np.ndarray:
@@ -124,10 +101,9 @@ def check_parameters(params: dict[str, Any]) -> str | None:
         spec = PARAMETERS.get(name)
         if spec is None:
             continue
-        if spec.choices and value not in spec.choices:
-            return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
-        if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
-            return f"{name} must be in [{spec.range[0]}, {spec.range[1]}], got {value}"
+        reason = spec.violation(value)
+        if reason:
+            return f"{name} {reason}"
     if params["elites"] > params["candidates"]:
         return f"elites ({params['elites']}) must be <= candidates ({params['candidates']})"
     if params["linear_min"] >= params["linear_max"]:
@@ -151,7 +127,7 @@ class PlannerNode(Node):
                                "(run scripts/setup.sh or build interfaces/ with colcon)")
         try:
             for name, spec in PARAMETERS.items():
-                self.declare_parameter(name, spec.default, _descriptor(name, spec))
+                self.declare_parameter(name, spec.default, descriptor(name, spec))
         except ParameterException as error:
             raise StartupError(str(error)) from error
         self._params = {name: self.get_parameter(name).value for name in PARAMETERS}

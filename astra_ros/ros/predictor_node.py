@@ -61,7 +61,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.event_handler import QoSMessageLostInfo, SubscriptionEventCallbacks
@@ -74,6 +74,7 @@ from std_srvs.srv import Trigger
 
 from astra_ros.data.actions import MODALITIES, KeyThresholds
 from astra_ros.data.images import ImageDecodeError
+from astra_ros.ros.parameters import ParamSpec, descriptor  # noqa: E402
 from astra_ros.ros.runner import StartupError, run_node  # noqa: E402
 from astra_ros.ros.conversions import image_msg_to_rgb, ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, stamp_to_ns, twist_msg_to_vector
 from astra_ros.ros.predictor_core import (
@@ -111,59 +112,36 @@ INPUTS = ("image", "pose", "twist", "odom")
 LOG_THROTTLE_S = 5.0  # [s] the same warning at most this often
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """One parameter: default, description, optional (low, high) range, read-only after start."""
-
-    default: Any
-    description: str
-    range: tuple[float, float] | None = None
-    read_only: bool = False
-    choices: tuple[str, ...] = ()
-
-
-PARAMETERS: dict[str, _Spec] = {
-    "checkpoint": _Spec("default", "model checkpoint: 'default', a directory, or 'random:<preset>' "
+PARAMETERS: dict[str, ParamSpec] = {
+    "checkpoint": ParamSpec("default", "model checkpoint: 'default', a directory, or 'random:<preset>' "
                         "(random weights; random:tiny is 32x32 for tests)", read_only=True),
-    "precision": _Spec("float32", "compute precision of the transformer: bfloat16 is ~1.2x faster on CPUs "
+    "precision": ParamSpec("float32", "compute precision of the transformer: bfloat16 is ~1.2x faster on CPUs "
                        "with AVX512-BF16 (bench/profile_inference.py) at a mean change of under one grey level",
                        read_only=True, choices=("float32", "bfloat16")),
-    "action_modality": _Spec("twist", "actions fed to the model: camera (pose = camera optical frame in the world), "
+    "action_modality": ParamSpec("twist", "actions fed to the model: camera (pose = camera optical frame in the world), "
                              "robot (pose = end-effector in the base frame), twist or keys (twist or odom)",
                              choices=MODALITIES),
-    "twist_source": _Spec("twist", "where twist/keys actions come from: 'twist' (the twist topic) or 'odom' "
+    "twist_source": ParamSpec("twist", "where twist/keys actions come from: 'twist' (the twist topic) or 'odom' "
                           "(the odometry's twist)", choices=TWIST_SOURCES),
-    "twist_stamped": _Spec(False, "the twist topic is geometry_msgs/TwistStamped (else Twist, stamped on arrival)",
+    "twist_stamped": ParamSpec(False, "the twist topic is geometry_msgs/TwistStamped (else Twist, stamped on arrival)",
                            read_only=True),
-    "context_frames": _Spec(4, "observed frames the model is started from (>= the model's frames per chunk)", (2, 64)),
-    "horizon": _Spec(4, "frames predicted at each tick", (1, 64)),
-    "publish_rate": _Spec(2.0, "predictions per second [Hz] (a tick without a new frame is skipped)", (0.05, 30.0)),
-    "sync_slop_s": _Spec(0.05, "largest stamp difference [s] between an image and its pose/twist", (0.0, 2.0)),
-    "sync_queue_size": _Spec(10, "images waiting for their pose/twist (older ones are dropped)", (1, 200)),
-    "input_timeout_s": _Spec(2.0, "an input silent for longer than this [s] is reported", (0.1, 600.0)),
-    "max_imagine_batch": _Spec(64, "largest batch an ~/imagine request may ask for (planners send 16-64 candidates)",
+    "context_frames": ParamSpec(4, "observed frames the model is started from (>= the model's frames per chunk)", (2, 64)),
+    "horizon": ParamSpec(4, "frames predicted at each tick", (1, 64)),
+    "publish_rate": ParamSpec(2.0, "predictions per second [Hz] (a tick without a new frame is skipped)", (0.05, 30.0)),
+    "sync_slop_s": ParamSpec(0.05, "largest stamp difference [s] between an image and its pose/twist", (0.0, 2.0)),
+    "sync_queue_size": ParamSpec(10, "images waiting for their pose/twist (older ones are dropped)", (1, 200)),
+    "input_timeout_s": ParamSpec(2.0, "an input silent for longer than this [s] is reported", (0.1, 600.0)),
+    "max_imagine_batch": ParamSpec(64, "largest batch an ~/imagine request may ask for (planners send 16-64 candidates)",
                                (1, 64)),
-    "imagine_sub_batch": _Spec(0, "candidates the model runs at once; larger ~/imagine requests are split into "
+    "imagine_sub_batch": ParamSpec(0, "candidates the model runs at once; larger ~/imagine requests are split into "
                                "sub-batches run one after the other (same futures); 0: the model's memory estimate",
                                (0, 64)),
-    "max_imagine_horizon": _Spec(16, "largest horizon an ~/imagine request may ask for", (1, 256)),
-    "imagine_timeout_s": _Spec(30.0, "longest an ~/imagine call waits for the model [s]", (0.1, 600.0)),
-    "seed": _Spec(-1, "seed of the live predictions' noise; -1: the model's default stream seed", (-1, 2**31 - 1)),
-    "key_linear_threshold": _Spec(0.05, "keys modality: speed [m/s] that presses forward/back/left/right", (1e-4, 100.0)),
-    "key_angular_threshold": _Spec(0.15, "keys modality: yaw rate [rad/s] that presses a turn key", (1e-4, 100.0)),
+    "max_imagine_horizon": ParamSpec(16, "largest horizon an ~/imagine request may ask for", (1, 256)),
+    "imagine_timeout_s": ParamSpec(30.0, "longest an ~/imagine call waits for the model [s]", (0.1, 600.0)),
+    "seed": ParamSpec(-1, "seed of the live predictions' noise; -1: the model's default stream seed", (-1, 2**31 - 1)),
+    "key_linear_threshold": ParamSpec(0.05, "keys modality: speed [m/s] that presses forward/back/left/right", (1e-4, 100.0)),
+    "key_angular_threshold": ParamSpec(0.15, "keys modality: yaw rate [rad/s] that presses a turn key", (1e-4, 100.0)),
 }
-
-
-def _descriptor(name: str, spec: _Spec) -> ParameterDescriptor:
-    description = spec.description + (f" (one of: {', '.join(spec.choices)})" if spec.choices else "")
-    descriptor = ParameterDescriptor(name=name, description=description, read_only=spec.read_only)
-    if spec.range is not None:
-        low, high = spec.range
-        if isinstance(spec.default, int) and not isinstance(spec.default, bool):
-            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
-        else:
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
-    return descriptor
 
 
 class PredictorNode(Node):
@@ -173,7 +151,7 @@ class PredictorNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         try:
             for name, spec in PARAMETERS.items():
-                self.declare_parameter(name, spec.default, _descriptor(name, spec))
+                self.declare_parameter(name, spec.default, descriptor(name, spec))
         except ParameterException as error:  # a -p or params-file value of the wrong type or out of range
             raise StartupError(str(error)) from error
         self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
@@ -271,12 +249,11 @@ class PredictorNode(Node):
         spec = PARAMETERS.get(name)
         if spec is None:
             return None
-        if spec.choices and value not in spec.choices:
-            return f"must be one of {', '.join(spec.choices)}, got {value!r}"
+        reason = spec.violation(value)
+        if reason:
+            return reason
         if name == "action_modality" and value not in self._model.modalities:
             return f"the model knows {', '.join(self._model.modalities)}, not {value!r}"
-        if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
-            return f"must be in [{spec.range[0]}, {spec.range[1]}], got {value}"
         if name == "context_frames" and value < self._model.frames_per_chunk:
             return f"must be >= the model's frames per chunk ({self._model.frames_per_chunk}), got {value}"
         return None
