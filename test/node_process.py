@@ -5,8 +5,16 @@ blocked node then never answers SIGTERM; a file has neither problem.
 """
 
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+
+def console_script(name: str) -> str:
+    """The console script ``name`` of this interpreter's environment (else whatever PATH finds)."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
 
 
 def start_node(command: list[str], cwd) -> subprocess.Popen:

@@ -11,14 +11,13 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from node_process import start_node, stop_node, wait_until
+from node_process import console_script, start_node, stop_node, wait_until
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -40,11 +39,6 @@ CAMERA_HZ = 15.0
 HORIZON = 2
 MAX_BATCH, MAX_HORIZON = 4, 6
 CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
-
-
-def _script(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else name
 
 
 def _stamp_ns(stamp) -> int:
@@ -182,7 +176,7 @@ def node():
         pytest.skip("astra_ros_interfaces not built (scripts/setup.sh builds it)")
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     command = [
-        _script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "action_modality:=twist",
+        console_script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "action_modality:=twist",
         "-p", "twist_stamped:=true", "-p", f"horizon:={HORIZON}", "-p", "context_frames:=4",
         "-p", "publish_rate:=4.0", "-p", "input_timeout_s:=1.0", "-p", "sync_slop_s:=0.1",
         "-p", f"max_imagine_batch:={MAX_BATCH}", "-p", f"max_imagine_horizon:={MAX_HORIZON}",
@@ -405,7 +399,7 @@ def test_bad_checkpoints_stop_the_node_with_a_reason(tmp_path):
         str(garbage_config): "invalid",
     }
     processes = {
-        checkpoint: subprocess.Popen([_script("astra-predictor"), "--ros-args", "-p", f"checkpoint:={checkpoint}"],
+        checkpoint: subprocess.Popen([console_script("astra-predictor"), "--ros-args", "-p", f"checkpoint:={checkpoint}"],
                                      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for checkpoint in cases
     }

@@ -5,14 +5,13 @@ conftest.py and is inherited by the node process.
 """
 
 import os
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from node_process import start_node, stop_node, wait_until
+from node_process import console_script, start_node, stop_node, wait_until
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -37,11 +36,6 @@ NODE = "/astra_predictor"
 HORIZON = 3
 CAMERA_HZ = 10.0
 IMAGE_SIZE = (48, 64)  # (H, W): not the model's 32x32, so the node must resize
-
-
-def _script(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else name
 
 
 class Harness:
@@ -158,7 +152,7 @@ def predictor():
     """The predictor process (tiny random model, twist modality) and a harness feeding it."""
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     command = [
-        _script("astra-predictor"), "--ros-args", "--params-file", str(REPO / "config" / "predictor.yaml"),
+        console_script("astra-predictor"), "--ros-args", "--params-file", str(REPO / "config" / "predictor.yaml"),
         "-p", "checkpoint:=random:tiny", "-p", "action_modality:=twist", "-p", f"horizon:={HORIZON}",
         "-p", "context_frames:=4", "-p", "publish_rate:=4.0", "-p", "input_timeout_s:=1.0",
         "-p", "sync_slop_s:=0.2",

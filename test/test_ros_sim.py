@@ -3,14 +3,13 @@ and the predictor fed by it end to end."""
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from node_process import start_node, stop_node, wait_until
+from node_process import console_script, start_node, stop_node, wait_until
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -24,11 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 RATE_HZ = 10
 
 
-def _script(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else name
-
-
 def _stop(process: subprocess.Popen) -> str:
     return stop_node(process)
 
@@ -38,11 +32,11 @@ def rover():
     """astra_sim (rover) and astra_predictor on its camera and /cmd_vel, and a node recording their topics."""
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     sim = start_node(
-        [_script("astra-sim-node"), "--ros-args", "-p", "scenario:=rover", "-p", "seed:=3",
+        [console_script("astra-sim-node"), "--ros-args", "-p", "scenario:=rover", "-p", "seed:=3",
          "-p", f"rate_hz:={RATE_HZ}", "-p", "size:=64x48"], REPO,
     )
     predictor = start_node(
-        [_script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "horizon:=2",
+        [console_script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "horizon:=2",
          "-p", "publish_rate:=2.0", "-p", "sync_slop_s:=0.3",
          "-r", "image:=/camera/image_raw", "-r", "twist:=/cmd_vel", "-r", "odom:=/odom", "-r", "pose:=/camera/pose"],
         REPO,

@@ -80,7 +80,7 @@ class KVCache:
         return sum(t.numel() * t.element_size() for c in self.chunks for kv in c.kv for t in kv)
 
 
-def _noise(shape: tuple[int, ...], generator: torch.Generator | None, shared: bool) -> torch.Tensor:
+def draw_noise(shape: tuple[int, ...], generator: torch.Generator | None, shared: bool) -> torch.Tensor:
     """Gaussian noise; ``shared`` draws one row and repeats it over the batch."""
     if not shared:
         return torch.randn(shape, generator=generator)
@@ -151,7 +151,7 @@ class StreamingRollout:
         cfg = self.config
         level = cfg.history_noise if noise_level is None else noise_level
         b, cf = latents.shape[0], cfg.chunk_frames
-        noise = (_noise(latents.shape, generator, shared_noise) if noise is None else noise).to(latents)
+        noise = (draw_noise(latents.shape, generator, shared_noise) if noise is None else noise).to(latents)
         t = torch.full((b, cf), level, device=latents.device)
         noised = add_noise(latents, noise, t)
         chunk = HistoryChunk(frame_start=self.next_frame, noise_level=level, kv=None, latents=None, features=None)
@@ -187,7 +187,7 @@ class StreamingRollout:
         h, w = cfg.latent_size
         shape = (b, cfg.codec.latent_channels, cfg.chunk_frames, h, w)
         device = features.device
-        x = (_noise(shape, generator, shared_noise) if noise is None else noise).to(device)
+        x = (draw_noise(shape, generator, shared_noise) if noise is None else noise).to(device)
         guided = guidance_scale != 1.0 and null_features is not None
         step_features = torch.cat([features, null_features]) if guided else features
         nb = 2 * b if guided else b

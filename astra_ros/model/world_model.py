@@ -20,7 +20,7 @@ from torch import nn
 from .checkpoint import load_config, load_weights, resolve_checkpoint, save_checkpoint
 from .codec import LatentCodec
 from .config import AstraConfig
-from .streaming import StreamingRollout, _noise as _draw
+from .streaming import StreamingRollout, draw_noise
 from .transformer import AstraTransformer
 
 
@@ -277,7 +277,7 @@ class WorldModel(nn.Module):
         shape = (b, cfg.codec.latent_channels, cfg.chunk_frames, h, w)
         noises = []
         for c in range(chunks):
-            noises.append((_draw(shape, gen, shared_noise), _draw(shape, gen, shared_noise) if c + 1 < chunks else None))
+            noises.append((draw_noise(shape, gen, shared_noise), draw_noise(shape, gen, shared_noise) if c + 1 < chunks else None))
         # Only the chunks holding a requested frame need their latents kept.
         last_needed = max(frame_indices) // n
         out = []
