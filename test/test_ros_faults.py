@@ -446,3 +446,30 @@ def test_accounting_holds_when_a_state_decides_an_image_it_cannot_pair():
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_a_publish_racing_shutdown_is_dropped_but_real_publish_errors_are_raised():
+    """Ctrl-C shuts the context down while a model job may still be running: its publish is dropped."""
+    from std_msgs.msg import String
+
+    from astra_ros.ros.runner import publish_from_worker
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("publish_race", context=context)
+    publisher = node.create_publisher(String, "race", 1)
+    try:
+        assert publish_from_worker(node, lambda: publisher.publish(String(data="before")))
+
+        def broken() -> None:
+            raise RuntimeError("a real failure")
+
+        with pytest.raises(RuntimeError, match="a real failure"):
+            publish_from_worker(node, broken)
+        rclpy.shutdown(context=context)
+        with pytest.raises(Exception):  # what the node saw before this fix: an RCLError from the worker
+            publisher.publish(String(data="after"))
+        assert not publish_from_worker(node, lambda: publisher.publish(String(data="after")))
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ from astra_ros.data.images import ImageDecodeError
 from astra_ros.planning.cem import ActionEncoder, CEMConfig, CEMPlanner, GoalScorer
 from astra_ros.ros.conversions import image_msg_to_rgb
 from astra_ros.ros.parameters import ParamSpec, descriptor
-from astra_ros.ros.runner import StartupError, run_node
+from astra_ros.ros.runner import StartupError, publish_from_worker, run_node
 
 try:  # built by scripts/setup.sh (or colcon) from srv/
     from astra_ros_interfaces.srv import Imagine
@@ -275,7 +276,8 @@ class PlannerNode(Node):
         v, w = (float(x) for x in result.command)
         twist = Twist()
         twist.linear.x, twist.angular.z = v, w
-        self._cmd_pub.publish(twist)
+        if not publish_from_worker(self, partial(self._cmd_pub.publish, twist)):
+            return
         with self._lock:
             self._counts["plans"] += 1
             self._state = "planning"
@@ -320,7 +322,7 @@ class PlannerNode(Node):
             stop = self._params["stop_on_error"]
         self.get_logger().warning(message, throttle_duration_sec=LOG_THROTTLE_S)
         if stop:
-            self._cmd_pub.publish(Twist())
+            publish_from_worker(self, partial(self._cmd_pub.publish, Twist()))
 
     def _report_error(self, reason: str, message: str) -> None:
         with self._lock:

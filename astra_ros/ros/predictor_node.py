@@ -75,7 +75,7 @@ from std_srvs.srv import Trigger
 from astra_ros.data.actions import MODALITIES, KeyThresholds
 from astra_ros.data.images import ImageDecodeError
 from astra_ros.ros.parameters import ParamSpec, descriptor  # noqa: E402
-from astra_ros.ros.runner import StartupError, run_node  # noqa: E402
+from astra_ros.ros.runner import StartupError, publish_from_worker, run_node  # noqa: E402
 from astra_ros.ros.conversions import image_msg_to_rgb, ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, stamp_to_ns, twist_msg_to_vector
 from astra_ros.ros.predictor_core import (
     ImagineLimits,
@@ -499,7 +499,7 @@ class PredictorNode(Node):
             self._latencies = (self._latencies + [prediction.latency_s])[-50:]
             self._new_latencies.append(prediction.latency_s)
             self._expert_usage = usage
-        self._publish(prediction)
+        publish_from_worker(self, partial(self._publish, prediction))
 
     def _publish(self, prediction: Prediction) -> None:
         snapshot = prediction.snapshot

@@ -13,6 +13,24 @@ class StartupError(RuntimeError):
     """A node cannot start (bad parameter, missing checkpoint, ...): logged as fatal, exit code 1."""
 
 
+def publish_from_worker(node: Node, publish: Callable[[], None]) -> bool:
+    """Run ``publish`` from a worker thread; False, with nothing published, when ROS is shutting down.
+
+    Ctrl-C shuts the context down before the node is destroyed, so a model job that finishes in that
+    window would otherwise die publishing into an invalid context. A publish error while the context
+    is still valid is a real failure and is raised.
+    """
+    if not node.context.ok():
+        return False
+    try:
+        publish()
+    except Exception:
+        if node.context.ok():
+            raise
+        return False
+    return True
+
+
 def run_node(make_node: Callable[[], Node], make_executor: Callable[[], Executor], name: str,
              args: list[str] | None = None) -> int:
     """Init rclpy, spin the node until Ctrl-C or shutdown, clean up; 0, or 1 when it cannot start."""
