@@ -226,9 +226,10 @@ class WorldModel(nn.Module):
         frames = []
         for c in range(actions_t.shape[0] // n):
             chunk_actions = actions_t[None, c * n:(c + 1) * n]  # (1, n, D)
-            latents = self._predict(self.stream, chunk_actions, self._modality, gen, guidance_scale)
+            features = self._features(chunk_actions, 1)
+            latents = self._predict(self.stream, features, gen, guidance_scale)
             frames.append(latents)
-            self.stream.append_history(latents, self._features(chunk_actions, 1), generator=gen)
+            self.stream.append_history(latents, features, generator=gen)
         return self._decode(torch.cat(frames, dim=2))[0]
 
     @torch.no_grad()
@@ -288,12 +289,12 @@ class WorldModel(nn.Module):
             for c in range(last_needed + 1):
                 chunk_actions = actions_t[rows, c * n:(c + 1) * n]
                 predict_noise, history_noise = noises[c]
-                chunk = self._predict(branch, chunk_actions, modality, gen, guidance_scale, shared_noise,
-                                      steps=steps, noise=predict_noise[rows])
+                features = self._features(chunk_actions, chunk_actions.shape[0], modality)
+                chunk = self._predict(branch, features, gen, guidance_scale, shared_noise,
+                                      steps=steps, noise=predict_noise[rows], modality=modality)
                 latents.append(chunk)
                 if c < last_needed:
-                    branch.append_history(chunk, self._features(chunk_actions, chunk.shape[0], modality),
-                                          noise=history_noise[rows])
+                    branch.append_history(chunk, features, noise=history_noise[rows])
             wanted = torch.cat(latents, dim=2)[:, :, frame_indices]
             out.append(self._decode(wanted))
         return np.concatenate(out, axis=0)
@@ -336,13 +337,13 @@ class WorldModel(nn.Module):
         per_candidate = 4 * (passes * transformer + decoded_frames * decoder)
         return int(min(256, max(1, IMAGINE_MEMORY_BUDGET_BYTES // per_candidate)))
 
-    def _predict(self, stream: StreamingRollout, chunk_actions: torch.Tensor, modality: str,
-                 gen: torch.Generator, guidance_scale: float | None, shared_noise: bool = False,
-                 steps: int | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
-        b = chunk_actions.shape[0]
+    def _predict(self, stream: StreamingRollout, features: torch.Tensor, gen: torch.Generator,
+                 guidance_scale: float | None, shared_noise: bool = False, steps: int | None = None,
+                 noise: torch.Tensor | None = None, modality: str | None = None) -> torch.Tensor:
+        """One chunk's latents for action ``features`` (B, chunk_frames, A), the null features
+        of ``modality`` giving the action-free branch of guidance."""
         scale = self.config.guidance_scale if guidance_scale is None else float(guidance_scale)
-        features = self._features(chunk_actions, b, modality)
-        null = self._features(None, b, modality) if scale != 1.0 else None
+        null = self._features(None, features.shape[0], modality) if scale != 1.0 else None
         steps = self.config.denoise_steps if steps is None else steps
         return stream.predict_chunk(features, null, scale, steps, generator=gen,
                                     shared_noise=shared_noise, noise=noise)
