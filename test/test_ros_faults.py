@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from node_process import console_script, start_node, stop_node, wait_until
+from node_process import console_script, start_node, stop_node
 
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped, TwistStamped  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile  # noqa: E402
+from ros_harness import RELIABLE, TestNode  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 try:
@@ -45,7 +44,7 @@ def _stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-class Feeder:
+class Feeder(TestNode):
     """A test node: publishes camera frames and stamped twists into the predictor and records its outputs.
 
     ``offset_ns`` shifts every stamp (a clock jump); ``encoding`` and ``size`` (H, W) change the images;
@@ -53,41 +52,23 @@ class Feeder:
     """
 
     def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("astra_faults_test", context=self.context)
-        self.lock = threading.Lock()
+        super().__init__("astra_faults_test")
         self.frames: list = []  # (monotonic arrival [s], PredictedFrames)
         self.diagnostics: list[DiagnosticArray] = []
-        qos = QoSProfile(depth=50)
-        self.image_pub = self.node.create_publisher(Image, "/faults/image", qos)
-        self.twist_pub = self.node.create_publisher(TwistStamped, "/faults/twist", qos)
-        self.pose_pub = self.node.create_publisher(PoseStamped, "/faults/pose", qos)
-        self.node.create_subscription(PredictedFrames, f"{NODE}/predicted/frames", self._keep_frames, qos)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._keep_diagnostics, qos)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self.image_pub = self.node.create_publisher(Image, "/faults/image", RELIABLE)
+        self.twist_pub = self.node.create_publisher(TwistStamped, "/faults/twist", RELIABLE)
+        self.pose_pub = self.node.create_publisher(PoseStamped, "/faults/pose", RELIABLE)
+        self.record(PredictedFrames, f"{NODE}/predicted/frames", self.frames, keep=lambda msg: (time.monotonic(), msg))
+        self.record(DiagnosticArray, "/diagnostics", self.diagnostics,
+                    accept=lambda msg: any(status.hardware_id == "astra_predictor" for status in msg.status))
         self.offset_ns = 0
         self.encoding = "rgb8"
         self.size = (48, 64)
         self.rate_factor = 1.0
         self.send_images = threading.Event()
         self.send_twists = threading.Event()
-        self.stopping = threading.Event()
         self.sent_images = 0
-        self.rng = np.random.default_rng(0)
-        self.feeder = threading.Thread(target=self._feed, daemon=True)
-        self.feeder.start()
-
-    def _keep_frames(self, msg) -> None:
-        with self.lock:
-            self.frames.append((time.monotonic(), msg))
-
-    def _keep_diagnostics(self, msg: DiagnosticArray) -> None:
-        if any(status.hardware_id == "astra_predictor" for status in msg.status):
-            with self.lock:
-                self.diagnostics.append(msg)
+        self.start_loop(self._feed)
 
     def image(self, stamp_ns: int) -> Image:
         height, width = self.size
@@ -135,8 +116,8 @@ class Feeder:
     def value(self, key: str, default: int = 0) -> int:
         return int(self.values().get(key, default))
 
-    def wait_for(self, condition, timeout_s: float, what: str) -> None:
-        wait_until(condition, timeout_s, what, detail=lambda: f"diagnostics: {self.values()}")
+    def detail(self) -> str:
+        return f"diagnostics: {self.values()}"
 
     def wait_for_predictions(self, count: int, timeout_s: float = 20.0) -> None:
         before = self.count()
@@ -146,27 +127,6 @@ class Feeder:
         with self.lock:
             seen = len(self.diagnostics)
         self.wait_for(lambda: len(self.diagnostics) > seen, 5.0, "a new /diagnostics message")
-
-    def call(self, service_type, name: str, request, timeout_s: float = 20.0):
-        client = self.node.create_client(service_type, name)
-        try:
-            assert client.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
-            future = client.call_async(request)
-            self.wait_for(future.done, timeout_s, f"a reply from {name}")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.feeder.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-
-
-def _stop(process: subprocess.Popen) -> str:
-    return stop_node(process)
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +152,7 @@ def node():
         yield feeder, process
     finally:
         feeder.close()
-        print(_stop(process))
+        print(stop_node(process))
 
 
 def test_images_change_size_and_encoding_mid_stream(node):

@@ -5,54 +5,36 @@ file, and waits for planned twists on /cmd_vel. The environment (ROS_AUTOMATIC_D
 LOCALHOST, a ROS_DOMAIN_ID of this run) comes from conftest.py and is inherited by the nodes.
 """
 
-import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from node_process import start_node, stop_node, wait_until
+from node_process import console_script, start_node, stop_node, wait_until
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("astra_ros_interfaces.srv")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import Twist  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile  # noqa: E402
+from ros_harness import RELIABLE, TestNode  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-class Harness:
+class Harness(TestNode):
     """Feeds the predictor a 10 Hz camera and commands; records /cmd_vel and /diagnostics."""
 
     def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("astra_planner_test", context=self.context)
-        self.lock = threading.Lock()
+        super().__init__("astra_planner_test")
         self.commands: list[Twist] = []
         self.diagnostics: list[DiagnosticArray] = []
-        reliable = QoSProfile(depth=50)
-        self.image_pub = self.node.create_publisher(Image, "/test/image", reliable)
-        self.twist_pub = self.node.create_publisher(Twist, "/test/cmd_vel", reliable)
-        self.node.create_subscription(Twist, "/cmd_vel", self._keep(self.commands), reliable)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._keep(self.diagnostics), reliable)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        threading.Thread(target=self.executor.spin, daemon=True).start()
-        self.stopping = threading.Event()
-        self.rng = np.random.default_rng(0)
-        threading.Thread(target=self._feed, daemon=True).start()
-
-    def _keep(self, store):
-        def callback(msg):
-            with self.lock:
-                store.append(msg)
-        return callback
+        self.image_pub = self.node.create_publisher(Image, "/test/image", RELIABLE)
+        self.twist_pub = self.node.create_publisher(Twist, "/test/cmd_vel", RELIABLE)
+        self.record(Twist, "/cmd_vel", self.commands)
+        self.record(DiagnosticArray, "/diagnostics", self.diagnostics)
+        self.start_loop(self._feed)
 
     def _feed(self) -> None:
         while not self.stopping.is_set():
@@ -76,17 +58,6 @@ class Harness:
                                 **{kv.key: kv.value for kv in status.values}}
         return {}
 
-    def close(self) -> None:
-        self.stopping.set()
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-
-
-def _predictor_command() -> list[str]:
-    script = Path(sys.executable).parent / "astra-predictor"
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from astra_ros.ros.predictor_node import main; main()"]
-
 
 @pytest.fixture
 def harness():
@@ -96,9 +67,8 @@ def harness():
 
 
 def _planner(goal: Path, extra: list[str] = ()) -> list[str]:
-    # astra-planner once setup.py installs it; the module's main until then
-    return [sys.executable, "-m", "astra_ros.ros.planner_node"] + [
-        "--ros-args", "--params-file", str(REPO / "config" / "planner.yaml"), "-p", f"goal_file:={goal}",
+    return [
+        console_script("astra-planner"), "--ros-args", "--params-file", str(REPO / "config" / "planner.yaml"), "-p", f"goal_file:={goal}",
         "-p", "replan_rate_hz:=4.0", "-p", "candidates:=6", "-p", "elites:=2", "-p", "iterations:=1",
         "-p", "horizon_steps:=1", "-p", "denoise_steps:=1", "-p", "seed:=3", *extra]
 
@@ -125,8 +95,8 @@ def test_planner_reports_a_missing_service_and_stops_the_base(harness, goal_file
 
 
 def test_planner_publishes_planned_twists_through_the_predictor(harness, goal_file):
-    predictor = start_node(_predictor_command() + [
-        "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "publish_rate:=2.0",
+    predictor = start_node([
+        console_script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "publish_rate:=2.0",
         "-r", "image:=/test/image", "-r", "twist:=/test/cmd_vel"], cwd=REPO)
     planner = start_node(_planner(goal_file), cwd=REPO)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from node_process import console_script, start_node, stop_node, wait_until
+from node_process import console_script, start_node, stop_node
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -20,10 +20,9 @@ from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
+from ros_harness import RELIABLE, TestNode  # noqa: E402
 
 try:
     from astra_ros_interfaces.msg import PredictedFrames
@@ -38,46 +37,29 @@ CAMERA_HZ = 10.0
 IMAGE_SIZE = (48, 64)  # (H, W): not the model's 32x32, so the node must resize
 
 
-class Harness:
+class Harness(TestNode):
     """A test node that feeds the predictor synthetic camera frames and twists, and records its outputs."""
 
     def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("astra_predictor_test", context=self.context)
-        self.lock = threading.Lock()
+        super().__init__("astra_predictor_test")
         self.predicted: list[Image] = []
         self.montages: list[Image] = []
         self.frames: list = []
         self.diagnostics: list[DiagnosticArray] = []
         self.published_stamps_ns: list[int] = []
-        reliable = QoSProfile(depth=50)
-        self.image_pub = self.node.create_publisher(Image, "/test/image", reliable)
-        self.twist_pub = self.node.create_publisher(Twist, "/test/cmd_vel", reliable)
-        self.pose_pub = self.node.create_publisher(PoseStamped, "/test/pose", reliable)
-        self.node.create_subscription(Image, f"{NODE}/predicted/image", self._keep(self.predicted), reliable)
-        self.node.create_subscription(Image, f"{NODE}/predicted/montage", self._keep(self.montages), reliable)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._keep(self.diagnostics), reliable)
+        self.image_pub = self.node.create_publisher(Image, "/test/image", RELIABLE)
+        self.twist_pub = self.node.create_publisher(Twist, "/test/cmd_vel", RELIABLE)
+        self.pose_pub = self.node.create_publisher(PoseStamped, "/test/pose", RELIABLE)
+        self.record(Image, f"{NODE}/predicted/image", self.predicted)
+        self.record(Image, f"{NODE}/predicted/montage", self.montages)
+        self.record(DiagnosticArray, "/diagnostics", self.diagnostics)
         if PredictedFrames is not None:
-            self.node.create_subscription(PredictedFrames, f"{NODE}/predicted/frames", self._keep(self.frames), reliable)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.spinning = threading.Thread(target=self.executor.spin, daemon=True)
-        self.spinning.start()
+            self.record(PredictedFrames, f"{NODE}/predicted/frames", self.frames)
         self.feeding = threading.Event()  # set: publish camera frames and twists at CAMERA_HZ
         self.send_twist = threading.Event()
         self.send_twist.set()
         self.send_pose = threading.Event()
-        self.stopping = threading.Event()
-        self.rng = np.random.default_rng(0)
-        self.feeder = threading.Thread(target=self._feed, daemon=True)
-        self.feeder.start()
-
-    def _keep(self, store: list):
-        def callback(msg):
-            with self.lock:
-                store.append(msg)
-        return callback
+        self.start_loop(self._feed)
 
     def image(self, stamp_ns: int, encoding: str = "rgb8") -> Image:
         height, width = IMAGE_SIZE
@@ -115,9 +97,6 @@ class Harness:
         with self.lock:
             return len(store)
 
-    def wait_for(self, condition, timeout_s: float, what: str) -> None:
-        wait_until(condition, timeout_s, what)
-
     def diagnostic_values(self) -> dict[str, str]:
         """Key/values of the newest /diagnostics message from the predictor (all statuses merged)."""
         with self.lock:
@@ -128,23 +107,6 @@ class Harness:
             f"level:{status.name}": str(status.level[0] if isinstance(status.level, bytes) else status.level)
             for status in arrays[-1].status
         }
-
-    def call(self, service_type, name: str, request, timeout_s: float = 20.0):
-        client = self.node.create_client(service_type, name)
-        try:
-            assert client.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
-            future = client.call_async(request)
-            self.wait_for(future.done, timeout_s, f"a reply from {name}")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.feeder.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
 
 
 @pytest.fixture(scope="module")
