@@ -6,6 +6,7 @@ Import it only after ``pytest.importorskip("rclpy")``.
 """
 
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -14,7 +15,15 @@ from node_process import wait_until
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 
+try:
+    from astra_ros_interfaces.msg import PredictedFrames
+    from astra_ros_interfaces.srv import Imagine
+except ImportError:  # not built: scripts/setup.sh builds it; the tests needing it skip
+    PredictedFrames = Imagine = None
+
 RELIABLE = QoSProfile(depth=50)
+REPO = Path(__file__).resolve().parents[1]
+NODE = "/astra_predictor"  # the predictor's default name
 
 
 class TestNode:

@@ -23,17 +23,9 @@ rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped, TwistStamped  # noqa: E402
-from ros_harness import RELIABLE, TestNode  # noqa: E402
+from ros_harness import NODE, REPO, RELIABLE, Imagine, PredictedFrames, TestNode  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-try:
-    from astra_ros_interfaces.msg import PredictedFrames
-    from astra_ros_interfaces.srv import Imagine
-except ImportError:
-    PredictedFrames = Imagine = None
-
-REPO = Path(__file__).resolve().parents[1]
-NODE = "/astra_predictor"
 CAMERA_HZ = 15.0
 HORIZON = 2
 MAX_BATCH, MAX_HORIZON = 4, 6

@@ -7,7 +7,6 @@ conftest.py and is inherited by the node process.
 import os
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,16 +21,8 @@ from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
-from ros_harness import RELIABLE, TestNode  # noqa: E402
+from ros_harness import NODE, REPO, RELIABLE, Imagine, PredictedFrames, TestNode  # noqa: E402
 
-try:
-    from astra_ros_interfaces.msg import PredictedFrames
-    from astra_ros_interfaces.srv import Imagine
-except ImportError:
-    PredictedFrames = Imagine = None
-
-REPO = Path(__file__).resolve().parents[1]
-NODE = "/astra_predictor"
 HORIZON = 3
 CAMERA_HZ = 10.0
 IMAGE_SIZE = (48, 64)  # (H, W): not the model's 32x32, so the node must resize
