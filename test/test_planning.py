@@ -133,6 +133,27 @@ def test_cem_with_shuffled_imagination_does_not_find_it():
     assert errors["true"] < 0.05 < errors["shuffled"]
 
 
+def test_each_plan_can_bring_its_own_imagine():
+    """The planner node gives every plan an imagine bound to that plan's noise seed."""
+    config = CEMConfig(horizon_steps=1, frames_per_step=2, candidates=4, elites=2, iterations=2)
+    encoder = ActionEncoder("twist", 0.1, 2)
+    planner = CEMPlanner(config, None, encoder, rng=np.random.default_rng(0))
+    goal = _stripes(encoder(np.zeros((1, 1, 2))), 1, 2)[0, 0]
+    with pytest.raises(ValueError, match="needs an imagine"):
+        planner.plan(GoalScorer(goal, 8))
+    seen = []
+
+    def imagine_with(seed):
+        def imagine(actions):
+            seen.append(seed)
+            return _stripes(actions, 1, 2)
+        return imagine
+
+    planner.plan(GoalScorer(goal, 8), imagine=imagine_with(7))
+    planner.plan(GoalScorer(goal, 8), imagine=imagine_with(8))
+    assert seen == [7, 7, 8, 8]
+
+
 def test_action_encoder_twist_and_keys_rows():
     plans = np.array([[[0.5, 0.0], [0.0, -0.8]]])
     twist = ActionEncoder("twist", 0.1, 2)(plans)

@@ -28,6 +28,7 @@ the plan ends matters; a positive weight favours plans that get close early).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -171,8 +172,9 @@ class PlanResult:
 class CEMPlanner:
     """The cross-entropy method over (v, w) plans scored by imagined frames (see the module docstring)."""
 
-    def __init__(self, config: CEMConfig, imagine: ImagineFn, encoder: ActionEncoder,
+    def __init__(self, config: CEMConfig, imagine: ImagineFn | None, encoder: ActionEncoder,
                  rng: np.random.Generator | None = None) -> None:
+        """``imagine``: the model for every plan, or None when each :meth:`plan` call brings its own."""
         if encoder.frames_per_step != config.frames_per_step:
             raise ValueError(f"encoder.frames_per_step={encoder.frames_per_step} != config.frames_per_step="
                              f"{config.frames_per_step}")
@@ -195,10 +197,14 @@ class CEMPlanner:
         shifted = np.concatenate([self._previous[1:], self._previous[-1:]], axis=0)
         return shifted, np.broadcast_to(np.asarray(cfg.warm_start_std, float), shape).copy()
 
-    def plan(self, score: Callable[[np.ndarray], np.ndarray]) -> PlanResult:
-        """Search a plan whose imagined future ``score`` ranks lowest; ``score(frames (B, K, ...)) -> (B,)``."""
-        import time
+    def plan(self, score: Callable[[np.ndarray], np.ndarray], imagine: ImagineFn | None = None) -> PlanResult:
+        """Search a plan whose imagined future ``score`` ranks lowest; ``score(frames (B, K, ...)) -> (B,)``.
 
+        ``imagine`` overrides the planner's for this plan (e.g. a service call with this plan's noise seed).
+        """
+        imagine = self.imagine if imagine is None else imagine
+        if imagine is None:
+            raise ValueError("CEMPlanner.plan needs an imagine callable: none given here or to the constructor")
         cfg = self.config
         mean, std = self.initial_distribution()
         min_std = np.asarray(cfg.min_std, float)
@@ -211,7 +217,7 @@ class CEMPlanner:
             plans[0] = mean  # the current mean is always among the candidates
             plans = np.clip(plans, cfg.low, cfg.high)
             began = time.perf_counter()
-            frames = self.imagine(self.encoder(plans))
+            frames = imagine(self.encoder(plans))
             imagine_s += time.perf_counter() - began
             scores = np.asarray(score(frames), dtype=np.float64)
             if scores.shape != (cfg.candidates,) or not np.isfinite(scores).all():

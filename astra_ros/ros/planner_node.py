@@ -265,14 +265,13 @@ class PlannerNode(Node):
             initial_std=(params["initial_std_linear"], params["initial_std_angular"]), execute=params["execute"],
         )
         encoder = ActionEncoder(params["action_modality"], params["frame_interval_s"], params["frames_per_step"])
-        return CEMPlanner(config, self._service_imagine, encoder, rng=self._rng)
+        return CEMPlanner(config, None, encoder, rng=self._rng)  # each plan brings its imagine (its seed)
 
     def _plan_once(self, planner: CEMPlanner, scorer: GoalScorer, params: dict[str, Any]) -> None:
         began = time.perf_counter()
         # One noise seed per plan: every candidate of every iteration sees the same noise.
-        self._plan_seed = int(params["seed"]) if params["seed"] >= 0 else secrets.randbelow(2**31)
-        self._plan_params = params
-        result = planner.plan(scorer)
+        seed = int(params["seed"]) if params["seed"] >= 0 else secrets.randbelow(2**31)
+        result = planner.plan(scorer, imagine=partial(self._service_imagine, seed=seed, params=params))
         v, w = (float(x) for x in result.command)
         twist = Twist()
         twist.linear.x, twist.angular.z = v, w
@@ -287,12 +286,11 @@ class PlannerNode(Node):
                                "elite_score_last": result.elite_score_per_iteration[-1],
                                "plan_s": time.perf_counter() - began, "imagine_s": result.imagine_s}
 
-    def _service_imagine(self, actions: np.ndarray) -> np.ndarray:
+    def _service_imagine(self, actions: np.ndarray, *, seed: int, params: dict[str, Any]) -> np.ndarray:
         """The planner's ``imagine``: one ~/imagine call for the whole batch; frames (B, 1, H, W, 3)."""
-        params = self._plan_params
         b, n, d = actions.shape
         request = Imagine.Request(modality=params["action_modality"], actions=actions.reshape(-1).tolist(), batch=b,
-                                  horizon=n, action_dim=d, seed=self._plan_seed, from_live_history=True,
+                                  horizon=n, action_dim=d, seed=seed, from_live_history=True,
                                   denoise_steps=int(params["denoise_steps"]),
                                   guidance_scale=float(params["guidance_scale"]), shared_noise=True,
                                   last_frame_only=True)
