@@ -173,6 +173,29 @@ def test_residual_decoding_adds_the_decoded_change_to_the_last_real_frame(model)
     assert np.abs(with_residual - plain).max() > 0.05
 
 
+def test_reconstruct_is_the_codec_ceiling_and_leaves_the_stream_alone(model):
+    residual = WorldModel(preset("tiny", residual_decoding=True))
+    residual.load_state_dict(model.state_dict())
+    frames = _frames(4, h=16, w=16)
+    acts = np.random.default_rng(1).normal(size=(1, 4, 6)).astype(np.float32)
+    with pytest.raises(ValueError, match="start"):
+        residual.reconstruct(frames)
+    residual.start(frames, modality="twist", seed=0)
+    before = residual.imagine(acts, seed=3)
+    future = _frames(3, h=16, w=16, seed=5)
+    ceiling = residual.reconstruct(np.concatenate([frames[-1:], future]))
+    # The newest observed frame comes back exactly (its codec error cancels); other frames do not.
+    assert np.abs(ceiling[0].astype(int) - frames[-1]).max() <= 1
+    assert np.abs(ceiling[1:].astype(int) - future).mean() > 1
+    # Without residual decoding it is the plain codec round trip.
+    model.start(frames, modality="twist", seed=0)
+    with torch.no_grad():
+        x = torch.from_numpy(future).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
+        plain = ((model.codec.decode(model.codec.encode(x))[0] + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(model.reconstruct(future), plain, atol=1)
+    np.testing.assert_array_equal(residual.imagine(acts, seed=3), before)
+
+
 def test_bfloat16_precision_stays_close_to_float32(model):
     frames = _frames(6, h=16, w=16)
     acts = np.random.default_rng(4).normal(size=(6, 6)).astype(np.float32) * 0.3

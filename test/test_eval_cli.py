@@ -99,9 +99,16 @@ def test_end_to_end_writes_every_output_with_contract_keys(tmp_path, checkpoint,
         assert key in metrics, key
     assert metrics["horizon_s"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     for key in ("psnr", "ssim"):
-        assert set(metrics[key]) == {"model", "copy_last", "shuffled_actions"}
+        assert set(metrics[key]) == {"model", "copy_last", "shuffled_actions", "codec_ceiling"}
         for series in metrics[key].values():
             assert len(series) == 4 and all(v is not None for v in series)
+    # Per modality: the clips split between the bags' modalities and their means recombine.
+    per = metrics["per_modality"]
+    assert set(per) == {"camera", "twist"} and sum(row["clips"] for row in per.values()) == metrics["clips"]
+    for series in ("model", "copy_last", "codec_ceiling"):
+        combined = sum(row["clips"] * row[f"psnr_{series}"] for row in per.values()) / metrics["clips"]
+        assert combined == pytest.approx(np.mean(metrics["psnr"][series]), abs=1e-6)
+    assert "codec ceiling" in (out / "report.md").read_text()
     for key in ("rotation_error_deg", "translation_dir_error_deg"):
         assert set(metrics[key]) == {"model", "ground_truth"}
         assert all(len(series) == 4 for series in metrics[key].values())
@@ -113,7 +120,8 @@ def test_end_to_end_writes_every_output_with_contract_keys(tmp_path, checkpoint,
     assert metrics["clips"] == 6 and len(metrics["clip_windows"]) == 6  # 3 per bag
     assert metrics["modality_per_bag"] == {str(sim_bags["explore"]): "camera", str(sim_bags["rover"]): "twist"}
     assert metrics["checkpoint"] == str(checkpoint) and metrics["seed"] == 0
-    assert "PSNR" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "PSNR" in printed and "ceiling" in printed and "twist PSNR" in printed
 
 
 @pytest.fixture(scope="module")

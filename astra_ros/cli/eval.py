@@ -94,19 +94,23 @@ def _mean(values: list[float]) -> float:
 def summary_table(metrics: dict) -> str:
     """A few lines for the terminal: means over the horizon."""
     psnr, ssim = metrics["psnr"], metrics["ssim"]
+    columns = (("model", "model", 10), ("copy_last", "copy_last", 12), ("shuffled_actions", "shuffled", 10),
+               ("codec_ceiling", "ceiling", 10))
     rows = [
         f"{metrics['clips']} clips, horizon {metrics['horizon_s'][-1]:.2f} s, "
         f"action sensitivity {_fmt(metrics['action_sensitivity'])} (1 = always follows actions)",
-        f"{'':18}{'model':>10}{'copy_last':>12}{'shuffled':>10}",
-        f"{'PSNR [dB]':18}" + "".join(f"{_fmt(_mean(psnr[k])):>{w}}" for k, w in
-                                      (("model", 10), ("copy_last", 12), ("shuffled_actions", 10))),
-        f"{'SSIM':18}" + "".join(f"{_fmt(_mean(ssim[k]), 3):>{w}}" for k, w in
-                                 (("model", 10), ("copy_last", 12), ("shuffled_actions", 10))),
+        f"{'':18}" + "".join(f"{title:>{w}}" for _, title, w in columns),
+        f"{'PSNR [dB]':18}" + "".join(f"{_fmt(_mean(psnr[k])) if k in psnr else 'n/a':>{w}}" for k, _, w in columns),
+        f"{'SSIM':18}" + "".join(f"{_fmt(_mean(ssim[k]), 3) if k in ssim else 'n/a':>{w}}" for k, _, w in columns),
         f"{'rot. err. [deg]':18}{_fmt(_mean(metrics['rotation_error_deg']['model'])):>10}"
         f"   (real frames {_fmt(_mean(metrics['rotation_error_deg']['ground_truth']))})",
         f"{'dir. err. [deg]':18}{_fmt(_mean(metrics['translation_dir_error_deg']['model'])):>10}"
         f"   (real frames {_fmt(_mean(metrics['translation_dir_error_deg']['ground_truth']))})",
     ]
+    for modality, row in sorted((metrics.get("per_modality") or {}).items()):
+        rows.append(f"{modality + ' PSNR':18}" + "".join(
+            f"{_fmt(row.get('psnr_' + k, math.nan)):>{w}}" for k, _, w in columns)
+            + f"   ({row['clips']} clips, sensitivity {_fmt(row['action_sensitivity'])})")
     if metrics.get("skipped"):
         rows.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(metrics["skipped"].items())))
     return "\n".join(rows)

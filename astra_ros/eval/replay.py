@@ -127,6 +127,7 @@ class ClipResult:
     shuffled_from: int | None = None  # index of the clip whose horizon actions were used, None if no other clip
     shuffled_actions: np.ndarray | None = None  # float32 [N, D] the other clip's horizon actions
     predicted_shuffled: np.ndarray | None = None  # uint8 [N, H, W, 3] with the shuffled actions
+    reconstructed: np.ndarray | None = None  # uint8 [N, H, W, 3] the real frames through the codec (ceiling)
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # per-horizon [N] arrays, see _score_clip
 
 
@@ -339,6 +340,15 @@ def predict_pair(model: Any, clip: ClipResult, context_frames: int, seed: int,
     clip.predicted, clip.predicted_shuffled = pair[0], pair[1]
 
 
+def reconstruct_real(model: Any, clip: ClipResult) -> None:
+    """The codec ceiling of a started clip: its real future encoded and decoded as predictions are.
+
+    Models without ``reconstruct`` (test doubles) have no ceiling.
+    """
+    if hasattr(model, "reconstruct"):
+        clip.reconstructed = model.reconstruct(clip.real)
+
+
 def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int) -> None:
     """Per-horizon scores of one predicted clip into ``clip.scores``."""
     n = len(clip.real)
@@ -355,6 +365,9 @@ def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int) -> None:
         s["psnr_shuffled_actions"] = s["ssim_shuffled_actions"] = nan
         s["mse_shuffled_actions"] = np.array(np.nan)
     s["mse_model"] = np.array(float(mse(clip.predicted, clip.real).mean()))
+    if clip.reconstructed is not None:
+        s["psnr_codec_ceiling"] = psnr(clip.reconstructed, clip.real)
+        s["ssim_codec_ceiling"] = ssim(clip.reconstructed, clip.real)
     for key in ("rot_model", "rot_ground_truth", "dir_model", "dir_ground_truth"):
         s[key] = nan.copy()
     if bag.poses is None or bag.K is None:
@@ -378,6 +391,23 @@ def _nanmean_rows(rows: list[np.ndarray]) -> list[float]:
     counts = np.isfinite(stacked).sum(axis=0)
     sums = np.where(np.isfinite(stacked), stacked, 0.0).sum(axis=0)
     return [float(v) for v in np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)]
+
+
+def _per_modality(clips: list[ClipResult], series: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per action modality: clips, PSNR of each series (mean over clips and horizon), action sensitivity."""
+    out: dict[str, dict[str, Any]] = {}
+    for modality in sorted({c.modality for c in clips}):
+        members = [c for c in clips if c.modality == modality]
+        row: dict[str, Any] = {"clips": len(members)}
+        for name in series:
+            per_horizon = np.array(_nanmean_rows([c.scores[f"psnr_{name}"] for c in members]))
+            finite = per_horizon[np.isfinite(per_horizon)]
+            row[f"psnr_{name}"] = float(finite.mean()) if finite.size else float("nan")
+        row["action_sensitivity"] = action_sensitivity(
+            np.array([c.scores["mse_model"] for c in members]),
+            np.array([c.scores["mse_shuffled_actions"] for c in members]))
+        out[modality] = row
+    return out
 
 
 def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOptions = EvalOptions()) -> EvalResult:
@@ -411,18 +441,23 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
     for i, ((b, _), clip) in enumerate(tqdm(list(zip(chosen, clips)), desc="astra-eval", unit="clip",
                                              disable=not options.progress)):
         predict_pair(model, clip, plan.context_frames, options.seed + i, options.guidance_scale)
+        reconstruct_real(model, clip)
         _score_clip(clip, bags[b], plan.context_frames)
 
     def mean(key: str) -> list[float]:
         return _nanmean_rows([c.scores[key] for c in clips])
 
+    series = ("model", "copy_last", "shuffled_actions")
+    if all(c.reconstructed is not None for c in clips):
+        series += ("codec_ceiling",)
     metrics: dict[str, Any] = {
         "horizon_s": plan.horizon_s,
-        "psnr": {k: mean(f"psnr_{k}") for k in ("model", "copy_last", "shuffled_actions")},
-        "ssim": {k: mean(f"ssim_{k}") for k in ("model", "copy_last", "shuffled_actions")},
+        "psnr": {k: mean(f"psnr_{k}") for k in series},
+        "ssim": {k: mean(f"ssim_{k}") for k in series},
         "action_sensitivity": action_sensitivity(
             np.array([c.scores["mse_model"] for c in clips]), np.array([c.scores["mse_shuffled_actions"] for c in clips])
         ),
+        "per_modality": _per_modality(clips, series),
         "rotation_error_deg": {k: mean(f"rot_{k}") for k in ("model", "ground_truth")},
         "translation_dir_error_deg": {k: mean(f"dir_{k}") for k in ("model", "ground_truth")},
         "clips": len(clips),

@@ -165,6 +165,18 @@ class WorldModel(nn.Module):
                      if actions is not None else None)
         self._observe_tensors(frames_t, actions_t)
 
+    @torch.no_grad()
+    def reconstruct(self, frames: np.ndarray) -> np.ndarray:
+        """``frames`` uint8 (T, H, W, 3) through the codec, decoded the way predictions are.
+
+        With residual decoding that is relative to the newest observed frame, so this shows what
+        a prediction of exactly the right latents would look like: the ceiling of any transformer
+        on this codec (astra-eval's ``codec_ceiling``). Leaves the stream untouched.
+        """
+        self._require_started("reconstruct")
+        latents = self.codec.encode(self._frames_to_tensor(frames, "frames")[None].to(self.device))
+        return self._decode(latents)[0]
+
     @property
     def pending_frames(self) -> int:
         """Observed frames waiting for their chunk to fill."""
