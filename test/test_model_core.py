@@ -6,7 +6,7 @@ import torch
 
 from astra_ros.model import WorldModel, preset
 from astra_ros.model.attention import apply_rope, block_causal_mask, rope_angles
-from astra_ros.model.flow import chunk_layout, flow_matching_loss, sampling_schedule
+from astra_ros.model.flow import chunk_layout, flow_matching_loss, latent_targets, sampling_schedule
 from astra_ros.model.streaming import StreamingRollout
 from astra_ros.model.transformer import AstraTransformer
 
@@ -219,3 +219,67 @@ def test_a_few_hundred_steps_on_one_clip_drive_the_loss_far_down():
         opt.step()
     end = eval_loss()
     assert end < 0.15 * start, (start, end)  # measured: 2.37 -> 0.08
+
+
+def test_latent_delta_targets_are_the_change_since_the_frame_before_each_chunk():
+    z = torch.randn(2, 4, 6, 3, 3)
+    d = latent_targets(z, chunk_frames=2)
+    torch.testing.assert_close(d[:, :, :2], z[:, :, :2])  # chunk 0 has no frame before it
+    torch.testing.assert_close(d[:, :, 2:4], z[:, :, 2:4] - z[:, :, 1:2])
+    torch.testing.assert_close(d[:, :, 4:6], z[:, :, 4:6] - z[:, :, 3:4])
+
+
+def test_latent_delta_adds_the_clean_newest_history_frame_to_what_is_sampled():
+    """Same weights and noise: a latent-delta stream's prediction is the absolute stream's plus the
+    newest *clean* history latent (not its noised copy), and a predicted chunk becomes the next
+    reference, also in forked (imagined) branches."""
+    torch.manual_seed(0)
+    plain = AstraTransformer(preset("tiny")).eval()
+    delta = AstraTransformer(preset("tiny", latent_delta=True)).eval()
+    delta.load_state_dict(plain.state_dict())
+    cfg = plain.config
+    h, w = cfg.latent_size
+    shape = (1, cfg.codec.latent_channels, cfg.chunk_frames, h, w)
+    data = torch.Generator().manual_seed(1)
+    observed = torch.randn(shape, generator=data)
+    feats = torch.randn(1, cfg.chunk_frames, cfg.action_dim, generator=data)
+    noise = torch.randn(shape, generator=data)
+    outs = []
+    for model in (plain, delta):
+        stream = StreamingRollout(model)
+        stream.append_history(observed, feats, generator=torch.Generator().manual_seed(2))
+        branch = stream.fork()
+        first = branch.predict_chunk(feats, None, 1.0, cfg.denoise_steps, noise=noise)
+        branch.append_history(first, feats, generator=torch.Generator().manual_seed(3))
+        outs.append((first, branch.reference, stream.reference))
+    (p_first, _, _), (d_first, d_ref, live_ref) = outs
+    torch.testing.assert_close(d_first, p_first + observed[:, :, -1:])
+    torch.testing.assert_close(d_ref, d_first[:, :, -1:])  # the branch moved on to its own prediction
+    torch.testing.assert_close(live_ref, observed[:, :, -1:])  # the live stream did not
+    with pytest.raises(ValueError, match="history chunk"):
+        StreamingRollout(delta).predict_chunk(feats, None, 1.0, 2, noise=noise)
+
+
+def test_latent_delta_loss_leaves_out_the_chunk_without_a_reference():
+    """With latent deltas the first target chunk (nothing before it) gets no gradient; the others do."""
+    torch.manual_seed(0)
+    cfg = preset("tiny", latent_delta=True)
+    model = AstraTransformer(cfg)
+    h, w = cfg.latent_size
+    k, cf = 3, cfg.chunk_frames
+    clip = torch.randn(2, cfg.codec.latent_channels, k * cf, h, w)
+    actions = torch.randn(2, k * cf, model.action_encoder.max_action_size)
+    seen = {}
+    forward = model.forward
+
+    def spy(*args, **kwargs):
+        velocity, kv = forward(*args, **kwargs)
+        seen["v"] = velocity.detach().requires_grad_()
+        return seen["v"], kv
+
+    model.forward = spy
+    flow_matching_loss(model, clip, actions, torch.tensor([0, 0]), generator=torch.Generator().manual_seed(4)).flow.backward()
+    grad = seen["v"].grad.abs().sum(dim=(0, 1, 3, 4))  # per frame of [history (k-1)*cf, targets k*cf]
+    hf = (k - 1) * cf
+    assert torch.all(grad[:hf] == 0) and torch.all(grad[hf:hf + cf] == 0)
+    assert torch.all(grad[hf + cf:] > 0)

@@ -147,3 +147,23 @@ def test_init_codec_takes_only_the_codec(bags, tmp_path, caplog):
     assert train_main(["--config", str(wider), "--init-codec", str(tmp_path / "source"),
                        "--out", str(tmp_path / "bad")] + common) == 2
     assert "differs from the recipe's" in caplog.text
+
+
+def test_init_applies_the_recipes_model_fields_to_the_checkpoint(tmp_path):
+    """--init keeps the checkpoint's weights but takes the recipe's sampling/training fields (how the
+    latent-delta fine-tune of the default starts); a field that changes shapes fails clearly."""
+    from astra_ros.model import CheckpointError, WorldModel, preset
+    from astra_ros.model.config import ConfigError
+    from astra_ros.training.trainer import Trainer
+
+    source = WorldModel(preset("tiny"))
+    source.save_pretrained(tmp_path / "ckpt")
+    model = Trainer._init_from(str(tmp_path / "ckpt"), {"latent_delta": True, "history_noise": 0.1})
+    assert model.config.latent_delta and model.config.history_noise == 0.1
+    assert model.config.num_layers == source.config.num_layers
+    for k, v in source.state_dict().items():
+        assert (model.state_dict()[k] == v).all(), k
+    with pytest.raises(CheckpointError, match="does not match"):
+        Trainer._init_from(str(tmp_path / "ckpt"), {"num_layers": source.config.num_layers + 1})
+    with pytest.raises(ConfigError, match="codec comes from the checkpoint"):
+        Trainer._init_from(str(tmp_path / "ckpt"), {"codec": {"latent_channels": 8}})

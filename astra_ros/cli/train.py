@@ -20,7 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, nargs="+", required=True, help="directories holding ROS 2 bags")
     p.add_argument("--out", type=Path, required=True, help="output directory (checkpoint, loss.csv, loss.png)")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/train_state")
-    p.add_argument("--init", default=None, help="start from this checkpoint's weights (e.g. a trained codec)")
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (e.g. a trained codec); the recipe's model "
+                        "fields override its config")
     p.add_argument("--init-codec", default=None,
                    help="take only the codec from this checkpoint (same codec config and resolution); "
                         "the transformer starts fresh from the recipe, e.g. for ablations at equal budget")

@@ -91,6 +91,11 @@ class AstraConfig:
     # decode(z_pred) - decode(z_last): what stays still keeps the camera's pixels exactly instead of
     # the codec's reconstruction of them, so the codec's error cancels where nothing moves.
     residual_decoding: bool = False
+    # --- prediction target
+    # A chunk is generated as the change of its latents since the newest latent frame before it
+    # (x0 = z - z_last, sampled, then z_last added back), so "nothing moves" is the network's
+    # zero output instead of a copy it must reproduce through attention from noised history.
+    latent_delta: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)

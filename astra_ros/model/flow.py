@@ -49,6 +49,17 @@ def chunk_layout(num_chunks: int, chunk_frames: int, history_chunks: int) -> tup
     return chunk_ids, is_target, frame_pos
 
 
+def latent_targets(latents: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+    """Per chunk, its latents minus the newest latent frame before it (``latent_delta``); chunk 0,
+    with no frame before it, is returned unchanged (B, C, F, h, w)."""
+    cf = chunk_frames
+    out = latents.clone()
+    if latents.shape[2] > cf:
+        reference = latents[:, :, cf - 1:-1:cf]  # last frame of chunks 0..K-2 (B, C, K-1, h, w)
+        out[:, :, cf:] -= reference.repeat_interleave(cf, dim=2)
+    return out
+
+
 @dataclass
 class TrainingLoss:
     total: torch.Tensor
@@ -86,7 +97,8 @@ def flow_matching_loss(
     # 1. Noisy targets, one flow time per chunk
     t_target = sample_training_time((b, k), cfg.train_shift, generator).to(dev).repeat_interleave(cf, dim=1)  # (B, F)
     noise = torch.randn(latents.shape, generator=generator).to(dev)
-    targets = add_noise(latents, noise, t_target)
+    x0 = latent_targets(latents, cf) if cfg.latent_delta else latents
+    targets = add_noise(x0, noise, t_target)
     # 2. Noise-augmented history (the last chunk is never anyone's history)
     hf = (k - 1) * cf
     t_hist = (rand(b, k - 1) * history_noise_max).repeat_interleave(cf, dim=1)  # (B, hf)
@@ -108,7 +120,9 @@ def flow_matching_loss(
         action_features=features,
         attention_mask=mask,
     )
-    flow = F.mse_loss(velocity[:, :, hf:], noise - latents)
+    # With latent deltas chunk 0 has no frame before it (streaming never predicts without history).
+    first = cf if cfg.latent_delta else 0
+    flow = F.mse_loss(velocity[:, :, hf + first:], (noise - x0)[:, :, first:])
     total = flow + cfg.load_balance_weight * routing.load_balance_loss
     return TrainingLoss(total=total, flow=flow, load_balance=routing.load_balance_loss)
 

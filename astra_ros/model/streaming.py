@@ -111,16 +111,21 @@ class StreamingRollout:
         self.compute_dtype = compute_dtype
         self.cache = KVCache(self.config.num_layers, self.config.max_history_chunks if use_cache else None)
         self.next_frame = 0  # absolute latent-frame index of the next chunk
+        # Clean newest latent frame of the history (batch 1 or B, C, 1, h, w): what a chunk's
+        # change is added to when the config predicts latent deltas.
+        self.reference: torch.Tensor | None = None
 
     def reset(self) -> None:
         self.cache = KVCache(self.config.num_layers, self.config.max_history_chunks if self.use_cache else None)
         self.next_frame = 0
+        self.reference = None
 
     def fork(self) -> "StreamingRollout":
         """An independent stream that continues from the same history (shared, not recomputed)."""
         other = StreamingRollout(self.model, self.use_cache, self.compute_dtype)
         other.cache = self.cache.fork()
         other.next_frame = self.next_frame
+        other.reference = self.reference
         return other
 
     @property
@@ -162,6 +167,7 @@ class StreamingRollout:
             chunk.latents, chunk.features = noised, features
         self.cache.append(chunk)
         self.next_frame += cf
+        self.reference = latents[:, :, -1:]
 
     @torch.no_grad()
     def predict_chunk(
@@ -203,6 +209,10 @@ class StreamingRollout:
             if guided:
                 v = guided_velocity(v[:b], v[b:], guidance_scale)
             x = x + (times[i + 1] - times[i]) * v
+        if cfg.latent_delta:
+            if self.reference is None:
+                raise ValueError("a model predicting latent deltas needs a history chunk before the first prediction")
+            x = x + _tile(self.reference.to(x), b)
         return x
 
     def _recompute_velocity(self, x: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,9 @@ class TrainRecipe:
     """Everything ``astra-train`` needs besides the data; saved beside every checkpoint."""
 
     preset: str = "cpu_default"  # model preset (astra_ros.model.config.PRESETS)
-    model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's fields
+    # Overrides of the preset's fields; with --init, of the checkpoint's (how it trains and samples,
+    # e.g. latent_delta; fields that change weight shapes fail to load).
+    model: dict[str, Any] = field(default_factory=dict)
     clip_frames: int = 8  # frames per training clip (a multiple of frames_per_chunk)
     batch_size: int = 8  # clips per step and per process
     steps: int = 1000  # world-model optimisation steps

@@ -29,6 +29,8 @@ from tqdm import tqdm
 from astra_ros.data.bags import BagError
 from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
+from astra_ros.model.checkpoint import load_config, load_weights, resolve_checkpoint
+from astra_ros.model.config import AstraConfig, ConfigError
 from astra_ros.model.flow import flow_matching_loss
 
 from .recipe import TrainRecipe
@@ -173,8 +175,7 @@ class Trainer:
             torch.set_num_threads(recipe.num_threads)
         torch.manual_seed(recipe.seed)  # identical initial weights on every rank
         if init_checkpoint:
-            self.model = WorldModel.from_pretrained(init_checkpoint)
-            self.model.train()
+            self.model = self._init_from(init_checkpoint, recipe.model).train()
         else:
             self.model = WorldModel(recipe.model_config()).train()
             if init_codec:
@@ -197,6 +198,20 @@ class Trainer:
         self.ema = EMA(self.model)
         self.torch_gen = torch.Generator().manual_seed(recipe.seed * 1000 + self.dist.rank)
         self.numpy_gen = np.random.default_rng(recipe.seed * 1000 + self.dist.rank)
+
+    @staticmethod
+    def _init_from(checkpoint: str, overrides: dict) -> WorldModel:
+        """The checkpoint's model, with the recipe's ``model`` fields applied to its config: how it
+        trains and samples may change (e.g. ``latent_delta``); a changed shape fails on the weights."""
+        path = resolve_checkpoint(checkpoint)
+        config = load_config(path)
+        if overrides:
+            if "codec" in overrides:
+                raise ConfigError("with --init the codec comes from the checkpoint; drop 'codec' from the recipe's model")
+            config = AstraConfig.from_dict({**config.to_dict(), **overrides})
+        model = WorldModel(config)
+        load_weights(model, path)
+        return model
 
     def _load_codec(self, checkpoint: str) -> None:
         """Copy a trained codec (weights and latent statistics) into the freshly built model."""
