@@ -162,7 +162,9 @@ class SoakClient:
         next_state = next_image = time.monotonic()
         tick = 0
         while not self.stopping.is_set():
-            if not self.publishing.is_set():
+            # Nothing is sent (or counted) before the node subscribes: while it loads its model,
+            # messages would count as sent but could never be received.
+            if not self.publishing.is_set() or self.image_pub.get_subscription_count() == 0:
                 time.sleep(0.01)
                 next_state = next_image = time.monotonic()
                 continue

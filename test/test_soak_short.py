@@ -46,7 +46,8 @@ def test_short_soak_keeps_predicting_accounts_for_every_input_and_stays_flat(tmp
     assert inputs["balance"] == 0 and inputs["accounted"], inputs
     assert inputs["received"] == inputs["used"] + sum(inputs["skipped"].values()) + inputs["pending"]
     for name, stream in inputs["per_stream"].items():
-        assert 0.8 * stream["sent"] <= stream["received"] <= stream["sent"], (name, stream)
+        # The soak sends only to a subscribed node, so nearly all arrives (measured: all of it).
+        assert 0.9 * stream["sent"] <= stream["received"] <= stream["sent"], (name, stream)
     assert inputs["per_stream"]["image"]["used"] > 0 and inputs["per_stream"]["twist"]["used"] > 0
 
     rss = np.array([s["rss_mb"] for s in result["rss_mb"]])
