@@ -58,10 +58,17 @@ class WorldModel(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path = "default", device: str | torch.device = "cpu",
-                        use_cache: bool = True) -> "WorldModel":
-        """Load ``config.json`` + ``model.safetensors`` from a directory, or ``"default"`` (embedded)."""
+                        use_cache: bool = True, config_overrides: dict | None = None) -> "WorldModel":
+        """Load ``config.json`` + ``model.safetensors`` from a directory, or ``"default"`` (embedded).
+
+        ``config_overrides`` replace fields of the stored config before the weights load (how the
+        model trains or samples; a field that changes weight shapes fails with CheckpointError).
+        """
         path = resolve_checkpoint(path_or_name)
-        model = cls(load_config(path), use_cache=use_cache)
+        config = load_config(path)
+        if config_overrides:
+            config = AstraConfig.from_dict({**config.to_dict(), **config_overrides})
+        model = cls(config, use_cache=use_cache)
         load_weights(model, path)
         return model.to(device).eval()
 

@@ -29,8 +29,7 @@ from tqdm import tqdm
 from astra_ros.data.bags import BagError
 from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
-from astra_ros.model.checkpoint import load_config, load_weights, resolve_checkpoint
-from astra_ros.model.config import AstraConfig, ConfigError
+from astra_ros.model.config import ConfigError
 from astra_ros.model.flow import flow_matching_loss
 
 from .recipe import TrainRecipe
@@ -203,15 +202,9 @@ class Trainer:
     def _init_from(checkpoint: str, overrides: dict) -> WorldModel:
         """The checkpoint's model, with the recipe's ``model`` fields applied to its config: how it
         trains and samples may change (e.g. ``latent_delta``); a changed shape fails on the weights."""
-        path = resolve_checkpoint(checkpoint)
-        config = load_config(path)
-        if overrides:
-            if "codec" in overrides:
-                raise ConfigError("with --init the codec comes from the checkpoint; drop 'codec' from the recipe's model")
-            config = AstraConfig.from_dict({**config.to_dict(), **overrides})
-        model = WorldModel(config)
-        load_weights(model, path)
-        return model
+        if "codec" in overrides:
+            raise ConfigError("with --init the codec comes from the checkpoint; drop 'codec' from the recipe's model")
+        return WorldModel.from_pretrained(checkpoint, config_overrides=overrides)
 
     def _load_codec(self, checkpoint: str) -> None:
         """Copy a trained codec (weights and latent statistics) into the freshly built model."""
