@@ -28,13 +28,15 @@ from pathlib import Path
 import numpy as np
 
 # Scripted path: (seconds, forward speed [m/s], yaw rate [rad/s]).
+# How long to wait for the predictor's first prediction after the first camera image [s].
+PREDICTOR_START_TIMEOUT_S = 120.0
 PATH_SCRIPT = [(2.0, 0.0, 0.0), (4.0, 0.35, 0.0), (4.0, 0.2, 0.5), (4.0, 0.35, 0.0), (4.0, 0.2, -0.5), (2.0, 0.0, 0.0)]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="astra-demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="default", help="'default', a checkpoint directory or random:<preset>")
-    p.add_argument("--seconds", type=float, default=20.0, help="how long to drive [s]")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long to drive, from the first prediction [s]")
     p.add_argument("--seed", type=int, default=9000, help="simulator scene seed (9000+ are not in the training set)")
     p.add_argument("--horizon", type=int, default=6, help="frames predicted ahead at each prediction")
     p.add_argument("--publish-rate", type=float, default=1.0, help="predictions per second [Hz]")
@@ -120,6 +122,20 @@ def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]
         executor.spin_once(timeout_sec=0.1)
     if not rec.camera:
         raise SystemExit("astra-demo: no image from the simulator node within 30 s")
+    # The drive's window starts at the predictor's first prediction, not at launch: loading the model
+    # takes from one second (idle machine) to tens (busy cores), and a window counted from launch
+    # could end before the predictor said anything. Standing still meanwhile fills its history.
+    print("astra-demo: waiting for the predictor's first prediction ...", flush=True)
+    deadline = time.monotonic() + PREDICTOR_START_TIMEOUT_S
+    while not rec.predictions and time.monotonic() < deadline:
+        cmd.publish(Twist())
+        end = time.monotonic() + 0.1
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.02)
+    if not rec.predictions:
+        raise SystemExit(f"astra-demo: no prediction from the predictor within {PREDICTOR_START_TIMEOUT_S:.0f} s "
+                         "of the first camera image; see its log")
+    print(f"astra-demo: predictor ready; driving for {args.seconds:g} s", flush=True)
     t0 = time.monotonic()
     while time.monotonic() - t0 < args.seconds:
         elapsed = (time.monotonic() - t0) / scale
