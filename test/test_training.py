@@ -1,5 +1,6 @@
 """astra-train: the loop learns, resumes exactly, runs under torchrun (DDP, gloo) in step."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -167,3 +168,37 @@ def test_init_applies_the_recipes_model_fields_to_the_checkpoint(tmp_path):
         Trainer._init_from(str(tmp_path / "ckpt"), {"num_layers": source.config.num_layers + 1})
     with pytest.raises(ConfigError, match="codec comes from the checkpoint"):
         Trainer._init_from(str(tmp_path / "ckpt"), {"codec": {"latent_channels": 8}})
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("train_*.yaml")) + sorted((REPO / "config" / "ablations").glob("*.yaml")),
+                         ids=lambda p: str(p.relative_to(REPO / "config")))
+def test_every_shipped_recipe_loads(path):
+    from astra_ros.training.recipe import TrainRecipe
+
+    recipe = TrainRecipe.from_yaml(path)  # validates it, and the model config it builds
+    assert recipe.steps + recipe.codec_steps > 0
+
+
+def test_ablations_change_only_the_one_thing_they_name_and_keep_the_budget():
+    from astra_ros.training.recipe import TrainRecipe
+
+    folder = REPO / "config" / "ablations"
+    base = dataclasses.asdict(TrainRecipe.from_yaml(folder / "base.yaml"))
+    expected = {"no_history_noise": {"history_noise_max": 0.0, "history_noise": 0.0}, "single_expert": {"num_experts": 1}}
+    assert {p.stem for p in folder.glob("*.yaml")} == {"base", *expected}
+    for name, change in expected.items():
+        recipe = dataclasses.asdict(TrainRecipe.from_yaml(folder / f"{name}.yaml"))
+        assert recipe["model"] == {**base["model"], **change}, name
+        assert {k: v for k, v in recipe.items() if k != "model"} == {k: v for k, v in base.items() if k != "model"}, name
+
+
+def test_the_default_checkpoint_ships_the_recipes_that_trained_it():
+    from astra_ros.training.recipe import TrainRecipe
+
+    shipped = REPO / "astra_ros" / "checkpoints" / "default"
+    for config_name, shipped_name in (("train_default.yaml", "training_recipe.yaml"),
+                                      ("train_default_stage2.yaml", "training_recipe_stage2.yaml")):
+        assert TrainRecipe.from_yaml(REPO / "config" / config_name) == TrainRecipe.from_yaml(shipped / shipped_name)
