@@ -15,6 +15,7 @@ from astra_ros.cli.train import main as train_main
 from astra_ros.data.record import record_episode
 from astra_ros.data.scenes import SimSettings
 
+REPO = Path(__file__).resolve().parents[1]
 RECIPE = dict(preset="tiny", clip_frames=6, batch_size=2, steps=6, codec_steps=4, warmup_steps=2,
               checkpoint_every=3, log_every=1, num_threads=1)
 
@@ -168,9 +169,6 @@ def test_init_applies_the_recipes_model_fields_to_the_checkpoint(tmp_path):
         Trainer._init_from(str(tmp_path / "ckpt"), {"num_layers": source.config.num_layers + 1})
     with pytest.raises(ConfigError, match="codec comes from the checkpoint"):
         Trainer._init_from(str(tmp_path / "ckpt"), {"codec": {"latent_channels": 8}})
-
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "config").glob("train_*.yaml")) + sorted((REPO / "config" / "ablations").glob("*.yaml")),

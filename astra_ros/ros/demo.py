@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-# Scripted path: (seconds, forward speed [m/s], yaw rate [rad/s]).
 # How long to wait for the predictor's first prediction after the first camera image [s].
 PREDICTOR_START_TIMEOUT_S = 120.0
+# Scripted path: (seconds, forward speed [m/s], yaw rate [rad/s]).
 PATH_SCRIPT = [(2.0, 0.0, 0.0), (4.0, 0.35, 0.0), (4.0, 0.2, 0.5), (4.0, 0.35, 0.0), (4.0, 0.2, -0.5), (2.0, 0.0, 0.0)]
 
 
@@ -113,6 +113,14 @@ def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+
+    def publish_and_spin(msg: Twist) -> None:
+        # One 10 Hz command tick; callbacks (camera, predictions) run meanwhile.
+        cmd.publish(msg)
+        end = time.monotonic() + 0.1
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.02)
+
     script = [seg for seg in PATH_SCRIPT]
     total_script = sum(s for s, _, _ in script)
     scale = args.seconds / total_script
@@ -128,10 +136,7 @@ def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]
     print("astra-demo: waiting for the predictor's first prediction ...", flush=True)
     deadline = time.monotonic() + PREDICTOR_START_TIMEOUT_S
     while not rec.predictions and time.monotonic() < deadline:
-        cmd.publish(Twist())
-        end = time.monotonic() + 0.1
-        while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.02)
+        publish_and_spin(Twist())
     if not rec.predictions:
         raise SystemExit(f"astra-demo: no prediction from the predictor within {PREDICTOR_START_TIMEOUT_S:.0f} s "
                          "of the first camera image; see its log")
@@ -147,10 +152,7 @@ def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]
             elapsed -= seconds
         msg = Twist()
         msg.linear.x, msg.angular.z = speed, yaw
-        cmd.publish(msg)
-        end = time.monotonic() + 0.1
-        while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.02)
+        publish_and_spin(msg)
     cmd.publish(Twist())
     node.destroy_node()
     rclpy.try_shutdown()
