@@ -117,5 +117,7 @@ def test_planner_publishes_planned_twists_through_the_predictor(harness, goal_fi
     finally:
         out_planner = stop_node(planner)
         out_predictor = stop_node(predictor)
+        # pytest shows this only on failure: the nodes' own logs say why plans did not come.
+        print(f"--- planner log ---\n{out_planner[-3000:]}\n--- predictor log ---\n{out_predictor[-3000:]}")
     assert "Traceback" not in out_planner, out_planner
     assert "Traceback" not in out_predictor, out_predictor
