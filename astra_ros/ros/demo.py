@@ -121,9 +121,7 @@ def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]
         while time.monotonic() < end:
             executor.spin_once(timeout_sec=0.02)
 
-    script = [seg for seg in PATH_SCRIPT]
-    total_script = sum(s for s, _, _ in script)
-    scale = args.seconds / total_script
+    scale = args.seconds / sum(seconds for seconds, _, _ in PATH_SCRIPT)
     # Wait (bounded) for the simulator's first image: discovery takes up to a few seconds.
     deadline = time.monotonic() + 30.0
     while not rec.camera and time.monotonic() < deadline:
@@ -145,7 +143,7 @@ def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]
     while time.monotonic() - t0 < args.seconds:
         elapsed = (time.monotonic() - t0) / scale
         speed, yaw = 0.0, 0.0
-        for seconds, v, w in script:
+        for seconds, v, w in PATH_SCRIPT:
             if elapsed < seconds:
                 speed, yaw = v, w
                 break
