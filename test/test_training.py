@@ -133,6 +133,14 @@ def test_cosine_schedule_warms_up_then_decays_to_its_floor():
         TrainRecipe(lr_decay="linear").validate()
 
 
+def test_loss_plot_smooths_with_a_trailing_mean():
+    from astra_ros.training.plots import running_mean
+
+    assert running_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert running_mean([4.0, 0.0, 2.0], 10) == [4.0, 2.0, 2.0]  # shorter than the window
+    assert running_mean([], 3) == []
+
+
 def test_init_codec_takes_only_the_codec(bags, tmp_path, caplog):
     recipe = _recipe(tmp_path, steps=2, codec_steps=3)
     common = ["--data", str(bags), "--no-progress"]

@@ -6,7 +6,20 @@ import csv
 from pathlib import Path
 
 
-def plot_loss(csv_path: Path, png_path: Path) -> Path:
+def running_mean(values: list[float], window: int) -> list[float]:
+    """Mean of each value and the up to ``window - 1`` before it (same length as ``values``)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_loss(csv_path: Path, png_path: Path, smooth_points: int = 20) -> Path:
+    """Both phases' losses; a running mean over ``smooth_points`` logged rows is drawn on top,
+    because the flow-matching loss of one batch swings with its sampled noise levels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,8 +31,12 @@ def plot_loss(csv_path: Path, png_path: Path) -> Path:
         pts = [(int(r["step"]), float(r["loss"]), float(r["part_a"])) for r in rows if r["phase"] == phase]
         if pts:
             steps, loss, part = zip(*pts)
-            ax.plot(steps, loss, label="total loss")
-            ax.plot(steps, part, label="reconstruction MSE" if phase == "codec" else "velocity MSE", alpha=0.7)
+            ax.plot(steps, loss, label="total loss", alpha=0.35, linewidth=0.8)
+            ax.plot(steps, part, label="reconstruction MSE" if phase == "codec" else "velocity MSE",
+                    alpha=0.35, linewidth=0.8)
+            window = max(1, min(smooth_points, len(loss) // 5))
+            ax.plot(steps, running_mean(list(loss), window), color="black",
+                    label=f"total loss, mean of {window} rows")
             ax.set_yscale("log")
             ax.legend()
         else:
