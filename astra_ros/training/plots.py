@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 
-def running_mean(values: list[float], window: int) -> list[float]:
+def running_mean(values: Sequence[float], window: int) -> list[float]:
     """Mean of each value and the up to ``window - 1`` before it (same length as ``values``)."""
     out, total = [], 0.0
     for i, v in enumerate(values):
@@ -35,7 +36,7 @@ def plot_loss(csv_path: Path, png_path: Path, smooth_points: int = 20) -> Path:
             ax.plot(steps, part, label="reconstruction MSE" if phase == "codec" else "velocity MSE",
                     alpha=0.35, linewidth=0.8)
             window = max(1, min(smooth_points, len(loss) // 5))
-            ax.plot(steps, running_mean(list(loss), window), color="black",
+            ax.plot(steps, running_mean(loss, window), color="black",
                     label=f"total loss, mean of {window} rows")
             ax.set_yscale("log")
             ax.legend()
