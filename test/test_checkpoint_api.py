@@ -35,6 +35,33 @@ def test_save_then_load_gives_identical_outputs(model, tmp_path):
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
+def test_action_statistics_are_saved_and_older_checkpoints_without_them_still_load(model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    rng = np.random.default_rng(4)
+    acts = rng.normal(0.0, 0.05, size=(6, 12)).astype(np.float32)
+    with torch.no_grad():
+        model.transformer.action_encoder.set_action_statistics({"camera": rng.normal(0.0, 0.05, (50, 12))})
+    path = model.save_pretrained(tmp_path / "ckpt")
+    loaded = WorldModel.from_pretrained(path)
+    for name in ("action_mean", "action_std"):
+        assert torch.equal(getattr(loaded.transformer.action_encoder, name), getattr(model.transformer.action_encoder, name))
+    # A checkpoint from before the statistics existed: identity statistics, the same outputs as before.
+    plain = WorldModel(preset("tiny"))
+    old = plain.save_pretrained(tmp_path / "old")
+    state = load_file(str(old / "model.safetensors"))
+    for key in [k for k in state if k.endswith(("action_mean", "action_std"))]:
+        del state[key]
+    save_file(state, str(old / "model.safetensors"))
+    reloaded = WorldModel.from_pretrained(old)
+    assert reloaded.transformer.action_encoder.action_std.eq(1).all()
+    outs = []
+    for wm in (plain, reloaded):
+        wm.start(_frames(4), acts[:4], modality="camera", seed=2)
+        outs.append(wm.step(acts[4:6], seed=3))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
 def test_truncated_weights_raise_a_clear_error(model, tmp_path):
     path = model.save_pretrained(tmp_path / "ckpt")
     data = (path / "model.safetensors").read_bytes()

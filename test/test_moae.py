@@ -1,8 +1,9 @@
 """MoAE: one expert per frame, a balance loss that means something, and routing that specialises."""
 
+import numpy as np
 import torch
 
-from astra_ros.model.moae import MixtureOfActionExperts, load_balance_loss
+from astra_ros.model.moae import ACTION_STD_FLOOR, MixtureOfActionExperts, load_balance_loss
 
 
 def test_each_frame_goes_to_exactly_one_expert_weighted_by_its_score():
@@ -72,3 +73,71 @@ def test_different_modalities_reach_different_experts_after_training():
     cam, twist = usage["camera"], usage["twist"]
     assert max(cam) > 0.8 and max(twist) > 0.8
     assert cam.index(max(cam)) != twist.index(max(twist)), usage
+
+
+def _rover_like_twists(rng, n):
+    """Twist actions at a rover's scale: ~0.02 m forward and ~0.05 rad of yaw per frame, the rest zero."""
+    twist = np.zeros((n, 6))
+    twist[:, 0] = rng.normal(0.02, 0.02, n)
+    twist[:, 5] = rng.normal(0.0, 0.05, n)
+    return twist
+
+
+def test_action_statistics_standardise_the_projector_input_and_keep_the_function():
+    torch.manual_seed(0)
+    moae = MixtureOfActionExperts({"camera": 12, "twist": 6}, action_dim=8, num_experts=3, expert_hidden_dim=16)
+    rng = np.random.default_rng(0)
+    twist, camera = _rover_like_twists(rng, 400), rng.normal(1.0, 0.3, (400, 12))
+    probe = torch.zeros(2, 5, 12)
+    probe[0] = torch.as_tensor(camera[:5], dtype=torch.float32)
+    probe[1, :, :6] = torch.as_tensor(twist[:5], dtype=torch.float32)
+    ids = torch.tensor([0, 1])
+    with torch.no_grad():
+        before, info_before = moae(probe, ids)
+        moae.set_action_statistics({"camera": camera, "twist": twist})
+        after, info_after = moae(probe, ids)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)  # a trained model is unchanged
+    assert (info_after.expert_index == info_before.expert_index).all()
+    # The twist projector now sees standardised inputs; never-varying dimensions are divided by the floor.
+    seen = []
+    hook = moae.projectors[1].register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    batch = torch.zeros(1, 400, 12)
+    batch[0, :, :6] = torch.as_tensor(twist, dtype=torch.float32)
+    with torch.no_grad():
+        moae(batch, torch.tensor([1]))
+    hook.remove()
+    standardised = seen[0].reshape(-1, 6)
+    for dim in (0, 5):
+        assert abs(float(standardised[:, dim].mean())) < 1e-4 and abs(float(standardised[:, dim].std()) - 1) < 0.01
+    assert (standardised[:, 1:5] == 0).all()
+    assert moae.action_std[1, 1] == ACTION_STD_FLOOR and moae.action_std[1, 6:].eq(1).all()
+    # Measuring again (other data) still keeps the function.
+    with torch.no_grad():
+        moae.set_action_statistics({"twist": _rover_like_twists(np.random.default_rng(1), 300) * 3})
+        again, _ = moae(probe, ids)
+    torch.testing.assert_close(again, before, atol=1e-5, rtol=1e-4)
+
+
+def test_standardised_small_actions_are_learned_much_faster_than_raw_ones():
+    """Why the statistics exist: the feature of a 0.05 rad yaw must move before a model can use it."""
+    rng = np.random.default_rng(0)
+    twist = _rover_like_twists(rng, 256)
+    actions = torch.zeros(256, 1, 6)
+    actions[:, 0] = torch.as_tensor(twist, dtype=torch.float32)
+    target = (actions[:, :, 5:6] / 0.05).expand(-1, -1, 4)  # the yaw in units of its spread
+    losses = {}
+    for standardise in (False, True):
+        torch.manual_seed(0)
+        moae = MixtureOfActionExperts({"twist": 6}, action_dim=4, num_experts=1, expert_hidden_dim=16)
+        if standardise:
+            with torch.no_grad():
+                moae.set_action_statistics({"twist": twist})
+        opt = torch.optim.Adam(moae.parameters(), lr=1e-3)
+        for _ in range(300):
+            out, _ = moae(actions, torch.zeros(256, dtype=torch.long))
+            loss = ((out - target) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        losses[standardise] = float(loss.detach())
+    assert losses[True] < 0.1 * losses[False], losses  # about 0.006 against 0.64

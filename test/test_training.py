@@ -72,6 +72,27 @@ def test_resume_continues_exactly(bags, tmp_path):
             assert (a[k] == b[k]).all(), f"{k} differs after resuming at step {stop}"
 
 
+def test_action_statistics_are_measured_on_the_training_windows(bags, tmp_path):
+    import numpy as np
+
+    from astra_ros.data.clips import ClipDataset
+    from astra_ros.model.moae import ACTION_STD_FLOOR
+
+    recipe = _recipe(tmp_path, steps=2, codec_steps=0, measure_action_statistics=True)
+    assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    weights = _weights(tmp_path / "run")
+    mean, std = weights["transformer.action_encoder.action_mean"], weights["transformer.action_encoder.action_std"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    dataset = ClipDataset(sorted(p for p in bags.iterdir()), None, RECIPE["clip_frames"], tuple(config["resolution"]), None)
+    expected = dataset.actions_by_modality()
+    names = list(config["modalities"])
+    for name, values in expected.items():
+        row, d = names.index(name), config["modalities"][name]
+        np.testing.assert_allclose(mean[row, :d].numpy(), values.mean(0), atol=1e-5)
+        np.testing.assert_allclose(std[row, :d].numpy(), np.maximum(values.std(0), ACTION_STD_FLOOR), rtol=1e-4, atol=1e-6)
+    assert std[names.index("keys")].eq(1).all()  # no keys data: identity
+
+
 def test_bad_recipe_and_missing_data_fail_clearly(bags, tmp_path, caplog):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**RECIPE, "learning_rate": 1.0}))

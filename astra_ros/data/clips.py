@@ -228,9 +228,7 @@ class ClipDataset(Dataset):
         bag_index, start = self._windows[index]
         episode = self._load(bag_index)
         stop = start + self.clip_frames
-        actions = episode.actions[start:stop]
-        if episode.modality == "camera":
-            actions = rebase_camera_actions(actions)
+        actions = self._window_actions(episode, start)
         frames = torch.from_numpy(np.ascontiguousarray(episode.frames[start:stop]))  # (T, H, W, 3) uint8
         if self.frame_format == "float":
             frames = frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # (T, 3, H, W) in [-1, 1]
@@ -242,6 +240,23 @@ class ClipDataset(Dataset):
             "start": start,
             "stamps_ns": torch.from_numpy(episode.stamps_ns[start:stop].copy()),
         }
+
+    def _window_actions(self, episode: Episode, start: int) -> np.ndarray:
+        actions = episode.actions[start:start + self.clip_frames]
+        if episode.modality == "camera":
+            actions = rebase_camera_actions(actions)
+        return actions
+
+    def actions_by_modality(self) -> dict[str, np.ndarray]:
+        """Every window's actions as the items give them, stacked per modality: name -> ``float32 [N * T, D]``.
+
+        Reads no frames; used to measure the action statistics the model standardises with.
+        """
+        groups: dict[str, list[np.ndarray]] = {}
+        for bag_index, start in self._windows:
+            episode = self._load(bag_index)
+            groups.setdefault(episode.modality, []).append(self._window_actions(episode, start))
+        return {name: np.concatenate(rows).astype(np.float32) for name, rows in groups.items()}
 
     def random_window(self, generator: np.random.Generator) -> dict[str, object]:
         """One window chosen uniformly at random with ``generator``."""

@@ -14,6 +14,9 @@ from .config import AstraConfig, ConfigError
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+# Tensors added after checkpoints were first released: a file without them loads with the module's own
+# initial values, which leave the model's function as it was trained (identity action statistics).
+OPTIONAL_TENSORS = ("transformer.action_encoder.action_mean", "transformer.action_encoder.action_std")
 
 
 class CheckpointError(ValueError):
@@ -39,13 +42,17 @@ def load_config(path: Path) -> AstraConfig:
 
 
 def load_weights(module: nn.Module, path: Path) -> None:
-    """Load ``model.safetensors`` into ``module``; every key and shape must match."""
+    """Load ``model.safetensors`` into ``module``; every key and shape must match (except that
+    :data:`OPTIONAL_TENSORS` may be absent)."""
     file = path / WEIGHTS_NAME
     try:
         state = load_file(str(file))
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{file} is not a readable safetensors file (truncated or corrupt?): {err}") from err
     expected = module.state_dict()
+    for key in OPTIONAL_TENSORS:
+        if key in expected and key not in state:
+            state[key] = expected[key].detach().clone()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)

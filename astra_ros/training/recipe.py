@@ -30,6 +30,9 @@ class TrainRecipe:
     weight_decay: float = 0.01
     grad_clip: float = 1.0  # max global gradient norm
     ema_decay: float = 0.999  # EMA of the weights; the EMA is what gets released
+    # Measure each modality's action mean/std on the training windows when the world phase starts and
+    # standardise actions with them (the projectors are rescaled, so an --init model starts unchanged).
+    measure_action_statistics: bool = False
     codec_steps: int = 0  # autoencoder steps before the world model (0 = keep the codec as initialised/loaded)
     codec_lr: float = 1e-3
     codec_batch_frames: int = 16  # frames per autoencoder step (drawn from the sampled clips)

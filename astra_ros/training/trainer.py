@@ -260,6 +260,8 @@ class Trainer:
                 end = r.codec_steps if current == "codec" else total
                 if step >= end:
                     continue
+                if current == "world" and r.measure_action_statistics and not (meta is not None and meta["phase"] == "world"):
+                    self._measure_action_statistics()
                 optimizer, wrapped, params = self._phase_setup(current)
                 if meta is not None and meta["phase"] == current:
                     load_optimizer_state(state_dir, optimizer)  # mid-phase: continue its moments
@@ -351,6 +353,15 @@ class Trainer:
             for buf in (self.model.codec.latent_mean, self.model.codec.latent_std):
                 dist.all_reduce(buf)
                 buf /= self.dist.world_size
+        self.ema.copy_from(self.model)
+
+    @torch.no_grad()
+    def _measure_action_statistics(self) -> None:
+        """Standardise actions by their statistics over every training window (identical on every rank:
+        all ranks read the same windows), then restart the EMA from the rescaled model."""
+        measured = self.model.transformer.action_encoder.set_action_statistics(self.dataset.actions_by_modality())
+        for name, (mean, std) in measured.items():
+            log.info("%s actions: mean %s, std %s", name, np.round(mean, 4).tolist(), np.round(std, 4).tolist())
         self.ema.copy_from(self.model)
 
     def _checkpoint(self, step: int, phase: str, optimizer) -> None:
