@@ -283,3 +283,38 @@ def test_latent_delta_loss_leaves_out_the_chunk_without_a_reference():
     hf = (k - 1) * cf
     assert torch.all(grad[:hf] == 0) and torch.all(grad[hf:hf + cf] == 0)
     assert torch.all(grad[hf + cf:] > 0)
+
+
+def test_motion_weighted_loss_counts_moving_cells_more_and_is_plain_mse_by_default():
+    """motion_loss_weight scales each cell's squared error by 1 + s * change / mean change (mean 1)."""
+    from astra_ros.model.flow import motion_weights
+
+    k = 3
+    grads = {}
+    for strength in (0.0, 4.0):
+        torch.manual_seed(0)
+        cfg = preset("tiny", motion_loss_weight=strength)
+        model = AstraTransformer(cfg)
+        h, w = cfg.latent_size
+        cf = cfg.chunk_frames
+        clip = torch.zeros(2, cfg.codec.latent_channels, k * cf, h, w)
+        clip[:, :, :, 0, 0] = torch.arange(k * cf, dtype=torch.float32)  # one cell moves, the rest stand still
+        actions = torch.randn(2, k * cf, model.action_encoder.max_action_size)
+        seen = {}
+        forward = model.forward
+
+        def spy(*args, forward=forward, seen=seen, **kwargs):
+            velocity, kv = forward(*args, **kwargs)
+            seen["v"] = velocity.detach().requires_grad_()
+            return seen["v"], kv
+
+        model.forward = spy
+        flow_matching_loss(model, clip, actions, torch.tensor([0, 0]), generator=torch.Generator().manual_seed(4)).flow.backward()
+        grads[strength] = seen["v"].grad[:, :, (k - 1) * cf:]  # the target frames
+    weights = motion_weights(clip, 4.0)
+    assert abs(float(weights.mean()) - 1.0) < 1e-6
+    moving, still = float(weights[0, 0, 1, 0, 0]), float(weights[0, 0, 1, 1, 1])
+    assert moving > 10 * still  # the moving cell dominates
+    ratio = grads[4.0] / grads[0.0]  # same noise and velocities: the gradients differ by the weights alone
+    torch.testing.assert_close(ratio, weights.expand_as(ratio), rtol=1e-4, atol=1e-5)
+    assert torch.equal(motion_weights(clip, 0.0), torch.ones_like(weights))

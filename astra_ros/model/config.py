@@ -86,6 +86,10 @@ class AstraConfig:
     sample_shift: float = 2.0  # shift of the Euler sampling schedule (diffusers FlowMatchEuler style)
     denoise_steps: int = 8  # Euler steps per chunk at inference
     guidance_scale: float = 3.0  # action-free guidance s; 1 = no guidance (single pass)
+    # Training: each latent cell's flow loss is weighted by 1 + this * (its change since the previous
+    # frame / the batch's mean change), normalised to mean 1, so the few cells where something moves
+    # (an arm in a fixed view) count for more than the static background. 0 = plain MSE.
+    motion_loss_weight: float = 0.0
     # --- decoding
     # Frames are decoded as the newest observed frame plus the decoded change since it,
     # decode(z_pred) - decode(z_last): what stays still keeps the camera's pixels exactly instead of
@@ -239,6 +243,8 @@ def _validate(cfg: AstraConfig) -> None:
         raise ConfigError("sample_shift and train_shift must be > 0")
     if cfg.guidance_scale < 0:
         raise ConfigError(f"guidance_scale must be >= 0, got {cfg.guidance_scale}")
+    if cfg.motion_loss_weight < 0:
+        raise ConfigError(f"motion_loss_weight must be >= 0, got {cfg.motion_loss_weight}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -60,6 +60,19 @@ def latent_targets(latents: torch.Tensor, chunk_frames: int) -> torch.Tensor:
     return out
 
 
+def motion_weights(latents: torch.Tensor, strength: float) -> torch.Tensor:
+    """Per-cell loss weights (B, 1, F, h, w) with mean 1: ``1 + strength * m / mean(m)``, normalised,
+    where ``m`` is the channel-mean absolute change of a latent cell since the previous frame (frame 0
+    takes frame 1's). Uniform when ``strength`` is 0 or nothing moves."""
+    b, _, f, h, w = latents.shape
+    if strength == 0.0 or f < 2:
+        return latents.new_ones(b, 1, f, h, w)
+    change = (latents[:, :, 1:] - latents[:, :, :-1]).abs().mean(dim=1, keepdim=True)  # (B, 1, F-1, h, w)
+    change = torch.cat([change[:, :, :1], change], dim=2)
+    weights = 1.0 + strength * change / change.mean().clamp_min(1e-8)
+    return weights / weights.mean()
+
+
 @dataclass
 class TrainingLoss:
     total: torch.Tensor
@@ -122,7 +135,9 @@ def flow_matching_loss(
     )
     # With latent deltas chunk 0 has no frame before it (streaming never predicts without history).
     first = cf if cfg.latent_delta else 0
-    flow = F.mse_loss(velocity[:, :, hf + first:], (noise - x0)[:, :, first:])
+    squared = (velocity[:, :, hf + first:] - (noise - x0)[:, :, first:]) ** 2
+    weights = motion_weights(latents, cfg.motion_loss_weight)[:, :, first:]
+    flow = (squared * weights).mean()  # weights have mean 1: plain MSE when motion_loss_weight is 0
     total = flow + cfg.load_balance_weight * routing.load_balance_loss
     return TrainingLoss(total=total, flow=flow, load_balance=routing.load_balance_loss)
 
