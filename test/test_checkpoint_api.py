@@ -174,8 +174,10 @@ def test_shared_noise_makes_candidates_differ_only_by_their_actions(model):
     shared = model.imagine(acts, seed=2, shared_noise=True)
     np.testing.assert_array_equal(shared[0], shared[1])
     assert np.abs(shared[0].astype(int) - shared[2].astype(int)).max() > 0
-    # each candidate equals what it gets alone with the same seed
-    np.testing.assert_array_equal(model.imagine(acts[2:], seed=2, shared_noise=True)[0], shared[2])
+    # each candidate equals what it gets alone with the same seed, up to one level of rounding: a batch of
+    # 1 and a batch of 3 take different float summation orders (seen with one torch thread)
+    alone = model.imagine(acts[2:], seed=2, shared_noise=True)[0]
+    assert np.abs(alone.astype(int) - shared[2].astype(int)).max() <= 1
     independent = model.imagine(acts, seed=2)
     assert np.abs(independent[0].astype(int) - independent[1].astype(int)).max() > 0
 
