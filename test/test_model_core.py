@@ -260,15 +260,9 @@ def test_latent_delta_adds_the_clean_newest_history_frame_to_what_is_sampled():
         StreamingRollout(delta).predict_chunk(feats, None, 1.0, 2, noise=noise)
 
 
-def test_latent_delta_loss_leaves_out_the_chunk_without_a_reference():
-    """With latent deltas the first target chunk (nothing before it) gets no gradient; the others do."""
-    torch.manual_seed(0)
-    cfg = preset("tiny", latent_delta=True)
-    model = AstraTransformer(cfg)
-    h, w = cfg.latent_size
-    k, cf = 3, cfg.chunk_frames
-    clip = torch.randn(2, cfg.codec.latent_channels, k * cf, h, w)
-    actions = torch.randn(2, k * cf, model.action_encoder.max_action_size)
+def _flow_loss_gradient_on_velocity(model: AstraTransformer, clip: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Gradient of the flow loss (modality 0, generator seed 4) with respect to the network's velocity
+    output over [history, targets]: which frames and cells the loss trains, and how strongly."""
     seen = {}
     forward = model.forward
 
@@ -278,8 +272,22 @@ def test_latent_delta_loss_leaves_out_the_chunk_without_a_reference():
         return seen["v"], kv
 
     model.forward = spy
-    flow_matching_loss(model, clip, actions, torch.tensor([0, 0]), generator=torch.Generator().manual_seed(4)).flow.backward()
-    grad = seen["v"].grad.abs().sum(dim=(0, 1, 3, 4))  # per frame of [history (k-1)*cf, targets k*cf]
+    ids = torch.zeros(clip.shape[0], dtype=torch.long)
+    flow_matching_loss(model, clip, actions, ids, generator=torch.Generator().manual_seed(4)).flow.backward()
+    return seen["v"].grad
+
+
+def test_latent_delta_loss_leaves_out_the_chunk_without_a_reference():
+    """With latent deltas the first target chunk (nothing before it) gets no gradient; the others do."""
+    torch.manual_seed(0)
+    cfg = preset("tiny", latent_delta=True)
+    model = AstraTransformer(cfg)
+    h, w = cfg.latent_size
+    k, cf = 3, cfg.chunk_frames
+    clip = torch.randn(2, cfg.codec.latent_channels, k * cf, h, w)
+    actions = torch.randn(2, k * cf, model.action_encoder.max_action_size)
+    # Per frame of [history (k-1)*cf, targets k*cf].
+    grad = _flow_loss_gradient_on_velocity(model, clip, actions).abs().sum(dim=(0, 1, 3, 4))
     hf = (k - 1) * cf
     assert torch.all(grad[:hf] == 0) and torch.all(grad[hf:hf + cf] == 0)
     assert torch.all(grad[hf + cf:] > 0)
@@ -300,17 +308,7 @@ def test_motion_weighted_loss_counts_moving_cells_more_and_is_plain_mse_by_defau
         clip = torch.zeros(2, cfg.codec.latent_channels, k * cf, h, w)
         clip[:, :, :, 0, 0] = torch.arange(k * cf, dtype=torch.float32)  # one cell moves, the rest stand still
         actions = torch.randn(2, k * cf, model.action_encoder.max_action_size)
-        seen = {}
-        forward = model.forward
-
-        def spy(*args, forward=forward, seen=seen, **kwargs):
-            velocity, kv = forward(*args, **kwargs)
-            seen["v"] = velocity.detach().requires_grad_()
-            return seen["v"], kv
-
-        model.forward = spy
-        flow_matching_loss(model, clip, actions, torch.tensor([0, 0]), generator=torch.Generator().manual_seed(4)).flow.backward()
-        grads[strength] = seen["v"].grad[:, :, (k - 1) * cf:]  # the target frames
+        grads[strength] = _flow_loss_gradient_on_velocity(model, clip, actions)[:, :, (k - 1) * cf:]  # the target frames
     weights = motion_weights(clip, 4.0)
     assert abs(float(weights.mean()) - 1.0) < 1e-6
     moving, still = float(weights[0, 0, 1, 0, 0]), float(weights[0, 0, 1, 1, 1])
