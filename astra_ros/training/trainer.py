@@ -260,11 +260,12 @@ class Trainer:
                 end = r.codec_steps if current == "codec" else total
                 if step >= end:
                     continue
-                if current == "world" and r.measure_action_statistics and not (meta is not None and meta["phase"] == "world"):
-                    self._measure_action_statistics()
+                mid_phase = meta is not None and meta["phase"] == current  # resumed inside this phase
+                if current == "world" and r.measure_action_statistics and not mid_phase:
+                    self._measure_action_statistics()  # a resumed run loaded them with the weights
                 optimizer, wrapped, params = self._phase_setup(current)
-                if meta is not None and meta["phase"] == current:
-                    load_optimizer_state(state_dir, optimizer)  # mid-phase: continue its moments
+                if mid_phase:
+                    load_optimizer_state(state_dir, optimizer)  # continue its moments
                 meta = None
                 while step < end:
                     if self.stop_after is not None and step >= self.stop_after:
