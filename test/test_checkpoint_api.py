@@ -239,3 +239,20 @@ def test_bfloat16_precision_stays_close_to_float32(model):
     assert 0 < diff.max() and diff.mean() < 2.0  # bf16 rounding shows, but only as rounding
     with pytest.raises(ValueError, match="precision must be one of"):
         model.set_precision("float16")
+
+
+def test_a_checkpoint_trained_without_motion_inputs_loads_with_them_and_predicts_the_same(model, tmp_path):
+    """What `astra-train --init` does when a recipe turns on `action_motion` for an older checkpoint."""
+    rng = np.random.default_rng(5)
+    acts = rng.normal(0.0, 0.05, size=(8, 12)).astype(np.float32)
+    path = model.save_pretrained(tmp_path / "plain")
+    config = json.loads((path / "config.json").read_text())
+    config["action_motion"] = True
+    (path / "config.json").write_text(json.dumps(config))
+    moving = WorldModel.from_pretrained(path)
+    assert moving.transformer.action_encoder.uses_motion
+    outs = []
+    for wm in (model, moving):
+        wm.start(_frames(4), acts[:4], modality="camera", seed=2)
+        outs.append(wm.step(acts[4:8], seed=3))
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -141,3 +141,68 @@ def test_standardised_small_actions_are_learned_much_faster_than_raw_ones():
             opt.step()
         losses[standardise] = float(loss.detach())
     assert losses[True] < 0.1 * losses[False], losses  # about 0.006 against 0.64
+
+
+def _camera_poses(rng: np.random.Generator, frames: int) -> np.ndarray:
+    """A camera drifting and turning a little per frame: world poses (frames, 4, 4)."""
+    from astra_ros.data.geometry import quaternion_to_matrix
+
+    poses = np.tile(np.eye(4), (frames, 1, 1))
+    yaw = np.cumsum(rng.normal(0.0, 0.05, frames))
+    pitch = np.cumsum(rng.normal(0.0, 0.02, frames))
+    quats = np.stack([np.sin(pitch / 2), np.sin(yaw / 2) * np.cos(pitch / 2), np.zeros(frames),
+                      np.cos(yaw / 2) * np.cos(pitch / 2)], axis=-1)
+    poses[:, :3, :3] = quaternion_to_matrix(quats / np.linalg.norm(quats, axis=-1, keepdims=True))
+    poses[:, :3, 3] = np.cumsum(rng.normal(0.0, 0.03, (frames, 3)), axis=0) + [1.0, -2.0, 0.5]
+    return poses
+
+
+def test_camera_motion_is_the_step_since_the_frame_before_whatever_the_reference():
+    from astra_ros.data.actions import camera_actions, rebase_camera_actions
+    from astra_ros.data.geometry import relative_transforms
+
+    moae = MixtureOfActionExperts({"camera": 12, "twist": 6}, action_dim=8, num_experts=2, expert_hidden_dim=8, motion=True)
+    poses = _camera_poses(np.random.default_rng(0), 8)
+    actions = camera_actions(poses)  # relative to frame 0
+    rebased = rebase_camera_actions(actions, reference_index=5)  # relative to frame 5
+    ids = torch.tensor([0, 0])
+    motion = moae.motion(torch.as_tensor(np.stack([actions, rebased])), ids).double()
+    expected = np.stack([relative_transforms(poses[i - 1], poses[i:i + 1])[0] for i in range(1, 8)])
+    expected[:, :3, :3] -= np.eye(3)
+    np.testing.assert_allclose(motion[0, 1:].numpy(), expected[:, :3, :4].reshape(7, 12), atol=1e-5)
+    torch.testing.assert_close(motion[1], motion[0], atol=1e-5, rtol=0)  # the reference frame does not matter
+    assert motion[:, 0].eq(0).all()  # nothing before frame 0: unknown, zero
+    # With the frame before given, frame 0 gets its motion too; a camera standing still has none.
+    with_previous = moae.motion(torch.as_tensor(actions[None, 1:]), ids[:1], torch.as_tensor(actions[None, 0]))
+    torch.testing.assert_close(with_previous[0], motion[0, 1:].float(), atol=1e-5, rtol=0)
+    still = moae.motion(torch.as_tensor(np.repeat(actions[None, 3:4], 4, axis=1)), ids[:1])
+    assert still.abs().max() < 1e-6
+    # Other modalities: the change of the vector.
+    twist = torch.randn(1, 5, 12)
+    twist[..., 6:] = 0
+    torch.testing.assert_close(moae.motion(twist, torch.tensor([1]))[0, 1:], twist[0, 1:] - twist[0, :-1])
+
+
+def test_motion_inputs_start_at_zero_and_their_statistics_keep_the_function():
+    torch.manual_seed(0)
+    plain = MixtureOfActionExperts({"camera": 12, "twist": 6}, action_dim=8, num_experts=3, expert_hidden_dim=16)
+    moving = MixtureOfActionExperts({"camera": 12, "twist": 6}, action_dim=8, num_experts=3, expert_hidden_dim=16,
+                                    motion=True)
+    moving.load_state_dict(plain.state_dict(), strict=False)
+    rng = np.random.default_rng(1)
+    windows = np.cumsum(rng.normal(0.0, 0.02, (40, 10, 6)), axis=1)  # twist-like windows [N, T, D]
+    probe = torch.zeros(2, 10, 12)
+    probe[:, :, :6] = torch.as_tensor(windows[:2], dtype=torch.float32)
+    ids = torch.tensor([1, 1])
+    with torch.no_grad():
+        motion = moving.motion(probe, ids)
+        torch.testing.assert_close(moving(probe, ids, motion=motion)[0], plain(probe, ids)[0])  # zero at init
+        for proj in moving.motion_projectors:  # as after training
+            proj.weight.normal_(0, 1.0)
+        before, _ = moving(probe, ids, motion=motion)
+        moving.set_action_statistics({"twist": windows})
+        after, _ = moving(probe, ids, motion=moving.motion(probe, ids))
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
+    measured = np.diff(windows, axis=1).reshape(-1, 6).std(axis=0)
+    np.testing.assert_allclose(moving.motion_std[1, :6].numpy(), measured, rtol=1e-4)
+    assert moving.motion_std[0].eq(1).all()  # no camera windows: unchanged

@@ -316,3 +316,35 @@ def test_motion_weighted_loss_counts_moving_cells_more_and_is_plain_mse_by_defau
     ratio = grads[4.0] / grads[0.0]  # same noise and velocities: the gradients differ by the weights alone
     torch.testing.assert_close(ratio, weights.expand_as(ratio), rtol=1e-4, atol=1e-5)
     assert torch.equal(motion_weights(clip, 0.0), torch.ones_like(weights))
+
+
+def test_streaming_gives_every_frame_the_motion_training_gives_it():
+    """Motion inputs are measured along the whole clip in training; streaming, which sees one chunk at
+    a time, must hand each frame the same motion (its first frame's taken from the history's last action)."""
+    cfg = preset("tiny", action_motion=True)
+    wm = WorldModel(cfg)
+    enc = wm.transformer.action_encoder
+    seen = []
+    original = enc.forward
+
+    def spy(actions, modality_ids, dropped=None, motion=None):
+        if dropped is None or not dropped.all():
+            seen.append(motion.clone())
+        return original(actions, modality_ids, dropped, motion)
+
+    enc.forward = spy
+    rng = np.random.default_rng(0)
+    acts = rng.normal(0.0, 0.1, size=(10, 6)).astype(np.float32)
+    wm.start(rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8), acts[:4], modality="twist", seed=1)
+    wm.step(acts[4:8], seed=2)
+    streamed = torch.cat(seen, dim=1)[0, :, :6]  # history chunks, then each stepped chunk (once per Euler pass)
+    padded = torch.zeros(1, 10, enc.max_action_size)
+    padded[0, :, :6] = torch.as_tensor(acts)
+    trained = enc.motion(padded, torch.tensor([enc.modality_index("twist")]))[0, :, :6]
+    torch.testing.assert_close(streamed[:4], trained[:4])
+    torch.testing.assert_close(streamed[4:6], trained[4:6])  # first stepped chunk
+    torch.testing.assert_close(streamed[-2:], trained[6:8])  # second stepped chunk
+    # imagine() branches from the live history: its first chunk continues from the last stepped action.
+    seen.clear()
+    wm.imagine(acts[None, 8:10], seed=3)
+    torch.testing.assert_close(seen[0][0, :, :6], trained[8:10])

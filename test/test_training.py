@@ -88,6 +88,7 @@ def test_action_statistics_are_measured_on_the_training_windows(bags, tmp_path):
     names = list(config["modalities"])
     for name, values in expected.items():
         row, d = names.index(name), config["modalities"][name]
+        values = values.reshape(-1, d)
         np.testing.assert_allclose(mean[row, :d].numpy(), values.mean(0), atol=1e-5)
         np.testing.assert_allclose(std[row, :d].numpy(), np.maximum(values.std(0), ACTION_STD_FLOOR), rtol=1e-4, atol=1e-6)
     assert std[names.index("keys")].eq(1).all()  # no keys data: identity

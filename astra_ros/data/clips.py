@@ -248,15 +248,15 @@ class ClipDataset(Dataset):
         return actions
 
     def actions_by_modality(self) -> dict[str, np.ndarray]:
-        """Every window's actions as the items give them, stacked per modality: name -> ``float32 [N * T, D]``.
+        """Every window's actions as the items give them, stacked per modality: name -> ``float32 [N, T, D]``.
 
-        Reads no frames; used to measure the action statistics the model standardises with.
+        Reads no frames; used to measure the action (and motion) statistics the model standardises with.
         """
         groups: dict[str, list[np.ndarray]] = {}
         for bag_index, start in self._windows:
             episode = self._load(bag_index)
             groups.setdefault(episode.modality, []).append(self._window_actions(episode, start))
-        return {name: np.concatenate(rows).astype(np.float32) for name, rows in groups.items()}
+        return {name: np.stack(rows).astype(np.float32) for name, rows in groups.items()}
 
     def random_window(self, generator: np.random.Generator) -> dict[str, object]:
         """One window chosen uniformly at random with ``generator``."""

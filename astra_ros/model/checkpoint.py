@@ -14,9 +14,12 @@ from .config import AstraConfig, ConfigError
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
-# Tensors added after checkpoints were first released: a file without them loads with the module's own
-# initial values, which leave the model's function as it was trained (identity action statistics).
-OPTIONAL_TENSORS = ("transformer.action_encoder.action_mean", "transformer.action_encoder.action_std")
+# Tensors added after checkpoints were first released (names, or prefixes ending in "."): a file without
+# them loads with the module's own initial values, which leave the model's function as it was trained
+# (identity action statistics; zero-initialised motion projectors, e.g. when `--init` turns on
+# `action_motion` for a checkpoint trained without it).
+OPTIONAL_TENSORS = ("transformer.action_encoder.action_mean", "transformer.action_encoder.action_std",
+                    "transformer.action_encoder.motion_std", "transformer.action_encoder.motion_projectors.")
 
 
 class CheckpointError(ValueError):
@@ -50,8 +53,9 @@ def load_weights(module: nn.Module, path: Path) -> None:
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{file} is not a readable safetensors file (truncated or corrupt?): {err}") from err
     expected = module.state_dict()
-    for key in OPTIONAL_TENSORS:
-        if key in expected and key not in state:
+    for key in expected:
+        optional = any(key == name or (name.endswith(".") and key.startswith(name)) for name in OPTIONAL_TENSORS)
+        if optional and key not in state:
             state[key] = expected[key].detach().clone()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -100,6 +100,11 @@ class AstraConfig:
     # (x0 = z - z_last, sampled, then z_last added back), so "nothing moves" is the network's
     # zero output instead of a copy it must reproduce through attention from noised history.
     latent_delta: bool = False
+    # --- action input
+    # Each frame's action also enters as its motion since the frame before (the camera's relative
+    # transform, the change of any other modality's vector) through its own zero-initialised projector,
+    # so "how far did it move since the last frame" need not be worked out through attention.
+    action_motion: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)

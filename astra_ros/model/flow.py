@@ -120,7 +120,11 @@ def flow_matching_loss(
     drop_history = (rand(b, 1) < action_dropout).expand(b, hf)
     seq_actions = torch.cat([actions[:, :hf], actions], dim=1)
     dropped = torch.cat([drop_history, drop_target], dim=1)
-    features, routing = model.encode_actions(seq_actions, modality_ids, dropped)
+    seq_motion = None
+    if cfg.action_motion:  # measured along the clip, so target frame 0 has no frame before it
+        motion = model.action_encoder.motion(actions, modality_ids)
+        seq_motion = torch.cat([motion[:, :hf], motion], dim=1)
+    features, routing = model.encode_actions(seq_actions, modality_ids, dropped, seq_motion)
     # 4. One pass with the block-causal mask
     chunk_ids, is_target, frame_pos = chunk_layout(k, cf, k - 1)
     n = cfg.tokens_per_frame

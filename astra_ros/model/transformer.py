@@ -211,7 +211,8 @@ class AstraTransformer(nn.Module):
         self.patch_embedding = nn.Conv3d(c, dim, kernel_size=config.patch_size, stride=config.patch_size)
         self.condition_embedder = ConditionEmbedder(dim, config.freq_dim, config.text_dim)
         self.action_encoder = MixtureOfActionExperts(
-            config.modalities, config.action_dim, config.num_experts, config.expert_hidden_dim
+            config.modalities, config.action_dim, config.num_experts, config.expert_hidden_dim,
+            motion=config.action_motion,
         )
         self.blocks = nn.ModuleList(AstraBlock(config) for _ in range(config.num_layers))
         self.proj_out = nn.Linear(dim, c * math.prod(config.patch_size))
@@ -228,10 +229,12 @@ class AstraTransformer(nn.Module):
             nn.init.zeros_(block.action_proj.bias)
 
     def encode_actions(
-        self, actions: torch.Tensor, modality_ids: torch.Tensor, dropped: torch.Tensor | None = None
+        self, actions: torch.Tensor, modality_ids: torch.Tensor, dropped: torch.Tensor | None = None,
+        motion: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, RoutingInfo]:
-        """Per-frame action features (B, F, action_dim) through MoAE."""
-        return self.action_encoder(actions, modality_ids, dropped)
+        """Per-frame action features (B, F, action_dim) through MoAE (``motion``: each frame's motion,
+        used when the config has ``action_motion``)."""
+        return self.action_encoder(actions, modality_ids, dropped, motion)
 
     def forward(
         self,

@@ -51,6 +51,8 @@ class WorldModel(nn.Module):
         # Newest observed frame (1, 3, H, W) in [-1, 1] and the codec's reconstruction of it: the
         # reference of residual decoding.
         self._anchor: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Action of the newest frame in the history (None: it had none); the motion input's reference.
+        self._last_action: torch.Tensor | None = None
         self._generator = torch.Generator().manual_seed(0)
         self._imagine_generator = torch.Generator().manual_seed(1)  # separate, so imagine() leaves step() reproducible
         self.eval()
@@ -137,6 +139,7 @@ class WorldModel(nn.Module):
         self._pending_frames.clear()
         self._pending_actions.clear()
         self._anchor = None
+        self._last_action = None
 
     @torch.no_grad()
     def start(self, frames: np.ndarray, actions: np.ndarray | None = None, modality: str = "camera",
@@ -202,12 +205,17 @@ class WorldModel(nn.Module):
             chunk = torch.stack(self._pending_frames[:cf], dim=2)  # (1, C, cf, h, w)
             acts = self._pending_actions[:cf]
             del self._pending_frames[:cf], self._pending_actions[:cf]
-            features = self._features(acts, batch=1)
+            features = self._features(acts, batch=1, previous=self._last_action)
+            self._last_action = acts[-1]
             self.stream.append_history(chunk, features, generator=self._generator)
 
     def _features(self, actions: list[torch.Tensor | None] | torch.Tensor | None, batch: int,
-                  modality: str | None = None) -> torch.Tensor:
-        """Action features (batch, chunk_frames, A); frames without actions get the null feature."""
+                  modality: str | None = None, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """Action features (batch, chunk_frames, A); frames without actions get the null feature.
+
+        ``previous`` (D,) or (batch, D) is the action of the frame before the chunk (None: unknown),
+        the reference of the first frame's motion when the model takes motion inputs.
+        """
         cfg = self.config
         enc = self.transformer.action_encoder
         cf = cfg.chunk_frames
@@ -223,7 +231,18 @@ class WorldModel(nn.Module):
                     dropped[:, i] = False
         mid = enc.modality_index(modality or self._modality)
         ids = torch.full((batch,), mid, dtype=torch.long, device=self.device)
-        return enc(padded, ids, dropped)[0]
+        motion = None
+        if enc.uses_motion:
+            before = None
+            if previous is not None:
+                before = torch.zeros(batch, enc.max_action_size, device=self.device)
+                before[:, : previous.shape[-1]] = previous.to(self.device)
+            motion = enc.motion(padded, ids, before)
+            # A frame whose predecessor carried no action has no known motion.
+            predecessor_known = torch.cat([torch.full((batch, 1), previous is not None, device=self.device),
+                                           ~dropped[:, :-1]], dim=1)
+            motion[~predecessor_known] = 0.0
+        return enc(padded, ids, dropped, motion)[0]
 
     @torch.no_grad()
     def step(self, actions: np.ndarray, seed: int | None = None, generator: torch.Generator | None = None,
@@ -245,7 +264,8 @@ class WorldModel(nn.Module):
         frames = []
         for c in range(actions_t.shape[0] // n):
             chunk_actions = actions_t[None, c * n:(c + 1) * n]  # (1, n, D)
-            features = self._features(chunk_actions, 1)
+            features = self._features(chunk_actions, 1, previous=self._last_action)
+            self._last_action = chunk_actions[0, -1]
             latents = self._predict(self.stream, features, gen, guidance_scale)
             frames.append(latents)
             self.stream.append_history(latents, features, generator=gen)
@@ -308,7 +328,10 @@ class WorldModel(nn.Module):
             for c in range(last_needed + 1):
                 chunk_actions = actions_t[rows, c * n:(c + 1) * n]
                 predict_noise, history_noise = noises[c]
-                features = self._features(chunk_actions, chunk_actions.shape[0], modality)
+                previous = self._last_action if c == 0 else actions_t[rows, c * n - 1]
+                if c == 0 and modality != self._modality:
+                    previous = None  # the history's actions are another modality's
+                features = self._features(chunk_actions, chunk_actions.shape[0], modality, previous=previous)
                 chunk = self._predict(branch, features, gen, guidance_scale, shared_noise,
                                       steps=steps, noise=predict_noise[rows], modality=modality)
                 latents.append(chunk)

@@ -360,9 +360,13 @@ class Trainer:
     def _measure_action_statistics(self) -> None:
         """Standardise actions by their statistics over every training window (identical on every rank:
         all ranks read the same windows), then restart the EMA from the rescaled model."""
-        measured = self.model.transformer.action_encoder.set_action_statistics(self.dataset.actions_by_modality())
+        encoder = self.model.transformer.action_encoder
+        measured = encoder.set_action_statistics(self.dataset.actions_by_modality())
         for name, (mean, std) in measured.items():
             log.info("%s actions: mean %s, std %s", name, np.round(mean, 4).tolist(), np.round(std, 4).tolist())
+            if encoder.uses_motion:
+                idx, d = encoder.modality_index(name), encoder.modality_dims[name]
+                log.info("%s motion per frame: std %s", name, np.round(encoder.motion_std[idx, :d].tolist(), 4).tolist())
         self.ema.copy_from(self.model)
 
     def _checkpoint(self, step: int, phase: str, optimizer) -> None:
