@@ -64,13 +64,9 @@ def action_motion(actions: torch.Tensor, camera_rows: torch.Tensor, previous: to
     get ``a - a_prev``. ``previous`` (B, Dmax) is the action of the frame before frame 0; without it
     frame 0's motion is zero (unknown).
     """
-    if previous is None:
-        before = torch.cat([actions[:, :1], actions[:, :-1]], dim=1)
-    else:
-        before = torch.cat([previous[:, None].to(actions.dtype), actions[:, :-1]], dim=1)
+    first = actions[:, :1] if previous is None else previous[:, None].to(actions.dtype)
+    before = torch.cat([first, actions[:, :-1]], dim=1)
     motion = actions - before
-    if previous is None:
-        motion[:, 0] = 0.0
     if camera_rows.any():
         pose = actions[camera_rows][..., :12].unflatten(-1, (3, 4))  # (N, F, 3, 4)
         pose_before = before[camera_rows][..., :12].unflatten(-1, (3, 4))
@@ -78,9 +74,9 @@ def action_motion(actions: torch.Tensor, camera_rows: torch.Tensor, previous: to
         relative_rot = rot_before_t @ pose[..., :3] - torch.eye(3, dtype=actions.dtype, device=actions.device)
         relative_t = rot_before_t @ (pose[..., 3:] - pose_before[..., 3:])
         camera = torch.cat([relative_rot, relative_t], dim=-1).flatten(-2)  # (N, F, 12)
-        if previous is None:
-            camera[:, 0] = 0.0
         motion[camera_rows] = torch.cat([camera, motion[camera_rows][..., 12:]], dim=-1)
+    if previous is None:
+        motion[:, 0] = 0.0  # exactly zero (the camera's R^T R - I is only zero up to rounding)
     return motion
 
 
