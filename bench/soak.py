@@ -21,6 +21,7 @@ DDS stays on this machine (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) on a dom
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import random
@@ -41,6 +42,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from astra_ros.ros.runner import BackgroundSpinner  # noqa: E402
 from astra_ros_interfaces.msg import PredictedFrames  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,10 +117,10 @@ class SoakClient:
         self.stopping = threading.Event()
         self.node.create_subscription(PredictedFrames, f"{NODE}/predicted/frames", self._on_frames, QoSProfile(depth=50))
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, QoSProfile(depth=50))
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self.spinner.start()
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(self.node)
+        self.spinner = BackgroundSpinner(executor)
+        self.publisher: threading.Thread | None = None
         width, height = (int(v) for v in args.size.lower().split("x"))
         y, x = np.mgrid[0:height, 0:2 * width]
         # A wide striped texture; each frame is a window sliding across it (the camera turning).
@@ -191,9 +193,18 @@ class SoakClient:
                 next_image = max(next_image + camera_dt, now - 0.1)
             time.sleep(max(0.0, min(next_state, next_image) - time.monotonic()))
 
+    def start_publishing(self) -> None:
+        self.publisher = threading.Thread(target=self.publish_loop, daemon=True)
+        self.publisher.start()
+        self.publishing.set()
+
     def close(self) -> None:
+        # Publishing and spinning end (threads joined) before the node and context go.
         self.stopping.set()
-        self.executor.shutdown()
+        if self.publisher is not None:
+            self.publisher.join(5.0)
+        if not self.spinner.stop():
+            print("soak: warning: the client's spin thread did not stop", file=sys.stderr, flush=True)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 
@@ -236,14 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     log_path = args.out.with_suffix(".log")
+    # Should anything hang (DDS, a thread), stop with every thread's stack on stderr instead of silently.
+    faulthandler.dump_traceback_later(args.startup_timeout_s + 60.0 * args.minutes + 90.0, exit=True)
     process = start_node(args, log_path)
     client = SoakClient(args)
-    publisher = threading.Thread(target=client.publish_loop, daemon=True)
-    publisher.start()
     rss: list[dict[str, float]] = []
     try:
         # 1. Start: publish until the first prediction (the node loads its model meanwhile).
-        client.publishing.set()
+        client.start_publishing()
         deadline = time.monotonic() + args.startup_timeout_s
         while not client.predictions:
             if process.poll() is not None or time.monotonic() > deadline:
@@ -320,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {k: result[k] for k in ("rss", "latency_ms", "age_ms", "published", "predictions_longest_gap_s",
                                        "node_alive_at_end")}
     print(json.dumps(summary | {"inputs": {k: result["inputs"][k] for k in ("received", "used", "skipped", "pending",
-                                                                               "balance")}}, indent=1))
+                                                                               "balance")}}, indent=1), flush=True)
+    faulthandler.cancel_dump_traceback_later()
     ok = alive and result["inputs"]["accounted"] and result["predictions_longest_gap_s"] < 10.0
     return 0 if ok else 1
 

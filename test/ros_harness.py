@@ -15,6 +15,8 @@ from node_process import wait_until
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 
+from astra_ros.ros.runner import BackgroundSpinner
+
 try:
     from astra_ros_interfaces.msg import PredictedFrames
     from astra_ros_interfaces.srv import Imagine
@@ -38,9 +40,9 @@ class TestNode:
         self.lock = threading.Lock()  # guards every recorded list
         self.stopping = threading.Event()
         self.rng = np.random.default_rng(0)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        threading.Thread(target=self.executor.spin, daemon=True).start()
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(self.node)
+        self.spinner = BackgroundSpinner(executor)
         self._loops: list[threading.Thread] = []
 
     def record(self, msg_type: Any, topic: str, store: list, keep: Callable[[Any], Any] = lambda msg: msg,
@@ -80,6 +82,6 @@ class TestNode:
         self.stopping.set()
         for thread in self._loops:
             thread.join(2)
-        self.executor.shutdown()
+        self.spinner.stop()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)

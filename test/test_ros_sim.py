@@ -19,6 +19,8 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
+from astra_ros.ros.runner import BackgroundSpinner  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 RATE_HZ = 10
 
@@ -62,12 +64,11 @@ def rover():
     cmd_vel = node.create_publisher(Twist, "/cmd_vel", qos)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    spinning = threading.Thread(target=executor.spin, daemon=True)
-    spinning.start()
+    spinner = BackgroundSpinner(executor)
     try:
         yield {"record": record, "lock": lock, "cmd_vel": cmd_vel, "sim": sim}
     finally:
-        executor.shutdown()
+        spinner.stop()
         node.destroy_node()
         rclpy.shutdown(context=context)
         print(_stop(predictor))

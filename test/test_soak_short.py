@@ -7,6 +7,7 @@ The long run (``python bench/soak.py --minutes 10 --out ...``) is a benchmark, n
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +26,24 @@ RSS_GROWTH_TOLERANCE_MB = 15.0  # end of the run vs the first half's median (all
 def test_short_soak_keeps_predicting_accounts_for_every_input_and_stays_flat(tmp_path):
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     out = tmp_path / "soak.json"
-    run = subprocess.run(
+    # Its own session, so that whatever happens the soak and the node it started go with it.
+    soak = subprocess.Popen(
         [sys.executable, str(REPO / "bench" / "soak.py"), "--minutes", str(MINUTES), "--out", str(out),
-         "--sample-s", "1.0"],
-        cwd=REPO, capture_output=True, text=True, timeout=200,
+         "--sample-s", "1.0", "--startup-timeout-s", "60"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
+    try:
+        stdout, stderr = soak.communicate(timeout=200)
+    except subprocess.TimeoutExpired:  # a backstop: the soak's own watchdog (60 + 30 + 90 s) prints stacks first
+        os.killpg(soak.pid, signal.SIGKILL)
+        stdout, stderr = soak.communicate()
+        pytest.fail(f"the soak did not end within 200 s:\n{stdout}\n{stderr}")
+    finally:
+        try:
+            os.killpg(soak.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    run = subprocess.CompletedProcess(soak.args, soak.returncode, stdout, stderr)
     assert out.exists(), run.stdout + run.stderr
     result = json.loads(out.read_text())
     print(run.stdout)

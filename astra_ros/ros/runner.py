@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import rclpy
 from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.node import Node
+
+
+class BackgroundSpinner:
+    """Spins ``executor`` in a daemon thread until :meth:`stop`, for scripts and tests that publish
+    from their own thread while callbacks run.
+
+    It spins in short ``spin_once`` steps and checks its own stop flag between them, so stopping never
+    depends on waking a wait that is blocked inside rclpy (``Executor.shutdown`` racing a wait can
+    leave ``spin()`` blocked for good: ros2/rclpy#968), and :meth:`stop` joins the thread before the
+    caller destroys nodes that the wait may still be using.
+    """
+
+    def __init__(self, executor: Executor, step_s: float = 0.05) -> None:
+        self.executor = executor
+        self._step_s = step_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name="ros-spinner", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.executor.context.ok():
+            self.executor.spin_once(timeout_sec=self._step_s)
+
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """Stop spinning and shut the executor down; False if the thread did not end within ``timeout_s``."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        self.executor.shutdown(timeout_sec=timeout_s)
+        return not self._thread.is_alive()
 
 
 class StartupError(RuntimeError):
