@@ -348,3 +348,39 @@ def test_streaming_gives_every_frame_the_motion_training_gives_it():
     seen.clear()
     wm.imagine(acts[None, 8:10], seed=3)
     torch.testing.assert_close(seen[0][0, :, :6], trained[8:10])
+
+
+def test_guidance_scale_by_modality_is_the_default_for_that_modality_only():
+    """A checkpoint may carry one scale per action kind; a call without a scale uses its modality's,
+    an explicit scale still wins, and modalities without an override keep ``guidance_scale``."""
+    cfg = preset("tiny", guidance_scale=3.0, guidance_scale_by_modality={"twist": 1.0})
+    wm = WorldModel(cfg)
+    torch.manual_seed(2)
+    _randomise_action_layers(wm.transformer)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8)
+    twists = rng.normal(0.0, 0.3, size=(1, 4, 6)).astype(np.float32)
+    poses = np.tile(np.eye(3, 4, dtype=np.float32).reshape(1, 1, 12), (1, 4, 1))
+    poses[..., 3] += rng.normal(0.0, 0.3, size=(1, 4)).astype(np.float32)
+
+    def imagine(actions, modality, scale):
+        return wm.imagine(actions, modality=modality, seed=4, guidance_scale=scale).astype(int)
+
+    wm.start(frames, twists[0], modality="twist", seed=1)
+    assert wm.guidance_scale_for() == 1.0 and wm.guidance_scale_for("camera") == 3.0
+    default = imagine(twists, None, None)
+    assert np.array_equal(default, imagine(twists, None, 1.0))
+    assert not np.array_equal(default, imagine(twists, None, 3.0))  # the override really changed something
+    assert np.array_equal(imagine(poses, "camera", None), imagine(poses, "camera", 3.0))
+
+
+def test_guidance_scale_by_modality_round_trips_and_rejects_unknown_modalities(tmp_path):
+    from astra_ros.model.config import AstraConfig, ConfigError
+
+    cfg = preset("tiny", guidance_scale_by_modality={"camera": 2.5})
+    cfg.to_json(tmp_path / "config.json")
+    assert AstraConfig.from_json(tmp_path / "config.json").guidance_scale_by_modality == {"camera": 2.5}
+    with pytest.raises(ConfigError, match="'wheels'"):
+        preset("tiny", guidance_scale_by_modality={"wheels": 1.0})
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        preset("tiny", guidance_scale_by_modality={"twist": -1.0})

@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -393,12 +393,21 @@ def _nanmean_rows(rows: list[np.ndarray]) -> list[float]:
     return [float(v) for v in np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)]
 
 
-def _per_modality(clips: list[ClipResult], series: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Per action modality: clips, PSNR of each series (mean over clips and horizon), action sensitivity."""
+def _scale_used(model: Any, options: EvalOptions, modality: str) -> float:
+    """The guidance scale the clips of ``modality`` were predicted with."""
+    if options.guidance_scale is not None:
+        return float(options.guidance_scale)
+    return float(model.config.guidance_scale_for(modality))
+
+
+def _per_modality(clips: list[ClipResult], series: tuple[str, ...],
+                  scale_of: Callable[[str], float]) -> dict[str, dict[str, Any]]:
+    """Per action modality: clips, guidance scale, PSNR of each series (mean over clips and horizon),
+    action sensitivity."""
     out: dict[str, dict[str, Any]] = {}
     for modality in sorted({c.modality for c in clips}):
         members = [c for c in clips if c.modality == modality]
-        row: dict[str, Any] = {"clips": len(members)}
+        row: dict[str, Any] = {"clips": len(members), "guidance_scale": scale_of(modality)}
         for name in series:
             per_horizon = np.array(_nanmean_rows([c.scores[f"psnr_{name}"] for c in members]))
             finite = per_horizon[np.isfinite(per_horizon)]
@@ -457,7 +466,7 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
         "action_sensitivity": action_sensitivity(
             np.array([c.scores["mse_model"] for c in clips]), np.array([c.scores["mse_shuffled_actions"] for c in clips])
         ),
-        "per_modality": _per_modality(clips, series),
+        "per_modality": _per_modality(clips, series, lambda m: _scale_used(model, options, m)),
         "rotation_error_deg": {k: mean(f"rot_{k}") for k in ("model", "ground_truth")},
         "translation_dir_error_deg": {k: mean(f"dir_{k}") for k in ("model", "ground_truth")},
         "clips": len(clips),
@@ -466,6 +475,7 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
         "skipped": skipped,
         "modality_per_bag": {bag.path: bag.episode.modality for bag in bags},
         "seed": options.seed,
+        # The scale given, else the checkpoint's (per modality where it sets one: per_modality has each).
         "guidance_scale": (options.guidance_scale if options.guidance_scale is not None
                            else float(model.config.guidance_scale)),
         "context_frames": plan.context_frames,

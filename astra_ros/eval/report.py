@@ -358,11 +358,13 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
     per_modality = metrics.get("per_modality") or {}
     if per_modality:
         lines += ["## Per action modality (PSNR [dB], mean over the horizon)", "",
-                  "| modality | clips | model | copy last | shuffled actions | codec ceiling | action sensitivity |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| modality | clips | guidance s | model | copy last | shuffled actions | codec ceiling "
+                  "| action sensitivity |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for modality, row in sorted(per_modality.items()):
             cells = [_fmt(row.get(f"psnr_{s}", math.nan), 2) for s in _PANELS[0][3]]
-            lines.append(f"| {modality} | {row.get('clips', 'n/a')} | " + " | ".join(cells)
+            lines.append(f"| {modality} | {row.get('clips', 'n/a')} | {_fmt(row.get('guidance_scale', math.nan), 2)} | "
+                         + " | ".join(cells)
                          + f" | {_fmt(row.get('action_sensitivity', math.nan), 2)} |")
         lines.append("")
 

@@ -86,6 +86,9 @@ class AstraConfig:
     sample_shift: float = 2.0  # shift of the Euler sampling schedule (diffusers FlowMatchEuler style)
     denoise_steps: int = 8  # Euler steps per chunk at inference
     guidance_scale: float = 3.0  # action-free guidance s; 1 = no guidance (single pass)
+    # Per-modality overrides of guidance_scale (modality -> s): guidance helps some action kinds and
+    # hurts others, so a checkpoint can carry the scale chosen for each on validation data.
+    guidance_scale_by_modality: dict[str, float] = field(default_factory=dict)
     # Training: each latent cell's flow loss is weighted by 1 + this * (its change since the previous
     # frame / the batch's mean change), normalised to mean 1, so the few cells where something moves
     # (an arm in a fixed view) count for more than the static background. 0 = plain MSE.
@@ -124,6 +127,10 @@ class AstraConfig:
     def tokens_per_frame(self) -> int:
         h, w = self.latent_size
         return (h // self.patch_size[1]) * (w // self.patch_size[2])
+
+    def guidance_scale_for(self, modality: str | None) -> float:
+        """The default guidance scale for actions of ``modality`` (its override, else ``guidance_scale``)."""
+        return float(self.guidance_scale_by_modality.get(modality, self.guidance_scale))
 
     @property
     def frames_per_chunk(self) -> int:
@@ -248,6 +255,12 @@ def _validate(cfg: AstraConfig) -> None:
         raise ConfigError("sample_shift and train_shift must be > 0")
     if cfg.guidance_scale < 0:
         raise ConfigError(f"guidance_scale must be >= 0, got {cfg.guidance_scale}")
+    for name, scale in cfg.guidance_scale_by_modality.items():
+        if name not in cfg.modalities:
+            raise ConfigError(f"guidance_scale_by_modality names modality '{name}', which this model does not have "
+                              f"(modalities: {list(cfg.modalities)})")
+        if scale < 0:
+            raise ConfigError(f"guidance_scale_by_modality.{name} must be >= 0, got {scale}")
     if cfg.motion_loss_weight < 0:
         raise ConfigError(f"motion_loss_weight must be >= 0, got {cfg.motion_loss_weight}")
 

@@ -301,7 +301,8 @@ class WorldModel(nn.Module):
         if steps is not None and int(steps) < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         steps = self.config.denoise_steps if steps is None else int(steps)
-        max_batch = self.default_imagine_batch(guidance_scale, len(frame_indices)) if max_batch is None else int(max_batch)
+        max_batch = (self.default_imagine_batch(guidance_scale, len(frame_indices), modality) if max_batch is None
+                     else int(max_batch))
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         n = self.frames_per_chunk
@@ -354,7 +355,8 @@ class WorldModel(nn.Module):
             raise ValueError(f"decode frame indices must be a non-empty sequence in [0, {horizon}), got {list(decode)}")
         return indices
 
-    def default_imagine_batch(self, guidance_scale: float | None = None, decoded_frames: int = 1) -> int:
+    def default_imagine_batch(self, guidance_scale: float | None = None, decoded_frames: int = 1,
+                              modality: str | None = None) -> int:
         """Largest sub-batch ``imagine`` runs at once by default: a memory estimate against
         :data:`IMAGINE_MEMORY_BUDGET_BYTES`, in [1, 256].
 
@@ -364,7 +366,7 @@ class WorldModel(nn.Module):
         level; an overestimate for small models).
         """
         cfg = self.config
-        scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
+        scale = self.guidance_scale_for(modality) if guidance_scale is None else float(guidance_scale)
         passes = 2 if scale != 1.0 else 1
         inner = cfg.num_attention_heads * cfg.attention_head_dim
         chunk_tokens = cfg.tokens_per_frame * cfg.chunk_frames
@@ -384,11 +386,16 @@ class WorldModel(nn.Module):
                  noise: torch.Tensor | None = None, modality: str | None = None) -> torch.Tensor:
         """One chunk's latents for action ``features`` (B, chunk_frames, A), the null features
         of ``modality`` giving the action-free branch of guidance."""
-        scale = self.config.guidance_scale if guidance_scale is None else float(guidance_scale)
+        scale = self.guidance_scale_for(modality) if guidance_scale is None else float(guidance_scale)
         null = self._features(None, features.shape[0], modality) if scale != 1.0 else None
         steps = self.config.denoise_steps if steps is None else steps
         return stream.predict_chunk(features, null, scale, steps, generator=gen,
                                     shared_noise=shared_noise, noise=noise)
+
+    def guidance_scale_for(self, modality: str | None = None) -> float:
+        """The guidance scale used when a call passes none: the config's for ``modality`` (default:
+        the live stream's)."""
+        return self.config.guidance_scale_for(modality or self._modality)
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
