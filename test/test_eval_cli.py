@@ -14,7 +14,8 @@ from astra_ros.data.bags import BagTopics, Episode, read_episode
 from astra_ros.data.record import record_episode
 from astra_ros.data.scenes import SimSettings
 from astra_ros.eval.metrics import psnr
-from astra_ros.eval.replay import EvalOptions, ReplayPlan, _Bag, _windows, evaluate_bags, predict_pair
+from astra_ros.eval.replay import (EvalOptions, ReplayPlan, _Bag, _windows, evaluate_bags, predict_pair,
+                                   rotation_paired)
 from astra_ros.model import WorldModel, preset
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -109,6 +110,8 @@ def test_end_to_end_writes_every_output_with_contract_keys(tmp_path, checkpoint,
         combined = sum(row["clips"] * row[f"psnr_{series}"] for row in per.values()) / metrics["clips"]
         assert combined == pytest.approx(np.mean(metrics["psnr"][series]), abs=1e-6)
     assert "codec ceiling" in (out / "report.md").read_text()
+    paired = metrics["rotation_paired"]  # explore has poses and intrinsics: the estimator was tried
+    assert 0.0 <= paired["model_defined"] <= 1.0 and 0.0 <= paired["ground_truth_defined"] <= 1.0
     for key in ("rotation_error_deg", "translation_dir_error_deg"):
         assert set(metrics[key]) == {"model", "ground_truth"}
         assert all(len(series) == 4 for series in metrics[key].values())
@@ -243,3 +246,23 @@ def test_missing_empty_and_too_short_bags(tmp_path, checkpoint, sim_bags, capsys
     rc, err = _run([str(sim_bags["explore"]), "--horizon-s", "5", *base], capsys)
     assert rc == 2 and "no usable clip" in err
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_rotation_paired_compares_model_and_real_frames_on_the_same_pairs():
+    """The per-horizon table averages each side over the pairs where its own estimate worked; the
+    paired summary uses only pairs where both did, and says how often each worked."""
+    from types import SimpleNamespace
+
+    nan = np.nan
+    camera = SimpleNamespace(scores={"rot_model": np.array([1.0, nan, 3.0]), "rot_ground_truth": np.array([0.5, 0.5, nan]),
+                                     "motion_known": np.array([True, True, True])})
+    no_poses = SimpleNamespace(scores={"rot_model": np.full(3, nan), "rot_ground_truth": np.full(3, nan),
+                                       "motion_known": np.zeros(3, bool)})
+    paired = rotation_paired([camera, no_poses])
+    assert paired["pairs"] == 1
+    assert paired["model_deg"] == pytest.approx(1.0) and paired["ground_truth_deg"] == pytest.approx(0.5)
+    assert paired["ratio"] == pytest.approx(2.0)
+    # Only the three pairs with a known true motion count towards how often the estimator worked.
+    assert paired["model_defined"] == pytest.approx(2 / 3) and paired["ground_truth_defined"] == pytest.approx(2 / 3)
+    nothing = rotation_paired([no_poses])
+    assert nothing["pairs"] == 0 and nothing["model_deg"] is None and nothing["model_defined"] is None

@@ -370,6 +370,7 @@ def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int) -> None:
         s["ssim_codec_ceiling"] = ssim(clip.reconstructed, clip.real)
     for key in ("rot_model", "rot_ground_truth", "dir_model", "dir_ground_truth"):
         s[key] = nan.copy()
+    s["motion_known"] = np.zeros(n, dtype=bool)
     if bag.poses is None or bag.K is None:
         return
     # Motion from the last observed frame to each predicted frame, against the recorded motion.
@@ -380,9 +381,33 @@ def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int) -> None:
         if not (np.isfinite(pose_a).all() and np.isfinite(pose_b).all()):
             continue
         R_true, t_true = motion_from_relative_pose(np.linalg.inv(pose_a) @ pose_b)
+        s["motion_known"][h] = True
         for name, frame_b in (("model", clip.predicted[h]), ("ground_truth", clip.real[h])):
             rot, direction, _ = motion_errors(frame_a, frame_b, bag.K, R_true, t_true)
             s[f"rot_{name}"][h], s[f"dir_{name}"][h] = rot, direction
+
+
+def rotation_paired(clips: list[ClipResult]) -> dict[str, float | int | None]:
+    """Rotation errors of predicted and real frames on the same (clip, horizon) pairs.
+
+    ``rotation_error_deg`` averages each over the pairs where its own estimate worked; blurry
+    predictions defeat the estimator more often, so that compares different subsets. Here: the
+    means over the pairs where both worked (``pairs`` of them), their ratio, and the fraction of
+    pairs with a known true motion where each estimate worked (``*_defined``).
+    """
+    model = np.concatenate([c.scores["rot_model"] for c in clips]) if clips else np.zeros(0)
+    real = np.concatenate([c.scores["rot_ground_truth"] for c in clips]) if clips else np.zeros(0)
+    known = np.concatenate([c.scores["motion_known"] for c in clips]) if clips else np.zeros(0, bool)
+    both = np.isfinite(model) & np.isfinite(real)
+    out: dict[str, float | int | None] = {"pairs": int(both.sum()), "model_deg": None, "ground_truth_deg": None,
+                                          "ratio": None, "model_defined": None, "ground_truth_defined": None}
+    if known.any():
+        out["model_defined"] = float(np.isfinite(model)[known].mean())
+        out["ground_truth_defined"] = float(np.isfinite(real)[known].mean())
+    if both.any():
+        out["model_deg"], out["ground_truth_deg"] = float(model[both].mean()), float(real[both].mean())
+        out["ratio"] = out["model_deg"] / out["ground_truth_deg"] if out["ground_truth_deg"] > 0 else None
+    return out
 
 
 def _nanmean_rows(rows: list[np.ndarray]) -> list[float]:
@@ -468,6 +493,7 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
         ),
         "per_modality": _per_modality(clips, series, lambda m: _scale_used(model, options, m)),
         "rotation_error_deg": {k: mean(f"rot_{k}") for k in ("model", "ground_truth")},
+        "rotation_paired": rotation_paired(clips),
         "translation_dir_error_deg": {k: mean(f"dir_{k}") for k in ("model", "ground_truth")},
         "clips": len(clips),
         "checkpoint": options.checkpoint,
