@@ -112,6 +112,10 @@ def test_end_to_end_writes_every_output_with_contract_keys(tmp_path, checkpoint,
     assert "codec ceiling" in (out / "report.md").read_text()
     paired = metrics["rotation_paired"]  # explore has poses and intrinsics: the estimator was tried
     assert 0.0 <= paired["model_defined"] <= 1.0 and 0.0 <= paired["ground_truth_defined"] <= 1.0
+    # The camera clips are the explore bag's: the modality's paired summary is the overall one.
+    assert per["camera"]["rotation_paired"]["model_defined"] == paired["model_defined"]
+    report = (out / "report.md").read_text()
+    assert "| camera |" in report[report.index("On the same (clip, horizon) pairs"):]
     for key in ("rotation_error_deg", "translation_dir_error_deg"):
         assert set(metrics[key]) == {"model", "ground_truth"}
         assert all(len(series) == 4 for series in metrics[key].values())

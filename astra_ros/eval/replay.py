@@ -428,7 +428,7 @@ def _scale_used(model: Any, options: EvalOptions, modality: str) -> float:
 def _per_modality(clips: list[ClipResult], series: tuple[str, ...],
                   scale_of: Callable[[str], float]) -> dict[str, dict[str, Any]]:
     """Per action modality: clips, guidance scale, PSNR of each series (mean over clips and horizon),
-    action sensitivity."""
+    action sensitivity, paired rotation errors."""
     out: dict[str, dict[str, Any]] = {}
     for modality in sorted({c.modality for c in clips}):
         members = [c for c in clips if c.modality == modality]
@@ -440,6 +440,7 @@ def _per_modality(clips: list[ClipResult], series: tuple[str, ...],
         row["action_sensitivity"] = action_sensitivity(
             np.array([c.scores["mse_model"] for c in members]),
             np.array([c.scores["mse_shuffled_actions"] for c in members]))
+        row["rotation_paired"] = rotation_paired(members)
         out[modality] = row
     return out
 

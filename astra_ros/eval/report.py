@@ -380,14 +380,18 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
         cells = [_fmt(_nanmean(_as_float_array(block.get(s), n)), 2) for s in ("model", "ground_truth")]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
-    paired = metrics.get("rotation_paired") or {}
-    if paired.get("model_defined") is not None:
-        lines.append(
-            f"Same (clip, horizon) pairs only, where the estimator worked on both: rotation "
-            f"{_fmt(paired.get('model_deg'), 2)} deg on predicted frames vs {_fmt(paired.get('ground_truth_deg'), 2)} "
-            f"deg on real ones (ratio {_fmt(paired.get('ratio'), 2)}, {paired.get('pairs', 0)} pairs). The estimator "
-            f"worked on {100 * paired['model_defined']:.0f} % of the predicted frames and "
-            f"{100 * paired['ground_truth_defined']:.0f} % of the real ones; the table above averages each over its own.")
+    rows = [("all", metrics.get("rotation_paired") or {})]
+    rows += [(name, row.get("rotation_paired") or {}) for name, row in sorted(per_modality.items())]
+    rows = [(name, paired) for name, paired in rows if paired.get("model_defined") is not None]
+    if rows:
+        lines += ["On the same (clip, horizon) pairs only, where the estimator worked on both predicted and real "
+                  "frames (the table above averages each over the pairs where its own estimate worked):", "",
+                  "| modality | pairs | rotation, predicted [deg] | rotation, real [deg] | ratio "
+                  "| estimate found: predicted | estimate found: real |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, paired in rows:
+            lines.append(f"| {name} | {paired.get('pairs', 0)} | {_fmt(paired.get('model_deg'), 2)} | "
+                         f"{_fmt(paired.get('ground_truth_deg'), 2)} | {_fmt(paired.get('ratio'), 2)} | "
+                         f"{100 * paired['model_defined']:.0f} % | {100 * paired['ground_truth_defined']:.0f} % |")
         lines.append("")
 
     # 3. Per-horizon numbers.
