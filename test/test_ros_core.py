@@ -209,6 +209,13 @@ def test_predict_window_with_the_tiny_random_model():
     assert prediction.frames.shape == (3, 32, 32, 3) and prediction.frames.dtype == np.uint8
     assert np.all(prediction.stamps_ns > snapshot.last_stamp_ns)
     assert prediction.latency_s > 0
+    # The node's guidance_scale reaches the model (None: the model's own default).
+    scales = []
+    imagine = model.imagine
+    model.imagine = lambda *args, **kwargs: scales.append(kwargs.get("guidance_scale")) or imagine(*args, **kwargs)
+    predict_window(model, snapshot, guidance_scale=1.0)
+    predict_window(model, snapshot)
+    assert scales == [1.0, None]
 
 
 def test_predictor_core_and_sync_import_without_rclpy():

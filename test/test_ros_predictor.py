@@ -221,6 +221,10 @@ def test_bad_parameter_values_are_refused_with_a_reason(predictor):
     assert not result.successful and "read-only" in result.reason
     result = _set_parameter(harness, "input_timeout_s", 1.5)
     assert result.successful
+    result = _set_parameter(harness, "guidance_scale", -2.0)
+    assert not result.successful and "guidance_scale" in result.reason
+    result = _set_parameter(harness, "guidance_scale", 1.0)  # guidance off: live predictions go on
+    assert result.successful
     result = _set_parameter(harness, "publish_rate", 5.0)  # the prediction timer is replaced
     assert result.successful
     before = harness.count(harness.predicted)

@@ -265,11 +265,15 @@ class Prediction:
     latency_s: float  # [s] start + imagine
 
 
-def predict_window(model: Any, snapshot: WindowSnapshot, *, seed: int | None = None) -> Prediction:
-    """Observe the window (``model.start``) and imagine its future actions; runs in the model worker."""
+def predict_window(model: Any, snapshot: WindowSnapshot, *, seed: int | None = None,
+                   guidance_scale: float | None = None) -> Prediction:
+    """Observe the window (``model.start``) and imagine its future actions; runs in the model worker.
+
+    ``guidance_scale`` None: the model's default for the snapshot's modality.
+    """
     began = time.perf_counter()
     model.start(snapshot.frames, snapshot.actions, modality=snapshot.modality, seed=seed)
-    frames = model.imagine(snapshot.future_actions[None], seed=seed)[0]  # (horizon, h, w, 3)
+    frames = model.imagine(snapshot.future_actions[None], seed=seed, guidance_scale=guidance_scale)[0]  # (horizon, h, w, 3)
     horizon = len(snapshot.future_actions)
     return Prediction(snapshot, frames, snapshot.future_stamps_ns(horizon), time.perf_counter() - began)
 
