@@ -38,7 +38,6 @@ import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
@@ -117,9 +116,7 @@ class SoakClient:
         self.stopping = threading.Event()
         self.node.create_subscription(PredictedFrames, f"{NODE}/predicted/frames", self._on_frames, QoSProfile(depth=50))
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, QoSProfile(depth=50))
-        executor = SingleThreadedExecutor(context=self.context)
-        executor.add_node(self.node)
-        self.spinner = BackgroundSpinner(executor)
+        self.spinner = BackgroundSpinner(self.node)
         self.publisher: threading.Thread | None = None
         width, height = (int(v) for v in args.size.lower().split("x"))
         y, x = np.mgrid[0:height, 0:2 * width]

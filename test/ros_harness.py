@@ -12,7 +12,6 @@ from typing import Any, Callable
 import numpy as np
 import rclpy
 from node_process import wait_until
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 
 from astra_ros.ros.runner import BackgroundSpinner
@@ -40,9 +39,7 @@ class TestNode:
         self.lock = threading.Lock()  # guards every recorded list
         self.stopping = threading.Event()
         self.rng = np.random.default_rng(0)
-        executor = SingleThreadedExecutor(context=self.context)
-        executor.add_node(self.node)
-        self.spinner = BackgroundSpinner(executor)
+        self.spinner = BackgroundSpinner(self.node)
         self._loops: list[threading.Thread] = []
 
     def record(self, msg_type: Any, topic: str, store: list, keep: Callable[[Any], Any] = lambda msg: msg,

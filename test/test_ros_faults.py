@@ -430,7 +430,6 @@ def test_a_publish_racing_shutdown_is_dropped_but_real_publish_errors_are_raised
 def test_background_spinner_runs_callbacks_and_always_stops():
     """Test harnesses and the soak spin in a thread; stopping must end that thread (before the node is
     destroyed) even with nothing arriving to wake its wait."""
-    from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
     from astra_ros.ros.runner import BackgroundSpinner
@@ -441,11 +440,9 @@ def test_background_spinner_runs_callbacks_and_always_stops():
     heard: list[str] = []
     node.create_subscription(String, "spinner_check", lambda msg: heard.append(msg.data), 10)
     publisher = node.create_publisher(String, "spinner_check", 10)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
     try:
         for _ in range(3):  # stop/start cycles: each stop ends its thread
-            spinner = BackgroundSpinner(executor)
+            spinner = BackgroundSpinner(node)
             count = len(heard)
             deadline = time.monotonic() + 10.0
             while len(heard) == count and time.monotonic() < deadline:
@@ -455,8 +452,6 @@ def test_background_spinner_runs_callbacks_and_always_stops():
             started = time.monotonic()
             assert spinner.stop(timeout_s=5.0)
             assert time.monotonic() - started < 2.0
-            executor = SingleThreadedExecutor(context=context)  # a shut-down executor is not reused
-            executor.add_node(node)
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)

@@ -15,7 +15,6 @@ rclpy = pytest.importorskip("rclpy")
 
 from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
@@ -62,9 +61,7 @@ def rover():
     node.create_subscription(PoseStamped, "/camera/pose", keep("poses"), qos)
     node.create_subscription(Image, "/astra_predictor/predicted/image", keep("predicted"), qos)
     cmd_vel = node.create_publisher(Twist, "/cmd_vel", qos)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = BackgroundSpinner(executor)
+    spinner = BackgroundSpinner(node)
     try:
         yield {"record": record, "lock": lock, "cmd_vel": cmd_vel, "sim": sim}
     finally:

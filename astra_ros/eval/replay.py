@@ -393,11 +393,11 @@ def rotation_paired(clips: list[ClipResult]) -> dict[str, float | int | None]:
     ``rotation_error_deg`` averages each over the pairs where its own estimate worked; blurry
     predictions defeat the estimator more often, so that compares different subsets. Here: the
     means over the pairs where both worked (``pairs`` of them), their ratio, and the fraction of
-    pairs with a known true motion where each estimate worked (``*_defined``).
+    pairs with a known true motion where each estimate worked (``*_defined``). ``clips``: at least one.
     """
-    model = np.concatenate([c.scores["rot_model"] for c in clips]) if clips else np.zeros(0)
-    real = np.concatenate([c.scores["rot_ground_truth"] for c in clips]) if clips else np.zeros(0)
-    known = np.concatenate([c.scores["motion_known"] for c in clips]) if clips else np.zeros(0, bool)
+    model = np.concatenate([c.scores["rot_model"] for c in clips])
+    real = np.concatenate([c.scores["rot_ground_truth"] for c in clips])
+    known = np.concatenate([c.scores["motion_known"] for c in clips])
     both = np.isfinite(model) & np.isfinite(real)
     out: dict[str, float | int | None] = {"pairs": int(both.sum()), "model_deg": None, "ground_truth_deg": None,
                                           "ratio": None, "model_defined": None, "ground_truth_defined": None}

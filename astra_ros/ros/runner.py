@@ -6,13 +6,13 @@ import threading
 from typing import Callable
 
 import rclpy
-from rclpy.executors import Executor, ExternalShutdownException
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 
 class BackgroundSpinner:
-    """Spins ``executor`` in a daemon thread until :meth:`stop`, for scripts and tests that publish
-    from their own thread while callbacks run.
+    """Spins ``node`` (with an executor of its own, in the node's context) in a daemon thread until
+    :meth:`stop`, for scripts and tests that publish from their own thread while callbacks run.
 
     It spins in short ``spin_once`` steps and checks its own stop flag between them, so stopping never
     depends on waking a wait that is blocked inside rclpy (``Executor.shutdown`` racing a wait can
@@ -20,8 +20,9 @@ class BackgroundSpinner:
     caller destroys nodes that the wait may still be using.
     """
 
-    def __init__(self, executor: Executor, step_s: float = 0.05) -> None:
-        self.executor = executor
+    def __init__(self, node: Node, step_s: float = 0.05) -> None:
+        self.executor = SingleThreadedExecutor(context=node.context)
+        self.executor.add_node(node)
         self._step_s = step_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name="ros-spinner", daemon=True)
