@@ -94,6 +94,33 @@ def test_action_statistics_are_measured_on_the_training_windows(bags, tmp_path):
     assert std[names.index("keys")].eq(1).all()  # no keys data: identity
 
 
+def test_twist_bags_also_train_the_keys_modality(bags, tmp_path):
+    import numpy as np
+
+    from astra_ros.data.bags import read_episode
+    from astra_ros.training.trainer import find_bags, training_episodes
+
+    found = find_bags([bags])
+    paths, modalities = training_episodes(found, twist_bags_as_keys=True)
+    rover = [p for p in found if p.name.startswith("rover")]
+    scenario_modality = {"explore": "camera", "arm": "robot", "rover": "twist"}
+    expected = [(p, scenario_modality[p.name.split("_")[0]]) for p in found] + [(p, "keys") for p in rover]
+    assert sorted(zip(paths, modalities)) == sorted(expected)
+    assert training_episodes(found, twist_bags_as_keys=False)[1].count("keys") == 0
+
+    recipe = _recipe(tmp_path, steps=2, codec_steps=0, measure_action_statistics=True, twist_bags_as_keys=True)
+    assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    weights = _weights(tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    row = list(config["modalities"]).index("keys")
+    # The keys statistics are those of the rover's commands as key presses (one-hot rows), not the identity.
+    keys = read_episode(rover[0], "keys", tuple(config["resolution"])).actions
+    assert np.allclose(keys.sum(1), 1.0) and len(np.unique(keys.argmax(1))) > 1
+    mean = weights["transformer.action_encoder.action_mean"][row, :7].numpy()
+    np.testing.assert_allclose(mean.sum(), 1.0, atol=1e-5)
+    assert np.abs(mean - keys.mean(0)).max() < 0.2  # windows overlap, so near the episode's key frequencies
+
+
 def test_bad_recipe_and_missing_data_fail_clearly(bags, tmp_path, caplog):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**RECIPE, "learning_rate": 1.0}))

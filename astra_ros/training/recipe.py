@@ -33,6 +33,10 @@ class TrainRecipe:
     # Measure each modality's action mean/std on the training windows when the world phase starts and
     # standardise actions with them (the projectors are rescaled, so an --init model starts unchanged).
     measure_action_statistics: bool = False
+    # Also read every twist bag as a ``keys`` episode (its commands thresholded into one key per frame,
+    # as the predictor node does with its default thresholds), so the keys modality learns from the
+    # same drives; the bag's windows then appear once per modality.
+    twist_bags_as_keys: bool = False
     codec_steps: int = 0  # autoencoder steps before the world model (0 = keep the codec as initialised/loaded)
     codec_lr: float = 1e-3
     codec_batch_frames: int = 16  # frames per autoencoder step (drawn from the sampled clips)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from astra_ros.data.bags import BagError
+from astra_ros.data.bags import BagError, bag_topics, modality_from_topics
 from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
 from astra_ros.model.config import ConfigError
@@ -58,6 +58,16 @@ def find_bags(data_dirs: list[Path]) -> list[Path]:
     if not bags:
         raise BagError(f"no ROS 2 bags found under {', '.join(str(d) for d in data_dirs)}")
     return sorted(bags)
+
+
+def training_episodes(bags: list[Path], twist_bags_as_keys: bool) -> tuple[list[Path], list[str]]:
+    """The (bag, modality) pairs to train on: each bag with the modality its topics say, and with
+    ``twist_bags_as_keys`` every twist bag a second time as ``keys``."""
+    modalities = [modality_from_topics(bag_topics(bag)) for bag in bags]
+    pairs = list(zip(bags, modalities))
+    if twist_bags_as_keys:
+        pairs += [(bag, "keys") for bag, modality in zip(bags, modalities) if modality == "twist"]
+    return [bag for bag, _ in pairs], [modality for _, modality in pairs]
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -184,7 +194,8 @@ class Trainer:
         # Rank 0 decodes the bags into the shared cache first; the others then read it.
         if not self.dist.is_main:
             dist.barrier()
-        self.dataset = ClipDataset(self.bags, None, recipe.clip_frames, self.config.resolution,
+        bags, modalities = training_episodes(self.bags, recipe.twist_bags_as_keys)
+        self.dataset = ClipDataset(bags, modalities, recipe.clip_frames, self.config.resolution,
                                    self.out / "cache", frame_format="float")
         if self.dist.is_main and self.dist.world_size > 1:
             dist.barrier()
