@@ -14,7 +14,7 @@ from astra_ros.data.bags import BagTopics, Episode, read_episode
 from astra_ros.data.record import record_episode
 from astra_ros.data.scenes import SimSettings
 from astra_ros.eval.metrics import psnr
-from astra_ros.eval.replay import (EvalOptions, ReplayPlan, _Bag, _windows, evaluate_bags, predict_pair,
+from astra_ros.eval.replay import (EvalError, EvalOptions, ReplayPlan, _Bag, _windows, evaluate_bags, predict_pair,
                                    rotation_paired)
 from astra_ros.model import WorldModel, preset
 
@@ -250,6 +250,20 @@ def test_missing_empty_and_too_short_bags(tmp_path, checkpoint, sim_bags, capsys
     rc, err = _run([str(sim_bags["explore"]), "--horizon-s", "5", *base], capsys)
     assert rc == 2 and "no usable clip" in err
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_flow_motion_estimator_finds_more_real_motions_and_is_recorded(checkpoint, sim_bags):
+    model = WorldModel.from_pretrained(checkpoint)
+    found = {}
+    for estimator in ("sift", "flow"):
+        options = EvalOptions(horizon_s=0.4, context_frames=4, stride_s=0.5, clips_per_bag=3, progress=False,
+                              motion_estimator=estimator)
+        metrics = evaluate_bags(model, [sim_bags["explore"]], options).metrics
+        assert metrics["motion_estimator"] == estimator
+        found[estimator] = metrics["rotation_paired"]["ground_truth_defined"]
+    assert found["flow"] >= 0.5 and found["flow"] > found["sift"], found
+    with pytest.raises(EvalError, match="motion estimator"):
+        EvalOptions(motion_estimator="orb")
 
 
 def test_rotation_paired_compares_model_and_real_frames_on_the_same_pairs():

@@ -282,6 +282,29 @@ def test_motion_recovers_translation_direction(
     assert translation_direction_error_deg(est.t_unit, t_true) < 3.0
 
 
+@pytest.mark.parametrize(("yaw_deg", "position"), [(6.0, [0.0, 0.0, 0.0]), (3.0, [0.3, 0.0, 0.3])])
+def test_flow_correspondences_recover_motion_on_small_frames(
+    room: list[np.ndarray], yaw_deg: float, position: list[float]
+) -> None:
+    """Dense flow finds the motion of 64x64 frames, with the same geometry steps as keypoints."""
+    K = intrinsics_from_fov(64, 64, 60.0)
+    R_true, t_true = motion_from_relative_pose(_pose(_yaw(yaw_deg), position))
+    a = _render_room(room, np.eye(3), np.zeros(3), K, 64, 64)
+    b = _render_room(room, R_true, t_true, K, 64, 64)
+    est = estimate_relative_motion_detailed(a, b, K, detector="flow")
+    assert est.ok, est
+    assert est.num_matches >= 100  # a grid of flow points, not a handful of keypoints
+    assert rotation_error_deg(est.R, R_true) < 1.5
+    assert rotation_angle_deg(est.R) == pytest.approx(rotation_angle_deg(R_true), abs=1.5)
+    if np.linalg.norm(t_true) > 0:
+        assert est.status is MotionStatus.OK
+        assert translation_direction_error_deg(est.t_unit, t_true) < 10.0
+    flat = np.full((64, 64, 3), 90, np.uint8)
+    assert estimate_relative_motion_detailed(flat, flat, K, detector="flow").status is MotionStatus.TOO_FEW_FEATURES
+    with pytest.raises(ValueError, match="'sift', 'orb' or 'flow'"):
+        estimate_relative_motion_detailed(a, b, K, detector="surf")
+
+
 def test_motion_reports_why_it_failed() -> None:
     flat = np.full((120, 160, 3), 90, np.uint8)
     K = intrinsics_from_fov(160, 120, 60.0)

@@ -22,7 +22,7 @@ import numpy as np
 
 from astra_ros.data.actions import MODALITIES
 from astra_ros.data.bags import BagError, BagTopics
-from astra_ros.eval.replay import EvalError, EvalOptions, EvalResult, evaluate_bags
+from astra_ros.eval.replay import MOTION_ESTIMATORS, EvalError, EvalOptions, EvalResult, evaluate_bags
 from astra_ros.eval.report import image_grid, write_metrics_json, write_report, write_video
 
 GRID_CLIPS = 4  # clips shown in grid.png
@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera intrinsics [px] for the motion metrics; overrides the bag's camera_info")
     p.add_argument("--intrinsics-size", type=_parse_size, metavar="WxH",
                    help="image size [px] that --fx-fy-cx-cy refer to (default: the model's resolution)")
+    p.add_argument("--motion-estimator", choices=MOTION_ESTIMATORS, default="sift",
+                   help="correspondences of the camera-motion estimator behind the rotation errors: 'sift' "
+                        "keypoints or dense optical 'flow' (finds a motion in many more small frames)")
     p.add_argument("--guidance-scale", type=float, default=None,
                    help="action-free guidance s (default: the checkpoint's; 1 = guidance off)")
     p.add_argument("--device", default="cpu", help="torch device of the model")
@@ -174,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet,
             checkpoint=str(args.checkpoint),
             guidance_scale=args.guidance_scale,
+            motion_estimator=args.motion_estimator,
         )
         model = WorldModel.from_pretrained(args.checkpoint, device=args.device)
         result = evaluate_bags(model, args.bags, options)

@@ -91,7 +91,7 @@ class MotionEstimate:
     R: np.ndarray | None = None
     t_unit: np.ndarray | None = None
     num_features: tuple[int, int] = (0, 0)  # keypoints found in frame a and frame b
-    num_matches: int = 0  # matches that passed the ratio test
+    num_matches: int = 0  # matches that passed the ratio test (flow: points that passed the round trip)
     num_inliers: int = 0  # robust inliers that passed the cheirality check (or fit the rotation)
     parallax_px: float = math.nan  # median residual of the best pure-rotation fit [native pixels]
     detail: str = ""  # human-readable explanation of a failure
@@ -119,6 +119,42 @@ def _to_gray(frame: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected a frame shaped [H, W, 3] or [H, W], got {img.shape}")
 
 
+# Dense-flow correspondences (detector "flow"): grid spacing and forward-backward tolerance in
+# native pixels, and the share of grid points, by image gradient, that are left out as textureless.
+_FLOW_GRID_PX = 1.5
+_FLOW_MAX_ROUND_TRIP_PX = 0.2
+_FLOW_TEXTURELESS_SHARE = 0.5
+
+
+def _flow_correspondences(gray_a: np.ndarray, gray_b: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Grid points of frame a and where dense optical flow (OpenCV's DIS) carries them in frame b.
+
+    Kept: points on texture (gradient above the median, and not zero) whose flow leads back to
+    within ``_FLOW_MAX_ROUND_TRIP_PX`` of where they started and that stay inside frame b. Returns
+    ``(pts_a, pts_b, textured)``: ``(N, 2)`` pixel coordinates at detection scale and the number
+    of textured grid points before the round-trip check.
+    """
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    forward = dis.calc(gray_a, gray_b, None)
+    backward = dis.calc(gray_b, gray_a, None)
+    h, w = gray_a.shape
+    step = max(1, round(_FLOW_GRID_PX * scale))
+    ys, xs = np.mgrid[step // 2:h:step, step // 2:w:step]
+    ys, xs = ys.ravel(), xs.ravel()
+    gradient = np.hypot(cv2.Sobel(gray_a, cv2.CV_32F, 1, 0), cv2.Sobel(gray_a, cv2.CV_32F, 0, 1))[ys, xs]
+    textured = (gradient > np.quantile(gradient, _FLOW_TEXTURELESS_SHARE)) & (gradient > 0)
+    ys, xs = ys[textured], xs[textured]
+    pts_a = np.c_[xs, ys].astype(np.float32)
+    if len(pts_a) == 0:  # a flat frame: nothing to follow (and cv2.remap rejects an empty map)
+        return pts_a.astype(np.float64), pts_a.astype(np.float64), 0
+    pts_b = pts_a + forward[ys, xs]
+    inside = (pts_b[:, 0] >= 0) & (pts_b[:, 0] <= w - 1) & (pts_b[:, 1] >= 0) & (pts_b[:, 1] <= h - 1)
+    back = cv2.remap(backward, pts_b[:, :1].copy(), pts_b[:, 1:].copy(), cv2.INTER_LINEAR).reshape(-1, 2)
+    round_trip = np.linalg.norm(pts_b + back - pts_a, axis=1)
+    keep = inside & (round_trip < _FLOW_MAX_ROUND_TRIP_PX * scale)
+    return pts_a[keep].astype(np.float64), pts_b[keep].astype(np.float64), int(textured.sum())
+
+
 def _make_detector(detector: str, max_features: int) -> tuple[cv2.Feature2D, int]:
     """The OpenCV feature detector/descriptor and the norm its descriptors are compared with."""
     if detector == "orb":
@@ -126,7 +162,7 @@ def _make_detector(detector: str, max_features: int) -> tuple[cv2.Feature2D, int
         return cv2.ORB_create(nfeatures=max_features, fastThreshold=7), cv2.NORM_HAMMING
     if detector == "sift":
         return cv2.SIFT_create(nfeatures=max_features), cv2.NORM_L2
-    raise ValueError(f"unknown detector {detector!r}, expected 'orb' or 'sift'")
+    raise ValueError(f"unknown detector {detector!r}, expected 'sift', 'orb' or 'flow'")
 
 
 def scale_intrinsics(K: np.ndarray, scale: float) -> np.ndarray:
@@ -195,7 +231,10 @@ def estimate_relative_motion_detailed(
 
     Steps: 1. features (SIFT or ORB) on both frames, upscaled first when the shorter side
     is below ``min_detect_size`` so that small model frames still give keypoints;
-    2. nearest-neighbour matching with Lowe's ratio test; 3. ``cv2.findEssentialMat`` with
+    2. nearest-neighbour matching with Lowe's ratio test (``detector="flow"`` replaces steps 1
+    and 2 by dense optical flow from a grid of textured points, kept where the backward flow
+    leads back to the start: it finds correspondences on the smooth textures of small rendered
+    frames, where SIFT often finds too few keypoints); 3. ``cv2.findEssentialMat`` with
     a RANSAC estimator; 4. ``cv2.recoverPose`` (cheirality check) on its inliers; 5. a
     pure-rotation check: a rotation is fitted to the inliers' bearing vectors, and if its
     median pixel residual is within ``rotation_only_ratio`` times the essential matrix's
@@ -212,8 +251,9 @@ def estimate_relative_motion_detailed(
         frame_a: first frame, uint8 ``[H, W, 3]`` RGB (or ``[H, W]`` grey).
         frame_b: second frame, same size as ``frame_a``.
         K: 3x3 intrinsic matrix of both frames [pixels].
-        detector: ``"sift"`` (sub-pixel keypoints, the default) or ``"orb"`` (faster,
-            finds more keypoints on very small frames, less accurate).
+        detector: ``"sift"`` (sub-pixel keypoints, the default), ``"orb"`` (faster,
+            finds more keypoints on very small frames, less accurate) or ``"flow"`` (dense
+            optical flow; no keypoints, so ``max_features`` and ``ratio`` do not apply).
         robust_method: ``"usac_accurate"``, ``"usac_magsac"`` or ``"ransac"``.
         max_features: keypoints kept per frame.
         ratio: Lowe's ratio-test threshold (best / second-best descriptor distance).
@@ -245,22 +285,29 @@ def estimate_relative_motion_detailed(
         gray_a = cv2.resize(gray_a, size, interpolation=cv2.INTER_CUBIC)
         gray_b = cv2.resize(gray_b, size, interpolation=cv2.INTER_CUBIC)
         K = scale_intrinsics(K, float(scale))
-    det, norm = _make_detector(detector, max_features)
-    kp_a, des_a = det.detectAndCompute(gray_a, None)
-    kp_b, des_b = det.detectAndCompute(gray_b, None)
-    n_feat = (len(kp_a), len(kp_b))
-    counts: dict[str, Any] = {"num_features": n_feat}
-    if des_a is None or des_b is None or min(n_feat) < max(min_matches, 5):
-        return MotionEstimate(MotionStatus.TOO_FEW_FEATURES, detail=f"keypoints {n_feat}", **counts)
+    counts: dict[str, Any] = {}
+    if detector == "flow":
+        pts_a, pts_b, textured = _flow_correspondences(gray_a, gray_b, scale)
+        counts["num_features"] = (textured, textured)
+        if textured < max(min_matches, 5):
+            return MotionEstimate(MotionStatus.TOO_FEW_FEATURES, detail=f"{textured} textured points", **counts)
+    else:
+        det, norm = _make_detector(detector, max_features)
+        kp_a, des_a = det.detectAndCompute(gray_a, None)
+        kp_b, des_b = det.detectAndCompute(gray_b, None)
+        n_feat = (len(kp_a), len(kp_b))
+        counts["num_features"] = n_feat
+        if des_a is None or des_b is None or min(n_feat) < max(min_matches, 5):
+            return MotionEstimate(MotionStatus.TOO_FEW_FEATURES, detail=f"keypoints {n_feat}", **counts)
 
-    # 2. Matching with the ratio test.
-    knn = cv2.BFMatcher(norm).knnMatch(des_a, des_b, k=2)
-    good = [pair[0] for pair in knn if len(pair) == 2 and pair[0].distance < ratio * pair[1].distance]
-    counts["num_matches"] = len(good)
-    if len(good) < max(min_matches, 5):
-        return MotionEstimate(MotionStatus.TOO_FEW_MATCHES, detail=f"{len(good)} matches", **counts)
-    pts_a = np.array([kp_a[m.queryIdx].pt for m in good], dtype=np.float64)  # (N, 2)
-    pts_b = np.array([kp_b[m.trainIdx].pt for m in good], dtype=np.float64)  # (N, 2)
+        # 2. Matching with the ratio test.
+        knn = cv2.BFMatcher(norm).knnMatch(des_a, des_b, k=2)
+        good = [pair[0] for pair in knn if len(pair) == 2 and pair[0].distance < ratio * pair[1].distance]
+        pts_a = np.array([kp_a[m.queryIdx].pt for m in good], dtype=np.float64).reshape(-1, 2)
+        pts_b = np.array([kp_b[m.trainIdx].pt for m in good], dtype=np.float64).reshape(-1, 2)
+    counts["num_matches"] = len(pts_a)
+    if len(pts_a) < max(min_matches, 5):
+        return MotionEstimate(MotionStatus.TOO_FEW_MATCHES, detail=f"{len(pts_a)} matches", **counts)
 
     # 3. Essential matrix, robustly.
     E, mask = cv2.findEssentialMat(

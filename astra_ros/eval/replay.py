@@ -44,6 +44,9 @@ class EvalError(ValueError):
     """The evaluation cannot run as asked (bad options, incompatible bags, no usable clip)."""
 
 
+MOTION_ESTIMATORS = ("sift", "flow")
+
+
 @dataclass(frozen=True)
 class EvalOptions:
     """What to evaluate and how; the defaults are those of ``astra-eval``."""
@@ -62,6 +65,9 @@ class EvalOptions:
     progress: bool = True  # tqdm bar over clips
     checkpoint: str = ""  # recorded in the metrics as given by the user
     guidance_scale: float | None = None  # action-free guidance s; None = the checkpoint's default
+    # Correspondences of the camera-motion estimator (astra_ros.eval.motion): "sift" keypoints, or dense
+    # optical "flow", which finds a motion in far more small rendered frames.
+    motion_estimator: str = "sift"
 
     def __post_init__(self) -> None:
         if not self.horizon_s > 0:
@@ -76,6 +82,8 @@ class EvalOptions:
             raise EvalError(f"intrinsics must be fx fy cx cy with positive focal lengths, got {self.intrinsics}")
         if self.intrinsics_size is not None and self.intrinsics is None:
             raise EvalError("an intrinsics size without intrinsics (fx fy cx cy) has nothing to scale")
+        if self.motion_estimator not in MOTION_ESTIMATORS:
+            raise EvalError(f"motion estimator must be one of {MOTION_ESTIMATORS}, got {self.motion_estimator!r}")
         if self.guidance_scale is not None and self.guidance_scale < 0:
             raise EvalError(f"guidance scale must be >= 0, got {self.guidance_scale}")
         if not self.max_gap_factor > 1:
@@ -349,7 +357,7 @@ def reconstruct_real(model: Any, clip: ClipResult) -> None:
         clip.reconstructed = model.reconstruct(clip.real)
 
 
-def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int) -> None:
+def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int, motion_estimator: str) -> None:
     """Per-horizon scores of one predicted clip into ``clip.scores``."""
     n = len(clip.real)
     nan = np.full(n, np.nan)
@@ -383,7 +391,7 @@ def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int) -> None:
         R_true, t_true = motion_from_relative_pose(np.linalg.inv(pose_a) @ pose_b)
         s["motion_known"][h] = True
         for name, frame_b in (("model", clip.predicted[h]), ("ground_truth", clip.real[h])):
-            rot, direction, _ = motion_errors(frame_a, frame_b, bag.K, R_true, t_true)
+            rot, direction, _ = motion_errors(frame_a, frame_b, bag.K, R_true, t_true, detector=motion_estimator)
             s[f"rot_{name}"][h], s[f"dir_{name}"][h] = rot, direction
 
 
@@ -477,7 +485,7 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
                                              disable=not options.progress)):
         predict_pair(model, clip, plan.context_frames, options.seed + i, options.guidance_scale)
         reconstruct_real(model, clip)
-        _score_clip(clip, bags[b], plan.context_frames)
+        _score_clip(clip, bags[b], plan.context_frames, options.motion_estimator)
 
     def mean(key: str) -> list[float]:
         return _nanmean_rows([c.scores[key] for c in clips])
@@ -496,6 +504,7 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
         "rotation_error_deg": {k: mean(f"rot_{k}") for k in ("model", "ground_truth")},
         "rotation_paired": rotation_paired(clips),
         "translation_dir_error_deg": {k: mean(f"dir_{k}") for k in ("model", "ground_truth")},
+        "motion_estimator": options.motion_estimator,
         "clips": len(clips),
         "checkpoint": options.checkpoint,
         "bags": [bag.path for bag in bags],

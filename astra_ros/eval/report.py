@@ -370,6 +370,8 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
 
     # 2. Camera-motion alignment.
     lines += ["## Camera-motion alignment (mean over the horizon)", ""]
+    if metrics.get("motion_estimator"):
+        lines += [f"Motion estimator: `{metrics['motion_estimator']}` correspondences, essential matrix.", ""]
     lines += ["| error | model frames | real frames (estimator floor) |", "|---|---|---|"]
     alignment = (
         ("rotation_error_deg", "rotation [deg]"),
