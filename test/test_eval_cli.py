@@ -258,9 +258,12 @@ def test_flow_motion_estimator_finds_more_real_motions_and_is_recorded(checkpoin
     for estimator in ("sift", "flow"):
         options = EvalOptions(horizon_s=0.4, context_frames=4, stride_s=0.5, clips_per_bag=3, progress=False,
                               motion_estimator=estimator)
-        metrics = evaluate_bags(model, [sim_bags["explore"]], options).metrics
-        assert metrics["motion_estimator"] == estimator
-        found[estimator] = metrics["rotation_paired"]["ground_truth_defined"]
+        result = evaluate_bags(model, [sim_bags["explore"]], options)
+        assert result.metrics["motion_estimator"] == estimator
+        found[estimator] = result.metrics["rotation_paired"]["ground_truth_defined"]
+    # The explore camera turns: a still camera's error (the true angle) is recorded wherever the motion is known.
+    true_angle = np.concatenate([clip.scores["rot_true"][clip.scores["motion_known"]] for clip in result.clips])
+    assert len(true_angle) > 0 and (true_angle > 0).all()
     assert found["flow"] >= 0.5 and found["flow"] > found["sift"], found
     with pytest.raises(EvalError, match="motion estimator"):
         EvalOptions(motion_estimator="orb")
@@ -273,14 +276,16 @@ def test_rotation_paired_compares_model_and_real_frames_on_the_same_pairs():
 
     nan = np.nan
     camera = SimpleNamespace(scores={"rot_model": np.array([1.0, nan, 3.0]), "rot_ground_truth": np.array([0.5, 0.5, nan]),
-                                     "motion_known": np.array([True, True, True])})
+                                     "rot_true": np.array([4.0, 5.0, 6.0]), "motion_known": np.array([True, True, True])})
     no_poses = SimpleNamespace(scores={"rot_model": np.full(3, nan), "rot_ground_truth": np.full(3, nan),
-                                       "motion_known": np.zeros(3, bool)})
+                                       "rot_true": np.full(3, nan), "motion_known": np.zeros(3, bool)})
     paired = rotation_paired([camera, no_poses])
     assert paired["pairs"] == 1
     assert paired["model_deg"] == pytest.approx(1.0) and paired["ground_truth_deg"] == pytest.approx(0.5)
     assert paired["ratio"] == pytest.approx(2.0)
+    assert paired["still_deg"] == pytest.approx(4.0)  # the true rotation of that one pair: a still camera's error
     # Only the three pairs with a known true motion count towards how often the estimator worked.
     assert paired["model_defined"] == pytest.approx(2 / 3) and paired["ground_truth_defined"] == pytest.approx(2 / 3)
     nothing = rotation_paired([no_poses])
-    assert nothing["pairs"] == 0 and nothing["model_deg"] is None and nothing["model_defined"] is None
+    assert nothing["pairs"] == 0 and nothing["model_deg"] is None and nothing["still_deg"] is None
+    assert nothing["model_defined"] is None

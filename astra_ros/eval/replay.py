@@ -30,7 +30,7 @@ from astra_ros.data.actions import rebase_camera_actions
 from astra_ros.data.bags import BagError, BagTopics, Episode, bag_topics, modality_from_topics, read_episode
 from astra_ros.data.geometry import PinholeIntrinsics
 from astra_ros.eval.metrics import action_sensitivity, copy_last_baseline, mse, psnr, shuffled_actions_indices, ssim
-from astra_ros.eval.motion import R_BODY_OPTICAL, motion_errors, motion_from_relative_pose
+from astra_ros.eval.motion import R_BODY_OPTICAL, motion_errors, motion_from_relative_pose, rotation_angle_deg
 
 logger = logging.getLogger(__name__)
 
@@ -376,7 +376,7 @@ def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int, motion_estimat
     if clip.reconstructed is not None:
         s["psnr_codec_ceiling"] = psnr(clip.reconstructed, clip.real)
         s["ssim_codec_ceiling"] = ssim(clip.reconstructed, clip.real)
-    for key in ("rot_model", "rot_ground_truth", "dir_model", "dir_ground_truth"):
+    for key in ("rot_model", "rot_ground_truth", "rot_true", "dir_model", "dir_ground_truth"):
         s[key] = nan.copy()
     s["motion_known"] = np.zeros(n, dtype=bool)
     if bag.poses is None or bag.K is None:
@@ -390,6 +390,7 @@ def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int, motion_estimat
             continue
         R_true, t_true = motion_from_relative_pose(np.linalg.inv(pose_a) @ pose_b)
         s["motion_known"][h] = True
+        s["rot_true"][h] = rotation_angle_deg(R_true)  # the error of a camera that did not move
         for name, frame_b in (("model", clip.predicted[h]), ("ground_truth", clip.real[h])):
             rot, direction, _ = motion_errors(frame_a, frame_b, bag.K, R_true, t_true, detector=motion_estimator)
             s[f"rot_{name}"][h], s[f"dir_{name}"][h] = rot, direction
@@ -401,19 +402,25 @@ def rotation_paired(clips: list[ClipResult]) -> dict[str, float | int | None]:
     ``rotation_error_deg`` averages each over the pairs where its own estimate worked; blurry
     predictions defeat the estimator more often, so that compares different subsets. Here: the
     means over the pairs where both worked (``pairs`` of them), their ratio, and the fraction of
-    pairs with a known true motion where each estimate worked (``*_defined``). ``clips``: at least one.
+    pairs with a known true motion where each estimate worked (``*_defined``). ``still_deg``: the
+    mean true rotation on those pairs, which is the error of frames that show no rotation at all
+    (copy-last's): a model error near it says the predicted view did not turn as commanded.
+    ``clips``: at least one.
     """
     model = np.concatenate([c.scores["rot_model"] for c in clips])
     real = np.concatenate([c.scores["rot_ground_truth"] for c in clips])
+    true = np.concatenate([c.scores["rot_true"] for c in clips])
     known = np.concatenate([c.scores["motion_known"] for c in clips])
     both = np.isfinite(model) & np.isfinite(real)
     out: dict[str, float | int | None] = {"pairs": int(both.sum()), "model_deg": None, "ground_truth_deg": None,
-                                          "ratio": None, "model_defined": None, "ground_truth_defined": None}
+                                          "ratio": None, "still_deg": None, "model_defined": None,
+                                          "ground_truth_defined": None}
     if known.any():
         out["model_defined"] = float(np.isfinite(model)[known].mean())
         out["ground_truth_defined"] = float(np.isfinite(real)[known].mean())
     if both.any():
         out["model_deg"], out["ground_truth_deg"] = float(model[both].mean()), float(real[both].mean())
+        out["still_deg"] = float(true[both].mean())
         out["ratio"] = out["model_deg"] / out["ground_truth_deg"] if out["ground_truth_deg"] > 0 else None
     return out
 

@@ -389,10 +389,12 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
         lines += ["On the same (clip, horizon) pairs only, where the estimator worked on both predicted and real "
                   "frames (the table above averages each over the pairs where its own estimate worked):", "",
                   "| modality | pairs | rotation, predicted [deg] | rotation, real [deg] | ratio "
-                  "| estimate found: predicted | estimate found: real |", "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| no rotation (true angle) [deg] | estimate found: predicted | estimate found: real |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, paired in rows:
             lines.append(f"| {name} | {paired.get('pairs', 0)} | {_fmt(paired.get('model_deg'), 2)} | "
                          f"{_fmt(paired.get('ground_truth_deg'), 2)} | {_fmt(paired.get('ratio'), 2)} | "
+                         f"{_fmt(paired.get('still_deg'), 2)} | "
                          f"{100 * paired['model_defined']:.0f} % | {100 * paired['ground_truth_defined']:.0f} % |")
         lines.append("")
 
