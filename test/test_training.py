@@ -130,6 +130,29 @@ def test_bad_recipe_and_missing_data_fail_clearly(bags, tmp_path, caplog):
     assert "does not exist" in caplog.text
 
 
+def test_training_device_follows_the_request_and_the_local_rank(bags, tmp_path, caplog):
+    import torch
+
+    from astra_ros.model import ConfigError
+    from astra_ros.training.trainer import training_device
+
+    assert training_device("auto", 0, cuda_available=False) == torch.device("cpu")
+    assert training_device("auto", 1, cuda_available=True) == torch.device("cuda", 1)  # torchrun: a GPU per process
+    assert training_device("cuda", 3, cuda_available=True) == torch.device("cuda", 3)
+    assert training_device("cuda:2", 0, cuda_available=True) == torch.device("cuda", 2)
+    assert training_device("cpu", 1, cuda_available=True) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="no usable CUDA GPU"):
+        training_device("cuda", 0, cuda_available=False)
+    for bad in ("tpu", "meta"):
+        with pytest.raises(ConfigError, match="expected auto, cpu, cuda or cuda:N"):
+            training_device(bad, 0, cuda_available=True)
+    if not torch.cuda.is_available():  # the command line says so too, before touching the data
+        out = tmp_path / "gpu"
+        assert train_main(["--config", str(_recipe(tmp_path)), "--data", str(bags), "--out", str(out),
+                           "--device", "cuda", "--no-progress"]) == 2
+        assert "no usable CUDA GPU" in caplog.text and not out.exists()
+
+
 def test_two_process_ddp_run_ends_with_identical_weights(bags, tmp_path):
     recipe = _recipe(tmp_path, steps=4, codec_steps=2)
     out = tmp_path / "ddp"

@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="take only the codec from this checkpoint (same codec config and resolution); "
                         "the transformer starts fresh from the recipe, e.g. for ablations at equal budget")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many total steps (resume later)")
+    p.add_argument("--device", default="auto",
+                   help="auto (a GPU where CUDA is available, else the CPU), cpu, cuda (under torchrun: "
+                        "cuda:LOCAL_RANK, one GPU per process) or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = TrainRecipe.from_yaml(args.config)
         trainer = Trainer(recipe, args.data, args.out, resume=args.resume, init_checkpoint=args.init,
                           init_codec=args.init_codec,
-                          stop_after=args.stop_after, progress=not args.no_progress)
+                          stop_after=args.stop_after, progress=not args.no_progress, device=args.device)
         trainer.run()
     except (BagError, CheckpointError, ConfigError, FileNotFoundError) as err:
         log.error("astra-train: %s", err)

@@ -25,7 +25,7 @@ def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], 
         plain["state"][str(pid)] = {}
         for key, value in entries.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{pid}.{key}"] = value.contiguous()
+                tensors[f"{pid}.{key}"] = value.contiguous().cpu()
                 plain["state"][str(pid)][key] = {"tensor": f"{pid}.{key}"}
             else:
                 plain["state"][str(pid)][key] = {"value": value}
@@ -43,8 +43,8 @@ def save_train_state(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module
                      step: int, phase: str, torch_gen: torch.Generator, numpy_gen: np.random.Generator,
                      extra: dict[str, Any] | None = None) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
-    save_file({k: v.detach().contiguous() for k, v in ema.state_dict().items()}, str(path / "ema.safetensors"))
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+    save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}, str(path / "ema.safetensors"))
     tensors, plain = _flatten_optimizer(optimizer.state_dict())
     tensors["__torch_generator__"] = torch_gen.get_state()
     save_file(tensors, str(path / "optimizer.safetensors"))

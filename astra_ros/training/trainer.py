@@ -1,8 +1,10 @@
 """The training loop: codec phase, then the world model with flow matching, on ROS 2 bags.
 
-Runs as one process or under ``torchrun`` (DistributedDataParallel, gloo on CPU / nccl on GPU):
-every process samples its own clips, gradients are averaged, and at the end the processes
-check that their weights are identical. Rank 0 writes the loss CSV and plot, resumable
+Runs as one process or under ``torchrun`` (DistributedDataParallel, gloo on CPU / nccl on GPU,
+one GPU per process: ``cuda:LOCAL_RANK``): every process samples its own clips, gradients are
+averaged, and at the end the processes check that their weights are identical. Clips and all
+random draws stay on the CPU (the generators are CPU ones), so a run's sequence of clips and
+noise does not depend on the device. Rank 0 writes the loss CSV and plot, resumable
 training states and the released checkpoint (EMA weights, ``config.json`` + ``model.safetensors``).
 """
 
@@ -148,13 +150,38 @@ class DistributedInfo:
         return self.rank == 0
 
 
-def init_distributed() -> DistributedInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+def training_device(requested: str, local_rank: int, cuda_available: bool) -> torch.device:
+    """The device one training process runs on.
+
+    ``auto``: ``cuda:LOCAL_RANK`` where CUDA is available, else the CPU; ``cuda`` means
+    ``cuda:LOCAL_RANK`` (torchrun starts one process per GPU); ``cpu`` or ``cuda:N`` as given.
+    """
+    if requested == "auto":
+        requested = "cuda" if cuda_available else "cpu"
+    try:
+        device = torch.device(requested)
+    except RuntimeError as err:
+        raise ConfigError(f"unknown training device {requested!r}: expected auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda":
+        if not cuda_available:
+            raise ConfigError(f"training device {requested!r} asked for, but this machine has no usable CUDA GPU "
+                              "(use --device cpu or auto)")
+        return torch.device("cuda", local_rank if device.index is None else device.index)
+    if device.type != "cpu":
+        raise ConfigError(f"training device {requested!r} is not supported: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def init_distributed(device: torch.device) -> DistributedInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): nccl for GPUs, gloo for CPUs
+    (by the device trained on, not by whether the machine has a GPU: nccl cannot reduce CPU tensors)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistributedInfo()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistributedInfo(rank=dist.get_rank(), world_size=dist.get_world_size())
 
 
@@ -173,15 +200,19 @@ def learning_rate(step: int, phase_steps: int, recipe: TrainRecipe, peak: float)
 class Trainer:
     def __init__(self, recipe: TrainRecipe, data_dirs: list[Path], out_dir: Path, *, resume: bool = False,
                  init_checkpoint: str | None = None, init_codec: str | None = None, stop_after: int | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, device: str = "auto") -> None:
         self.recipe = recipe
         self.out = Path(out_dir)
         self.resume = resume
         self.stop_after = stop_after  # stop (as if interrupted) after this many total steps
         self.progress = progress
-        self.dist = init_distributed()
+        self.device = training_device(device, int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.is_available())
+        self.dist = init_distributed(self.device)
         if recipe.num_threads:
             torch.set_num_threads(recipe.num_threads)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: several times faster, ample for training
+            torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(recipe.seed)  # identical initial weights on every rank
         if init_checkpoint:
             self.model = self._init_from(init_checkpoint, recipe.model).train()
@@ -189,6 +220,7 @@ class Trainer:
             self.model = WorldModel(recipe.model_config()).train()
             if init_codec:
                 self._load_codec(init_codec)
+        self.model.to(self.device)
         self.config = self.model.config
         self.bags = find_bags(data_dirs)
         # Rank 0 decodes the bags into the shared cache first; the others then read it.
@@ -342,11 +374,11 @@ class Trainer:
         if phase == "codec":
             images = frames.flatten(0, 1)
             pick = self.numpy_gen.choice(len(images), size=min(self.recipe.codec_batch_frames, len(images)), replace=False)
-            loss, a, b = objective(images[torch.from_numpy(pick)], self.torch_gen)
+            loss, a, b = objective(images[torch.from_numpy(pick)].to(self.device), self.torch_gen)
         else:
             with torch.no_grad():
-                latents = self.model.codec.encode(frames)  # (B, C, T, h, w)
-            loss, a, b = objective(latents, actions, ids, self.torch_gen)
+                latents = self.model.codec.encode(frames.to(self.device))  # (B, C, T, h, w)
+            loss, a, b = objective(latents, actions.to(self.device), ids.to(self.device), self.torch_gen)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} in the {phase} phase; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
@@ -358,7 +390,7 @@ class Trainer:
     @torch.no_grad()
     def _finish_codec_phase(self) -> None:
         """Measure latent statistics (averaged over ranks) and start the EMA from the trained codec."""
-        frames = torch.cat([self.sample_batch()[0] for _ in range(4)])
+        frames = torch.cat([self.sample_batch()[0] for _ in range(4)]).to(self.device)
         self.model.codec.eval()
         self.model.codec.set_latent_statistics(frames)
         if self.dist.world_size > 1:
