@@ -264,6 +264,9 @@ def test_flow_motion_estimator_finds_more_real_motions_and_is_recorded(checkpoin
     # The explore camera turns: a still camera's error (the true angle) is recorded wherever the motion is known.
     true_angle = np.concatenate([clip.scores["rot_true"][clip.scores["motion_known"]] for clip in result.clips])
     assert len(true_angle) > 0 and (true_angle > 0).all()
+    # The codec ceiling's frames were handed to the estimator as well (a random codec: it may find nothing).
+    assert all(len(clip.scores["rot_codec_ceiling"]) == len(clip.real) for clip in result.clips)
+    assert "codec_ceiling" in result.metrics["rotation_paired"]
     assert found["flow"] >= 0.5 and found["flow"] > found["sift"], found
     with pytest.raises(EvalError, match="motion estimator"):
         EvalOptions(motion_estimator="orb")
@@ -276,16 +279,21 @@ def test_rotation_paired_compares_model_and_real_frames_on_the_same_pairs():
 
     nan = np.nan
     camera = SimpleNamespace(scores={"rot_model": np.array([1.0, nan, 3.0]), "rot_ground_truth": np.array([0.5, 0.5, nan]),
+                                     "rot_codec_ceiling": np.array([nan, 2.0, 1.0]),
                                      "rot_true": np.array([4.0, 5.0, 6.0]), "motion_known": np.array([True, True, True])})
     no_poses = SimpleNamespace(scores={"rot_model": np.full(3, nan), "rot_ground_truth": np.full(3, nan),
-                                       "rot_true": np.full(3, nan), "motion_known": np.zeros(3, bool)})
+                                       "rot_codec_ceiling": np.full(3, nan), "rot_true": np.full(3, nan),
+                                       "motion_known": np.zeros(3, bool)})
     paired = rotation_paired([camera, no_poses])
     assert paired["pairs"] == 1
     assert paired["model_deg"] == pytest.approx(1.0) and paired["ground_truth_deg"] == pytest.approx(0.5)
     assert paired["ratio"] == pytest.approx(2.0)
     assert paired["still_deg"] == pytest.approx(4.0)  # the true rotation of that one pair: a still camera's error
+    # The codec ceiling is paired with the real frames on its own pairs (here the second one).
+    assert paired["codec_ceiling"] == pytest.approx({"pairs": 1, "deg": 2.0, "ground_truth_deg": 0.5, "still_deg": 5.0})
     # Only the three pairs with a known true motion count towards how often the estimator worked.
     assert paired["model_defined"] == pytest.approx(2 / 3) and paired["ground_truth_defined"] == pytest.approx(2 / 3)
     nothing = rotation_paired([no_poses])
     assert nothing["pairs"] == 0 and nothing["model_deg"] is None and nothing["still_deg"] is None
+    assert nothing["codec_ceiling"]["pairs"] == 0 and nothing["codec_ceiling"]["deg"] is None
     assert nothing["model_defined"] is None

@@ -376,7 +376,8 @@ def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int, motion_estimat
     if clip.reconstructed is not None:
         s["psnr_codec_ceiling"] = psnr(clip.reconstructed, clip.real)
         s["ssim_codec_ceiling"] = ssim(clip.reconstructed, clip.real)
-    for key in ("rot_model", "rot_ground_truth", "rot_true", "dir_model", "dir_ground_truth"):
+    for key in ("rot_model", "rot_ground_truth", "rot_codec_ceiling", "rot_true",
+                "dir_model", "dir_ground_truth", "dir_codec_ceiling"):
         s[key] = nan.copy()
     s["motion_known"] = np.zeros(n, dtype=bool)
     if bag.poses is None or bag.K is None:
@@ -391,12 +392,16 @@ def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int, motion_estimat
         R_true, t_true = motion_from_relative_pose(np.linalg.inv(pose_a) @ pose_b)
         s["motion_known"][h] = True
         s["rot_true"][h] = rotation_angle_deg(R_true)  # the error of a camera that did not move
-        for name, frame_b in (("model", clip.predicted[h]), ("ground_truth", clip.real[h])):
+        # The codec ceiling's frames say how much of a turn survives the codec and the decoding at all.
+        candidates = [("model", clip.predicted[h]), ("ground_truth", clip.real[h])]
+        if clip.reconstructed is not None:
+            candidates.append(("codec_ceiling", clip.reconstructed[h]))
+        for name, frame_b in candidates:
             rot, direction, _ = motion_errors(frame_a, frame_b, bag.K, R_true, t_true, detector=motion_estimator)
             s[f"rot_{name}"][h], s[f"dir_{name}"][h] = rot, direction
 
 
-def rotation_paired(clips: list[ClipResult]) -> dict[str, float | int | None]:
+def rotation_paired(clips: list[ClipResult]) -> dict[str, Any]:
     """Rotation errors of predicted and real frames on the same (clip, horizon) pairs.
 
     ``rotation_error_deg`` averages each over the pairs where its own estimate worked; blurry
@@ -405,22 +410,33 @@ def rotation_paired(clips: list[ClipResult]) -> dict[str, float | int | None]:
     pairs with a known true motion where each estimate worked (``*_defined``). ``still_deg``: the
     mean true rotation on those pairs, which is the error of frames that show no rotation at all
     (copy-last's): a model error near it says the predicted view did not turn as commanded.
-    ``clips``: at least one.
+    ``codec_ceiling``: the same for the codec ceiling's frames (the real future through the codec
+    and the decoding), on the pairs where they and the real frames gave estimates: how much of a
+    turn any prediction could show. ``clips``: at least one.
     """
     model = np.concatenate([c.scores["rot_model"] for c in clips])
     real = np.concatenate([c.scores["rot_ground_truth"] for c in clips])
+    ceiling = np.concatenate([c.scores["rot_codec_ceiling"] for c in clips])
     true = np.concatenate([c.scores["rot_true"] for c in clips])
     known = np.concatenate([c.scores["motion_known"] for c in clips])
     both = np.isfinite(model) & np.isfinite(real)
-    out: dict[str, float | int | None] = {"pairs": int(both.sum()), "model_deg": None, "ground_truth_deg": None,
+    out: dict[str, Any] = {"pairs": int(both.sum()), "model_deg": None, "ground_truth_deg": None,
                                           "ratio": None, "still_deg": None, "model_defined": None,
-                                          "ground_truth_defined": None}
+                                          "ground_truth_defined": None,
+                                          "codec_ceiling": {"pairs": 0, "deg": None, "ground_truth_deg": None,
+                                                            "still_deg": None}}
     if known.any():
         out["model_defined"] = float(np.isfinite(model)[known].mean())
         out["ground_truth_defined"] = float(np.isfinite(real)[known].mean())
     if both.any():
         out["model_deg"], out["ground_truth_deg"] = float(model[both].mean()), float(real[both].mean())
         out["still_deg"] = float(true[both].mean())
+    # The same for the codec ceiling's frames, on the pairs where it and the real frames gave estimates.
+    with_ceiling = np.isfinite(ceiling) & np.isfinite(real)
+    if with_ceiling.any():
+        out["codec_ceiling"] = {"pairs": int(with_ceiling.sum()), "deg": float(ceiling[with_ceiling].mean()),
+                                "ground_truth_deg": float(real[with_ceiling].mean()),
+                                "still_deg": float(true[with_ceiling].mean())}
         out["ratio"] = out["model_deg"] / out["ground_truth_deg"] if out["ground_truth_deg"] > 0 else None
     return out
 

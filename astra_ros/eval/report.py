@@ -397,6 +397,13 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
                          f"{_fmt(paired.get('still_deg'), 2)} | "
                          f"{100 * paired['model_defined']:.0f} % | {100 * paired['ground_truth_defined']:.0f} % |")
         lines.append("")
+        ceiling = rows[0][1].get("codec_ceiling") or {}
+        if ceiling.get("pairs"):
+            lines += [f"The codec ceiling's frames (the real future through the codec and the decoding), on the "
+                      f"{ceiling['pairs']} pairs where they and the real frames gave estimates: "
+                      f"{_fmt(ceiling['deg'], 2)} deg against the real frames' {_fmt(ceiling['ground_truth_deg'], 2)} "
+                      f"and a still camera's {_fmt(ceiling['still_deg'], 2)}: how much of a turn any prediction "
+                      "decoded this way could show.", ""]
 
     # 3. Per-horizon numbers.
     lines += ["## Per horizon", ""]
