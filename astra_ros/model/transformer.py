@@ -180,21 +180,31 @@ class AstraBlock(nn.Module):
         past_kv: KV | None,
         context: torch.Tensor | None,
     ) -> tuple[torch.Tensor, KV]:
-        """x (B, L, dim); modulation (B, L, 6, dim) per token; action_tokens (B, L, action_dim)."""
-        shift, scale, gate, c_shift, c_scale, c_gate = (self.scale_shift_table[None] + modulation).unbind(dim=2)
+        """x (B, L, dim), L = F frames x n tokens; modulation (B, F, 6, dim) per frame;
+        action_tokens (B, L, action_dim).
+
+        The modulation is applied per frame by broadcasting over a frame's tokens: the same values
+        as repeating it per token, without materialising a (B, L, 6, dim) tensor in every block
+        (that copy was a third of a training step on the CPU).
+        """
+        b, length, dim = x.shape
+        frames = modulation.shape[1]
+        per_frame = lambda t: t.view(b, frames, length // frames, dim)  # noqa: E731
+        shift, scale, gate, c_shift, c_scale, c_gate = (
+            (self.scale_shift_table[None] + modulation)[:, :, None].unbind(dim=3))  # each (B, F, 1, dim)
         # 1. Self-attention with actions added to its modulated input, then the ACT-Adapter
-        h = _layer_norm(x, self.eps) * (1 + scale) + shift
+        h = (per_frame(_layer_norm(x, self.eps)) * (1 + scale) + shift).view(b, length, dim)
         if action_tokens is not None:
             h = h + self.action_proj(action_tokens)
         attn, kv = self.attn1(h, rope=rope, mask=mask, past_kv=past_kv)
-        x = x + self.act_adapter(attn) * gate
+        x = x + (per_frame(self.act_adapter(attn)) * gate).view(b, length, dim)
         # 2. Cross-attention
         if self.attn2 is not None:
             h = self.norm2(x.float()).type_as(x)
             x = x + self.attn2(h, context=context)[0]
         # 3. Feed-forward
-        h = _layer_norm(x, self.eps) * (1 + c_scale) + c_shift
-        x = x + self.ffn(h) * c_gate
+        h = (per_frame(_layer_norm(x, self.eps)) * (1 + c_scale) + c_shift).view(b, length, dim)
+        x = x + (per_frame(self.ffn(h)) * c_gate).view(b, length, dim)
         return x, kv
 
 
@@ -267,9 +277,7 @@ class AstraTransformer(nn.Module):
         x = self.patch_embedding(latents).flatten(2).transpose(1, 2).contiguous()  # (B, L, dim)
         angles = rope_angles(frame_pos, rows, cols, cfg.attention_head_dim, cfg.rope_theta)
         rope = (angles.cos().to(x.dtype).to(x.device), angles.sin().to(x.dtype).to(x.device))  # (L, d/2)
-        temb, modulation = self.condition_embedder(flow_t)  # (B, F, dim), (B, F, 6, dim)
-        temb = temb.repeat_interleave(n, dim=1)  # (B, L, dim)
-        modulation = modulation.repeat_interleave(n, dim=1)  # (B, L, 6, dim)
+        temb, modulation = self.condition_embedder(flow_t)  # (B, F, dim), (B, F, 6, dim): per frame
         action_tokens = action_features.repeat_interleave(n, dim=1) if action_features is not None else None
         if context is not None:
             context = self.condition_embedder.text_embedder(context)
@@ -282,8 +290,8 @@ class AstraTransformer(nn.Module):
             new_kv.append(kv)
 
         # 3. Output norm, projection, unpatchify
-        shift, scale = (self.scale_shift_table[None] + temb[:, :, None]).unbind(dim=2)
-        x = _layer_norm(x, cfg.eps) * (1 + scale) + shift
+        shift, scale = (self.scale_shift_table[None] + temb[:, :, None])[:, :, None].unbind(dim=3)  # (B, F, 1, dim)
+        x = (_layer_norm(x, cfg.eps).view(b, f, n, -1) * (1 + scale) + shift).flatten(1, 2)
         x = self.proj_out(x)  # (B, L, C * p_t * p_h * p_w)
         x = x.reshape(b, f, rows, cols, 1, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.flatten(6, 7).flatten(4, 5).flatten(2, 3), new_kv
