@@ -153,6 +153,28 @@ def test_training_device_follows_the_request_and_the_local_rank(bags, tmp_path, 
         assert "no usable CUDA GPU" in caplog.text and not out.exists()
 
 
+def test_bf16_precision_trains_on_the_same_batches_with_fp32_weights(bags, tmp_path):
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        recipe = _recipe(tmp_path, steps=3, codec_steps=3, precision=precision)
+        out = tmp_path / precision
+        assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(out), "--no-progress"]) == 0
+        rows = [line.split(",") for line in (out / "loss.csv").read_text().splitlines()[1:]]
+        runs[precision] = ([float(r[2]) for r in rows], _weights(out / "train_state"))
+    (loss32, w32), (loss16, w16) = runs["fp32"], runs["bf16"]
+    # Same clips and noise, so the losses agree to bf16's precision, step for step ...
+    assert len(loss16) == len(loss32) == 6
+    for a, b in zip(loss32, loss16):
+        assert b == pytest.approx(a, rel=0.01)
+    # ... while the bf16 forward really ran (its updates differ), and the weights stay fp32.
+    assert all(v.dtype == w32[k].dtype for k, v in w16.items())
+    assert any((w16[k] - w32[k]).abs().max() > 0 for k in w32 if k.startswith("transformer."))
+    with pytest.raises(Exception, match="precision must be 'fp32' or 'bf16'"):
+        from astra_ros.training.recipe import TrainRecipe
+
+        TrainRecipe.from_yaml(_recipe(tmp_path, precision="fp16"))
+
+
 def test_two_process_ddp_run_ends_with_identical_weights(bags, tmp_path):
     recipe = _recipe(tmp_path, steps=4, codec_steps=2)
     out = tmp_path / "ddp"

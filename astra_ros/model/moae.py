@@ -142,7 +142,7 @@ class MixtureOfActionExperts(nn.Module):
                     moved = (motion[rows][..., :d] if motion is not None
                              else actions.new_zeros(int(rows.sum()), f, d))
                     projected = projected + self.motion_projectors[idx](moved / self.motion_std[idx, :d])
-                shared[rows] = projected
+                shared[rows] = projected.to(shared.dtype)  # autocast computes the projection in bf16
         if dropped is None:
             dropped = torch.zeros(b, f, dtype=torch.bool, device=actions.device)
         keep = ~dropped
@@ -154,10 +154,10 @@ class MixtureOfActionExperts(nn.Module):
         for e, expert in enumerate(self.experts):
             sel = choice == e
             if sel.any():
-                routed[sel] = score[sel, None] * expert(tokens[sel])
+                routed[sel] = (score[sel, None] * expert(tokens[sel])).to(routed.dtype)
         balance = load_balance_loss(probs, choice, self.num_experts)
         features = self.null_action.expand(b, f, -1).clone()
-        features[keep] = routed
+        features[keep] = routed.to(features.dtype)
         expert_index = torch.full((b, f), -1, dtype=torch.long, device=actions.device)
         expert_index[keep] = choice
         self._count(expert_index, modality_ids)

@@ -45,6 +45,10 @@ class TrainRecipe:
     log_every: int = 10  # steps between loss CSV rows
     seed: int = 0
     num_threads: int = 0  # torch threads per process (0 = torch's default)
+    # "fp32", or "bf16": the training forward passes under bfloat16 autocast (weights, optimizer,
+    # EMA, the loss and the codec's encoding of clips stay fp32). Much faster where the hardware
+    # multiplies bf16 (CPUs with AMX / AVX512-BF16, GPUs); see bench/train_step.py.
+    precision: str = "fp32"
 
     def model_config(self) -> AstraConfig:
         if self.preset not in PRESETS:
@@ -86,3 +90,5 @@ class TrainRecipe:
             raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")

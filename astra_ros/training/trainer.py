@@ -18,6 +18,8 @@ import logging
 import math
 import os
 import time
+import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,6 +212,9 @@ class Trainer:
         self.dist = init_distributed(self.device)
         if recipe.num_threads:
             torch.set_num_threads(recipe.num_threads)
+        if recipe.precision == "bf16":
+            # q/k RMS norms see bf16 inputs and fp32 weights and take the unfused path; nothing is wrong.
+            warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: several times faster, ample for training
             torch.backends.cudnn.allow_tf32 = True
@@ -369,16 +374,24 @@ class Trainer:
             objective = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
         return optimizer, objective, params
 
+    def _autocast(self):
+        """bfloat16 autocast of a forward pass when the recipe asks for it."""
+        if self.recipe.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
     def _train_step(self, phase: str, objective: nn.Module, optimizer, params) -> tuple[float, float, float]:
         frames, actions, ids = self.sample_batch()
         if phase == "codec":
             images = frames.flatten(0, 1)
             pick = self.numpy_gen.choice(len(images), size=min(self.recipe.codec_batch_frames, len(images)), replace=False)
-            loss, a, b = objective(images[torch.from_numpy(pick)].to(self.device), self.torch_gen)
+            with self._autocast():
+                loss, a, b = objective(images[torch.from_numpy(pick)].to(self.device), self.torch_gen)
         else:
             with torch.no_grad():
-                latents = self.model.codec.encode(frames.to(self.device))  # (B, C, T, h, w)
-            loss, a, b = objective(latents, actions.to(self.device), ids.to(self.device), self.torch_gen)
+                latents = self.model.codec.encode(frames.to(self.device))  # (B, C, T, h, w), fp32 as at inference
+            with self._autocast():
+                loss, a, b = objective(latents, actions.to(self.device), ids.to(self.device), self.torch_gen)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} in the {phase} phase; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
