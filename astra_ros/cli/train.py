@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.init and args.init_codec:
         log.error("astra-train: give --init or --init-codec, not both")
         return 2
+    import torch.distributed as dist
+
     try:
         recipe = TrainRecipe.from_yaml(args.config)
         trainer = Trainer(recipe, args.data, args.out, resume=args.resume, init_checkpoint=args.init,
@@ -53,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     except (BagError, CheckpointError, ConfigError, FileNotFoundError) as err:
         log.error("astra-train: %s", err)
         return 2
+    finally:
+        # Under torchrun: leave the process group before exit, so the communication threads are
+        # joined here and not torn down mid-flight by the interpreter's exit (an abort, seen once).
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 
