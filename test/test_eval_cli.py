@@ -293,6 +293,10 @@ def test_rotation_paired_compares_model_and_real_frames_on_the_same_pairs():
     assert paired["codec_ceiling"] == pytest.approx({"pairs": 1, "deg": 2.0, "ground_truth_deg": 0.5, "still_deg": 5.0})
     # Only the three pairs with a known true motion count towards how often the estimator worked.
     assert paired["model_defined"] == pytest.approx(2 / 3) and paired["ground_truth_defined"] == pytest.approx(2 / 3)
+    # Without codec-ceiling estimates (no reconstruction) the model/real summary is unchanged.
+    camera.scores["rot_codec_ceiling"] = np.full(3, nan)
+    alone = rotation_paired([camera])
+    assert alone["ratio"] == pytest.approx(2.0) and alone["codec_ceiling"]["pairs"] == 0
     nothing = rotation_paired([no_poses])
     assert nothing["pairs"] == 0 and nothing["model_deg"] is None and nothing["still_deg"] is None
     assert nothing["codec_ceiling"]["pairs"] == 0 and nothing["codec_ceiling"]["deg"] is None

@@ -420,24 +420,22 @@ def rotation_paired(clips: list[ClipResult]) -> dict[str, Any]:
     true = np.concatenate([c.scores["rot_true"] for c in clips])
     known = np.concatenate([c.scores["motion_known"] for c in clips])
     both = np.isfinite(model) & np.isfinite(real)
-    out: dict[str, Any] = {"pairs": int(both.sum()), "model_deg": None, "ground_truth_deg": None,
-                                          "ratio": None, "still_deg": None, "model_defined": None,
-                                          "ground_truth_defined": None,
-                                          "codec_ceiling": {"pairs": 0, "deg": None, "ground_truth_deg": None,
-                                                            "still_deg": None}}
+    out: dict[str, Any] = {"pairs": int(both.sum()), "model_deg": None, "ground_truth_deg": None, "ratio": None,
+                           "still_deg": None, "model_defined": None, "ground_truth_defined": None,
+                           "codec_ceiling": {"pairs": 0, "deg": None, "ground_truth_deg": None, "still_deg": None}}
     if known.any():
         out["model_defined"] = float(np.isfinite(model)[known].mean())
         out["ground_truth_defined"] = float(np.isfinite(real)[known].mean())
     if both.any():
         out["model_deg"], out["ground_truth_deg"] = float(model[both].mean()), float(real[both].mean())
+        out["ratio"] = out["model_deg"] / out["ground_truth_deg"] if out["ground_truth_deg"] > 0 else None
         out["still_deg"] = float(true[both].mean())
-    # The same for the codec ceiling's frames, on the pairs where it and the real frames gave estimates.
+    # The same for the codec ceiling's frames, on the pairs where they and the real frames gave estimates.
     with_ceiling = np.isfinite(ceiling) & np.isfinite(real)
     if with_ceiling.any():
         out["codec_ceiling"] = {"pairs": int(with_ceiling.sum()), "deg": float(ceiling[with_ceiling].mean()),
                                 "ground_truth_deg": float(real[with_ceiling].mean()),
                                 "still_deg": float(true[with_ceiling].mean())}
-        out["ratio"] = out["model_deg"] / out["ground_truth_deg"] if out["ground_truth_deg"] > 0 else None
     return out
 
 
