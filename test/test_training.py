@@ -253,6 +253,24 @@ def test_init_codec_takes_only_the_codec(bags, tmp_path, caplog):
     assert "differs from the recipe's" in caplog.text
 
 
+def test_init_transformer_takes_every_tensor_whose_shape_still_fits(bags, tmp_path, caplog):
+    caplog.set_level("INFO", logger="astra_train")
+    common = ["--data", str(bags), "--no-progress"]
+    assert train_main(["--config", str(_recipe(tmp_path, steps=2, codec_steps=2)), "--out", str(tmp_path / "src")]
+                      + common) == 0
+    # Another patch size: the patch embedding and the output projection change shape, the blocks do not.
+    recipe = _recipe(tmp_path, steps=2, codec_steps=0, seed=5, model={"patch_size": [1, 1, 1]})
+    assert train_main(["--config", str(recipe), "--init-transformer", str(tmp_path / "src"), "--stop-after", "0",
+                       "--out", str(tmp_path / "warm")] + common) == 0
+    src, warm = _weights(tmp_path / "src"), _weights(tmp_path / "warm" / "train_state")
+    blocks = [k for k in src if k.startswith("transformer.blocks.")]
+    assert blocks and all((src[k] == warm[k]).all() for k in blocks)
+    assert src["transformer.patch_embedding.weight"].shape != warm["transformer.patch_embedding.weight"].shape
+    assert "fresh: patch_embedding.weight, proj_out.bias, proj_out.weight" in caplog.text  # biases of width dim fit
+    assert train_main(["--config", str(recipe), "--init", str(tmp_path / "src"), "--init-transformer",
+                       str(tmp_path / "src"), "--out", str(tmp_path / "both")] + common) == 2
+
+
 def test_init_applies_the_recipes_model_fields_to_the_checkpoint(tmp_path):
     """--init keeps the checkpoint's weights but takes the recipe's sampling/training fields (how the
     latent-delta fine-tune of the default starts); a field that changes shapes fails clearly."""

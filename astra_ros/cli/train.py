@@ -25,6 +25,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init-codec", default=None,
                    help="take only the codec from this checkpoint (same codec config and resolution); "
                         "the transformer starts fresh from the recipe, e.g. for ablations at equal budget")
+    p.add_argument("--init-transformer", default=None,
+                   help="start the transformer from this checkpoint's wherever names and shapes match (the rest "
+                        "fresh), e.g. with --init-codec when the codec or the patch size changes")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many total steps (resume later)")
     p.add_argument("--device", default="auto",
                    help="auto (a GPU where CUDA is available, else the CPU), cpu, cuda (under torchrun: "
@@ -41,15 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     from astra_ros.training.recipe import TrainRecipe
     from astra_ros.training.trainer import Trainer
 
-    if args.init and args.init_codec:
-        log.error("astra-train: give --init or --init-codec, not both")
+    if args.init and (args.init_codec or args.init_transformer):
+        log.error("astra-train: --init takes the whole checkpoint; give it or --init-codec / --init-transformer")
         return 2
     import torch.distributed as dist
 
     try:
         recipe = TrainRecipe.from_yaml(args.config)
         trainer = Trainer(recipe, args.data, args.out, resume=args.resume, init_checkpoint=args.init,
-                          init_codec=args.init_codec,
+                          init_codec=args.init_codec, init_transformer=args.init_transformer,
                           stop_after=args.stop_after, progress=not args.no_progress, device=args.device)
         trainer.run()
     except (BagError, CheckpointError, ConfigError, FileNotFoundError) as err:

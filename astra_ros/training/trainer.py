@@ -201,7 +201,8 @@ def learning_rate(step: int, phase_steps: int, recipe: TrainRecipe, peak: float)
 
 class Trainer:
     def __init__(self, recipe: TrainRecipe, data_dirs: list[Path], out_dir: Path, *, resume: bool = False,
-                 init_checkpoint: str | None = None, init_codec: str | None = None, stop_after: int | None = None,
+                 init_checkpoint: str | None = None, init_codec: str | None = None,
+                 init_transformer: str | None = None, stop_after: int | None = None,
                  progress: bool = True, device: str = "auto") -> None:
         self.recipe = recipe
         self.out = Path(out_dir)
@@ -225,6 +226,8 @@ class Trainer:
             self.model = WorldModel(recipe.model_config()).train()
             if init_codec:
                 self._load_codec(init_codec)
+            if init_transformer:
+                self._load_transformer(init_transformer)
         self.model.to(self.device)
         self.config = self.model.config
         self.bags = find_bags(data_dirs)
@@ -262,6 +265,21 @@ class Trainer:
                                   f"{source.config.resolution} differs from the recipe's {self.model.config.codec} "
                                   f"at {self.model.config.resolution}")
         self.model.codec.load_state_dict(source.codec.state_dict())
+
+    def _load_transformer(self, checkpoint: str) -> None:
+        """Start the freshly built transformer from a checkpoint's, wherever the tensors have the same
+        name and shape (e.g. every block, MoAE and its action statistics when only the patch size or
+        the codec changed); the rest keeps its fresh initialisation and is listed in the log."""
+        source = WorldModel.from_pretrained(checkpoint).transformer.state_dict()
+        own = self.model.transformer.state_dict()
+        taken = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+        if not taken:
+            raise CheckpointError(f"--init-transformer {checkpoint}: no tensor matches the recipe's transformer "
+                                  "in name and shape")
+        self.model.transformer.load_state_dict(taken, strict=False)
+        fresh = sorted(set(own) - set(taken))
+        log.info("transformer from %s: %d of %d tensors taken; fresh: %s", checkpoint, len(taken), len(own),
+                 ", ".join(fresh) if fresh else "none")
 
     # ------------------------------------------------------------------ data
     def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
