@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")  # as astra-train does
+    from astra_ros.training.trainer import BF16_NORM_WARNING
+
+    warnings.filterwarnings("ignore", message=BF16_NORM_WARNING)  # as astra-train does
     if args.checkpoint.startswith("random:"):
         model = WorldModel(preset(args.checkpoint.split(":", 1)[1]))
     else:

@@ -42,6 +42,9 @@ from .state import load_optimizer_state, load_train_state, save_train_state
 log = logging.getLogger("astra_train")
 
 STATE_DIR = "train_state"
+# Under bf16 autocast the q/k RMS norms see bf16 inputs and fp32 weights and take the unfused path;
+# nothing is wrong, so this warning is silenced (here and in bench/train_step.py).
+BF16_NORM_WARNING = "Mismatch dtype between input and weight"
 
 
 def find_bags(data_dirs: list[Path]) -> list[Path]:
@@ -214,8 +217,7 @@ class Trainer:
         if recipe.num_threads:
             torch.set_num_threads(recipe.num_threads)
         if recipe.precision == "bf16":
-            # q/k RMS norms see bf16 inputs and fp32 weights and take the unfused path; nothing is wrong.
-            warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
+            warnings.filterwarnings("ignore", message=BF16_NORM_WARNING)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: several times faster, ample for training
             torch.backends.cudnn.allow_tf32 = True
