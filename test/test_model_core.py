@@ -54,6 +54,43 @@ def test_rope_depends_only_on_relative_frame_position():
     torch.testing.assert_close(scores[0], scores[1], atol=1e-4, rtol=1e-4)
 
 
+def _codec4_shaped_config():
+    """The shapes that hit oneDNN's bf16 convolution bug: 16 latent channels, 4x4 patches."""
+    from astra_ros.model.config import CodecConfig
+
+    return preset("tiny", resolution=(64, 64), patch_size=(1, 4, 4),
+                  codec=CodecConfig(latent_channels=16, block_out_channels=(8, 8, 8), norm_num_groups=4))
+
+
+@pytest.mark.parametrize("patch", [(1, 2, 2), (1, 4, 4)])
+def test_patch_embedding_is_the_strided_convolution_it_stores(patch):
+    torch.manual_seed(0)
+    cfg = preset("tiny", patch_size=patch) if patch == (1, 2, 2) else _codec4_shaped_config()
+    model = AstraTransformer(cfg)
+    h, w = cfg.latent_size
+    x = torch.randn(2, cfg.codec.latent_channels, 4, h, w)
+    with torch.backends.mkldnn.flags(enabled=False):  # the reference convolution, not oneDNN's
+        conv = model.patch_embedding(x).flatten(2).transpose(1, 2)
+    assert torch.allclose(model._patchify(x), conv, atol=1e-5)
+
+
+def test_bf16_autocast_forward_agrees_with_fp32_on_4x4_patches():
+    # Under autocast the patch embedding used to be oneDNN's bf16 convolution, which on AMX CPUs gives
+    # a relative error above 1 for these shapes; a model trained that way ignored its observed frames.
+    torch.manual_seed(0)
+    cfg = _codec4_shaped_config()
+    model = AstraTransformer(cfg).eval()
+    _randomise_action_layers(model)
+    h, w = cfg.latent_size
+    x, t = torch.randn(2, cfg.codec.latent_channels, 4, h, w), torch.rand(2, 4)
+    feats = torch.randn(2, 4, cfg.action_dim)
+    with torch.no_grad():
+        v32, _ = model(x, t, torch.arange(4), action_features=feats)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            v16, _ = model(x, t, torch.arange(4), action_features=feats)
+    assert ((v16.float() - v32).norm() / v32.norm()).item() < 0.02
+
+
 def test_future_chunks_do_not_change_past_outputs():
     torch.manual_seed(0)
     cfg = preset("tiny")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -173,6 +174,24 @@ def test_bf16_precision_trains_on_the_same_batches_with_fp32_weights(bags, tmp_p
         from astra_ros.training.recipe import TrainRecipe
 
         TrainRecipe.from_yaml(_recipe(tmp_path, precision="fp16"))
+
+
+def test_bf16_run_refuses_to_start_when_the_bf16_forward_disagrees_with_fp32(bags, tmp_path, monkeypatch, caplog):
+    # A backend whose bf16 kernels are wrong (as oneDNN's convolution was for 4x4 patches on AMX CPUs).
+    from astra_ros.model.transformer import AstraTransformer
+
+    honest = AstraTransformer.forward
+
+    def broken_under_autocast(self, latents, *args, **kwargs):
+        velocity, kv = honest(self, latents, *args, **kwargs)
+        return (velocity.flip(-1) if torch.is_autocast_enabled("cpu") else velocity), kv
+
+    monkeypatch.setattr(AstraTransformer, "forward", broken_under_autocast)
+    recipe = _recipe(tmp_path, steps=3, codec_steps=0, precision="bf16")
+    out = tmp_path / "broken"
+    assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(out), "--no-progress"]) == 2
+    assert "bf16 is unreliable" in caplog.text and "precision: fp32" in caplog.text
+    assert not (out / "model.safetensors").exists()  # nothing trained on the broken kernels
 
 
 def test_two_process_ddp_run_ends_with_identical_weights(bags, tmp_path):

@@ -218,6 +218,7 @@ class AstraTransformer(nn.Module):
         self.config = config
         dim = config.inner_dim
         c = config.codec.latent_channels
+        # A Conv3d holds the weights (Wan's names and layout); ``_patchify`` applies it as a matmul.
         self.patch_embedding = nn.Conv3d(c, dim, kernel_size=config.patch_size, stride=config.patch_size)
         self.condition_embedder = ConditionEmbedder(dim, config.freq_dim, config.text_dim)
         self.action_encoder = MixtureOfActionExperts(
@@ -237,6 +238,18 @@ class AstraTransformer(nn.Module):
             # Action features enter through zero so actions cannot change the output at step 0.
             nn.init.zeros_(block.action_proj.weight)
             nn.init.zeros_(block.action_proj.bias)
+
+    def _patchify(self, latents: torch.Tensor) -> torch.Tensor:
+        """The patch embedding as one matmul over non-overlapping patches: (B, C, F, h, w) -> (B, L, dim),
+        tokens in (frame, row, col) order. The same function as the Conv3d (its stride is its kernel),
+        but not oneDNN's bf16 convolution, which on AMX CPUs returns wrong values for 16-channel 4x4
+        patches (relative error above 1: a bf16 run trained on scrambled tokens; pytorch#169688)."""
+        b, c, f, h, w = latents.shape
+        p_t, p_h, p_w = self.config.patch_size
+        patches = latents.reshape(b, c, f // p_t, p_t, h // p_h, p_h, w // p_w, p_w)
+        patches = patches.permute(0, 2, 4, 6, 1, 3, 5, 7).flatten(4).flatten(1, 3)  # (B, L, C*p_t*p_h*p_w)
+        weight = self.patch_embedding.weight
+        return F.linear(patches, weight.reshape(weight.shape[0], -1), self.patch_embedding.bias)
 
     def encode_actions(
         self, actions: torch.Tensor, modality_ids: torch.Tensor, dropped: torch.Tensor | None = None,
@@ -274,7 +287,7 @@ class AstraTransformer(nn.Module):
             raise ValueError("context is required exactly when the model has cross-attention (text_dim > 0)")
 
         # 1. Patchify, rotary angles, per-token time modulation
-        x = self.patch_embedding(latents).flatten(2).transpose(1, 2).contiguous()  # (B, L, dim)
+        x = self._patchify(latents)  # (B, L, dim)
         angles = rope_angles(frame_pos, rows, cols, cfg.attention_head_dim, cfg.rope_theta)
         rope = (angles.cos().to(x.dtype).to(x.device), angles.sin().to(x.dtype).to(x.device))  # (L, d/2)
         temb, modulation = self.condition_embedder(flow_t)  # (B, F, dim), (B, F, 6, dim): per frame

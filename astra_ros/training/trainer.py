@@ -45,6 +45,9 @@ STATE_DIR = "train_state"
 # Under bf16 autocast the q/k RMS norms see bf16 inputs and fp32 weights and take the unfused path;
 # nothing is wrong, so this warning is silenced (here and in bench/train_step.py).
 BF16_NORM_WARNING = "Mismatch dtype between input and weight"
+# Largest relative difference between a bf16-autocast forward pass and the fp32 one that a bf16 run
+# accepts (about 1 % is bf16 rounding through the whole model; a backend bug gives about 100 %).
+BF16_TOLERANCE = 0.05
 
 
 def find_bags(data_dirs: list[Path]) -> list[Path]:
@@ -331,6 +334,8 @@ class Trainer:
                 mid_phase = meta is not None and meta["phase"] == current  # resumed inside this phase
                 if current == "world" and r.measure_action_statistics and not mid_phase:
                     self._measure_action_statistics()  # a resumed run loaded them with the weights
+                if r.precision == "bf16":
+                    self._check_bf16_agrees(current)
                 optimizer, wrapped, params = self._phase_setup(current)
                 if mid_phase:
                     load_optimizer_state(state_dir, optimizer)  # continue its moments
@@ -419,6 +424,37 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(params, self.recipe.grad_clip)
         optimizer.step()
         return float(loss.detach()), float(a), float(b)
+
+    @torch.no_grad()
+    def _check_bf16_agrees(self, phase: str) -> None:
+        """Refuse a bf16 phase whose forward pass disagrees with fp32 on this machine's kernels.
+
+        A backend bug here is silent otherwise: oneDNN's bf16 convolution once scrambled the patch
+        embedding on AMX CPUs, and an hour of training learned from scrambled tokens. Two fixed
+        clips (own generators, so the training's sequence of clips and noise is unchanged).
+        """
+        rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+        frames = torch.stack([self.dataset[int(i)]["frames"] for i in rng.integers(len(self.dataset), size=2)])
+        frames = frames.to(self.device)
+        if phase == "codec":
+            vae = self.model.codec.vae
+            images = frames.flatten(0, 1)
+            forward = lambda: vae.decode(vae.encode(images).latent_dist.mode()).sample  # noqa: E731
+        else:
+            latents = self.model.codec.encode(frames)
+            b, _, f = latents.shape[:3]
+            times = torch.rand((b, f), generator=gen).to(self.device)
+            frame_pos = torch.arange(f, device=self.device)
+            forward = lambda: self.model.transformer(latents, times, frame_pos)[0]  # noqa: E731
+        reference = forward().float()
+        with self._autocast():
+            low = forward().float()
+        error = float((low - reference).norm() / reference.norm().clamp_min(1e-12))
+        if not error <= BF16_TOLERANCE:
+            raise ConfigError(f"bf16 is unreliable on this {self.device.type} for the {phase} phase: its forward pass "
+                              f"differs from fp32 by {error:.1%} (bf16 rounding alone stays under "
+                              f"{BF16_TOLERANCE:.0%}); train with 'precision: fp32'")
+        log.info("%s phase in bf16: forward pass within %.2f%% of fp32", phase, 100 * error)
 
     @torch.no_grad()
     def _finish_codec_phase(self) -> None:
