@@ -35,6 +35,7 @@ from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
 from astra_ros.model.config import ConfigError
 from astra_ros.model.flow import flow_matching_loss
+from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees
 
 from .recipe import TrainRecipe
 from .state import load_optimizer_state, load_train_state, save_train_state
@@ -45,9 +46,6 @@ STATE_DIR = "train_state"
 # Under bf16 autocast the q/k RMS norms see bf16 inputs and fp32 weights and take the unfused path;
 # nothing is wrong, so this warning is silenced (here and in bench/train_step.py).
 BF16_NORM_WARNING = "Mismatch dtype between input and weight"
-# Largest relative difference between a bf16-autocast forward pass and the fp32 one that a bf16 run
-# accepts (about 1 % is bf16 rounding through the whole model; a backend bug gives about 100 %).
-BF16_TOLERANCE = 0.05
 
 
 def find_bags(data_dirs: list[Path]) -> list[Path]:
@@ -446,14 +444,10 @@ class Trainer:
             times = torch.rand((b, f), generator=gen).to(self.device)
             frame_pos = torch.arange(f, device=self.device)
             forward = lambda: self.model.transformer(latents, times, frame_pos)[0]  # noqa: E731
-        reference = forward().float()
-        with self._autocast():
-            low = forward().float()
-        error = float((low - reference).norm() / reference.norm().clamp_min(1e-12))
-        if not error <= BF16_TOLERANCE:
-            raise ConfigError(f"bf16 is unreliable on this {self.device.type} for the {phase} phase: its forward pass "
-                              f"differs from fp32 by {error:.1%} (bf16 rounding alone stays under "
-                              f"{BF16_TOLERANCE:.0%}); train with 'precision: fp32'")
+        try:
+            error = require_bf16_agrees(forward, self.device.type, f"the {phase} phase", "train with 'precision: fp32'")
+        except UnreliablePrecision as failure:
+            raise ConfigError(str(failure)) from failure
         log.info("%s phase in bf16: forward pass within %.2f%% of fp32", phase, 100 * error)
 
     @torch.no_grad()
