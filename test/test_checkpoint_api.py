@@ -225,6 +225,48 @@ def test_reconstruct_is_the_codec_ceiling_and_leaves_the_stream_alone(model):
     np.testing.assert_array_equal(residual.imagine(acts, seed=3), before)
 
 
+def test_one_shot_error_scores_the_estimate_from_pure_noise_and_a_copy_of_the_newest_latent(model):
+    frames = _frames(6, h=16, w=16)
+    acts = np.random.default_rng(5).normal(size=(6, 6)).astype(np.float32) * 0.3
+    with torch.no_grad():  # velocity 0 everywhere: the estimate noise - v is the starting noise itself
+        model.transformer.proj_out.weight.zero_()
+        model.transformer.proj_out.bias.zero_()
+    model.start(frames[:4], acts[:4], modality="twist", seed=0)
+    probe = model.one_shot_error(frames[4:], acts[4:], seed=7)
+    with torch.no_grad():
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
+        latents = model.codec.encode(x)
+    target = latents[:, :, 4:]
+    noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(7))
+    assert probe["one_shot"] == pytest.approx(float((noise - target).pow(2).mean()), rel=1e-5)
+    assert probe["copy_last"] == pytest.approx(float((latents[:, :, 3:4] - target).pow(2).mean()), rel=1e-5)
+    # A still scene: copying the last frame is exact.
+    still = np.repeat(frames[:1], 6, axis=0)
+    model.start(still[:4], acts[:4], modality="twist", seed=0)
+    assert model.one_shot_error(still[4:], acts[4:], seed=7)["copy_last"] == 0.0
+
+
+def test_one_shot_error_leaves_the_stream_alone_and_checks_its_inputs(model):
+    frames = _frames(6, h=16, w=16)
+    acts = np.random.default_rng(5).normal(size=(6, 6)).astype(np.float32) * 0.3
+    outs = []
+    for probe in (False, True):
+        model.start(frames[:4], acts[:4], modality="twist", seed=0)
+        if probe:
+            model.one_shot_error(frames[4:], acts[4:], seed=7)
+        outs.append((model.step(acts[4:]), model.imagine(acts[None, 4:])))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    model.start(frames[:4], acts[:4], modality="twist", seed=0)
+    with pytest.raises(ValueError, match="the 2 frames of one chunk, got 3"):
+        model.one_shot_error(frames[3:], acts[3:])
+    with pytest.raises(ValueError, match="one row per frame"):
+        model.one_shot_error(frames[4:], acts[3:])
+    model.observe(frames[4:5], acts[4:5])
+    with pytest.raises(ValueError, match="nothing pending"):
+        model.one_shot_error(frames[4:], acts[4:])
+
+
 def test_bfloat16_precision_stays_close_to_float32(model):
     frames = _frames(6, h=16, w=16)
     acts = np.random.default_rng(4).normal(size=(6, 6)).astype(np.float32) * 0.3
@@ -239,6 +281,30 @@ def test_bfloat16_precision_stays_close_to_float32(model):
     assert 0 < diff.max() and diff.mean() < 2.0  # bf16 rounding shows, but only as rounding
     with pytest.raises(ValueError, match="precision must be one of"):
         model.set_precision("float16")
+
+
+def test_bfloat16_is_refused_when_its_forward_pass_disagrees_with_float32(model, monkeypatch):
+    # A backend whose bf16 kernels are wrong (as oneDNN's convolution was for 4x4 patches on AMX CPUs).
+    from astra_ros.model.precision import UnreliablePrecision
+    from astra_ros.model.transformer import AstraTransformer
+
+    frames = _frames(4, h=16, w=16)
+    model.set_precision("float32")
+    model.start(frames, modality="twist", seed=0)
+    honest = AstraTransformer.forward
+
+    def broken_under_autocast(self, latents, *args, **kwargs):
+        velocity, kv = honest(self, latents, *args, **kwargs)
+        return (velocity.flip(-1) if torch.is_autocast_enabled("cpu") else velocity), kv
+
+    monkeypatch.setattr(AstraTransformer, "forward", broken_under_autocast)
+    with pytest.raises(UnreliablePrecision, match=r"differs from fp32 by \d+.*run it in float32"):
+        model.set_precision("bfloat16")
+    assert model.precision == "float32" and model.modality == "twist"  # nothing changed, the stream kept
+    monkeypatch.setattr(AstraTransformer, "forward", honest)
+    model.set_precision("bfloat16")  # the honest kernels pass the same check
+    assert model.precision == "bfloat16"
+    model.set_precision("float32")
 
 
 def test_a_checkpoint_trained_without_motion_inputs_loads_with_them_and_predicts_the_same(model, tmp_path):

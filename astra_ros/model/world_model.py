@@ -20,6 +20,7 @@ from torch import nn
 from .checkpoint import load_config, load_weights, resolve_checkpoint, save_checkpoint
 from .codec import LatentCodec
 from .config import AstraConfig
+from .precision import require_bf16_agrees
 from .streaming import StreamingRollout, draw_noise
 from .transformer import AstraTransformer
 
@@ -125,12 +126,28 @@ class WorldModel(nn.Module):
 
         bfloat16 pays on CPUs with native bf16 matrix instructions (AVX512-BF16, AMX) and on GPUs;
         ``bench/profile_inference.py`` measures it. Applies to the next ``start`` (resets the stream).
+        Before switching to bfloat16 one forward pass runs in both precisions; raises
+        :class:`~astra_ros.model.precision.UnreliablePrecision` (and stays in float32) when they
+        disagree beyond bf16 rounding, as a backend bug makes them.
         """
         if precision not in self.PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(self.PRECISIONS)}, got {precision!r}")
+        if self.PRECISIONS[precision] is torch.bfloat16:
+            require_bf16_agrees(self._precision_probe_forward(), self.device.type, "this model's transformer",
+                                "run it in float32")
         self.reset()
         self.stream.compute_dtype = self.PRECISIONS[precision]
         return self
+
+    def _precision_probe_forward(self):
+        """A fixed forward pass of the transformer (seeded latents over two chunks and flow times)."""
+        cfg = self.config
+        gen = torch.Generator().manual_seed(0)
+        frames = 2 * cfg.chunk_frames
+        latents = torch.randn((1, cfg.codec.latent_channels, frames, *cfg.latent_size), generator=gen).to(self.device)
+        times = torch.rand((1, frames), generator=gen).to(self.device)
+        frame_pos = torch.arange(frames, device=self.device)
+        return lambda: self.transformer(latents, times, frame_pos)[0]
 
     def reset(self) -> None:
         """Forget the live stream."""
@@ -186,6 +203,34 @@ class WorldModel(nn.Module):
         self._require_started("reconstruct")
         latents = self.codec.encode(self._frames_to_tensor(frames, "frames")[None].to(self.device))
         return self._decode(latents)[0]
+
+    @torch.no_grad()
+    def one_shot_error(self, frames: np.ndarray, actions: np.ndarray, seed: int | None = None) -> dict[str, float]:
+        """How well the network alone knows the next chunk: a health check of a checkpoint.
+
+        ``frames`` uint8 (frames_per_chunk, H, W, 3) are the real frames that followed the live
+        history and ``actions`` (frames_per_chunk, D) their actions. The network's one-step estimate
+        of their latents from pure noise (``noise - v`` at t = 1, action-conditioned, no guidance:
+        its estimate of the mean future) is compared with the real latents, and so is a copy of the
+        newest history latent. Returns both mean squared errors in latent units, ``one_shot`` and
+        ``copy_last``: a network whose estimate is not below copying the last frame has not learned
+        to predict, whatever its loss says, and sampling will not fix it. Leaves the stream untouched.
+        """
+        self._require_started("one_shot_error")
+        if self._pending_frames or self.stream.reference is None:
+            raise ValueError("one_shot_error() needs whole history chunks and nothing pending: it compares "
+                             "with the frames right after the history")
+        n = self.frames_per_chunk
+        x = self._frames_to_tensor(frames, "frames")
+        if x.shape[0] != n:
+            raise ValueError(f"one_shot_error() takes the {n} frames of one chunk, got {x.shape[0]}")
+        actions_t = self._actions_to_tensor(actions, self._modality, n, "actions")
+        target = self.codec.encode(x[None].to(self.device))
+        features = self._features(actions_t[None], 1, previous=self._last_action)
+        gen = _as_generator(seed, None, self._imagine_generator)
+        estimate = self.stream.predict_chunk(features, None, 1.0, steps=1, generator=gen)
+        copy = self.stream.reference.to(target).expand_as(target)
+        return {"one_shot": float((estimate - target).pow(2).mean()), "copy_last": float((copy - target).pow(2).mean())}
 
     @property
     def pending_frames(self) -> int:

@@ -74,6 +74,7 @@ from std_srvs.srv import Trigger
 
 from astra_ros.data.actions import MODALITIES, KeyThresholds
 from astra_ros.data.images import ImageDecodeError
+from astra_ros.model.precision import UnreliablePrecision
 from astra_ros.ros.parameters import ParamSpec, descriptor  # noqa: E402
 from astra_ros.ros.runner import StartupError, publish_from_worker, run_node  # noqa: E402
 from astra_ros.ros.conversions import image_msg_to_rgb, ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, stamp_to_ns, twist_msg_to_vector
@@ -158,7 +159,10 @@ class PredictorNode(Node):
             raise StartupError(str(error)) from error
         self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
         self._model = self._load_model(self._params["checkpoint"])
-        self._model.set_precision(self._params["precision"])
+        try:
+            self._model.set_precision(self._params["precision"])
+        except (ValueError, UnreliablePrecision) as error:  # unknown name, or bf16 kernels that compute wrongly
+            raise StartupError(f"parameter precision={self._params['precision']!r}: {error}") from error
         for name, value in self._params.items():
             reason = self._check_value(name, value)
             if reason:
