@@ -122,13 +122,17 @@ def test_end_to_end_writes_every_output_with_contract_keys(tmp_path, checkpoint,
     # Copying the last frame of a smooth simulation beats a random model, and gets worse with the horizon.
     copy = metrics["psnr"]["copy_last"]
     assert min(copy) > max(metrics["psnr"]["model"]) and copy[0] >= copy[-1]
+    assert metrics["one_shot_latent_mse"]["ratio"] > 1  # and so does its latent, the health check says
+    probe_rows = report[report.index("## One-shot estimate"):].splitlines()
+    for row in ("| all | 6 |", "| camera | 3 |", "| twist | 3 |"):
+        assert any(line.startswith(row) for line in probe_rows), row
     assert all(-1.0 <= v <= 1.0 for v in metrics["ssim"]["model"])
     assert 0.0 <= metrics["action_sensitivity"] <= 1.0
     assert metrics["clips"] == 6 and len(metrics["clip_windows"]) == 6  # 3 per bag
     assert metrics["modality_per_bag"] == {str(sim_bags["explore"]): "camera", str(sim_bags["rover"]): "twist"}
     assert metrics["checkpoint"] == str(checkpoint) and metrics["seed"] == 0
     printed = capsys.readouterr().out
-    assert "PSNR" in printed and "ceiling" in printed and "twist PSNR" in printed
+    assert "PSNR" in printed and "ceiling" in printed and "twist PSNR" in printed and "one-shot MSE" in printed
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +174,20 @@ def test_true_and_shuffled_predictions_share_their_noise(explore_result):
     clip.shuffled_actions = clip.actions[result.plan.context_frames:].copy()
     predict_pair(model, clip, result.plan.context_frames, seed=3)
     np.testing.assert_array_equal(clip.predicted, clip.predicted_shuffled)
+
+
+def test_one_shot_probe_scores_the_first_horizon_chunk_of_each_clip(explore_result):
+    model, result = explore_result
+    n, c = model.frames_per_chunk, result.plan.context_frames
+    clip = result.clips[2]
+    model.start(clip.observed, clip.actions[:c], modality=clip.modality, seed=2)  # clip 2 ran with seed 0 + 2
+    assert model.one_shot_error(clip.real[:n], clip.actions[c:c + n], seed=2) == clip.one_shot
+    probe = result.metrics["one_shot_latent_mse"]
+    assert probe["clips"] == len(result.clips)
+    assert probe["model"] == pytest.approx(np.mean([k.one_shot["one_shot"] for k in result.clips]))
+    assert probe["copy_last"] == pytest.approx(np.mean([k.one_shot["copy_last"] for k in result.clips]))
+    assert probe["ratio"] == pytest.approx(probe["model"] / probe["copy_last"])
+    assert result.metrics["per_modality"]["camera"]["one_shot_latent_mse"] == probe  # one modality here
 
 
 def test_foreign_topics_bgr8_and_twist_stamped(tmp_path, checkpoint, capsys):

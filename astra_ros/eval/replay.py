@@ -7,7 +7,9 @@ actions through ``WorldModel.start`` (the streaming path), then predicts the hor
 same noise: with the actions that really followed, and with the horizon actions of another clip
 (the shuffled-actions baseline). Per horizon step it scores PSNR / SSIM against the real frames for
 the model, the copy-last baseline and the shuffled actions, the action sensitivity, and how well
-the camera motion seen in the predicted (and real) frames matches the recorded motion.
+the camera motion seen in the predicted (and real) frames matches the recorded motion. A cheap
+health check of the network rides along: its one-step estimate of the first horizon chunk's
+latents from pure noise against a copy of the last latent (``one_shot_latent_mse``).
 
     result = evaluate_bags(WorldModel.from_pretrained(ckpt), bags, EvalOptions(horizon_s=1.0))
     result.metrics  # the metrics.json dictionary of DESIGN.md section 4
@@ -136,6 +138,7 @@ class ClipResult:
     shuffled_actions: np.ndarray | None = None  # float32 [N, D] the other clip's horizon actions
     predicted_shuffled: np.ndarray | None = None  # uint8 [N, H, W, 3] with the shuffled actions
     reconstructed: np.ndarray | None = None  # uint8 [N, H, W, 3] the real frames through the codec (ceiling)
+    one_shot: dict[str, float] | None = None  # latent MSEs of WorldModel.one_shot_error on the first horizon chunk
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # per-horizon [N] arrays, see _score_clip
 
 
@@ -357,6 +360,26 @@ def reconstruct_real(model: Any, clip: ClipResult) -> None:
         clip.reconstructed = model.reconstruct(clip.real)
 
 
+def probe_one_shot(model: Any, clip: ClipResult, context_frames: int, seed: int) -> None:
+    """The network's one-step estimate of the first horizon chunk against copying the last latent
+    (``WorldModel.one_shot_error``), on a started clip. Test doubles without it have none."""
+    if hasattr(model, "one_shot_error"):
+        n = model.frames_per_chunk
+        clip.one_shot = model.one_shot_error(clip.real[:n], clip.actions[context_frames:context_frames + n], seed=seed)
+
+
+def one_shot_summary(clips: list[ClipResult]) -> dict[str, float] | None:
+    """Mean latent MSE of the one-shot estimate (``model``) and of copy-last, and their ratio
+    (below 1: the network's estimate of the next chunk beats copying the last frame); None without probes."""
+    probes = [c.one_shot for c in clips if c.one_shot is not None]
+    if not probes:
+        return None
+    model = float(np.mean([p["one_shot"] for p in probes]))
+    copy = float(np.mean([p["copy_last"] for p in probes]))
+    return {"model": model, "copy_last": copy, "ratio": model / copy if copy > 0 else float("nan"),
+            "clips": len(probes)}
+
+
 def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int, motion_estimator: str) -> None:
     """Per-horizon scores of one predicted clip into ``clip.scores``."""
     n = len(clip.real)
@@ -470,6 +493,7 @@ def _per_modality(clips: list[ClipResult], series: tuple[str, ...],
             np.array([c.scores["mse_model"] for c in members]),
             np.array([c.scores["mse_shuffled_actions"] for c in members]))
         row["rotation_paired"] = rotation_paired(members)
+        row["one_shot_latent_mse"] = one_shot_summary(members)
         out[modality] = row
     return out
 
@@ -506,6 +530,7 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
                                              disable=not options.progress)):
         predict_pair(model, clip, plan.context_frames, options.seed + i, options.guidance_scale)
         reconstruct_real(model, clip)
+        probe_one_shot(model, clip, plan.context_frames, options.seed + i)
         _score_clip(clip, bags[b], plan.context_frames, options.motion_estimator)
 
     def mean(key: str) -> list[float]:
@@ -522,6 +547,7 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
             np.array([c.scores["mse_model"] for c in clips]), np.array([c.scores["mse_shuffled_actions"] for c in clips])
         ),
         "per_modality": _per_modality(clips, series, lambda m: _scale_used(model, options, m)),
+        "one_shot_latent_mse": one_shot_summary(clips),
         "rotation_error_deg": {k: mean(f"rot_{k}") for k in ("model", "ground_truth")},
         "rotation_paired": rotation_paired(clips),
         "translation_dir_error_deg": {k: mean(f"dir_{k}") for k in ("model", "ground_truth")},

@@ -368,6 +368,21 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
                          + f" | {_fmt(row.get('action_sensitivity', math.nan), 2)} |")
         lines.append("")
 
+    probe = metrics.get("one_shot_latent_mse")
+    if probe:
+        lines += ["## One-shot estimate of the next chunk (latent MSE)", "",
+                  "The network's estimate of the first predicted chunk's latents from pure noise in one step "
+                  "(its estimate of the mean future, given the real history and actions) against a copy of the "
+                  "newest history latent. A ratio at or above 1 says the network has not learned to predict the "
+                  "next frames, whatever its training loss, and no sampler setting will fix that.", "",
+                  "| modality | clips | one-shot estimate | copy last | ratio |", "|---|---:|---:|---:|---:|"]
+        rows = [("all", probe)] + [(name, row["one_shot_latent_mse"]) for name, row in sorted(per_modality.items())
+                                   if row.get("one_shot_latent_mse")]
+        for name, row in rows:
+            lines.append(f"| {name} | {row['clips']} | {_fmt(row['model'], 4)} | {_fmt(row['copy_last'], 4)} | "
+                         f"{_fmt(row['ratio'], 3)} |")
+        lines.append("")
+
     # 2. Camera-motion alignment.
     lines += ["## Camera-motion alignment (mean over the horizon)", ""]
     if metrics.get("motion_estimator"):
