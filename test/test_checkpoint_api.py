@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from astra_ros.model import CheckpointError, WorldModel, preset
+from astra_ros.model.world_model import STILL_CELL_MSE
 
 
 @pytest.fixture()
@@ -239,11 +240,19 @@ def test_one_shot_error_scores_the_estimate_from_pure_noise_and_a_copy_of_the_ne
     target = latents[:, :, 4:]
     noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(7))
     assert probe["one_shot"] == pytest.approx(float((noise - target).pow(2).mean()), rel=1e-5)
-    assert probe["copy_last"] == pytest.approx(float((latents[:, :, 3:4] - target).pow(2).mean()), rel=1e-5)
-    # A still scene: copying the last frame is exact.
+    copy_cells = (latents[:, :, 3:4] - target).pow(2).mean(dim=1)
+    assert probe["copy_last"] == pytest.approx(float(copy_cells.mean()), rel=1e-5)
+    unchanged = copy_cells < STILL_CELL_MSE
+    assert probe["still_cells"] == pytest.approx(float(unchanged.float().mean()))
+    if unchanged.any():
+        assert probe["one_shot_still"] == pytest.approx(float((noise - target).pow(2).mean(dim=1)[unchanged].mean()),
+                                                        rel=1e-5)
+    # A still scene: copying the last frame is exact, every cell is still.
     still = np.repeat(frames[:1], 6, axis=0)
     model.start(still[:4], acts[:4], modality="twist", seed=0)
-    assert model.one_shot_error(still[4:], acts[4:], seed=7)["copy_last"] == 0.0
+    probe = model.one_shot_error(still[4:], acts[4:], seed=7)
+    assert probe["copy_last"] == 0.0 and probe["still_cells"] == 1.0
+    assert probe["one_shot_still"] == pytest.approx(probe["one_shot"])
 
 
 def test_one_shot_error_leaves_the_stream_alone_and_checks_its_inputs(model):

@@ -187,6 +187,11 @@ def test_one_shot_probe_scores_the_first_horizon_chunk_of_each_clip(explore_resu
     assert probe["model"] == pytest.approx(np.mean([k.one_shot["one_shot"] for k in result.clips]))
     assert probe["copy_last"] == pytest.approx(np.mean([k.one_shot["copy_last"] for k in result.clips]))
     assert probe["ratio"] == pytest.approx(probe["model"] / probe["copy_last"])
+    # The still cells of all clips pooled: each clip weighs by how many it has.
+    fractions = np.array([k.one_shot["still_cells"] for k in result.clips])
+    assert probe["still_cells"] == pytest.approx(fractions.mean())
+    pooled = sum(f * k.one_shot["one_shot_still"] for f, k in zip(fractions, result.clips) if f > 0) / fractions.sum()
+    assert probe["model_on_still_cells"] == pytest.approx(pooled)
     assert result.metrics["per_modality"]["camera"]["one_shot_latent_mse"] == probe  # one modality here
 
 

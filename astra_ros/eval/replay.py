@@ -376,8 +376,12 @@ def one_shot_summary(clips: list[ClipResult]) -> dict[str, float] | None:
         return None
     model = float(np.mean([p["one_shot"] for p in probes]))
     copy = float(np.mean([p["copy_last"] for p in probes]))
+    # Every clip has the same number of cells: weighting by the still fraction pools the still cells.
+    weights = np.array([p["still_cells"] for p in probes])
+    still = float(np.sum([w * p["one_shot_still"] for w, p in zip(weights, probes) if w > 0]) / weights.sum()
+                  if weights.sum() > 0 else float("nan"))
     return {"model": model, "copy_last": copy, "ratio": model / copy if copy > 0 else float("nan"),
-            "clips": len(probes)}
+            "still_cells": float(weights.mean()), "model_on_still_cells": still, "clips": len(probes)}
 
 
 def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int, motion_estimator: str) -> None:

@@ -33,6 +33,10 @@ def _as_generator(seed: int | None, generator: torch.Generator | None, fallback:
     return fallback
 
 
+# Copy-last error of a latent cell (mean over channels, latents of unit scale) below which
+# ``one_shot_error`` counts it as still: two renders of an unchanged view differ by about 1e-3.
+STILL_CELL_MSE = 0.01
+
 # Memory ``imagine`` may use at once by default (see ``WorldModel.default_imagine_batch``).
 IMAGINE_MEMORY_BUDGET_BYTES = 1 << 30
 
@@ -214,7 +218,11 @@ class WorldModel(nn.Module):
         its estimate of the mean future) is compared with the real latents, and so is a copy of the
         newest history latent. Returns both mean squared errors in latent units, ``one_shot`` and
         ``copy_last``: a network whose estimate is not below copying the last frame has not learned
-        to predict, whatever its loss says, and sampling will not fix it. Leaves the stream untouched.
+        to predict, whatever its loss says, and sampling will not fix it. Also ``still_cells``, the
+        fraction of latent cells (positions of a frame) that did not change (copy error, mean over
+        channels, below :data:`STILL_CELL_MSE`), and ``one_shot_still``, the estimate's MSE on them
+        (NaN when there are none): where copying is exact, this is what the network adds. Leaves
+        the stream untouched.
         """
         self._require_started("one_shot_error")
         if self._pending_frames or self.stream.reference is None:
@@ -230,7 +238,12 @@ class WorldModel(nn.Module):
         gen = _as_generator(seed, None, self._imagine_generator)
         estimate = self.stream.predict_chunk(features, None, 1.0, steps=1, generator=gen)
         copy = self.stream.reference.to(target).expand_as(target)
-        return {"one_shot": float((estimate - target).pow(2).mean()), "copy_last": float((copy - target).pow(2).mean())}
+        estimate_cells = (estimate - target).pow(2).mean(dim=1)  # (1, frames, h, w)
+        copy_cells = (copy - target).pow(2).mean(dim=1)
+        still = copy_cells < STILL_CELL_MSE
+        return {"one_shot": float(estimate_cells.mean()), "copy_last": float(copy_cells.mean()),
+                "still_cells": float(still.float().mean()),
+                "one_shot_still": float(estimate_cells[still].mean()) if still.any() else float("nan")}
 
     @property
     def pending_frames(self) -> int:
