@@ -6,7 +6,7 @@ import torch
 
 from astra_ros.model import WorldModel, preset
 from astra_ros.model.attention import apply_rope, block_causal_mask, rope_angles
-from astra_ros.model.flow import chunk_layout, flow_matching_loss, latent_targets, sampling_schedule
+from astra_ros.model.flow import chunk_layout, flow_matching_loss, latent_targets, sample_training_time, sampling_schedule
 from astra_ros.model.streaming import StreamingRollout
 from astra_ros.model.transformer import AstraTransformer
 
@@ -328,6 +328,71 @@ def test_latent_delta_loss_leaves_out_the_chunk_without_a_reference():
     hf = (k - 1) * cf
     assert torch.all(grad[:hf] == 0) and torch.all(grad[hf:hf + cf] == 0)
     assert torch.all(grad[hf + cf:] > 0)
+
+
+def _zero_head(model: AstraTransformer) -> AstraTransformer:
+    with torch.no_grad():
+        model.proj_out.weight.zero_()
+        model.proj_out.bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_x0_prediction_of_deltas_with_a_zero_head_copies_the_newest_history_latent(guidance):
+    """The start that ``reset_output_head`` gives an x0 / latent-delta model: copy-last, exactly, at any
+    number of steps and guidance; a velocity model with a zero head only returns noise."""
+    torch.manual_seed(0)
+    cfg = preset("tiny", latent_delta=True, prediction="x0")
+    model = _zero_head(AstraTransformer(cfg)).eval()
+    _randomise_action_layers(model)
+    h, w = cfg.latent_size
+    shape = (1, cfg.codec.latent_channels, cfg.chunk_frames, h, w)
+    data = torch.Generator().manual_seed(1)
+    observed = torch.randn(shape, generator=data)
+    feats = torch.randn(1, cfg.chunk_frames, cfg.action_dim, generator=data)
+    null = torch.randn(1, cfg.chunk_frames, cfg.action_dim, generator=data)
+    stream = StreamingRollout(model)
+    stream.append_history(observed, feats, generator=torch.Generator().manual_seed(2))
+    newest = observed[:, :, -1:].expand(shape)
+    for steps in (1, 3, 8):
+        out = stream.predict_chunk(feats, null, guidance, steps, generator=torch.Generator().manual_seed(steps))
+        torch.testing.assert_close(out, newest, atol=1e-6, rtol=0)
+    velocity = _zero_head(AstraTransformer(preset("tiny", latent_delta=True))).eval()
+    stream = StreamingRollout(velocity)
+    stream.append_history(observed, feats, generator=torch.Generator().manual_seed(2))
+    out = stream.predict_chunk(feats, null, guidance, 3, generator=torch.Generator().manual_seed(3))
+    assert (out - newest).abs().mean() > 0.5  # the starting noise, added to the reference
+
+
+def test_x0_prediction_is_trained_on_x0_and_one_step_returns_its_output():
+    torch.manual_seed(0)
+    k = 3
+    for prediction in ("velocity", "x0"):
+        cfg = preset("tiny", latent_delta=True, prediction=prediction)
+        model = _zero_head(AstraTransformer(cfg))
+        h, w = cfg.latent_size
+        cf = cfg.chunk_frames
+        clip = torch.randn(2, cfg.codec.latent_channels, k * cf, h, w, generator=torch.Generator().manual_seed(5))
+        actions = torch.zeros(2, k * cf, model.action_encoder.max_action_size)
+        ids = torch.zeros(2, dtype=torch.long)
+        loss = flow_matching_loss(model, clip, actions, ids, generator=torch.Generator().manual_seed(4)).flow
+        # Replay the loss's draws: one flow time per chunk, then the noise.
+        g = torch.Generator().manual_seed(4)
+        sample_training_time((2, k), cfg.train_shift, g)
+        noise = torch.randn(clip.shape, generator=g)
+        deltas = latent_targets(clip, cf)[:, :, cf:]
+        expected = deltas.pow(2).mean() if prediction == "x0" else (noise[:, :, cf:] - deltas).pow(2).mean()
+        torch.testing.assert_close(loss, expected)
+    # One Euler step from t = 1 returns the x0 model's output (here: its bias) plus the reference.
+    with torch.no_grad():
+        model.proj_out.bias.fill_(0.25)
+    shape = (1, cfg.codec.latent_channels, cf, h, w)
+    observed = torch.randn(shape, generator=torch.Generator().manual_seed(6))
+    feats = torch.zeros(1, cf, cfg.action_dim)
+    stream = StreamingRollout(model.eval())
+    stream.append_history(observed, feats, generator=torch.Generator().manual_seed(2))
+    out = stream.predict_chunk(feats, None, 1.0, 1, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out, observed[:, :, -1:].expand(shape) + 0.25)
 
 
 def test_motion_weighted_loss_counts_moving_cells_more_and_is_plain_mse_by_default():

@@ -290,6 +290,38 @@ def test_init_transformer_takes_every_tensor_whose_shape_still_fits(bags, tmp_pa
                        str(tmp_path / "src"), "--out", str(tmp_path / "both")] + common) == 2
 
 
+def test_reset_output_head_starts_an_x0_delta_model_at_copy_last(bags, tmp_path):
+    """--init a trained model, switch it to x0 / latent-delta prediction and zero its head: before any
+    step it predicts the last observed frame, exactly (residual decoding puts it back in pixels)."""
+    import numpy as np
+
+    from astra_ros.data.bags import read_episode
+    from astra_ros.model import WorldModel
+
+    common = ["--data", str(bags), "--no-progress"]
+    assert train_main(["--config", str(_recipe(tmp_path, steps=2, codec_steps=2)), "--out", str(tmp_path / "src")]
+                      + common) == 0
+    recipe = _recipe(tmp_path, steps=2, codec_steps=0, reset_output_head=True,
+                     model={"latent_delta": True, "prediction": "x0", "residual_decoding": True})
+    assert train_main(["--config", str(recipe), "--init", str(tmp_path / "src"), "--stop-after", "0",
+                       "--out", str(tmp_path / "x0")] + common) == 0
+    state = _weights(tmp_path / "x0" / "train_state")
+    assert state["transformer.proj_out.weight"].abs().max() == 0 and state["transformer.proj_out.bias"].abs().max() == 0
+    src = _weights(tmp_path / "src")
+    assert all((src[k] == state[k]).all() for k in src if k.startswith("transformer.blocks."))
+    model = WorldModel.from_pretrained(tmp_path / "x0")  # released at the stop: the EMA, as it starts
+    assert model.config.prediction == "x0"
+    frames = read_episode(sorted(bags.glob("rover_*"))[0], resolution=model.resolution).frames[:6]
+    actions = np.random.default_rng(0).normal(0, 0.1, (6, 6)).astype(np.float32)
+    model.start(frames[:4], actions[:4], modality="twist", seed=0)
+    future = model.imagine(actions[None, 4:], seed=1)[0]
+    assert np.abs(future.astype(int) - frames[3].astype(int)).max() <= 1  # copy-last, up to uint8 rounding
+    with pytest.raises(Exception, match="prediction must be one of"):
+        from astra_ros.training.recipe import TrainRecipe
+
+        TrainRecipe.from_yaml(_recipe(tmp_path, model={"prediction": "epsilon"}))
+
+
 def test_init_applies_the_recipes_model_fields_to_the_checkpoint(tmp_path):
     """--init keeps the checkpoint's weights but takes the recipe's sampling/training fields (how the
     latent-delta fine-tune of the default starts); a field that changes shapes fails clearly."""

@@ -18,6 +18,8 @@ from typing import Any
 
 # Contract modalities (DESIGN §2) and their per-frame action sizes.
 CONTRACT_MODALITIES: dict[str, int] = {"camera": 12, "robot": 10, "twist": 6, "keys": 7}
+# What the transformer's output can stand for (AstraConfig.prediction).
+PREDICTIONS = ("velocity", "x0")
 
 
 class ConfigError(ValueError):
@@ -103,6 +105,11 @@ class AstraConfig:
     # (x0 = z - z_last, sampled, then z_last added back), so "nothing moves" is the network's
     # zero output instead of a copy it must reproduce through attention from noised history.
     latent_delta: bool = False
+    # What the network's output is: "velocity" (noise - x0, the method's), or "x0", the clean chunk
+    # itself (its change, with latent_delta), trained by the MSE on x0 and turned into the velocity
+    # (x_t - x0) / t for sampling. With x0 and latent_delta a zero output copies the last frame at
+    # every noise level, so a zeroed output head starts a model at exactly copy-last.
+    prediction: str = "velocity"
     # --- action input
     # Each frame's action also enters as its motion since the frame before (the camera's relative
     # transform, the change of any other modality's vector) through its own zero-initialised projector,
@@ -253,6 +260,8 @@ def _validate(cfg: AstraConfig) -> None:
             raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if cfg.sample_shift <= 0 or cfg.train_shift <= 0:
         raise ConfigError("sample_shift and train_shift must be > 0")
+    if cfg.prediction not in PREDICTIONS:
+        raise ConfigError(f"prediction must be one of {PREDICTIONS}, got {cfg.prediction!r}")
     if cfg.guidance_scale < 0:
         raise ConfigError(f"guidance_scale must be >= 0, got {cfg.guidance_scale}")
     for name, scale in cfg.guidance_scale_by_modality.items():

@@ -75,7 +75,7 @@ def motion_weights(latents: torch.Tensor, strength: float) -> torch.Tensor:
 @dataclass
 class TrainingLoss:
     total: torch.Tensor
-    flow: torch.Tensor  # MSE of the velocity over all target chunks
+    flow: torch.Tensor  # MSE of the velocity (of x0 when the network predicts x0) over all target chunks
     load_balance: torch.Tensor  # MoAE router balance (1.0 = uniform)
 
 
@@ -138,11 +138,20 @@ def flow_matching_loss(
     )
     # With latent deltas chunk 0 has no frame before it (streaming never predicts without history).
     first = cf if cfg.latent_delta else 0
-    squared = (velocity[:, :, hf + first:] - (noise - x0)[:, :, first:]) ** 2
+    target = x0 if cfg.prediction == "x0" else noise - x0
+    squared = (velocity[:, :, hf + first:] - target[:, :, first:]) ** 2
     weights = motion_weights(latents, cfg.motion_loss_weight)[:, :, first:]
     flow = (squared * weights).mean()  # weights have mean 1: plain MSE when motion_loss_weight is 0
     total = flow + cfg.load_balance_weight * routing.load_balance_loss
     return TrainingLoss(total=total, flow=flow, load_balance=routing.load_balance_loss)
+
+
+def velocity_from_output(output: torch.Tensor, x_t: torch.Tensor, t: float, prediction: str) -> torch.Tensor:
+    """The velocity ``noise - x0`` that the network's ``output`` at ``x_t`` and flow time ``t`` > 0 stands
+    for: the output itself, or ``(x_t - x0) / t`` when the network predicts x0 (``prediction``)."""
+    if prediction == "x0":
+        return (x_t - output) / t
+    return output
 
 
 def guided_velocity(v_act: torch.Tensor, v_free: torch.Tensor, scale: float) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from .attention import block_causal_mask
 from .config import AstraConfig
-from .flow import add_noise, guided_velocity, sampling_schedule
+from .flow import add_noise, guided_velocity, sampling_schedule, velocity_from_output
 from .transformer import KV, AstraTransformer
 
 
@@ -206,6 +206,7 @@ class StreamingRollout:
                 v, _ = self._run(inp, t, self._frame_pos(), step_features, past_kv=past)
             else:
                 v = self._recompute_velocity(inp, t, step_features)
+            v = velocity_from_output(v, inp, float(times[i]), cfg.prediction)
             if guided:
                 v = guided_velocity(v[:b], v[b:], guidance_scale)
             x = x + (times[i + 1] - times[i]) * v

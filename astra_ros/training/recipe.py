@@ -37,6 +37,10 @@ class TrainRecipe:
     # as the predictor node does with its default thresholds), so the keys modality learns from the
     # same drives; the bag's windows then appear once per modality.
     twist_bags_as_keys: bool = False
+    # Zero the transformer's output projection before training (after --init / --init-transformer):
+    # with ``prediction: x0`` and ``latent_delta`` in ``model`` the model then starts as an exact copy
+    # of the last frame, which training can only move where the data says something moves.
+    reset_output_head: bool = False
     codec_steps: int = 0  # autoencoder steps before the world model (0 = keep the codec as initialised/loaded)
     codec_lr: float = 1e-3
     codec_batch_frames: int = 16  # frames per autoencoder step (drawn from the sampled clips)
