@@ -18,9 +18,10 @@ def running_mean(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def plot_loss(csv_path: Path, png_path: Path, smooth_points: int = 20) -> Path:
+def plot_loss(csv_path: Path, png_path: Path, smooth_points: int = 20, prediction: str = "velocity") -> Path:
     """Both phases' losses; a running mean over ``smooth_points`` logged rows is drawn on top,
-    because the flow-matching loss of one batch swings with its sampled noise levels."""
+    because the flow-matching loss of one batch swings with its sampled noise levels.
+    ``prediction`` names what the world model's MSE is on (``AstraConfig.prediction``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,7 +34,7 @@ def plot_loss(csv_path: Path, png_path: Path, smooth_points: int = 20) -> Path:
         if pts:
             steps, loss, part = zip(*pts)
             ax.plot(steps, loss, label="total loss", alpha=0.35, linewidth=0.8)
-            ax.plot(steps, part, label="reconstruction MSE" if phase == "codec" else "velocity MSE",
+            ax.plot(steps, part, label="reconstruction MSE" if phase == "codec" else f"{prediction} MSE",
                     alpha=0.35, linewidth=0.8)
             window = max(1, min(smooth_points, len(loss) // 5))
             ax.plot(steps, running_mean(loss, window), color="black",

@@ -377,7 +377,7 @@ class Trainer:
         if self.dist.is_main:
             from .plots import plot_loss
 
-            plot_loss(self.out / "loss.csv", self.out / "loss.png")
+            plot_loss(self.out / "loss.csv", self.out / "loss.png", prediction=self.config.prediction)
             log.info("done: %s (EMA weights), loss curve %s", self.out / "model.safetensors", self.out / "loss.png")
         return self.out
 
