@@ -229,9 +229,7 @@ def test_reconstruct_is_the_codec_ceiling_and_leaves_the_stream_alone(model):
 def test_one_shot_error_scores_the_estimate_from_pure_noise_and_a_copy_of_the_newest_latent(model):
     frames = _frames(6, h=16, w=16)
     acts = np.random.default_rng(5).normal(size=(6, 6)).astype(np.float32) * 0.3
-    with torch.no_grad():  # velocity 0 everywhere: the estimate noise - v is the starting noise itself
-        model.transformer.proj_out.weight.zero_()
-        model.transformer.proj_out.bias.zero_()
+    model.transformer.zero_output_head()  # velocity 0 everywhere: the estimate noise - v is the starting noise
     model.start(frames[:4], acts[:4], modality="twist", seed=0)
     probe = model.one_shot_error(frames[4:], acts[4:], seed=7)
     with torch.no_grad():

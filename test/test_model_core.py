@@ -331,9 +331,7 @@ def test_latent_delta_loss_leaves_out_the_chunk_without_a_reference():
 
 
 def _zero_head(model: AstraTransformer) -> AstraTransformer:
-    with torch.no_grad():
-        model.proj_out.weight.zero_()
-        model.proj_out.bias.zero_()
+    model.zero_output_head()
     return model
 
 

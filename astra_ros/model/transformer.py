@@ -251,6 +251,13 @@ class AstraTransformer(nn.Module):
         weight = self.patch_embedding.weight
         return F.linear(patches, weight.reshape(weight.shape[0], -1), self.patch_embedding.bias)
 
+    @torch.no_grad()
+    def zero_output_head(self) -> None:
+        """Zero the output projection: the network then outputs 0 everywhere (with ``prediction: x0``
+        and ``latent_delta``, an exact copy of the last frame; ``reset_output_head`` in a recipe)."""
+        self.proj_out.weight.zero_()
+        self.proj_out.bias.zero_()
+
     def encode_actions(
         self, actions: torch.Tensor, modality_ids: torch.Tensor, dropped: torch.Tensor | None = None,
         motion: torch.Tensor | None = None,

@@ -214,8 +214,9 @@ class WorldModel(nn.Module):
 
         ``frames`` uint8 (frames_per_chunk, H, W, 3) are the real frames that followed the live
         history and ``actions`` (frames_per_chunk, D) their actions. The network's one-step estimate
-        of their latents from pure noise (``noise - v`` at t = 1, action-conditioned, no guidance:
-        its estimate of the mean future) is compared with the real latents, and so is a copy of the
+        of their latents from pure noise (one Euler step from t = 1, action-conditioned, no guidance:
+        ``noise - v``, or the output itself for an x0 model; its estimate of the mean future) is
+        compared with the real latents, and so is a copy of the
         newest history latent. Returns both mean squared errors in latent units, ``one_shot`` and
         ``copy_last``: a network whose estimate is not below copying the last frame has not learned
         to predict, whatever its loss says, and sampling will not fix it. Also ``still_cells``, the

@@ -232,9 +232,7 @@ class Trainer:
             if init_transformer:
                 self._load_transformer(init_transformer)
         if recipe.reset_output_head:  # before the EMA copies the weights; a resume loads its own
-            with torch.no_grad():
-                self.model.transformer.proj_out.weight.zero_()
-                self.model.transformer.proj_out.bias.zero_()
+            self.model.transformer.zero_output_head()
         self.model.to(self.device)
         self.config = self.model.config
         self.bags = find_bags(data_dirs)
