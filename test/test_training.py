@@ -194,6 +194,31 @@ def test_bf16_run_refuses_to_start_when_the_bf16_forward_disagrees_with_fp32(bag
     assert not (out / "model.safetensors").exists()  # nothing trained on the broken kernels
 
 
+def test_bf16_check_still_sees_the_body_when_the_output_head_is_zeroed(bags, tmp_path, monkeypatch, caplog):
+    # reset_output_head makes the output exactly zero in both precisions: comparing outputs alone
+    # would pass a broken kernel in the body (here the patch embedding, where oneDNN's bug was).
+    caplog.set_level("INFO", logger="astra_train")
+    from astra_ros.model.transformer import AstraTransformer
+
+    honest = AstraTransformer._patchify
+
+    def broken_under_autocast(self, latents):
+        tokens = honest(self, latents)
+        return tokens.flip(-1) if torch.is_autocast_enabled("cpu") else tokens
+
+    monkeypatch.setattr(AstraTransformer, "_patchify", broken_under_autocast)
+    recipe = _recipe(tmp_path, steps=3, codec_steps=0, precision="bf16", reset_output_head=True,
+                     model={"latent_delta": True, "prediction": "x0"})
+    out = tmp_path / "zeroed"
+    assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(out), "--no-progress"]) == 2
+    assert "bf16 is unreliable" in caplog.text
+    monkeypatch.setattr(AstraTransformer, "_patchify", honest)
+    caplog.clear()
+    assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(tmp_path / "ok"),
+                       "--no-progress"]) == 0
+    assert "forward pass within" in caplog.text and "within 0.00%" not in caplog.text  # it measured something
+
+
 def test_two_process_ddp_run_ends_with_identical_weights(bags, tmp_path):
     recipe = _recipe(tmp_path, steps=4, codec_steps=2)
     out = tmp_path / "ddp"

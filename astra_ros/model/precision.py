@@ -9,9 +9,10 @@ forward pass in each precision and refuse bf16 when they disagree.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
+from torch import nn
 
 # Largest relative difference between a bf16-autocast forward pass and the fp32 one that is
 # accepted (real models here: 0.3-1.1 %).
@@ -22,16 +23,45 @@ class UnreliablePrecision(RuntimeError):
     """bf16 autocast gives other results than float32 on this device."""
 
 
-def bf16_relative_difference(forward: Callable[[], torch.Tensor], device_type: str) -> float:
-    """``|f_bf16 - f_fp32| / |f_fp32|`` (Frobenius norms) of ``forward()`` run plainly and under bf16 autocast."""
+Outputs = torch.Tensor | Sequence[torch.Tensor]
+
+
+def bf16_relative_difference(forward: Callable[[], Outputs], device_type: str) -> float:
+    """``|f_bf16 - f_fp32| / |f_fp32|`` (Frobenius norms) of ``forward()`` run plainly and under bf16
+    autocast; when it returns several tensors, the largest of their differences."""
     with torch.no_grad():
-        reference = forward().float()
+        reference = _as_tuple(forward())
         with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
-            low = forward().float()
-    return float((low - reference).norm() / reference.norm().clamp_min(1e-12))
+            low = _as_tuple(forward())
+    return max(float((b.float() - a.float()).norm() / a.float().norm().clamp_min(1e-12))
+               for a, b in zip(reference, low, strict=True))
 
 
-def require_bf16_agrees(forward: Callable[[], torch.Tensor], device_type: str, what: str,
+def _as_tuple(outputs: Outputs) -> tuple[torch.Tensor, ...]:
+    return (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
+
+
+def with_head_input(forward: Callable[[], torch.Tensor], head: nn.Module) -> Callable[[], tuple[torch.Tensor, ...]]:
+    """``forward`` returning also what ``head`` (the output projection) received.
+
+    A zeroed head (``reset_output_head``: x0 / latent-delta runs start at copy-last) makes the output
+    exactly zero in both precisions, and a comparison of outputs alone would pass any kernel bug
+    in the body; the features entering the head still show it.
+    """
+    def run() -> tuple[torch.Tensor, ...]:
+        seen: list[torch.Tensor] = []
+        handle = head.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+        try:
+            output = forward()
+        finally:
+            handle.remove()
+        if not seen:
+            raise RuntimeError("the forward pass did not go through the given output head")
+        return seen[-1], output
+    return run
+
+
+def require_bf16_agrees(forward: Callable[[], Outputs], device_type: str, what: str,
                         fallback: str) -> float:
     """The relative difference of :func:`bf16_relative_difference`; raises :class:`UnreliablePrecision`
     (naming ``what`` and the ``fallback`` to use) above :data:`BF16_TOLERANCE`."""

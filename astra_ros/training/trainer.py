@@ -35,7 +35,7 @@ from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
 from astra_ros.model.config import ConfigError
 from astra_ros.model.flow import flow_matching_loss
-from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees
+from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees, with_head_input
 
 from .recipe import TrainRecipe
 from .state import load_optimizer_state, load_train_state, save_train_state
@@ -445,7 +445,8 @@ class Trainer:
             b, _, f = latents.shape[:3]
             times = torch.rand((b, f), generator=gen).to(self.device)
             frame_pos = torch.arange(f, device=self.device)
-            forward = lambda: self.model.transformer(latents, times, frame_pos)[0]  # noqa: E731
+            transformer = self.model.transformer
+            forward = with_head_input(lambda: transformer(latents, times, frame_pos)[0], transformer.proj_out)
         try:
             error = require_bf16_agrees(forward, self.device.type, f"the {phase} phase", "train with 'precision: fp32'")
         except UnreliablePrecision as failure:
