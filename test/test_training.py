@@ -219,6 +219,29 @@ def test_bf16_check_still_sees_the_body_when_the_output_head_is_zeroed(bags, tmp
     assert "forward pass within" in caplog.text and "within 0.00%" not in caplog.text  # it measured something
 
 
+def test_modality_weights_set_how_often_each_modality_is_drawn(bags, tmp_path):
+    from astra_ros.training.recipe import TrainRecipe
+    from astra_ros.training.trainer import Trainer
+
+    def shares(weights):
+        trainer = Trainer(TrainRecipe(**RECIPE, modality_weights=weights), [bags], tmp_path / "run", progress=False)
+        enc = trainer.model.transformer.action_encoder
+        ids = torch.cat([trainer.sample_batch()[2] for _ in range(200)])  # 400 windows
+        return {m: float((ids == enc.modality_index(m)).float().mean()) for m in ("camera", "robot", "twist")}
+
+    uniform = shares({})  # one bag of each scenario, equally long: a third each
+    assert all(abs(share - 1 / 3) < 0.08 for share in uniform.values()), uniform
+    weighted = shares({"camera": 4.0, "robot": 0.0})  # camera 4 : twist 1, robot never
+    assert weighted["robot"] == 0 and abs(weighted["camera"] - 0.8) < 0.08, weighted
+    for bad, message in (({"lidar": 1.0}, "does not have"), ({"robot": -1.0}, "finite number >= 0"),
+                         ({"robot": float("nan")}, "finite number >= 0")):
+        with pytest.raises(Exception, match=message):
+            TrainRecipe(**RECIPE, modality_weights=bad).validate()
+    with pytest.raises(Exception, match="weight 0"):
+        Trainer(TrainRecipe(**RECIPE, modality_weights={"camera": 0, "robot": 0, "twist": 0}), [bags],
+                tmp_path / "run", progress=False)
+
+
 def test_two_process_ddp_run_ends_with_identical_weights(bags, tmp_path):
     recipe = _recipe(tmp_path, steps=4, codec_steps=2)
     out = tmp_path / "ddp"

@@ -224,6 +224,10 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self._windows)
 
+    def window_modalities(self) -> list[str]:
+        """The modality of every item, without reading its frames."""
+        return [self.modalities[bag_index] for bag_index, _ in self._windows]
+
     def __getitem__(self, index: int) -> dict[str, object]:
         bag_index, start = self._windows[index]
         episode = self._load(bag_index)

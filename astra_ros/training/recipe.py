@@ -37,6 +37,10 @@ class TrainRecipe:
     # as the predictor node does with its default thresholds), so the keys modality learns from the
     # same drives; the bag's windows then appear once per modality.
     twist_bags_as_keys: bool = False
+    # Relative sampling weight of each modality's training windows, e.g. {robot: 2.0} to draw arm
+    # windows twice as often as their count alone would; modalities not named weigh 1.0. Empty:
+    # every window is equally likely (the batches of earlier runs, unchanged).
+    modality_weights: dict[str, float] = field(default_factory=dict)
     # Zero the transformer's output projection before training (after --init / --init-transformer):
     # with ``prediction: x0`` and ``latent_delta`` in ``model`` the model then starts as an exact copy
     # of the last frame, which training can only move where the data says something moves.
@@ -94,5 +98,14 @@ class TrainRecipe:
             raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not isinstance(self.modality_weights, dict):
+            raise ConfigError(f"modality_weights must be a mapping of modality to weight, got {self.modality_weights!r}")
+        unknown = sorted(set(self.modality_weights) - set(cfg.modalities))
+        if unknown:
+            raise ConfigError(f"modality_weights names modalities {unknown} the model does not have "
+                              f"({list(cfg.modalities)})")
+        for name, weight in self.modality_weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight < float("inf"):
+                raise ConfigError(f"modality_weights[{name!r}] must be a finite number >= 0, got {weight!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")

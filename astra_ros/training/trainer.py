@@ -250,9 +250,24 @@ class Trainer:
         unknown = sorted(set(self.dataset.modalities) - set(self.config.modalities))
         if unknown:
             raise BagError(f"the data has modalities {unknown} that the model does not know ({self.model.modalities})")
+        self.window_probabilities = self._window_probabilities(recipe.modality_weights)
         self.ema = EMA(self.model)
         self.torch_gen = torch.Generator().manual_seed(recipe.seed * 1000 + self.dist.rank)
         self.numpy_gen = np.random.default_rng(recipe.seed * 1000 + self.dist.rank)
+
+    def _window_probabilities(self, weights: dict[str, float]) -> np.ndarray | None:
+        """Each window's sampling probability under ``modality_weights`` (None: uniform)."""
+        if not weights:
+            return None
+        modalities = np.array(self.dataset.window_modalities())
+        p = np.array([float(weights.get(m, 1.0)) for m in modalities])
+        if p.sum() <= 0:
+            raise ConfigError(f"modality_weights {weights} give every training window weight 0")
+        p /= p.sum()
+        shares = ", ".join(f"{m} {p[modalities == m].sum():.0%} (of windows: {np.mean(modalities == m):.0%})"
+                           for m in sorted(set(modalities)))
+        log.info("batches drawn by modality_weights: %s", shares)
+        return p
 
     @staticmethod
     def _init_from(checkpoint: str, overrides: dict) -> WorldModel:
@@ -290,7 +305,11 @@ class Trainer:
     def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Random windows: frames (B, T, 3, H, W), actions (B, T, Dmax) zero-padded, modality ids (B,)."""
         enc = self.model.transformer.action_encoder
-        items = [self.dataset[int(i)] for i in self.numpy_gen.integers(len(self.dataset), size=self.recipe.batch_size)]
+        if self.window_probabilities is None:
+            picks = self.numpy_gen.integers(len(self.dataset), size=self.recipe.batch_size)
+        else:
+            picks = self.numpy_gen.choice(len(self.dataset), size=self.recipe.batch_size, p=self.window_probabilities)
+        items = [self.dataset[int(i)] for i in picks]
         frames = torch.stack([it["frames"] for it in items])
         actions = torch.zeros(len(items), self.recipe.clip_frames, enc.max_action_size)
         for b, it in enumerate(items):
