@@ -242,6 +242,38 @@ def test_modality_weights_set_how_often_each_modality_is_drawn(bags, tmp_path):
                 tmp_path / "run", progress=False)
 
 
+def test_init_with_more_blocks_starts_as_the_checkpoint_and_trains_the_new_ones(bags, tmp_path, caplog):
+    import numpy as np
+
+    from astra_ros.data.bags import read_episode
+    from astra_ros.model import WorldModel
+
+    common = ["--data", str(bags), "--no-progress"]
+    assert train_main(["--config", str(_recipe(tmp_path, steps=2, codec_steps=2)), "--out", str(tmp_path / "src")]
+                      + common) == 0
+    deeper = _recipe(tmp_path, steps=3, codec_steps=0, model={"num_layers": 4})  # tiny has 2 blocks
+    assert train_main(["--config", str(deeper), "--init", str(tmp_path / "src"), "--stop-after", "0",
+                       "--out", str(tmp_path / "start")] + common) == 0
+    src, start = WorldModel.from_pretrained(tmp_path / "src"), WorldModel.from_pretrained(tmp_path / "start")
+    assert (src.config.num_layers, start.config.num_layers) == (2, 4)
+    frames = read_episode(sorted(bags.glob("rover_*"))[0], resolution=src.resolution).frames[:6]
+    actions = np.random.default_rng(0).normal(0, 0.1, (6, 6)).astype(np.float32)
+    futures = []
+    for model in (src, start):
+        model.start(frames[:4], actions[:4], modality="twist", seed=0)
+        futures.append(model.imagine(actions[None, 4:], seed=1)[0].astype(int))
+    assert np.abs(futures[0] - futures[1]).max() <= 1  # the same function, up to uint8 rounding
+    # Trained on, the new blocks move away from the identity.
+    assert train_main(["--config", str(deeper), "--init", str(tmp_path / "src"), "--out", str(tmp_path / "deep")]
+                      + common) == 0
+    weights = _weights(tmp_path / "deep" / "train_state")
+    assert weights["transformer.blocks.3.ffn.net.2.weight"].abs().max() > 0
+    shallower = _recipe(tmp_path, steps=1, codec_steps=0, model={"num_layers": 1})
+    assert train_main(["--config", str(shallower), "--init", str(tmp_path / "src"), "--out", str(tmp_path / "no")]
+                      + common) == 2
+    assert "can only grow" in caplog.text
+
+
 def test_two_process_ddp_run_ends_with_identical_weights(bags, tmp_path):
     recipe = _recipe(tmp_path, steps=4, codec_steps=2)
     out = tmp_path / "ddp"

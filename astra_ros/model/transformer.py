@@ -252,6 +252,16 @@ class AstraTransformer(nn.Module):
         return F.linear(patches, weight.reshape(weight.shape[0], -1), self.patch_embedding.bias)
 
     @torch.no_grad()
+    def make_blocks_identity(self, first: int) -> None:
+        """Blocks ``first``.. pass their input through unchanged: the outputs of their ACT-Adapter and
+        feed-forward (the only paths into the residual stream) zeroed. How a deeper model starts
+        as a shallower checkpoint's exact function (its extra blocks then learn from there)."""
+        for block in self.blocks[first:]:
+            for layer in (block.act_adapter, block.ffn.net[2]):
+                layer.weight.zero_()
+                layer.bias.zero_()
+
+    @torch.no_grad()
     def zero_output_head(self) -> None:
         """Zero the output projection: the network then outputs 0 everywhere (with ``prediction: x0``
         and ``latent_delta``, an exact copy of the last frame; ``reset_output_head`` in a recipe)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -272,10 +273,30 @@ class Trainer:
     @staticmethod
     def _init_from(checkpoint: str, overrides: dict) -> WorldModel:
         """The checkpoint's model, with the recipe's ``model`` fields applied to its config: how it
-        trains and samples may change (e.g. ``latent_delta``); a changed shape fails on the weights."""
+        trains and samples may change (e.g. ``latent_delta``); a changed shape fails on the weights,
+        except more ``num_layers``: the checkpoint's blocks are kept and the new ones appended as
+        identities, so the deeper model starts as the checkpoint's exact function."""
         if "codec" in overrides:
             raise ConfigError("with --init the codec comes from the checkpoint; drop 'codec' from the recipe's model")
-        return WorldModel.from_pretrained(checkpoint, config_overrides=overrides)
+        overrides = dict(overrides)
+        layers = overrides.pop("num_layers", None)
+        model = WorldModel.from_pretrained(checkpoint, config_overrides=overrides)
+        if layers is None or layers == model.config.num_layers:
+            return model
+        kept = model.config.num_layers
+        if not isinstance(layers, int) or layers < kept:
+            raise ConfigError(f"--init {checkpoint}: num_layers {layers!r} in the recipe; the checkpoint has {kept} "
+                              "blocks, and a model can only grow (new blocks start as identities)")
+        grown = WorldModel(dataclasses.replace(model.config, num_layers=layers))
+        missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+        new_blocks = tuple(f"transformer.blocks.{i}." for i in range(kept, layers))
+        if unexpected or not all(k.startswith(new_blocks) for k in missing):
+            raise CheckpointError(f"--init {checkpoint}: growing to {layers} blocks left tensors unmatched "
+                                  f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
+        grown.transformer.make_blocks_identity(kept)
+        log.info("grew the transformer from %d to %d blocks (blocks %d-%d start as identities)",
+                 kept, layers, kept, layers - 1)
+        return grown.eval()
 
     def _load_codec(self, checkpoint: str) -> None:
         """Copy a trained codec (weights and latent statistics) into the freshly built model."""
