@@ -417,7 +417,8 @@ def test_init_applies_the_recipes_model_fields_to_the_checkpoint(tmp_path):
     for k, v in source.state_dict().items():
         assert (model.state_dict()[k] == v).all(), k
     with pytest.raises(CheckpointError, match="does not match"):
-        Trainer._init_from(str(tmp_path / "ckpt"), {"num_layers": source.config.num_layers + 1})
+        Trainer._init_from(str(tmp_path / "ckpt"), {"ffn_dim": source.config.ffn_dim + 8})
+    # (more num_layers is the one shape change --init allows: it grows the model, tested above)
     with pytest.raises(ConfigError, match="codec comes from the checkpoint"):
         Trainer._init_from(str(tmp_path / "ckpt"), {"codec": {"latent_channels": 8}})
 
