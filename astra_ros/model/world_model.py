@@ -20,7 +20,7 @@ from torch import nn
 from .checkpoint import load_config, load_weights, resolve_checkpoint, save_checkpoint
 from .codec import LatentCodec
 from .config import AstraConfig
-from .precision import require_bf16_agrees, with_head_input
+from .precision import require_bf16_agrees, transformer_probe
 from .streaming import StreamingRollout, draw_noise
 from .transformer import AstraTransformer
 
@@ -151,7 +151,7 @@ class WorldModel(nn.Module):
         latents = torch.randn((1, cfg.codec.latent_channels, frames, *cfg.latent_size), generator=gen).to(self.device)
         times = torch.rand((1, frames), generator=gen).to(self.device)
         frame_pos = torch.arange(frames, device=self.device)
-        return with_head_input(lambda: self.transformer(latents, times, frame_pos)[0], self.transformer.proj_out)
+        return transformer_probe(self.transformer, latents, times, frame_pos)
 
     def reset(self) -> None:
         """Forget the live stream."""

@@ -36,7 +36,7 @@ from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
 from astra_ros.model.config import ConfigError
 from astra_ros.model.flow import flow_matching_loss
-from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees, with_head_input
+from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees, transformer_probe
 
 from .recipe import TrainRecipe
 from .state import load_optimizer_state, load_train_state, save_train_state
@@ -326,7 +326,7 @@ class Trainer:
     def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Random windows: frames (B, T, 3, H, W), actions (B, T, Dmax) zero-padded, modality ids (B,)."""
         enc = self.model.transformer.action_encoder
-        if self.window_probabilities is None:
+        if self.window_probabilities is None:  # integers(), not choice(): the draws of runs before modality_weights
             picks = self.numpy_gen.integers(len(self.dataset), size=self.recipe.batch_size)
         else:
             picks = self.numpy_gen.choice(len(self.dataset), size=self.recipe.batch_size, p=self.window_probabilities)
@@ -485,8 +485,7 @@ class Trainer:
             b, _, f = latents.shape[:3]
             times = torch.rand((b, f), generator=gen).to(self.device)
             frame_pos = torch.arange(f, device=self.device)
-            transformer = self.model.transformer
-            forward = with_head_input(lambda: transformer(latents, times, frame_pos)[0], transformer.proj_out)
+            forward = transformer_probe(self.model.transformer, latents, times, frame_pos)
         try:
             error = require_bf16_agrees(forward, self.device.type, f"the {phase} phase", "train with 'precision: fp32'")
         except UnreliablePrecision as failure:
