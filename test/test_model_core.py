@@ -1,5 +1,7 @@
 """The model core: masks, causality, streaming vs recomputation, adapters, guidance, learning."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -484,3 +486,43 @@ def test_guidance_scale_by_modality_round_trips_and_rejects_unknown_modalities(t
         preset("tiny", guidance_scale_by_modality={"wheels": 1.0})
     with pytest.raises(ConfigError, match="must be >= 0"):
         preset("tiny", guidance_scale_by_modality={"twist": -1.0})
+
+
+def test_pixel_loss_compares_the_decoded_estimate_with_the_decoded_real_latents():
+    """pixel_loss_weight adds w * MSE(decode(estimate), decode(real)) on the target chunks; with a zero
+    x0 head the estimate is each chunk's reference (the frame before it), so the term has a known value."""
+    from astra_ros.model.config import ConfigError
+
+    torch.manual_seed(0)
+    k = 3
+    base = WorldModel(preset("tiny", latent_delta=True, prediction="x0"))
+    codec = base.codec.eval().requires_grad_(False)
+    cf = base.config.chunk_frames
+    frames = torch.rand(2, k * cf, 3, *base.config.resolution, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    latents = codec.encode(frames)
+    actions = torch.zeros(2, k * cf, base.transformer.action_encoder.max_action_size)
+    ids = torch.zeros(2, dtype=torch.long)
+    plain = flow_matching_loss(_zero_head(base.transformer), latents, actions, ids, generator=torch.Generator().manual_seed(4))
+    assert plain.pixel is None
+    cfg = dataclasses.replace(base.config, pixel_loss_weight=2.0, pixel_loss_frames=1000)  # every frame: order-free
+    model = AstraTransformer(cfg)
+    model.load_state_dict(base.transformer.state_dict())
+    loss = flow_matching_loss(model, latents, actions, ids, generator=torch.Generator().manual_seed(4), decode=codec.decode)
+    reference = latents[:, :, cf - 1:-1:cf].repeat_interleave(cf, dim=2)  # frame before chunks 1..k-1
+    expected = (codec.decode(reference) - codec.decode(latents[:, :, cf:])).pow(2).mean()
+    torch.testing.assert_close(loss.pixel, expected)
+    torch.testing.assert_close(loss.flow, plain.flow)  # the latent term and its draws are untouched
+    torch.testing.assert_close(loss.total, plain.total + 2.0 * expected)
+    # Its gradient reaches the network (through the frozen decoder), on a subset of frames too.
+    model.zero_grad()
+    cfg_few = dataclasses.replace(cfg, pixel_loss_frames=3)
+    few = AstraTransformer(cfg_few)
+    few.load_state_dict(model.state_dict())
+    flow_matching_loss(few, latents, actions, ids, generator=torch.Generator().manual_seed(4), decode=codec.decode).pixel.backward()
+    assert few.proj_out.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in codec.parameters())
+    with pytest.raises(ValueError, match="needs the codec's decoder"):
+        flow_matching_loss(model, latents, actions, ids)
+    for bad in (dict(pixel_loss_weight=-1.0), dict(pixel_loss_frames=0)):
+        with pytest.raises(ConfigError):
+            dataclasses.replace(cfg, **bad)

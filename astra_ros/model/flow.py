@@ -7,6 +7,7 @@ Convention (DESIGN §2): ``x_t = (1 - t) * x0 + t * noise``; the network predict
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -77,6 +78,7 @@ class TrainingLoss:
     total: torch.Tensor
     flow: torch.Tensor  # MSE of the velocity (of x0 when the network predicts x0) over all target chunks
     load_balance: torch.Tensor  # MoAE router balance (1.0 = uniform)
+    pixel: torch.Tensor | None = None  # decoded-frame MSE of the clean-latent estimate (pixel_loss_weight > 0)
 
 
 def flow_matching_loss(
@@ -87,6 +89,7 @@ def flow_matching_loss(
     generator: torch.Generator | None = None,
     history_noise_max: float | None = None,
     action_dropout: float | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainingLoss:
     """Teacher-forced loss over every chunk of a clip in one block-causal pass.
 
@@ -94,8 +97,14 @@ def flow_matching_loss(
     The sequence is [noise-augmented history chunks 0..K-2, noisy target chunks 0..K-1]: target k
     attends to history chunks < k (each at its own random level t_h ~ U(0, history_noise_max))
     and to itself, exactly the context it has when streaming.
+
+    With ``pixel_loss_weight`` > 0, ``decode`` (normalised latents (B, C, T, h, w) -> frames
+    (B, T, 3, H, W): the frozen codec's decoder) adds :func:`pixel_loss` of the network's
+    clean-latent estimate.
     """
     cfg: AstraConfig = model.config
+    if cfg.pixel_loss_weight > 0 and decode is None:
+        raise ValueError("pixel_loss_weight > 0 needs the codec's decoder: pass decode=codec.decode")
     history_noise_max = cfg.history_noise_max if history_noise_max is None else history_noise_max
     action_dropout = cfg.action_dropout if action_dropout is None else action_dropout
     b, _, f, _, _ = latents.shape
@@ -143,7 +152,32 @@ def flow_matching_loss(
     weights = motion_weights(latents, cfg.motion_loss_weight)[:, :, first:]
     flow = (squared * weights).mean()  # weights have mean 1: plain MSE when motion_loss_weight is 0
     total = flow + cfg.load_balance_weight * routing.load_balance_loss
-    return TrainingLoss(total=total, flow=flow, load_balance=routing.load_balance_loss)
+    pixel = None
+    if cfg.pixel_loss_weight > 0:
+        output = velocity[:, :, hf:]
+        estimate = output if cfg.prediction == "x0" else targets - t_target[:, None, :, None, None] * output
+        if cfg.latent_delta:
+            estimate = estimate + (latents - x0)  # back to absolute latents: add each chunk's reference
+        pixel = pixel_loss(estimate[:, :, first:], latents[:, :, first:], decode, cfg.pixel_loss_frames, generator)
+        total = total + cfg.pixel_loss_weight * pixel
+    return TrainingLoss(total=total, flow=flow, load_balance=routing.load_balance_loss, pixel=pixel)
+
+
+def pixel_loss(estimate: torch.Tensor, latents: torch.Tensor, decode: Callable[[torch.Tensor], torch.Tensor],
+               frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """MSE between ``decode(estimate)`` and ``decode(latents)`` (no gradient through the latter) on
+    ``frames`` latent frames drawn at random from (B, C, F, h, w), all of them when there are fewer.
+
+    The real latents' decoding is the target, not the camera frames: the codec's own error is not
+    the transformer's to fix, and residual decoding cancels it where nothing moves.
+    """
+    b, c, f, h, w = estimate.shape
+    flat = lambda x: x.transpose(1, 2).reshape(b * f, c, h, w)  # noqa: E731
+    pick = torch.randperm(b * f, generator=generator)[:frames].to(estimate.device)
+    as_clip = lambda x: flat(x)[pick].transpose(0, 1)[None]  # (1, C, N, h, w)  # noqa: E731
+    with torch.no_grad():
+        target = decode(as_clip(latents).float())
+    return (decode(as_clip(estimate).float()) - target).pow(2).mean()
 
 
 def velocity_from_output(output: torch.Tensor, x_t: torch.Tensor, t: float, prediction: str) -> torch.Tensor:

@@ -93,9 +93,12 @@ class Objective(nn.Module):
     def __init__(self, model: WorldModel) -> None:
         super().__init__()
         self.transformer = model.transformer
+        # The frozen codec's decoder for pixel_loss_weight; a plain function, so DDP sees no codec weights.
+        self.decode = model.codec.decode if model.config.pixel_loss_weight > 0 else None
 
     def forward(self, latents, actions, modality_ids, generator):
-        loss = flow_matching_loss(self.transformer, latents, actions, modality_ids, generator=generator)
+        loss = flow_matching_loss(self.transformer, latents, actions, modality_ids, generator=generator,
+                                  decode=self.decode)
         return loss.total, loss.flow.detach(), loss.load_balance.detach()
 
 
