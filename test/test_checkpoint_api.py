@@ -245,6 +245,13 @@ def test_one_shot_error_scores_the_estimate_from_pure_noise_and_a_copy_of_the_ne
     if unchanged.any():
         assert probe["one_shot_still"] == pytest.approx(float((noise - target).pow(2).mean(dim=1)[unchanged].mean()),
                                                         rel=1e-5)
+    # Decoded: the estimate and the copy through the decoder, scored against the real frames.
+    with torch.no_grad():
+        decoded = ((model.codec.decode(torch.cat([noise, latents[:, :, 3:4].expand_as(target)])) + 1) * 127.5)
+    decoded = decoded.round().clamp(0, 255).permute(0, 1, 3, 4, 2).numpy()
+    for row, key in ((0, "one_shot_psnr"), (1, "copy_last_psnr")):
+        mse = ((decoded[row] - frames[4:].astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
+        assert probe[key] == pytest.approx(float(np.mean(10 * np.log10(255.0 ** 2 / mse))), abs=1e-3)
     # A still scene: copying the last frame is exact, every cell is still.
     still = np.repeat(frames[:1], 6, axis=0)
     model.start(still[:4], acts[:4], modality="twist", seed=0)

@@ -187,6 +187,8 @@ def test_one_shot_probe_scores_the_first_horizon_chunk_of_each_clip(explore_resu
     assert probe["model"] == pytest.approx(np.mean([k.one_shot["one_shot"] for k in result.clips]))
     assert probe["copy_last"] == pytest.approx(np.mean([k.one_shot["copy_last"] for k in result.clips]))
     assert probe["ratio"] == pytest.approx(probe["model"] / probe["copy_last"])
+    for key, field in (("model_psnr", "one_shot_psnr"), ("copy_last_psnr", "copy_last_psnr")):
+        assert probe[key] == pytest.approx(np.mean([k.one_shot[field] for k in result.clips]))
     # The still cells of all clips pooled: each clip weighs by how many it has.
     fractions = np.array([k.one_shot["still_cells"] for k in result.clips])
     assert probe["still_cells"] == pytest.approx(fractions.mean())

@@ -115,6 +115,9 @@ def summary_table(metrics: dict) -> str:
         rows.append(f"{'one-shot MSE':18}{_fmt(probe['model'], 4):>10}{_fmt(probe['copy_last'], 4):>12}"
                     f"   (latents of the next chunk; ratio {_fmt(probe['ratio'], 2)}, below 1: the network beats "
                     f"copying; {_fmt(probe['model_on_still_cells'], 4)} on the {100 * probe['still_cells']:.0f} % still cells)")
+        if "model_psnr" in probe:
+            rows.append(f"{'one-shot PSNR':18}{_fmt(probe['model_psnr']):>10}{_fmt(probe['copy_last_psnr']):>12}"
+                        "   (the same estimate decoded, against the real frames)")
     for modality, row in sorted((metrics.get("per_modality") or {}).items()):
         rows.append(f"{modality + ' PSNR':18}" + "".join(
             f"{_fmt(row.get('psnr_' + k, math.nan)):>{w}}" for k, _, w in columns)

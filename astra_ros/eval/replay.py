@@ -370,7 +370,8 @@ def probe_one_shot(model: Any, clip: ClipResult, context_frames: int, seed: int)
 
 def one_shot_summary(clips: list[ClipResult]) -> dict[str, float] | None:
     """Mean latent MSE of the one-shot estimate (``model``) and of copy-last, and their ratio
-    (below 1: the network's estimate of the next chunk beats copying the last frame); None without probes."""
+    (below 1: the network's estimate of the next chunk beats copying the last frame), and both decoded
+    (``model_psnr``, ``copy_last_psnr``) when the probes have them; None without probes."""
     probes = [c.one_shot for c in clips if c.one_shot is not None]
     if not probes:
         return None
@@ -380,8 +381,12 @@ def one_shot_summary(clips: list[ClipResult]) -> dict[str, float] | None:
     weights = np.array([p["still_cells"] for p in probes])
     still = float(np.sum([w * p["one_shot_still"] for w, p in zip(weights, probes) if w > 0]) / weights.sum()
                   if weights.sum() > 0 else float("nan"))
-    return {"model": model, "copy_last": copy, "ratio": model / copy if copy > 0 else float("nan"),
-            "still_cells": float(weights.mean()), "model_on_still_cells": still, "clips": len(probes)}
+    summary = {"model": model, "copy_last": copy, "ratio": model / copy if copy > 0 else float("nan"),
+               "still_cells": float(weights.mean()), "model_on_still_cells": still, "clips": len(probes)}
+    if all("one_shot_psnr" in p for p in probes):  # the same estimate decoded, against the real frames
+        summary["model_psnr"] = float(np.mean([p["one_shot_psnr"] for p in probes]))
+        summary["copy_last_psnr"] = float(np.mean([p["copy_last_psnr"] for p in probes]))
+    return summary
 
 
 def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int, motion_estimator: str) -> None:

@@ -374,17 +374,20 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
                   "The network's estimate of the first predicted chunk's latents from pure noise in one step "
                   "(its estimate of the mean future, given the real history and actions) against a copy of the "
                   "newest history latent. A ratio at or above 1 says the network has not learned to predict the "
-                  "next frames, whatever its training loss, and no sampler setting will fix that. The last "
+                  "next frames, whatever its training loss, and no sampler setting will fix that. The still-cell "
                   "columns take only the latent cells that did not change, where copying is exact: the error "
-                  "there is what the network adds to a still scene.", "",
-                  "| modality | clips | one-shot estimate | copy last | ratio | still cells | one-shot on still cells |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "there is what the network adds to a still scene. The PSNR columns decode both the way "
+                  "predictions are: with a lossy codec a lower latent MSE need not give a better frame.", "",
+                  "| modality | clips | one-shot estimate | copy last | ratio | still cells | one-shot on still cells "
+                  "| decoded PSNR [dB]: one-shot | copy last |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         rows = [("all", probe)] + [(name, row["one_shot_latent_mse"]) for name, row in sorted(per_modality.items())
                                    if row.get("one_shot_latent_mse")]
         for name, row in rows:
             lines.append(f"| {name} | {row['clips']} | {_fmt(row['model'], 4)} | {_fmt(row['copy_last'], 4)} | "
                          f"{_fmt(row['ratio'], 3)} | {100 * row['still_cells']:.0f} % | "
-                         f"{_fmt(row['model_on_still_cells'], 4)} |")
+                         f"{_fmt(row['model_on_still_cells'], 4)} | {_fmt(row.get('model_psnr', math.nan), 2)} | "
+                         f"{_fmt(row.get('copy_last_psnr', math.nan), 2)} |")
         lines.append("")
 
     # 2. Camera-motion alignment.
