@@ -100,7 +100,7 @@ class AstraConfig:
     # target frames drawn per batch (decoding every frame would double a CPU step). Latent MSE is a
     # poor proxy for what a frame looks like with this codec: isotropic latent noise of MSE 0.05
     # decodes worse than copying the last frame (latent MSE 0.14), so the loss is put where PSNR is.
-    # 0 = latent loss only (training needs the codec only when this is > 0).
+    # 0 = latent loss only (the shipped default: from stage 8 it moved nothing, model card).
     pixel_loss_weight: float = 0.0
     pixel_loss_frames: int = 16
     # --- decoding
