@@ -25,15 +25,6 @@ from .streaming import StreamingRollout, draw_noise
 from .transformer import AstraTransformer
 
 
-def _mean_psnr_db(pred: np.ndarray, real: np.ndarray, cap_db: float = 100.0) -> float:
-    """Mean over frames of the PSNR of uint8 (T, H, W, 3) ``pred`` against ``real``, each capped at
-    ``cap_db`` (identical frames), as astra-eval scores frames."""
-    mse = np.mean((pred.astype(np.float64) - real.astype(np.float64)) ** 2, axis=(1, 2, 3))
-    with np.errstate(divide="ignore"):
-        db = 10 * np.log10(255.0 ** 2 / mse)
-    return float(np.minimum(db, cap_db).mean())
-
-
 def _as_generator(seed: int | None, generator: torch.Generator | None, fallback: torch.Generator) -> torch.Generator:
     if generator is not None:
         return generator
@@ -253,12 +244,14 @@ class WorldModel(nn.Module):
         estimate_cells = (estimate - target).pow(2).mean(dim=1)  # (1, frames, h, w)
         copy_cells = (copy - target).pow(2).mean(dim=1)
         still = copy_cells < STILL_CELL_MSE
+        from astra_ros.eval.metrics import psnr  # astra-eval's own scoring; imported here, not by the model core
+
         real = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # at model size
         return {"one_shot": float(estimate_cells.mean()), "copy_last": float(copy_cells.mean()),
                 "still_cells": float(still.float().mean()),
                 "one_shot_still": float(estimate_cells[still].mean()) if still.any() else float("nan"),
-                "one_shot_psnr": _mean_psnr_db(self._decode(estimate)[0], real),
-                "copy_last_psnr": _mean_psnr_db(self._decode(copy)[0], real)}
+                "one_shot_psnr": float(psnr(self._decode(estimate)[0], real).mean()),
+                "copy_last_psnr": float(psnr(self._decode(copy)[0], real).mean())}
 
     @property
     def pending_frames(self) -> int:
