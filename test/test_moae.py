@@ -206,3 +206,14 @@ def test_motion_inputs_start_at_zero_and_their_statistics_keep_the_function():
     measured = np.diff(windows, axis=1).reshape(-1, 6).std(axis=0)
     np.testing.assert_allclose(moving.motion_std[1, :6].numpy(), measured, rtol=1e-4)
     assert moving.motion_std[0].eq(1).all()  # no camera windows: unchanged
+
+
+def test_statistics_measured_on_the_cpu_apply_to_a_module_on_another_device():
+    # "meta" stands in for an accelerator: like CUDA, it refuses to mix with non-scalar CPU tensors,
+    # which is how the trainer's statistics pass (after model.to(cuda)) once failed for motion inputs.
+    enc = MixtureOfActionExperts({"camera": 12, "twist": 6}, action_dim=8, num_experts=3, expert_hidden_dim=16,
+                                 motion=True).to("meta")
+    windows = np.cumsum(np.random.default_rng(2).normal(0.0, 0.02, (20, 6, 6)), axis=1)
+    measured = enc.set_action_statistics({"twist": windows})
+    np.testing.assert_allclose(measured["twist"][0], windows.reshape(-1, 6).mean(axis=0), rtol=1e-5)
+    assert enc.motion_std.device.type == "meta" and enc.motion_projectors[1].weight.device.type == "meta"

@@ -40,7 +40,9 @@ def rope_angles(
     The head dimension is split as in Wan2.1: row and column parts get 2 * (head_dim // 6)
     channels each, frames the rest; each part rotates pairs of channels at frequencies
     theta ** (-2i / part_dim). Angles are computed in float64 from absolute positions, so a
-    stream can run past any table length and relative positions stay exact.
+    stream can run past any table length and relative positions stay exact. They are built on the
+    CPU whatever device ``frame_pos`` is on (a few hundred numbers; some accelerators lack float64):
+    the caller moves cos/sin to its activations.
     """
     hw_dim = 2 * (head_dim // 6)
     t_dim = head_dim - 2 * hw_dim
@@ -48,7 +50,7 @@ def rope_angles(
     def freqs(dim: int) -> torch.Tensor:
         return 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64)[: dim // 2] / dim)
 
-    f = frame_pos.to(torch.float64)[:, None] * freqs(t_dim)[None]  # (F, t_dim/2)
+    f = frame_pos.detach().to("cpu", torch.float64)[:, None] * freqs(t_dim)[None]  # (F, t_dim/2)
     r = torch.arange(rows, dtype=torch.float64)[:, None] * freqs(hw_dim)[None]  # (rows, hw_dim/2)
     c = torch.arange(cols, dtype=torch.float64)[:, None] * freqs(hw_dim)[None]  # (cols, hw_dim/2)
     n_f = frame_pos.numel()

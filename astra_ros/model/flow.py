@@ -141,7 +141,7 @@ def flow_matching_loss(
     velocity, _ = model(
         torch.cat([history, targets], dim=2),
         torch.cat([t_hist, t_target], dim=1),
-        frame_pos.to(dev),
+        frame_pos,  # positions stay on the CPU: rope_angles builds its tables there
         action_features=features,
         attention_mask=mask,
     )

@@ -185,9 +185,10 @@ class MixtureOfActionExperts(nn.Module):
             values = values[np.isfinite(values).all(axis=1)]
             if len(values) < 2:
                 raise ValueError(f"need at least 2 finite {name} actions to measure their statistics, got {len(values)}")
-            mean = torch.as_tensor(values.mean(axis=0), dtype=self.action_mean.dtype, device=self.action_mean.device)
-            std = torch.as_tensor(values.std(axis=0), dtype=self.action_std.dtype,
-                                  device=self.action_std.device).clamp_min(ACTION_STD_FLOOR)
+            # Reported from the CPU copies; the buffers may live on an accelerator.
+            mean_cpu = torch.as_tensor(values.mean(axis=0), dtype=self.action_mean.dtype)
+            std_cpu = torch.as_tensor(values.std(axis=0), dtype=self.action_std.dtype).clamp_min(ACTION_STD_FLOOR)
+            mean, std = mean_cpu.to(self.action_mean.device), std_cpu.to(self.action_std.device)
             old_mean, old_std = self.action_mean[idx, :d].clone(), self.action_std[idx, :d].clone()
             proj = self.projectors[idx]
             # W' (x - m1) / s1 + b' == W (x - m0) / s0 + b for every x:
@@ -196,7 +197,7 @@ class MixtureOfActionExperts(nn.Module):
             proj.weight.mul_((std / old_std)[None, :])
             self.action_mean[idx, :d] = mean
             self.action_std[idx, :d] = std
-            measured[name] = (mean.tolist(), std.tolist())
+            measured[name] = (mean_cpu.tolist(), std_cpu.tolist())
         return measured
 
     @torch.no_grad()
@@ -211,7 +212,8 @@ class MixtureOfActionExperts(nn.Module):
         padded[..., :d] = torch.as_tensor(windows)
         ids = torch.full((len(windows),), idx, dtype=torch.long)
         motion = self.motion(padded, ids)[:, 1:, :d].reshape(-1, d)
-        std = motion.std(dim=0, correction=0).to(self.motion_std.dtype).clamp_min(MOTION_STD_FLOOR)
+        # Measured on the CPU in float64; the buffers may live on an accelerator.
+        std = motion.std(dim=0, correction=0).to(self.motion_std).clamp_min(MOTION_STD_FLOOR)
         self.motion_projectors[idx].weight.mul_((std / self.motion_std[idx, :d])[None, :])
         self.motion_std[idx, :d] = std
 

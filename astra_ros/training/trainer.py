@@ -487,7 +487,7 @@ class Trainer:
             latents = self.model.codec.encode(frames)
             b, _, f = latents.shape[:3]
             times = torch.rand((b, f), generator=gen).to(self.device)
-            frame_pos = torch.arange(f, device=self.device)
+            frame_pos = torch.arange(f)  # on the CPU, like every caller of rope_angles
             forward = transformer_probe(self.model.transformer, latents, times, frame_pos)
         try:
             error = require_bf16_agrees(forward, self.device.type, f"the {phase} phase", "train with 'precision: fp32'")
