@@ -138,6 +138,28 @@ def test_start_keeps_the_newest_whole_chunks_and_observe_buffers_partial_chunks(
     assert model.pending_frames == 0 and model.history_frames == 6
 
 
+def test_observe_after_step_replaces_the_predictions_with_the_real_frames(model):
+    acts = np.random.default_rng(7).normal(size=(12, 6)).astype(np.float32)
+    real = _frames(2, seed=9)
+    window = model.config.max_history_chunks
+    # Open-loop steps beyond the history window evict observed chunks; observe() must bring them back.
+    model.start(_frames(4), acts[:4], modality="twist", seed=0)
+    model.step(acts[4:4 + 2 * (window + 1)], seed=3)
+    assert model.history_frames == 4 + 2 * (window + 1)
+    model.observe(real, acts[4:6])
+    assert model.history_frames == 6
+    replaced = model.step(acts[6:8], seed=5)
+    model.start(_frames(4), acts[:4], modality="twist", seed=0)  # the same history, never stepped
+    model.observe(real, acts[4:6])
+    np.testing.assert_array_equal(model.step(acts[6:8], seed=5), replaced)
+    # A partial chunk after a step also replaces it, and nothing predicts from a half-observed chunk.
+    model.step(acts[8:10], seed=6)
+    model.observe(real[:1], acts[8:9])
+    assert model.history_frames == 6 and model.pending_frames == 1
+    with pytest.raises(ValueError, match="waiting for their chunk"):
+        model.imagine(acts[None, 9:11])
+
+
 def test_imagine_returns_distinct_candidates_and_leaves_the_live_stream_unchanged(model):
     model.start(_frames(4), modality="twist", seed=0)
     acts = np.random.default_rng(0).normal(size=(4, 5, 6)).astype(np.float32) * 3

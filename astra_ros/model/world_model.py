@@ -58,6 +58,10 @@ class WorldModel(nn.Module):
         self._anchor: tuple[torch.Tensor, torch.Tensor] | None = None
         # Action of the newest frame in the history (None: it had none); the motion input's reference.
         self._last_action: torch.Tensor | None = None
+        # The stream and last action as they were before the first step() since the newest observed
+        # frame (None: no predictions in the history). observe() restores them, so real frames replace
+        # predictions instead of following them (DESIGN §2), evicted observed chunks included.
+        self._before_predictions: tuple[StreamingRollout, torch.Tensor | None] | None = None
         self._generator = torch.Generator().manual_seed(0)
         self._imagine_generator = torch.Generator().manual_seed(1)  # separate, so imagine() leaves step() reproducible
         self.eval()
@@ -150,7 +154,7 @@ class WorldModel(nn.Module):
         frames = 2 * cfg.chunk_frames
         latents = torch.randn((1, cfg.codec.latent_channels, frames, *cfg.latent_size), generator=gen).to(self.device)
         times = torch.rand((1, frames), generator=gen).to(self.device)
-        frame_pos = torch.arange(frames, device=self.device)
+        frame_pos = torch.arange(frames)  # on the CPU, like every caller of rope_angles
         return transformer_probe(self.transformer, latents, times, frame_pos)
 
     def reset(self) -> None:
@@ -161,6 +165,7 @@ class WorldModel(nn.Module):
         self._pending_actions.clear()
         self._anchor = None
         self._last_action = None
+        self._before_predictions = None
 
     @torch.no_grad()
     def start(self, frames: np.ndarray, actions: np.ndarray | None = None, modality: str = "camera",
@@ -188,7 +193,9 @@ class WorldModel(nn.Module):
     def observe(self, frames: np.ndarray, actions: np.ndarray | None = None) -> None:
         """Append real frames uint8 (T, H, W, 3) and their actions (T, D) to the history.
 
-        Frames are buffered until they fill a chunk; a partly filled chunk is not yet history.
+        They are the frames that followed the newest *observed* frame: chunks that :meth:`step`
+        predicted since then leave the history first (the real frames replace them). Frames are
+        buffered until they fill a chunk; a partly filled chunk is not yet history.
         """
         self._require_started("observe")
         frames_t = self._frames_to_tensor(frames, "frames")
@@ -259,6 +266,11 @@ class WorldModel(nn.Module):
         return len(self._pending_frames)
 
     def _observe_tensors(self, frames: torch.Tensor, actions: torch.Tensor | None) -> None:
+        if self._before_predictions is not None:  # the real frames replace what step() predicted
+            compute_dtype = self.stream.compute_dtype
+            self.stream, self._last_action = self._before_predictions
+            self.stream.compute_dtype = compute_dtype  # set_precision() may have run since
+            self._before_predictions = None
         latents = self.codec.encode(frames[None].to(self.device))  # (1, C, T, h, w)
         if self.config.residual_decoding:
             newest = frames[-1:].to(self.device)
@@ -315,7 +327,8 @@ class WorldModel(nn.Module):
              guidance_scale: float | None = None) -> np.ndarray:
         """Predict the next frames for ``actions`` (k * frames_per_chunk, D); returns uint8 (k*n, H, W, 3).
 
-        Predictions are appended to the history (noised), so repeated calls roll out open-loop.
+        Predictions are appended to the history (noised), so repeated calls roll out open-loop; the
+        next :meth:`observe` takes them out again and puts the real frames in their place.
         """
         self._require_started("step")
         if self._pending_frames:
@@ -327,6 +340,8 @@ class WorldModel(nn.Module):
             raise ValueError(f"step() takes actions for whole chunks: a multiple of frames_per_chunk={n} rows, "
                              f"got {actions_t.shape[0]}")
         gen = _as_generator(seed, generator, self._generator)
+        if self._before_predictions is None:
+            self._before_predictions = (self.stream.fork(), self._last_action)
         frames = []
         for c in range(actions_t.shape[0] // n):
             chunk_actions = actions_t[None, c * n:(c + 1) * n]  # (1, n, D)
@@ -357,6 +372,9 @@ class WorldModel(nn.Module):
         of the cost): ``"all"``, ``"last"`` (B, 1, H, W, 3), or a sequence of frame indices in [0, N).
         """
         self._require_started("imagine")
+        if self._pending_frames:  # the candidates would start at a time already partly observed
+            raise ValueError(f"{len(self._pending_frames)} observed frames are waiting for their chunk to fill; "
+                             f"observe {self.config.chunk_frames - len(self._pending_frames)} more before imagine()")
         modality = modality or self._modality
         self._check_modality(modality)
         actions_t = self._actions_to_tensor(actions, modality, None, "actions", batched=True)
