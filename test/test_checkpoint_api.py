@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from astra_ros.model import CheckpointError, WorldModel, preset
+from astra_ros.model.config import ConfigError
 from astra_ros.model.world_model import STILL_CELL_MSE
 
 
@@ -205,8 +206,9 @@ def test_shared_noise_makes_candidates_differ_only_by_their_actions(model):
     assert np.abs(independent[0].astype(int) - independent[1].astype(int)).max() > 0
 
 
-def test_residual_decoding_adds_the_decoded_change_to_the_last_real_frame(model):
-    residual = WorldModel(preset("tiny", residual_decoding=True))
+@pytest.mark.parametrize("scale", [1.0, 0.6])
+def test_residual_decoding_adds_the_decoded_change_to_the_last_real_frame(model, scale):
+    residual = WorldModel(preset("tiny", residual_decoding=True, residual_change_scale=scale))
     residual.load_state_dict(model.state_dict())
     frames = _frames(4, h=16, w=16)  # the tiny model's resolution: no resize
     acts = np.random.default_rng(1).normal(size=(2, 4, 6)).astype(np.float32)
@@ -219,8 +221,11 @@ def test_residual_decoding_adds_the_decoded_change_to_the_last_real_frame(model)
     with torch.no_grad():
         x = torch.from_numpy(frames[-1:]).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
         recon = model.codec.decode(model.codec.encode(x))[0, 0].permute(1, 2, 0).double().numpy()
-    expected = np.clip(last + plain - recon, -1, 1)
+    # The decoded change (plain - recon) is added whole, or the configured fraction of it.
+    expected = np.clip(last + scale * (plain - recon), -1, 1)
     np.testing.assert_allclose(with_residual, expected, atol=1.01 / 127.5)  # both sides rounded to uint8 once
+    with pytest.raises(ConfigError, match="residual_change_scale"):
+        preset("tiny", residual_decoding=True, residual_change_scale=0.0)
     # the codec's own error is gone: decoding the last frame's latent gives the last frame back
     assert np.abs(with_residual - plain).max() > 0.05
 
@@ -239,6 +244,11 @@ def test_reconstruct_is_the_codec_ceiling_and_leaves_the_stream_alone(model):
     # The newest observed frame comes back exactly (its codec error cancels); other frames do not.
     assert np.abs(ceiling[0].astype(int) - frames[-1]).max() <= 1
     assert np.abs(ceiling[1:].astype(int) - future).mean() > 1
+    # Exact latents get their whole change, however much a checkpoint shrinks its predictions'.
+    shrinking = WorldModel(preset("tiny", residual_decoding=True, residual_change_scale=0.5))
+    shrinking.load_state_dict(model.state_dict())
+    shrinking.start(frames, modality="twist", seed=0)
+    np.testing.assert_array_equal(shrinking.reconstruct(np.concatenate([frames[-1:], future])), ceiling)
     # Without residual decoding it is the plain codec round trip.
     model.start(frames, modality="twist", seed=0)
     with torch.no_grad():

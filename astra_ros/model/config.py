@@ -108,6 +108,12 @@ class AstraConfig:
     # decode(z_pred) - decode(z_last): what stays still keeps the camera's pixels exactly instead of
     # the codec's reconstruction of them, so the codec's error cancels where nothing moves.
     residual_decoding: bool = False
+    # Residual decoding adds this fraction of the decoded change: a shrinkage of an uncertain
+    # estimate towards the newest frame (where the change's error is as large as the change, a
+    # smaller step lowers the expected squared error). 1 = the whole change. It trades action
+    # responsiveness for PSNR (predictions with wrong actions gain more), so the default keeps 1
+    # (model card, "Shrinking the predicted change").
+    residual_change_scale: float = 1.0
     # --- prediction target
     # A chunk is generated as the change of its latents since the newest latent frame before it
     # (x0 = z - z_last, sampled, then z_last added back), so "nothing moves" is the network's
@@ -282,6 +288,8 @@ def _validate(cfg: AstraConfig) -> None:
         raise ConfigError(f"motion_loss_weight must be >= 0, got {cfg.motion_loss_weight}")
     if cfg.pixel_loss_weight < 0:
         raise ConfigError(f"pixel_loss_weight must be >= 0, got {cfg.pixel_loss_weight}")
+    if not 0.0 < cfg.residual_change_scale <= 2.0:
+        raise ConfigError(f"residual_change_scale must be in (0, 2], got {cfg.residual_change_scale}")
     if cfg.pixel_loss_frames < 1:
         raise ConfigError(f"pixel_loss_frames must be >= 1, got {cfg.pixel_loss_frames}")
 

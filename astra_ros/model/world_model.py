@@ -209,11 +209,12 @@ class WorldModel(nn.Module):
 
         With residual decoding that is relative to the newest observed frame, so this shows what
         a prediction of exactly the right latents would look like: the ceiling of any transformer
-        on this codec (astra-eval's ``codec_ceiling``). Leaves the stream untouched.
+        on this codec (astra-eval's ``codec_ceiling``; the whole change is added, whatever
+        ``residual_change_scale`` says, since exact latents need no shrinking). Leaves the stream untouched.
         """
         self._require_started("reconstruct")
         latents = self.codec.encode(self._frames_to_tensor(frames, "frames")[None].to(self.device))
-        return self._decode(latents)[0]
+        return self._decode(latents, change_scale=1.0)[0]  # exact latents: their whole change
 
     @torch.no_grad()
     def one_shot_error(self, frames: np.ndarray, actions: np.ndarray, seed: int | None = None) -> dict[str, float]:
@@ -481,11 +482,13 @@ class WorldModel(nn.Module):
         the live stream's)."""
         return self.config.guidance_scale_for(modality or self._modality)
 
-    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+    def _decode(self, latents: torch.Tensor, change_scale: float | None = None) -> np.ndarray:
+        """Latents -> uint8 frames; residual decoding adds ``change_scale`` (default: the config's) of the change."""
         frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
         if self.config.residual_decoding and self._anchor is not None:
             pixels, reconstructed = self._anchor
-            frames = (pixels + (frames - reconstructed)).clamp(-1, 1)
+            scale = self.config.residual_change_scale if change_scale is None else change_scale
+            frames = (pixels + scale * (frames - reconstructed)).clamp(-1, 1)
         return ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
 
     # ------------------------------------------------------------------ validation
