@@ -185,6 +185,24 @@ def test_short_image_buffer_is_an_error():
         image_to_rgb(bytes(10), height=2, width=2, encoding="rgb8", step=6)
 
 
+
+def test_a_huge_step_without_last_row_padding_decodes_without_allocating_it():
+    # step is a uint32 on the wire: a corrupt one of hundreds of MB must not be allocated per message.
+    import tracemalloc
+
+    two_rows = np.arange(2 * 4 * 3, dtype=np.uint8).reshape(2, 4, 3)
+    step = 300_000_000
+    data = np.zeros(step + 12, dtype=np.uint8)  # row 0, its padding, then row 1 without padding
+    data[:12], data[step:] = two_rows[0].ravel(), two_rows[1].ravel()
+    tracemalloc.start()
+    try:
+        decoded = image_to_rgb(data, height=2, width=4, encoding="rgb8", step=step)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(decoded, two_rows)
+    assert peak < 10_000_000
+
 def test_resize_uses_requested_height_width():
     resized = resize_rgb(reference_frame(0), (16, 20))
     assert resized.shape == (16, 20, 3) and resized.dtype == np.uint8

@@ -57,9 +57,9 @@ def image_to_rgb(
         raise ImageDecodeError(
             f"image data has {buffer.size} B, a {width}x{height} {encoding} image with step {step} needs {needed} B"
         )
-    if buffer.size < step * height:
-        buffer = np.concatenate([buffer[:needed], np.zeros(step * height - needed, dtype=np.uint8)])
-    rows = buffer[: step * height].reshape(height, step)[:, :row_bytes]
+    # Rows are read in place through the step (a view): padding the missing last-row padding
+    # instead would allocate `step` bytes, and a corrupt step of gigabytes would exhaust memory.
+    rows = np.lib.stride_tricks.as_strided(buffer, shape=(height, row_bytes), strides=(step, 1), writeable=False)
     if channel_bytes == 2:
         dtype = ">u2" if is_bigendian else "<u2"
         grey16 = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
