@@ -141,12 +141,18 @@ def test_check_imagine_request_names_what_is_wrong():
     limits = ImagineLimits(max_batch=4, max_horizon=5)
     good = check_imagine_request(np.zeros(2 * 3 * 6), batch=2, horizon=3, action_dim=6, expected_dim=6, limits=limits)
     assert good.shape == (2, 3, 6)
+    assert check_imagine_request(np.zeros(6), batch=1, horizon=1, action_dim=6, expected_dim=6, limits=limits,
+                                 denoise_steps=64, guidance_scale=3.0).shape == (1, 1, 6)
     cases = [
         (dict(batch=5, horizon=3, action_dim=6), np.zeros(90), "max_imagine_batch=4"),
         (dict(batch=1, horizon=6, action_dim=6), np.zeros(36), "max_imagine_horizon=5"),
         (dict(batch=1, horizon=3, action_dim=7), np.zeros(21), "action_dim must be 6"),
         (dict(batch=2, horizon=3, action_dim=6), np.zeros(35), "= 36 values, got 35"),
         (dict(batch=1, horizon=1, action_dim=6), np.array([0, 0, np.nan, 0, 0, 0.0]), "NaN"),
+        # a NaN guidance scale gave black frames; an unbounded step count held the model worker for days
+        (dict(batch=1, horizon=1, action_dim=6, guidance_scale=float("nan")), np.zeros(6), "guidance_scale must be finite"),
+        (dict(batch=1, horizon=1, action_dim=6, guidance_scale=-1.0), np.zeros(6), "guidance_scale"),
+        (dict(batch=1, horizon=1, action_dim=6, denoise_steps=65), np.zeros(6), "max_imagine_steps=64"),
     ]
     for sizes, actions, message in cases:
         with pytest.raises(ValueError, match=message):

@@ -25,6 +25,7 @@ times the frame interval, estimated as the median interval between the window's 
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -299,10 +300,12 @@ def montage(observed: np.ndarray, predicted: np.ndarray, gap_px: int = 2) -> np.
 class ImagineLimits:
     max_batch: int
     max_horizon: int
+    max_steps: int = 64  # Euler steps per chunk a request may ask for: the worker cannot be interrupted
 
 
 def check_imagine_request(
-    actions: np.ndarray, *, batch: int, horizon: int, action_dim: int, expected_dim: int, limits: ImagineLimits
+    actions: np.ndarray, *, batch: int, horizon: int, action_dim: int, expected_dim: int, limits: ImagineLimits,
+    denoise_steps: int = 0, guidance_scale: float = 0.0,
 ) -> np.ndarray:
     """Validate an ``~/imagine`` request; return the actions as ``float32 [batch, horizon, action_dim]``.
 
@@ -314,6 +317,11 @@ def check_imagine_request(
         raise ValueError(f"horizon must be in [1, max_imagine_horizon={limits.max_horizon}], got {horizon}")
     if action_dim != expected_dim:
         raise ValueError(f"action_dim must be {expected_dim} for this modality, got {action_dim}")
+    if not 0 <= denoise_steps <= limits.max_steps:
+        raise ValueError(f"denoise_steps must be in [0, max_imagine_steps={limits.max_steps}] (0: the model's), "
+                         f"got {denoise_steps}")
+    if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
+        raise ValueError(f"guidance_scale must be finite and >= 0 (0: the model's), got {guidance_scale}")
     flat = np.asarray(actions, dtype=np.float32).reshape(-1)
     if flat.size != batch * horizon * action_dim:
         raise ValueError(

@@ -138,6 +138,8 @@ PARAMETERS: dict[str, ParamSpec] = {
                                "sub-batches run one after the other (same futures); 0: the model's memory estimate",
                                (0, 64)),
     "max_imagine_horizon": ParamSpec(16, "largest horizon an ~/imagine request may ask for", (1, 256)),
+    "max_imagine_steps": ParamSpec(64, "most Euler steps per chunk an ~/imagine request may ask for (denoise_steps)",
+                                   (1, 1024)),
     "imagine_timeout_s": ParamSpec(30.0, "longest an ~/imagine call waits for the model [s]", (0.1, 600.0)),
     "seed": ParamSpec(-1, "seed of the live predictions' noise; -1: the model's default stream seed", (-1, 2**31 - 1)),
     "guidance_scale": ParamSpec(0.0, "action-free guidance of the live predictions: 0 = the model's default (per action "
@@ -542,7 +544,8 @@ class PredictorNode(Node):
         response.batch, response.horizon = int(request.batch), int(request.horizon)
         with self._lock:
             modality = request.modality or self._params["action_modality"]
-            limits = ImagineLimits(self._params["max_imagine_batch"], self._params["max_imagine_horizon"])
+            limits = ImagineLimits(self._params["max_imagine_batch"], self._params["max_imagine_horizon"],
+                                   self._params["max_imagine_steps"])
             sub_batch = self._params["imagine_sub_batch"] or None
             timeout_s = self._params["imagine_timeout_s"]
             snapshot = None
@@ -560,6 +563,7 @@ class PredictorNode(Node):
             actions = check_imagine_request(
                 np.asarray(request.actions, dtype=np.float32), batch=request.batch, horizon=request.horizon,
                 action_dim=request.action_dim, expected_dim=self._model.action_dim(modality), limits=limits,
+                denoise_steps=int(request.denoise_steps), guidance_scale=float(request.guidance_scale),
             )
         except ValueError as error:
             with self._lock:
