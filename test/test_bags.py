@@ -321,6 +321,19 @@ def test_clip_cache_avoids_decoding_again(tmp_path, monkeypatch):
     assert len(list(cache.glob("*.npz"))) == 2
 
 
+
+def test_a_damaged_cache_entry_is_decoded_again_with_a_warning(tmp_path, caplog):
+    bag = write_bag(tmp_path / "b")
+    cache = tmp_path / "cache"
+    first = ClipDataset([bag], "camera", 4, (16, 20), cache)
+    (entry,) = cache.glob("*.npz")
+    entry.write_bytes(entry.read_bytes()[:100])  # a copy killed halfway
+    with caplog.at_level("WARNING"):
+        again = ClipDataset([bag], "camera", 4, (16, 20), cache)
+    assert str(entry) in caplog.text and "decoding" in caplog.text
+    assert torch.equal(first[2]["frames"], again[2]["frames"])
+    assert ClipDataset([bag], "camera", 4, (16, 20), cache)[2]["frames"].equal(first[2]["frames"])  # rewritten
+
 # --- errors ---------------------------------------------------------------------------------------
 
 

@@ -96,6 +96,13 @@ def test_invalid_config_json_is_rejected(model, tmp_path, edit, message):
         WorldModel.from_pretrained(path)
 
 
+
+def test_a_config_json_that_is_not_text_is_a_checkpoint_error(model, tmp_path):
+    path = model.save_pretrained(tmp_path / "ckpt")
+    (path / "config.json").write_bytes(b"\xff\xfe{" + bytes(range(128, 256)))
+    with pytest.raises(CheckpointError, match="config.json.*not valid JSON"):
+        WorldModel.from_pretrained(path)
+
 def test_missing_checkpoint_files_are_named(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         WorldModel.from_pretrained(tmp_path / "nowhere")

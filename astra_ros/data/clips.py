@@ -105,8 +105,15 @@ def load_episode_cached(
         return read_episode(bag_path, modality, resolution, topics=topics, key_thresholds=key_thresholds, stats=stats)
     key = episode_cache_key(bag_path, modality, resolution, topics, key_thresholds)
     cache_path = Path(cache_dir) / f"{Path(bag_path).name}-{key}.npz"
+    episode = None
     if cache_path.exists():
-        episode = _load_episode(cache_path)
+        try:
+            episode = _load_episode(cache_path)
+        except Exception as err:  # a damaged entry (disk full, killed copy) is only a cache: decode the bag again
+            logger.warning("episode cache %s is unreadable (%s: %s); decoding %s again",
+                        cache_path, type(err).__name__, err, bag_path)
+            cache_path.unlink(missing_ok=True)
+    if episode is not None:
         if stats is not None:
             stats.episodes += 1
             stats.frames += len(episode.frames)

@@ -183,8 +183,8 @@ class AstraConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> "AstraConfig":
         try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as err:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: not valid JSON ({err})") from err
         try:
             return cls.from_dict(data)
