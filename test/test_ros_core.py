@@ -74,11 +74,15 @@ def test_pairer_refuses_images_out_of_order():
 def test_monotonic_stamps_refuse_backwards_then_accept_a_restart():
     guard = MonotonicStamps(strict=True, restart_after=3)
     assert guard.accept(10) == "ok"
-    assert guard.accept(10) == "backwards"  # strict: equal is not forward
+    # strict: equal is not forward; a frozen stamp is refused for as long as it lasts, never a restart
+    assert [guard.accept(10) for _ in range(6)] == ["duplicate"] * 6
     assert guard.accept(5) == "backwards"
-    assert guard.accept(6) == "restart"  # third refusal in a row: time restarted
+    assert guard.accept(4) == "backwards"  # earlier again: not a new timeline yet, the count restarts
+    assert guard.accept(5) == "backwards"
+    assert guard.accept(6) == "restart"  # third earlier stamp moving forward: time restarted
     assert guard.accept(7) == "ok" and guard.restarts == 1
-    assert MonotonicStamps(strict=False).accept(1) == "ok"
+    loose = MonotonicStamps(strict=False)
+    assert loose.accept(1) == "ok" and loose.accept(1) == "ok"
 
 
 # ------------------------------------------------------------------------------------------ actions

@@ -24,7 +24,7 @@ Faults and how the node answers them (each is counted in ``/diagnostics``):
 
 * **Every input is accounted for.** Each message a callback sees is *used* (an image: part of a window
   handed to the model; a pose/twist: accepted into the pairing) or *skipped* with a reason
-  (``image_decode_error``, ``<input>_not_finite``, ``<input>_stamp_backwards``, ``image_queue_full``,
+  (``image_decode_error``, ``<input>_not_finite``, ``<input>_stamp_backwards``, ``image_stamp_duplicate``, ``image_queue_full``,
   ``image_no_state_within_slop``, ``image_superseded`` (left the window before a prediction used it: the
   camera outruns ``publish_rate``), ``image_history_cleared``, ``<input>_not_used_by_<modality>_actions``),
   or still *pending* (queued). The ``input accounting`` status publishes ``received = used + skipped +
@@ -335,6 +335,9 @@ class PredictorNode(Node):
         verdict = self._stamps[stream].accept(stamp_ns)
         if verdict == "backwards":
             self._drop(f"{stream}_stamp_backwards", f"{stream} stamp {stamp_ns} ns is before the previous one")
+            return False
+        if verdict == "duplicate":
+            self._drop(f"{stream}_stamp_duplicate", f"{stream} stamp {stamp_ns} ns repeats the previous one")
             return False
         if verdict == "restart":
             self._restarts[stream] += 1

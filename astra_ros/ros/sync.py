@@ -40,10 +40,12 @@ class Pair(Generic[ImageT, StateT]):
 class MonotonicStamps:
     """Accepts stamps that move forward; refuses stamps that go backwards, unless time clearly restarted.
 
-    A stamp earlier than the last accepted one (or equal, if ``strict``) is refused. After
-    ``restart_after`` refusals in a row the stream is taken to have restarted (a bag played again, a
-    simulator reset): the stamp is accepted, :attr:`restarts` counts it, and :meth:`accept` returns
-    ``"restart"`` so the caller can clear its history.
+    A stamp earlier than the last accepted one is refused, and so is an equal one if ``strict`` (a
+    ``"duplicate"``: a stuck driver, a camera that leaves stamps at 0). After ``restart_after``
+    earlier stamps in a row that move forward among themselves, the stream is taken to have
+    restarted (a bag played again, a simulator reset): the stamp is accepted, :attr:`restarts`
+    counts it, and :meth:`accept` returns ``"restart"`` so the caller can clear its history.
+    Duplicates never count towards a restart, nor do earlier stamps that disagree with each other.
     """
 
     def __init__(self, *, strict: bool, restart_after: int = 5) -> None:
@@ -53,27 +55,34 @@ class MonotonicStamps:
         self.restart_after = restart_after
         self.last_ns: int | None = None
         self.refused_in_a_row = 0
+        self._last_refused_ns: int | None = None
         self.restarts = 0
 
     def accept(self, stamp_ns: int) -> str:
-        """``"ok"`` (accepted), ``"backwards"`` (refused) or ``"restart"`` (accepted after a restart)."""
+        """``"ok"`` (accepted), ``"duplicate"`` / ``"backwards"`` (refused) or ``"restart"`` (accepted
+        after a restart)."""
         last = self.last_ns
-        backwards = last is not None and (stamp_ns <= last if self.strict else stamp_ns < last)
-        if not backwards:
+        if last is None or stamp_ns > last or (stamp_ns == last and not self.strict):
             self.last_ns = stamp_ns
             self.refused_in_a_row = 0
             return "ok"
-        self.refused_in_a_row += 1
+        if stamp_ns == last:
+            return "duplicate"
+        consistent = self._last_refused_ns is not None and stamp_ns > self._last_refused_ns
+        self.refused_in_a_row = self.refused_in_a_row + 1 if consistent else 1
+        self._last_refused_ns = stamp_ns
         if self.refused_in_a_row < self.restart_after:
             return "backwards"
         self.last_ns = stamp_ns
         self.refused_in_a_row = 0
+        self._last_refused_ns = None
         self.restarts += 1
         return "restart"
 
     def reset(self) -> None:
         self.last_ns = None
         self.refused_in_a_row = 0
+        self._last_refused_ns = None
 
 
 class ApproximateTimePairer(Generic[ImageT, StateT]):
