@@ -105,6 +105,7 @@ def write_bag(
     image_stamp_override: dict[int, int] | None = None,
     nan_pose_ticks: tuple[int, ...] = (),
     write_messages: bool = True,
+    camera_info: tuple[int, int, list[float]] | None = None,
 ) -> Path:
     """Write a small bag: images at 10 Hz, camera poses and commands at 30 Hz, a camera info."""
     plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
@@ -117,6 +118,8 @@ def write_bag(
         image_connection = writer.add_connection(topics.image, "sensor_msgs/msg/Image", typestore=TYPESTORE)
         pose_connection = writer.add_connection(topics.camera_pose, "geometry_msgs/msg/PoseStamped", typestore=TYPESTORE)
         twist_connection = writer.add_connection(topics.twist, twist_msgtype, typestore=TYPESTORE)
+        info_connection = (writer.add_connection(topics.camera_info, "sensor_msgs/msg/CameraInfo", typestore=TYPESTORE)
+                           if camera_info is not None else None)
         if not write_messages:
             return path
         entries = []
@@ -146,6 +149,13 @@ def write_bag(
             message = image_message(stamp, reference_frame(index), encoding, row_padding)
             # Bag order follows the writing order: images at their nominal time.
             entries.append((EPOCH_NS + index * FRAME_NS + image_offset_ns, image_connection, message, "sensor_msgs/msg/Image"))
+        if camera_info is not None:  # (width, height, K row-major)
+            width, height, k = camera_info
+            roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+            info = T["sensor_msgs/msg/CameraInfo"](
+                header=header(EPOCH_NS), height=height, width=width, distortion_model="", d=np.zeros(0),
+                k=np.asarray(k, dtype=np.float64), r=np.zeros(9), p=np.zeros(12), binning_x=0, binning_y=0, roi=roi)
+            entries.append((EPOCH_NS, info_connection, info, "sensor_msgs/msg/CameraInfo"))
         for stamp, connection, message, msgtype in sorted(entries, key=lambda entry: entry[0]):
             writer.write(connection, stamp, TYPESTORE.serialize_cdr(message, msgtype))
     return path
@@ -333,6 +343,18 @@ def test_a_damaged_cache_entry_is_decoded_again_with_a_warning(tmp_path, caplog)
     assert str(entry) in caplog.text and "decoding" in caplog.text
     assert torch.equal(first[2]["frames"], again[2]["frames"])
     assert ClipDataset([bag], "camera", 4, (16, 20), cache)[2]["frames"].equal(first[2]["frames"])  # rewritten
+
+
+def test_an_uncalibrated_camera_info_gives_no_intrinsics_and_a_warning(tmp_path, caplog):
+    calibrated = write_bag(tmp_path / "good", camera_info=(WIDTH, HEIGHT, [50, 0, 15, 0, 50, 10, 0, 0, 1]))
+    episode = read_episode(calibrated, "camera", (HEIGHT // 2, WIDTH // 2))
+    assert episode.camera_info.fx == pytest.approx(25) and episode.camera_info.width == WIDTH // 2
+    uncalibrated = write_bag(tmp_path / "zeros", camera_info=(0, 0, [0.0] * 9))  # drivers before calibration
+    for resolution in (None, (HEIGHT // 2, WIDTH // 2)):
+        with caplog.at_level("WARNING"):
+            episode = read_episode(uncalibrated, "camera", resolution)
+        assert episode.camera_info is None and len(episode.frames) == 12
+        assert "/camera/camera_info has no usable calibration" in caplog.text
 
 # --- errors ---------------------------------------------------------------------------------------
 

@@ -361,6 +361,7 @@ def _collect(
     series: dict[str, _Series] = {}
     images: list[tuple[int, np.ndarray]] = []
     camera_info: PinholeIntrinsics | None = None
+    camera_info_unusable = False  # an uncalibrated driver's CameraInfo (zeros): warned about once, ignored
     for connection, bag_stamp_ns, rawdata in reader.messages(connections=connections):
         topic, msgtype = connection.topic, connection.msgtype
         message = reader.deserialize(rawdata, msgtype)
@@ -380,8 +381,14 @@ def _collect(
                 )
             images.append((stamp_ns, rgb))
         elif topic == topics.camera_info:
-            if camera_info is None:
+            if camera_info is None and not camera_info_unusable:
                 k = np.asarray(message.k, dtype=np.float64)
+                size_ok = int(message.width) > 0 and int(message.height) > 0
+                if not (size_ok and np.isfinite(k).all() and k[0] > 0 and k[4] > 0):
+                    camera_info_unusable = True
+                    logger.warning("bag %s: %s has no usable calibration (%dx%d, fx=%g, fy=%g); "
+                                   "the episode gets no intrinsics", path, topic, message.width, message.height, k[0], k[4])
+                    continue
                 camera_info = PinholeIntrinsics(int(message.width), int(message.height), k[0], k[4], k[2], k[5])
                 if resolution is not None:
                     camera_info = camera_info.scaled(resolution)
