@@ -106,6 +106,8 @@ def write_bag(
     nan_pose_ticks: tuple[int, ...] = (),
     write_messages: bool = True,
     camera_info: tuple[int, int, list[float]] | None = None,
+    command_stamp_offset_ns: int = 0,
+    command_stamp_fixed_ns: int | None = None,
 ) -> Path:
     """Write a small bag: images at 10 Hz, camera poses and commands at 30 Hz, a camera info."""
     plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
@@ -133,7 +135,8 @@ def write_bag(
             linear, angular = command_at(t_s)
             twist = twist_message(linear, angular)
             if twist_type == "TwistStamped":
-                twist = T["geometry_msgs/msg/TwistStamped"](header=header(stamp, "base_link"), twist=twist)
+                command_stamp = stamp + command_stamp_offset_ns if command_stamp_fixed_ns is None else command_stamp_fixed_ns
+                twist = T["geometry_msgs/msg/TwistStamped"](header=header(command_stamp, "base_link"), twist=twist)
             elif twist_type == "Odometry":
                 covariance = np.zeros(36)
                 twist = T["nav_msgs/msg/Odometry"](
@@ -357,6 +360,17 @@ def test_an_uncalibrated_camera_info_gives_no_intrinsics_and_a_warning(tmp_path,
         assert "/camera/camera_info has no usable calibration" in caplog.text
 
 # --- errors ---------------------------------------------------------------------------------------
+
+
+def test_commands_whose_stamps_cannot_place_them_are_an_error(tmp_path):
+    # Held without a range limit, such commands gave every frame the bag's last command, silently.
+    unset = write_bag(tmp_path / "unset", twist_type="TwistStamped", command_stamp_fixed_ns=0)
+    with pytest.raises(BagError, match=r"all 36 messages on /cmd_vel carry the same stamp"):
+        read_episode(unset, "twist")
+    other_clock = write_bag(tmp_path / "clock", twist_type="TwistStamped", command_stamp_offset_ns=3600 * 10**9)
+    with pytest.raises(BagError, match="do not overlap the images'.*another clock"):
+        read_episode(other_clock, "keys")
+    assert read_episode(write_bag(tmp_path / "fine", twist_type="TwistStamped"), "twist").valid.all()
 
 
 def test_missing_topic_lists_the_topics_of_the_bag(tmp_path):

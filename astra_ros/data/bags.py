@@ -229,6 +229,20 @@ def interpolate_linear(
     return result
 
 
+def _check_command_clock(bag_path: Path, topic: str, stamps_ns: np.ndarray, image_stamps_ns: np.ndarray) -> None:
+    """Refuse commands whose stamps cannot say which frame they belong to: held without a range
+    limit, they would silently give every frame the same command (or none)."""
+    if len(stamps_ns) > 1 and stamps_ns[0] == stamps_ns[-1]:
+        raise BagError(f"bag {bag_path}: all {len(stamps_ns)} messages on {topic} carry the same stamp "
+                       f"{_format_stamp(int(stamps_ns[0]))}: their header stamps are not set (a TwistStamped "
+                       "left at 0?); record them stamped, or as plain Twist (stamped with the bag's time)")
+    if stamps_ns[0] > image_stamps_ns[-1] or stamps_ns[-1] < image_stamps_ns[0]:
+        raise BagError(f"bag {bag_path}: the stamps on {topic} ({_format_stamp(int(stamps_ns[0]))} to "
+                       f"{_format_stamp(int(stamps_ns[-1]))}) do not overlap the images' "
+                       f"({_format_stamp(int(image_stamps_ns[0]))} to {_format_stamp(int(image_stamps_ns[-1]))}): "
+                       "are they on another clock?")
+
+
 def zero_order_hold(source_stamps_ns: np.ndarray, values: np.ndarray, query_stamps_ns: np.ndarray) -> np.ndarray:
     """The latest of ``values [S, ...]`` at or before each query stamp; zeros before the first sample."""
     index = np.searchsorted(source_stamps_ns, query_stamps_ns, side="right") - 1
@@ -462,6 +476,7 @@ def _actions_for(
             gripper = np.zeros(len(image_stamps))
         return robot_actions(positions, quats, gripper)
     stamps, values = _series_arrays(path, series, topics.twist)
+    _check_command_clock(path, topics.twist, stamps, image_stamps)
     twist = values[:, -6:]  # Odometry rows hold the pose first
     held = zero_order_hold(stamps, twist, image_stamps)
     if modality == "keys":
