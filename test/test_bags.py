@@ -408,6 +408,30 @@ def test_nan_pose_frames_are_skipped_and_counted(tmp_path):
         assert torch.isfinite(clips[index]["actions"]).all()
 
 
+def test_a_damaged_record_or_an_empty_compressed_image_names_topic_and_stamp(tmp_path):
+    path = tmp_path / "damaged"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        images = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=TYPESTORE)
+        poses = writer.add_connection("/camera/pose", "geometry_msgs/msg/PoseStamped", typestore=TYPESTORE)
+        for index in range(3):
+            stamp = EPOCH_NS + index * FRAME_NS
+            raw = TYPESTORE.serialize_cdr(image_message(stamp, reference_frame(index), "rgb8"), "sensor_msgs/msg/Image")
+            writer.write(images, stamp, raw[:40] if index == 1 else raw)  # record 1 cut short
+            pose = pose_stamped(stamp, *camera_world_pose(index * 0.1))
+            writer.write(poses, stamp, TYPESTORE.serialize_cdr(pose, "geometry_msgs/msg/PoseStamped"))
+    with pytest.raises(BagError, match=r"topic '/camera/image_raw', message recorded at 1700000000.1.*deserialise"):
+        read_episode(path, "camera")
+    empty = tmp_path / "empty_jpeg"
+    with Writer(empty, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        images = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/CompressedImage", typestore=TYPESTORE)
+        message = T["sensor_msgs/msg/CompressedImage"](header=header(EPOCH_NS), format="jpeg", data=np.zeros(0, np.uint8))
+        writer.write(images, EPOCH_NS, TYPESTORE.serialize_cdr(message, "sensor_msgs/msg/CompressedImage"))
+        poses = writer.add_connection("/camera/pose", "geometry_msgs/msg/PoseStamped", typestore=TYPESTORE)
+        writer.write(poses, EPOCH_NS, TYPESTORE.serialize_cdr(pose_stamped(EPOCH_NS, *camera_world_pose(0.0)),
+                                                             "geometry_msgs/msg/PoseStamped"))
+    with pytest.raises(BagError, match="at 1700000000.0.*compressed image of format 'jpeg' has no data"):
+        read_episode(empty, "camera")
+
 def test_corrupt_bag_file_is_an_error(tmp_path):
     bag = write_bag(tmp_path / "b")
     mcap_file = next(bag.glob("*.mcap"))

@@ -269,6 +269,8 @@ def _read_plan(modality: str, topics: BagTopics) -> _ReadPlan:
 
 def _decode_image(message: Any, msgtype: str) -> np.ndarray:
     if msgtype == "sensor_msgs/msg/CompressedImage":
+        if len(message.data) == 0:  # OpenCV asserts on an empty buffer instead of returning None
+            raise ImageDecodeError(f"compressed image of format {message.format!r} has no data")
         decoded = cv2.imdecode(np.frombuffer(message.data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if decoded is None:
             raise ImageDecodeError(f"cannot decode compressed image of format {message.format!r}")
@@ -378,7 +380,11 @@ def _collect(
     camera_info_unusable = False  # an uncalibrated driver's CameraInfo (zeros): warned about once, ignored
     for connection, bag_stamp_ns, rawdata in reader.messages(connections=connections):
         topic, msgtype = connection.topic, connection.msgtype
-        message = reader.deserialize(rawdata, msgtype)
+        try:
+            message = reader.deserialize(rawdata, msgtype)
+        except Exception as error:  # a truncated or damaged record: say where it is
+            raise BagError(f"bag {path}: topic {topic!r}, message recorded at {_format_stamp(int(bag_stamp_ns))}: "
+                           f"cannot deserialise {msgtype} ({type(error).__name__}: {error})") from error
         header = getattr(message, "header", None)
         stamp_ns = _stamp_ns(header) if header is not None else int(bag_stamp_ns)
         if topic == topics.image:
