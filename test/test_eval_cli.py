@@ -297,6 +297,17 @@ def test_flow_motion_estimator_finds_more_real_motions_and_is_recorded(checkpoin
         EvalOptions(motion_estimator="orb")
 
 
+
+@pytest.mark.parametrize("options, message", [
+    (dict(horizon_s=float("inf")), "horizon must be positive and finite"),
+    (dict(stride_s=float("nan")), "stride must be positive and finite"),
+    (dict(intrinsics=(50.0, float("nan"), 16.0, 16.0)), "intrinsics must be finite"),
+])
+def test_non_finite_options_are_refused_before_any_bag_is_read(options, message):
+    # inf used to pass and overflow later while planning the clips; NaN intrinsics passed silently.
+    with pytest.raises(EvalError, match=message):
+        EvalOptions(**options)
+
 def test_rotation_paired_compares_model_and_real_frames_on_the_same_pairs():
     """The per-horizon table averages each side over the pairs where its own estimate worked; the
     paired summary uses only pairs where both did, and says how often each worked."""

@@ -72,16 +72,17 @@ class EvalOptions:
     motion_estimator: str = "sift"
 
     def __post_init__(self) -> None:
-        if not self.horizon_s > 0:
-            raise EvalError(f"horizon must be positive, got {self.horizon_s} s")
+        if not 0 < self.horizon_s < math.inf:
+            raise EvalError(f"horizon must be positive and finite, got {self.horizon_s} s")
         if self.context_frames < 1:
             raise EvalError(f"context must be at least 1 frame, got {self.context_frames}")
-        if not self.stride_s > 0:
-            raise EvalError(f"stride must be positive, got {self.stride_s} s")
+        if not 0 < self.stride_s < math.inf:
+            raise EvalError(f"stride must be positive and finite, got {self.stride_s} s")
         if self.clips_per_bag < 1 or self.max_clips < 1:
             raise EvalError(f"clips per bag ({self.clips_per_bag}) and max clips ({self.max_clips}) must be >= 1")
-        if self.intrinsics is not None and (len(self.intrinsics) != 4 or min(self.intrinsics[:2]) <= 0):
-            raise EvalError(f"intrinsics must be fx fy cx cy with positive focal lengths, got {self.intrinsics}")
+        if self.intrinsics is not None and (len(self.intrinsics) != 4 or not all(map(math.isfinite, self.intrinsics))
+                                            or min(self.intrinsics[:2]) <= 0):
+            raise EvalError(f"intrinsics must be finite fx fy cx cy with positive focal lengths, got {self.intrinsics}")
         if self.intrinsics_size is not None and self.intrinsics is None:
             raise EvalError("an intrinsics size without intrinsics (fx fy cx cy) has nothing to scale")
         if self.motion_estimator not in MOTION_ESTIMATORS:
