@@ -165,7 +165,7 @@ def test_images_change_size_and_encoding_mid_stream(node):
 def test_nan_and_inf_poses_and_twists_are_counted_and_skipped(node):
     feeder, process = node
     now = time.time_ns() + feeder.offset_ns
-    for value in (float("nan"), float("inf"), -float("inf")):
+    for value in (float("nan"), float("inf"), -float("inf"), 1e39):  # 1e39: finite, but inf in float32
         pose = PoseStamped()
         pose.header.stamp.sec, pose.header.stamp.nanosec = divmod(now, 1_000_000_000)
         pose.pose.position.x = value
@@ -175,8 +175,8 @@ def test_nan_and_inf_poses_and_twists_are_counted_and_skipped(node):
     bad_quaternion = PoseStamped()
     bad_quaternion.pose.orientation.w = 0.0  # all-zero orientation: not a rotation
     feeder.pose_pub.publish(bad_quaternion)
-    feeder.wait_for(lambda: feeder.value("input_skipped_pose_not_finite") >= 4
-                    and feeder.value("input_skipped_twist_not_finite") >= 3, 10.0, "the non-finite inputs counted")
+    feeder.wait_for(lambda: feeder.value("input_skipped_pose_not_finite") >= 5
+                    and feeder.value("input_skipped_twist_not_finite") >= 4, 10.0, "the non-finite inputs counted")
     feeder.wait_for_predictions(2)
     with feeder.lock:
         actions = np.asarray(feeder.frames[-1][1].actions)

@@ -111,6 +111,7 @@ NODE_NAME = "astra_predictor"
 TWIST_SOURCES = ("twist", "odom")
 INPUTS = ("image", "pose", "twist", "odom")
 LOG_THROTTLE_S = 5.0  # [s] the same warning at most this often
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model's inputs are float32
 
 
 PARAMETERS: dict[str, ParamSpec] = {
@@ -382,8 +383,9 @@ class PredictorNode(Node):
         """A pose (4x4) or twist (6) of ``stream``: checked, remembered, paired when it feeds the model."""
         with self._lock:
             self._ledger.receive(stream)
-            if not np.isfinite(state).all():
-                self._drop(f"{stream}_not_finite", f"{stream} at {stamp_ns} ns has NaN or inf values")
+            # The model runs in float32: a finite value beyond its range would become inf there.
+            if not (np.isfinite(state).all() and np.abs(state).max() <= FLOAT32_MAX):
+                self._drop(f"{stream}_not_finite", f"{stream} at {stamp_ns} ns has NaN, inf or out-of-range values")
                 return
             if not self._accept_stamp(stream, stamp_ns):
                 return
