@@ -111,7 +111,7 @@ def load_episode_cached(
             episode = _load_episode(cache_path)
         except Exception as err:  # a damaged entry (disk full, killed copy) is only a cache: decode the bag again
             logger.warning("episode cache %s is unreadable (%s: %s); decoding %s again",
-                        cache_path, type(err).__name__, err, bag_path)
+                           cache_path, type(err).__name__, err, bag_path)
             cache_path.unlink(missing_ok=True)
     if episode is not None:
         if stats is not None:

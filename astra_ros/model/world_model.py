@@ -332,9 +332,7 @@ class WorldModel(nn.Module):
         next :meth:`observe` takes them out again and puts the real frames in their place.
         """
         self._require_started("step")
-        if self._pending_frames:
-            raise ValueError(f"{len(self._pending_frames)} observed frames are waiting for their chunk to fill; "
-                             f"observe {self.config.chunk_frames - len(self._pending_frames)} more before step()")
+        self._require_whole_chunks("step")
         n = self.frames_per_chunk
         actions_t = self._actions_to_tensor(actions, self._modality, None, "actions")
         if actions_t.shape[0] == 0 or actions_t.shape[0] % n:
@@ -373,9 +371,7 @@ class WorldModel(nn.Module):
         of the cost): ``"all"``, ``"last"`` (B, 1, H, W, 3), or a sequence of frame indices in [0, N).
         """
         self._require_started("imagine")
-        if self._pending_frames:  # the candidates would start at a time already partly observed
-            raise ValueError(f"{len(self._pending_frames)} observed frames are waiting for their chunk to fill; "
-                             f"observe {self.config.chunk_frames - len(self._pending_frames)} more before imagine()")
+        self._require_whole_chunks("imagine")
         modality = modality or self._modality
         self._check_modality(modality)
         actions_t = self._actions_to_tensor(actions, modality, None, "actions", batched=True)
@@ -499,6 +495,13 @@ class WorldModel(nn.Module):
     def _require_started(self, what: str) -> None:
         if self._modality is None:
             raise ValueError(f"{what}() before start(): call start(frames, actions, modality) first")
+
+    def _require_whole_chunks(self, what: str) -> None:
+        """A prediction starts after the last whole chunk: with frames pending it would start at a
+        time already partly observed."""
+        if self._pending_frames:
+            raise ValueError(f"{len(self._pending_frames)} observed frames are waiting for their chunk to fill; "
+                             f"observe {self.config.chunk_frames - len(self._pending_frames)} more before {what}()")
 
     def _frames_to_tensor(self, frames: np.ndarray, name: str) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> float (T, 3, h, w) in [-1, 1] at the model's resolution."""

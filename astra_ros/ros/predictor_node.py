@@ -334,11 +334,9 @@ class PredictorNode(Node):
 
     def _accept_stamp(self, stream: str, stamp_ns: int) -> bool:
         verdict = self._stamps[stream].accept(stamp_ns)
-        if verdict == "backwards":
-            self._drop(f"{stream}_stamp_backwards", f"{stream} stamp {stamp_ns} ns is before the previous one")
-            return False
-        if verdict == "duplicate":
-            self._drop(f"{stream}_stamp_duplicate", f"{stream} stamp {stamp_ns} ns repeats the previous one")
+        if verdict in ("backwards", "duplicate"):
+            how = "is before" if verdict == "backwards" else "repeats"
+            self._drop(f"{stream}_stamp_{verdict}", f"{stream} stamp {stamp_ns} ns {how} the previous one")
             return False
         if verdict == "restart":
             self._restarts[stream] += 1
