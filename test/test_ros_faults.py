@@ -455,3 +455,28 @@ def test_background_spinner_runs_callbacks_and_always_stops():
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_run_node_treats_an_error_from_a_shut_down_context_as_a_clean_stop():
+    """Ctrl-C can shut the context down while the executor builds its wait set; rclpy then raises
+    RCLError, not ExternalShutdownException (seen in CI as a Traceback from astra-predictor). That is
+    a clean stop (exit 0); the same error with the context still valid is a real failure."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from astra_ros.ros.runner import run_node
+
+    class RacingShutdown(SingleThreadedExecutor):
+        def spin(self) -> None:
+            rclpy.shutdown()  # what the SIGINT handler does
+            raise RuntimeError("failed to initialize wait set: the given context is not valid")
+
+    class Broken(SingleThreadedExecutor):
+        def spin(self) -> None:
+            raise RuntimeError("a real failure")
+
+    make_node = lambda: rclpy.create_node("runner_check")  # noqa: E731
+    assert run_node(make_node, RacingShutdown, "runner_check", []) == 0
+    assert not rclpy.ok()
+    with pytest.raises(RuntimeError, match="a real failure"):
+        run_node(make_node, Broken, "runner_check", [])
+    assert not rclpy.ok()  # shut down on the way out all the same

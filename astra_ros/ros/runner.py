@@ -78,6 +78,12 @@ def run_node(make_node: Callable[[], Node], make_executor: Callable[[], Executor
         status = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # Ctrl-C shuts the context down from the signal handler; if that lands while the executor is
+        # building its wait set, rclpy raises RCLError ("context is not valid") instead of
+        # ExternalShutdownException. That is still a clean stop; an error with the context alive is not.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()
