@@ -1,6 +1,7 @@
 """WorldModel API: save/load, corrupt checkpoints, bad inputs, imagine, streaming bookkeeping."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -95,6 +96,36 @@ def test_invalid_config_json_is_rejected(model, tmp_path, edit, message):
     with pytest.raises(CheckpointError, match=message):
         WorldModel.from_pretrained(path)
 
+
+
+def test_a_config_json_missing_a_field_is_refused_unless_the_field_came_later(model, tmp_path):
+    """A hand-edited config.json without `history_noise` would run at the default noise level the
+    weights were never tuned for; fields added after release load with their old-behaviour default."""
+    path = model.save_pretrained(tmp_path / "ckpt")
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k not in ("history_noise", "resolution")}))
+    with pytest.raises(CheckpointError, match=r"\['history_noise', 'resolution'\] are missing"):
+        WorldModel.from_pretrained(path)
+    older = {k: v for k, v in cfg.items() if k not in ("residual_decoding", "latent_delta", "prediction")}
+    (path / "config.json").write_text(json.dumps(older))
+    loaded = WorldModel.from_pretrained(path)
+    assert (loaded.config.residual_decoding, loaded.config.latent_delta, loaded.config.prediction) == (False, False, "velocity")
+
+
+def test_integer_weights_for_float_parameters_are_refused(model, tmp_path):
+    """load_state_dict would cast them silently; a half-precision file is cast on purpose and loads."""
+    from safetensors.torch import load_file, save_file
+
+    path = model.save_pretrained(tmp_path / "ckpt")
+    state = load_file(str(path / "model.safetensors"))
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 2)
+    save_file({**state, name: state[name].round().to(torch.int64)}, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=f"1 dtype mismatches \\(e.g. {re.escape(name)}: file torch.int64"):
+        WorldModel.from_pretrained(path)
+    save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}, str(path / "model.safetensors"))
+    half = WorldModel.from_pretrained(path)
+    expected = state[name].to(torch.bfloat16).float()
+    assert torch.equal(half.state_dict()[name], expected)
 
 
 def test_a_config_json_that_is_not_text_is_a_checkpoint_error(model, tmp_path):

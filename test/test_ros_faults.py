@@ -400,6 +400,64 @@ def test_accounting_holds_when_a_state_decides_an_image_it_cannot_pair():
         rclpy.shutdown(context=context)
 
 
+class _Warnings:
+    """Stands in for a node's logger: keeps the warnings."""
+
+    def __init__(self, logger) -> None:
+        self.logger, self.warnings = logger, []
+
+    def warning(self, message: str, **_) -> None:
+        self.warnings.append(message)
+
+    def __getattr__(self, name: str):
+        return getattr(self.logger, name)
+
+
+def test_images_and_plain_twists_on_different_clocks_name_the_cause():
+    """Replaying a bag without --clock: images carry the bag's stamps, a plain Twist is stamped on
+    arrival with the node's clock, and every image is dropped for no twist in the slop. The node must
+    say why (not only count the drops); an ordinary miss of a few hundred ms must not claim it."""
+    from geometry_msgs.msg import Twist
+    from rclpy.parameter import Parameter
+
+    from astra_ros.ros.predictor_node import PredictorNode
+
+    feeder = Feeder.__new__(Feeder)  # only its message builders
+    feeder.rng, feeder.size, feeder.encoding = np.random.default_rng(0), (48, 64), "rgb8"
+    for stamped in (False, True):  # a context each: the twist topic changes type
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        node = None
+        try:
+            node = PredictorNode(context=context, parameter_overrides=[
+                Parameter("checkpoint", value="random:tiny"), Parameter("twist_stamped", value=stamped),
+                Parameter("sync_slop_s", value=0.05)])
+            log = _Warnings(node.get_logger())
+            node.get_logger = lambda log=log: log
+            if not stamped:
+                bag_ns = 1_700_000_000_000_000_000  # a recording from 2023
+                for i in range(3):
+                    node._on_image(feeder.image(bag_ns + i * 66_000_000))
+                    node._on_twist(Twist())
+                assert node._ledger.skipped["image_no_state_within_slop"] == 3
+                hints = [w for w in log.warnings if "different clocks" in w]
+                assert hints and "s from the nearest twist" in hints[0], log.warnings
+                assert "plain geometry_msgs/Twist has no stamp" in hints[0] and "use_sim_time:=true" in hints[0]
+                gap_s = float(hints[0].split("images are stamped ")[1].split(" s")[0])
+                assert gap_s < -3e7  # the bag is years behind the node's clock
+            else:
+                start = time.time_ns()
+                node._on_twist(feeder.twist(start))
+                node._on_image(feeder.image(start + 100_000_000))
+                node._on_twist(feeder.twist(start + 400_000_000))
+                assert node._ledger.skipped["image_no_state_within_slop"] == 1
+                assert not [w for w in log.warnings if "different clocks" in w], log.warnings
+        finally:
+            if node is not None:
+                node.destroy_node()
+            rclpy.shutdown(context=context)
+
+
 def test_a_publish_racing_shutdown_is_dropped_but_real_publish_errors_are_raised():
     """Ctrl-C shuts the context down while a model job may still be running: its publish is dropped."""
     from std_msgs.msg import String

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import torch
@@ -37,11 +39,28 @@ def resolve_checkpoint(path_or_name: str | Path) -> Path:
     return path
 
 
+# Config fields added after checkpoints were first released: a config.json without them loads with
+# the field's default, which is the behaviour those checkpoints were trained and measured with. Every
+# other field must be written out: a missing one would silently take a default (resolution, history
+# noise, guidance scale ...) that the weights never saw.
+FIELDS_ADDED_LATER = frozenset({"guidance_scale_by_modality", "motion_loss_weight", "pixel_loss_weight",
+                                "pixel_loss_frames", "residual_decoding", "residual_change_scale",
+                                "latent_delta", "prediction", "action_motion"})
+
+
 def load_config(path: Path) -> AstraConfig:
+    file = path / CONFIG_NAME
     try:
-        return AstraConfig.from_json(path / CONFIG_NAME)
+        config = AstraConfig.from_json(file)
     except (ConfigError, TypeError) as err:
-        raise CheckpointError(f"invalid {path / CONFIG_NAME}: {err}") from err
+        raise CheckpointError(f"invalid {file}: {err}") from err
+    written = json.loads(file.read_text(encoding="utf-8"))  # valid JSON object: from_json checked it
+    missing = sorted({f.name for f in dataclasses.fields(AstraConfig)} - set(written) - FIELDS_ADDED_LATER)
+    if missing:
+        raise CheckpointError(f"invalid {file}: fields {missing} are missing; a checkpoint's config.json "
+                              "names every field (save_checkpoint writes them all), since a default here "
+                              "would silently change what the weights do")
+    return config
 
 
 def load_weights(module: nn.Module, path: Path) -> None:
@@ -60,7 +79,11 @@ def load_weights(module: nn.Module, path: Path) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong:
+    # load_state_dict would cast integer or bool tensors into float parameters without a word; a
+    # float checkpoint saved in another precision (bf16, fp16) is cast on purpose and fine.
+    kind = sorted(k for k in set(state) & set(expected) if state[k].dtype != expected[k].dtype
+                  and not (state[k].is_floating_point() and expected[k].is_floating_point()))
+    if missing or unexpected or wrong or kind:
         parts = []
         if missing:
             parts.append(f"missing {len(missing)} tensors (e.g. {missing[:3]})")
@@ -70,6 +93,9 @@ def load_weights(module: nn.Module, path: Path) -> None:
             k = wrong[0]
             parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)}, "
                          f"config {tuple(expected[k].shape)})")
+        if kind:
+            k = kind[0]
+            parts.append(f"{len(kind)} dtype mismatches (e.g. {k}: file {state[k].dtype}, model {expected[k].dtype})")
         raise CheckpointError(f"{file} does not match {path / CONFIG_NAME}: " + "; ".join(parts))
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:

@@ -112,6 +112,7 @@ TWIST_SOURCES = ("twist", "odom")
 INPUTS = ("image", "pose", "twist", "odom")
 LOG_THROTTLE_S = 5.0  # [s] the same warning at most this often
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model's inputs are float32
+CLOCK_MISMATCH_NS = 1_000_000_000  # [ns] images this far from every state: the streams use different clocks
 
 
 PARAMETERS: dict[str, ParamSpec] = {
@@ -433,7 +434,21 @@ class PredictorNode(Node):
                                DROP_STATE_BACKWARDS: f"{state_stream}_stamp_backwards"}.get(reason, reason), count)
         for pair in pairs:
             self._add_to_window(pair.image_stamp_ns, pair.image, pair.state)
+        gap_ns = self._pairer.last_unpaired_gap_ns
+        if drops[DROP_NO_STATE_IN_SLOP] and gap_ns is not None and abs(gap_ns) > CLOCK_MISMATCH_NS:
+            self.get_logger().warning(self._clock_mismatch_hint(gap_ns), throttle_duration_sec=LOG_THROTTLE_S)
         return drops
+
+    def _clock_mismatch_hint(self, gap_ns: int) -> str:
+        """Why images and states seconds apart cannot pair, and the usual fix."""
+        stream = self._feeding_stream()
+        text = (f"images are stamped {gap_ns / 1e9:+.1f} s from the nearest {stream} (sync_slop_s "
+                f"{self._params['sync_slop_s']}): the two streams carry different clocks, so no image pairs")
+        if stream == "twist" and not self._params["twist_stamped"]:
+            return text + (". A plain geometry_msgs/Twist has no stamp and is stamped on arrival with this "
+                           "node's clock: publish TwistStamped (twist_stamped:=true) or, replaying a bag, "
+                           "play it with --clock and run this node with use_sim_time:=true")
+        return text + ". Stamp both with one clock (replaying a bag: --clock and use_sim_time:=true)"
 
     def _add_to_window(self, stamp_ns: int, image: tuple[np.ndarray, str], state: np.ndarray) -> None:
         rgb, frame_id = image

@@ -105,6 +105,9 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         self.image_queue_size = image_queue_size
         self.dropped: Counter[str] = Counter()
         self.pairs = 0
+        # Image stamp minus its nearest state's stamp, of the last image dropped for no state in the slop:
+        # seconds or more means the two streams are stamped by different clocks.
+        self.last_unpaired_gap_ns: int | None = None
 
     @property
     def pending_images(self) -> int:
@@ -154,6 +157,7 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
             state_ns, state = self._nearest_state(image_ns)
             if abs(state_ns - image_ns) > self.slop_ns:
                 self.dropped[DROP_NO_STATE_IN_SLOP] += 1
+                self.last_unpaired_gap_ns = image_ns - state_ns
                 continue
             decided.append(Pair(image_ns, image, state_ns, state))
             self.pairs += 1
