@@ -85,6 +85,37 @@ def test_monotonic_stamps_refuse_backwards_then_accept_a_restart():
     assert loose.accept(1) == "ok" and loose.accept(1) == "ok"
 
 
+def test_monotonic_stamps_take_back_a_single_stamp_that_jumped_ahead():
+    guard = MonotonicStamps(strict=True, restart_after=3, max_jump_ns=100)
+    assert [guard.accept(s) for s in (10, 20)] == ["ok", "ok"]
+    assert guard.accept(10_000) == "ok"  # far ahead: accepted, but remembered
+    assert guard.accept(30) == "jump_undone" and guard.undone_ns == 10_000 and guard.jumps_undone == 1
+    assert [guard.accept(s) for s in (40, 50)] == ["ok", "ok"] and guard.restarts == 0
+    # a real gap: the stamp after the jump goes on from it, so the jump stands
+    assert [guard.accept(s) for s in (20_000, 20_010)] == ["ok", "ok"]
+    assert guard.accept(60) == "backwards"
+    # between the two but nearer the jump: not the old timeline going on
+    gap = MonotonicStamps(strict=True, max_jump_ns=100)
+    assert [gap.accept(s) for s in (10, 10_000, 9_000)] == ["ok", "ok", "backwards"]
+    # without max_jump_ns nothing is ever taken back
+    plain = MonotonicStamps(strict=True, restart_after=3)
+    assert [plain.accept(s) for s in (10, 10_000, 30, 40)] == ["ok", "ok", "backwards", "backwards"]
+
+
+def test_pairer_discards_only_what_is_stamped_after_an_outlier():
+    pairer = ApproximateTimePairer(slop_ns=5, image_queue_size=10)
+    pairer.add_state(0, "s0")
+    pairer.add_state(10, "s10")
+    pairer.add_state(500, "s500")  # an outlier state: it decides every image up to 500 at once
+    assert pairer.discard_states_after(10) == 1
+    assert pairer.add_image(20, "i20") == []  # waits again for a state at or after it
+    pairer.add_image(600, "i600")
+    assert pairer.discard_images_after(20) == [(600, "i600")]
+    assert pairer.pending_images == 1
+    decided = pairer.add_state(21, "s21")
+    assert [(p.image, p.state) for p in decided] == [("i20", "s21")]
+
+
 # ------------------------------------------------------------------------------------------ actions
 def _camera_poses(count: int, step_m: float = 0.1, yaw_step: float = 0.05) -> np.ndarray:
     """Poses of a body moving at a constant body-frame velocity: T_k = T_0 @ step^k."""

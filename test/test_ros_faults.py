@@ -400,6 +400,53 @@ def test_accounting_holds_when_a_state_decides_an_image_it_cannot_pair():
         rclpy.shutdown(context=context)
 
 
+def test_one_image_stamped_far_ahead_costs_only_that_image():
+    """A camera driver glitch stamps one frame 100 s ahead. Before, every good frame after it was
+    refused as backwards until five made a "restart" that cleared the history; now only the outlier
+    goes, and the window keeps filling with the frames around it."""
+    from rclpy.parameter import Parameter
+
+    from astra_ros.ros.predictor_node import PredictorNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PredictorNode(context=context, parameter_overrides=[
+        Parameter("checkpoint", value="random:tiny"), Parameter("twist_stamped", value=True),
+        Parameter("sync_slop_s", value=0.05), Parameter("context_frames", value=6)])
+    try:
+        feeder = Feeder.__new__(Feeder)  # only its message builders
+        feeder.rng, feeder.size, feeder.encoding = np.random.default_rng(0), (48, 64), "rgb8"
+        start = time.time_ns()
+        period = 66_000_000
+        stamps = []
+        for i in range(10):
+            stamp = start + i * period
+            node._on_twist(feeder.twist(stamp))
+            if i == 4:
+                node._on_image(feeder.image(stamp + 100_000_000_000))  # the glitch
+            else:
+                node._on_image(feeder.image(stamp))
+                stamps.append(stamp)
+        node._on_twist(feeder.twist(start + 10 * period))  # decides the last image
+        ledger = node._ledger
+        assert ledger.skipped["image_stamp_jump"] == 1, ledger.skipped
+        assert ledger.skipped["image_stamp_backwards"] == 0 and not node._restarts
+        assert node._jumps_undone["image"] == 1
+        assert node._window.stamps_ns == stamps[-6:]  # the frames around the glitch, in order
+        received, used, skipped = ledger.totals()
+        assert received == used + skipped + node._pairer.pending_images + len(node._unsent)
+        # a twist glitch: the same for the state stream (its queue drops the outlier; nothing else is lost)
+        node._on_twist(feeder.twist(start + 11 * period + 100_000_000_000))
+        node._on_twist(feeder.twist(start + 11 * period))
+        node._on_image(feeder.image(start + 11 * period))
+        node._on_twist(feeder.twist(start + 12 * period))
+        assert node._jumps_undone["twist"] == 1 and ledger.skipped["twist_stamp_backwards"] == 0
+        assert node._window.stamps_ns[-1] == start + 11 * period
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
 class _Warnings:
     """Stands in for a node's logger: keeps the warnings."""
 

@@ -209,6 +209,12 @@ class ObservationWindow:
     def clear(self) -> None:
         self._observations.clear()
 
+    def discard_after(self, stamp_ns: int) -> list[int]:
+        """Remove the observations stamped after ``stamp_ns`` (an outlier stamp taken back); their stamps."""
+        removed = [o.stamp_ns for o in self._observations if o.stamp_ns > stamp_ns]
+        self._observations = deque((o for o in self._observations if o.stamp_ns <= stamp_ns), maxlen=self.context_frames)
+        return removed
+
     def snapshot(
         self,
         modality: str,

@@ -24,7 +24,8 @@ Faults and how the node answers them (each is counted in ``/diagnostics``):
 
 * **Every input is accounted for.** Each message a callback sees is *used* (an image: part of a window
   handed to the model; a pose/twist: accepted into the pairing) or *skipped* with a reason
-  (``image_decode_error``, ``<input>_not_finite``, ``<input>_stamp_backwards``, ``image_stamp_duplicate``, ``image_queue_full``,
+  (``image_decode_error``, ``<input>_not_finite``, ``<input>_stamp_backwards``, ``image_stamp_duplicate``,
+  ``image_stamp_jump``, ``image_queue_full``,
   ``image_no_state_within_slop``, ``image_superseded`` (left the window before a prediction used it: the
   camera outruns ``publish_rate``), ``image_history_cleared``, ``<input>_not_used_by_<modality>_actions``),
   or still *pending* (queued). The ``input accounting`` status publishes ``received = used + skipped +
@@ -39,6 +40,9 @@ Faults and how the node answers them (each is counted in ``/diagnostics``):
   inputs status warns ``silent: image``; predictions resume with the next frames.
 * **Stamps jump back** (a bag loop, a simulator reset): a few backwards stamps are skipped, then the
   stream counts as restarted (``restarts_<input>``), the history is cleared and predictions resume.
+* **One stamp jumps ahead** (a glitch: more than 1 s forward, then the next stamp continues from
+  before it): that message alone is taken back out of the queues (``stamp_jumps_undone_<input>``;
+  an image counts as ``image_stamp_jump``), instead of refusing every good stamp after it.
 * Images may change size and encoding at any message (resized to the model); a failed prediction is
   reported and the next tick tries again; ``~/imagine`` requests are bounded by ``max_imagine_batch``
   and ``max_imagine_horizon`` and refused with a reason when malformed.
@@ -112,6 +116,7 @@ TWIST_SOURCES = ("twist", "odom")
 INPUTS = ("image", "pose", "twist", "odom")
 LOG_THROTTLE_S = 5.0  # [s] the same warning at most this often
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model's inputs are float32
+STAMP_JUMP_NS = 1_000_000_000  # [ns] a forward step this large is checked against the next stamp (a glitch?)
 CLOCK_MISMATCH_NS = 1_000_000_000  # [ns] images this far from every state: the streams use different clocks
 
 
@@ -186,7 +191,8 @@ class PredictorNode(Node):
         self._skipped: Counter[str] = Counter()  # prediction ticks without a prediction, by reason
         self._window = ObservationWindow(self._params["context_frames"], self._model.resolution)
         self._pairer = self._new_pairer()
-        self._stamps = {name: MonotonicStamps(strict=(name == "image")) for name in INPUTS}
+        self._stamps = {name: MonotonicStamps(strict=(name == "image"), max_jump_ns=STAMP_JUMP_NS) for name in INPUTS}
+        self._jumps_undone: Counter[str] = Counter()  # outlier stamps taken back, by input
         self._latest_command: np.ndarray | None = None
         self._last_predicted_stamp_ns: int | None = None
         self._live = LiveStream()  # what the model's stream holds; read and written in the worker thread only
@@ -339,6 +345,8 @@ class PredictorNode(Node):
             how = "is before" if verdict == "backwards" else "repeats"
             self._drop(f"{stream}_stamp_{verdict}", f"{stream} stamp {stamp_ns} ns {how} the previous one")
             return False
+        if verdict == "jump_undone":
+            self._take_back_outlier(stream, stamp_ns)
         if verdict == "restart":
             self._restarts[stream] += 1
             if stream == "image" or self._feeds_model(stream):
@@ -347,6 +355,22 @@ class PredictorNode(Node):
                 self._clear_history()
                 self._stamps[stream].accept(stamp_ns)  # the restarting stamp opens the new stream
         return True
+
+    def _take_back_outlier(self, stream: str, stamp_ns: int) -> None:
+        """The previous ``stream`` stamp jumped far ahead and ``stamp_ns`` continues from before it: that
+        message was an outlier (a glitched stamp). Take it out of the queues and the window, so that it
+        neither blocks the good stamps after it nor pairs with them (the lock is held)."""
+        outlier_ns = self._stamps[stream].undone_ns
+        self._jumps_undone[stream] += 1
+        self.get_logger().warning(f"{stream} stamp {outlier_ns} ns was {(outlier_ns - stamp_ns) / 1e9:.1f} s ahead of "
+                                  f"the stream around it: taken back as a glitch", throttle_duration_sec=LOG_THROTTLE_S)
+        if stream == "image":
+            queued = len(self._pairer.discard_images_after(stamp_ns))
+            windowed = set(self._window.discard_after(stamp_ns))
+            self._ledger.skip("image_stamp_jump", queued + len(self._unsent & windowed))
+            self._unsent -= windowed
+        elif self._feeds_model(stream):
+            self._pairer.discard_states_after(stamp_ns)  # it was used (counted); it only leaves the queue
 
     def _on_image(self, msg: Image) -> None:
         self._arrived("image")
@@ -632,6 +656,7 @@ class PredictorNode(Node):
             pending = self._pairer.pending_images + len(self._unsent)
             lost = Counter(self._lost)
             restarts = Counter(self._restarts)
+            jumps_undone = Counter(self._jumps_undone)
             fallback_silent = self._state_silent(now)
             fallback_frames, feeding = self._fallback_frames, self._feeding_stream()
             skipped = Counter(self._skipped)
@@ -659,6 +684,8 @@ class PredictorNode(Node):
         inputs.values += [KeyValue(key="fallback_active", value=str(fallback_silent).lower()),
                           KeyValue(key="fallback_frames", value=str(fallback_frames))]
         inputs.values += [KeyValue(key=f"restarts_{name}", value=str(count)) for name, count in sorted(restarts.items())]
+        inputs.values += [KeyValue(key=f"stamp_jumps_undone_{name}", value=str(count))
+                          for name, count in sorted(jumps_undone.items())]
         # Every message a callback saw is used or skipped by reason, or still pending (queued images).
         accounting = DiagnosticStatus(name=f"{NODE_NAME}: input accounting", hardware_id=NODE_NAME)
         accounted = received == used + skipped_total + pending

@@ -46,28 +46,52 @@ class MonotonicStamps:
     restarted (a bag played again, a simulator reset): the stamp is accepted, :attr:`restarts`
     counts it, and :meth:`accept` returns ``"restart"`` so the caller can clear its history.
     Duplicates never count towards a restart, nor do earlier stamps that disagree with each other.
+
+    A single stamp far in the future (a driver glitch) would otherwise make every good stamp after it
+    "backwards" until a restart clears the history. So a forward jump of more than ``max_jump_ns`` is
+    accepted but remembered: if the next stamp lands between the stamp before the jump and the jump,
+    nearer the former, the jump was the outlier. That stamp is accepted and
+    :meth:`accept` returns ``"jump_undone"``; :attr:`undone_ns` is the outlier's stamp, which the caller
+    takes back out of its queues. A next stamp after the jump confirms it (a real gap in the stream).
     """
 
-    def __init__(self, *, strict: bool, restart_after: int = 5) -> None:
+    def __init__(self, *, strict: bool, restart_after: int = 5, max_jump_ns: int | None = None) -> None:
         if restart_after < 1:
             raise ValueError(f"restart_after must be >= 1, got {restart_after}")
+        if max_jump_ns is not None and max_jump_ns <= 0:
+            raise ValueError(f"max_jump_ns must be > 0, got {max_jump_ns}")
         self.strict = strict
         self.restart_after = restart_after
+        self.max_jump_ns = max_jump_ns
         self.last_ns: int | None = None
         self.refused_in_a_row = 0
         self._last_refused_ns: int | None = None
+        self._before_jump_ns: int | None = None  # the stamp before an unconfirmed forward jump
+        self.undone_ns: int | None = None
         self.restarts = 0
+        self.jumps_undone = 0
 
     def accept(self, stamp_ns: int) -> str:
-        """``"ok"`` (accepted), ``"duplicate"`` / ``"backwards"`` (refused) or ``"restart"`` (accepted
-        after a restart)."""
+        """``"ok"`` (accepted), ``"duplicate"`` / ``"backwards"`` (refused), ``"restart"`` (accepted
+        after a restart) or ``"jump_undone"`` (accepted; the previous stamp was an outlier)."""
         last = self.last_ns
         if last is None or stamp_ns > last or (stamp_ns == last and not self.strict):
+            jumped = self.max_jump_ns is not None and last is not None and stamp_ns - last > self.max_jump_ns
+            self._before_jump_ns = last if jumped else None
             self.last_ns = stamp_ns
             self.refused_in_a_row = 0
             return "ok"
         if stamp_ns == last:
             return "duplicate"
+        before = self._before_jump_ns
+        if before is not None and before < stamp_ns and stamp_ns - before < last - stamp_ns:
+            self.undone_ns = last
+            self.jumps_undone += 1
+            self._before_jump_ns = None
+            self.last_ns = stamp_ns
+            self.refused_in_a_row = 0
+            self._last_refused_ns = None
+            return "jump_undone"
         consistent = self._last_refused_ns is not None and stamp_ns > self._last_refused_ns
         self.refused_in_a_row = self.refused_in_a_row + 1 if consistent else 1
         self._last_refused_ns = stamp_ns
@@ -76,6 +100,7 @@ class MonotonicStamps:
         self.last_ns = stamp_ns
         self.refused_in_a_row = 0
         self._last_refused_ns = None
+        self._before_jump_ns = None
         self.restarts += 1
         return "restart"
 
@@ -83,6 +108,7 @@ class MonotonicStamps:
         self.last_ns = None
         self.refused_in_a_row = 0
         self._last_refused_ns = None
+        self._before_jump_ns = None
 
 
 class ApproximateTimePairer(Generic[ImageT, StateT]):
@@ -137,6 +163,19 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         """Forget queued images and states (the counters stay)."""
         self._images.clear()
         self._states.clear()
+
+    def discard_images_after(self, stamp_ns: int) -> list[tuple[int, ImageT]]:
+        """Remove and return the queued images stamped after ``stamp_ns`` (an outlier stamp taken back)."""
+        removed = [entry for entry in self._images if entry[0] > stamp_ns]
+        self._images = deque(entry for entry in self._images if entry[0] <= stamp_ns)
+        return removed
+
+    def discard_states_after(self, stamp_ns: int) -> int:
+        """Remove the queued states stamped after ``stamp_ns``; how many."""
+        kept = [entry for entry in self._states if entry[0] <= stamp_ns]
+        removed = len(self._states) - len(kept)
+        self._states = deque(kept, maxlen=self._states.maxlen)
+        return removed
 
     def take_pending_images(self) -> list[tuple[int, ImageT]]:
         """Remove and return the images still waiting for a state, oldest first, as ``(stamp_ns, image)``.
