@@ -73,6 +73,70 @@ def test_resume_continues_exactly(bags, tmp_path):
             assert (a[k] == b[k]).all(), f"{k} differs after resuming at step {stop}"
 
 
+def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_state_whole(bags, tmp_path, monkeypatch):
+    """Written in place, a half-written ema.safetensors destroyed the last good state (or mixed two
+    steps' weights); the state is now swapped in whole, and the run resumes as if never stopped."""
+    import astra_ros.training.state as state
+    from astra_ros.training.state import state_dir
+
+    recipe = _recipe(tmp_path)
+    common = ["--config", str(recipe), "--data", str(bags), "--no-progress"]
+    assert train_main(common + ["--out", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "crashed"
+    real_save, calls = state.save_file, []
+
+    def crash_on_the_second_ema(tensors, filename):
+        calls.append(filename)
+        if filename.endswith("ema.safetensors") and sum(c.endswith("ema.safetensors") for c in calls) == 2:
+            Path(filename).write_bytes(b"half a file")
+            raise OSError("disk full")
+        real_save(tensors, filename)
+
+    monkeypatch.setattr(state, "save_file", crash_on_the_second_ema)
+    with pytest.raises(OSError, match="disk full"):
+        train_main(common + ["--out", str(out)])
+    monkeypatch.setattr(state, "save_file", real_save)
+    assert json.loads((out / "train_state" / "state.json").read_text())["step"] == 3  # the first checkpoint
+    # a crash between the two renames of the swap: only train_state.old holds a state
+    (out / "train_state").rename(out / "train_state.old")
+    assert state_dir(out / "train_state") == out / "train_state.old"
+    assert train_main(common + ["--out", str(out), "--resume"]) == 0
+    a, b = _weights(tmp_path / "straight" / "train_state"), _weights(out / "train_state")
+    assert all((a[k] == b[k]).all() for k in a)
+    assert not (out / "train_state.old").exists() and not (out / "train_state.tmp").exists()
+    # the loss CSV holds each step once, with the uninterrupted run's values
+    straight = (tmp_path / "straight" / "loss.csv").read_text().splitlines()
+    resumed = (out / "loss.csv").read_text().splitlines()
+    assert [r.split(",")[:3] for r in resumed] == [r.split(",")[:3] for r in straight]
+
+
+def test_resume_refuses_a_changed_recipe_but_not_a_longer_run(bags, tmp_path, caplog):
+    common = ["--data", str(bags), "--no-progress", "--out", str(tmp_path / "run")]
+    assert train_main(["--config", str(_recipe(tmp_path)), "--stop-after", "5"] + common) == 0
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump({**RECIPE, "batch_size": 4, "lr": 0.5}))
+    assert train_main(["--config", str(changed), "--resume"] + common) == 2
+    assert "batch_size: 2 -> 4" in caplog.text and "lr: 0.0003 -> 0.5" in caplog.text
+    assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["batch_size"] == 2  # not overwritten
+    longer = tmp_path / "longer.yaml"
+    longer.write_text(yaml.safe_dump({**RECIPE, "steps": 8}))
+    assert train_main(["--config", str(longer), "--resume"] + common) == 0
+    assert json.loads((tmp_path / "run" / "train_state" / "state.json").read_text())["step"] == 12
+    assert train_main(["--config", str(_recipe(tmp_path)), "--resume", "--data", str(bags), "--no-progress",
+                       "--out", str(tmp_path / "never")]) == 2
+    assert "no complete training state" in caplog.text
+
+
+def test_a_diverging_run_stops_with_a_message_and_keeps_its_last_checkpoint(bags, tmp_path, caplog):
+    recipe = _recipe(tmp_path, lr=1e4, codec_steps=0, steps=40, warmup_steps=0, checkpoint_every=1)
+    assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(tmp_path / "nan"), "--no-progress"]) == 2
+    assert "lower the learning rate" in caplog.text and "Traceback" not in caplog.text
+    from astra_ros.model import WorldModel
+
+    model = WorldModel.from_pretrained(tmp_path / "nan")  # loads: only finite weights were saved
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+
+
 def test_action_statistics_are_measured_on_the_training_windows(bags, tmp_path):
     import numpy as np
 
@@ -129,6 +193,35 @@ def test_bad_recipe_and_missing_data_fail_clearly(bags, tmp_path, caplog):
     assert "unknown recipe keys ['learning_rate']" in caplog.text
     assert train_main(["--config", str(_recipe(tmp_path)), "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "y")]) == 2
     assert "does not exist" in caplog.text
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"grad_clip": -1.0}, "grad_clip must be a finite number > 0"),  # would flip every gradient
+    ({"lr": -0.001}, "lr must be a finite number > 0"),
+    ({"weight_decay": -5.0}, "weight_decay must be a finite number >= 0"),
+    ({"steps": "ten"}, "recipe field 'steps' must be an integer"),
+    ({"batch_size": 2.5}, "recipe field 'batch_size' must be an integer"),
+    ({"lr": "fast"}, "recipe field 'lr' must be a finite number"),
+    ({"model": {"num_layerz": 3}}, "model: unknown config keys \\['num_layerz'\\]"),
+    ({"model": None}, "recipe field 'model' must be an object"),
+    ({"steps": 0, "codec_steps": 0}, "nothing to train"),
+])
+def test_recipe_values_of_the_wrong_type_or_range_are_refused_by_name(tmp_path, edit, message):
+    from astra_ros.model import ConfigError
+    from astra_ros.training.recipe import TrainRecipe
+
+    with pytest.raises(ConfigError, match=message):
+        TrainRecipe.from_yaml(_recipe(tmp_path, **edit))
+
+
+def test_a_recipe_learning_rate_written_without_a_dot_is_the_number_it_means(tmp_path):
+    """PyYAML reads `lr: 3e-4` as the string '3e-4' (YAML 1.1); it used to fail inside AdamW."""
+    from astra_ros.training.recipe import TrainRecipe
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(RECIPE) + "lr: 3e-4\ncodec_lr: 1e-3\n")
+    recipe = TrainRecipe.from_yaml(path)
+    assert recipe.lr == pytest.approx(3e-4) and isinstance(recipe.lr, float) and recipe.codec_lr == pytest.approx(1e-3)
 
 
 def test_training_device_follows_the_request_and_the_local_rank(bags, tmp_path, caplog):
@@ -291,6 +384,29 @@ def test_two_process_ddp_run_ends_with_identical_weights(bags, tmp_path):
     start, end = _weights(init / "train_state"), _weights(out / "train_state")
     assert any((start[k] - end[k]).abs().max() > 0 for k in start if k.startswith("transformer."))
     assert any((start[k] - end[k]).abs().max() > 0 for k in start if k.startswith("codec."))
+
+
+def test_two_process_ddp_resume_continues_exactly(bags, tmp_path, caplog):
+    """Each rank resumes its own random generators (rank 0's on every rank used to make both ranks
+    draw the same clips after a resume), and a state cannot resume with another process count."""
+    recipe = _recipe(tmp_path, steps=4, codec_steps=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+
+    def ddp(out: Path, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "astra_ros.cli.train", "--config", str(recipe), "--data", str(bags), "--out", str(out),
+               "--no-progress", *extra]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    ddp(tmp_path / "straight")
+    ddp(tmp_path / "resumed", "--stop-after", "4")
+    ddp(tmp_path / "resumed", "--resume")
+    a, b = _weights(tmp_path / "straight" / "train_state"), _weights(tmp_path / "resumed" / "train_state")
+    assert all((a[k] == b[k]).all() for k in a), [k for k in a if not (a[k] == b[k]).all()][:5]
+    assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(tmp_path / "resumed"),
+                       "--resume", "--no-progress"]) == 2  # one process, a state of two
+    assert "saved by 2 process(es), this run has 1" in caplog.text
 
 
 def test_ema_warms_up_instead_of_keeping_the_random_init():

@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except (BagError, CheckpointError, ConfigError, FileNotFoundError) as err:
         log.error("astra-train: %s", err)
         return 2
+    except FloatingPointError as err:  # a diverged step: nothing of it was saved
+        log.error("astra-train: %s; the last checkpoint in %s is intact: go on from it with a lower lr "
+                  "in a new run (--init %s --out NEW)", err, args.out, args.out)
+        return 2
     finally:
         # Under torchrun: leave the process group before exit, so the communication threads are
         # joined here and not torn down mid-flight by the interpreter's exit (an abort, seen once).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -104,9 +105,17 @@ def load_weights(module: nn.Module, path: Path) -> None:
 
 
 def save_checkpoint(module: nn.Module, config: AstraConfig, path: str | Path) -> Path:
+    """Write ``config.json`` and ``model.safetensors``, each to a temporary file renamed over the old
+    one, so a crash mid-write (a training run releasing its checkpoint) leaves the previous file whole."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    config.to_json(path / CONFIG_NAME)
+    tmp_config, tmp_weights = path / (CONFIG_NAME + ".tmp"), path / (WEIGHTS_NAME + ".tmp")
+    config.to_json(tmp_config)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(state, str(path / WEIGHTS_NAME))
+    save_file(state, str(tmp_weights))
+    for tmp in (tmp_config, tmp_weights):
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+    tmp_weights.replace(path / WEIGHTS_NAME)
+    tmp_config.replace(path / CONFIG_NAME)
     return path

@@ -201,12 +201,15 @@ def _typed_fields(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any
         raise ConfigError(f"unknown config keys {[prefix + k for k in unknown]}; known: {sorted(known)}")
     out: dict[str, Any] = {}
     for name, value in data.items():
-        out[name] = _coerce(hints[name], value, prefix + name)
+        out[name] = coerce_field(hints[name], value, prefix + name)
     return out
 
 
-def _coerce(hint: Any, value: Any, name: str) -> Any:
+def coerce_field(hint: Any, value: Any, name: str) -> Any:
+    """``value`` checked against the type ``hint`` of field ``name`` (lists become tuples); ConfigError if it does not fit."""
     origin = typing.get_origin(hint)
+    if hint is Any:  # free-form (a recipe's model overrides): checked where it is used
+        return value
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"config field '{name}' must be true/false, got {value!r}")
@@ -231,12 +234,12 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
         if len(args) != 2 or args[1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"config field '{name}' must have {len(args)} items, got {value!r}")
-        return tuple(_coerce(item, v, f"{name}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce_field(item, v, f"{name}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config field '{name}' must be an object, got {value!r}")
         _, vtype = typing.get_args(hint)
-        return {str(k): _coerce(vtype, v, f"{name}.{k}") for k, v in value.items()}
+        return {str(k): coerce_field(vtype, v, f"{name}.{k}") for k, v in value.items()}
     if isinstance(hint, types.UnionType):  # pragma: no cover - no optional fields today
         raise ConfigError(f"unsupported config type for '{name}'")
     raise ConfigError(f"unsupported config type {hint!r} for '{name}'")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from astra_ros.model.config import AstraConfig, CodecConfig, ConfigError, PRESETS
+from astra_ros.model.config import PRESETS, AstraConfig, CodecConfig, ConfigError, coerce_field
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,15 @@ class TrainRecipe:
     def model_config(self) -> AstraConfig:
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}; known: {sorted(PRESETS)}")
+        if not isinstance(self.model, dict):
+            raise ConfigError(f"model must be a mapping of config fields, got {self.model!r}")
         fields = {**PRESETS[self.preset], **self.model}
-        if isinstance(fields.get("codec"), dict):
-            fields["codec"] = CodecConfig(**fields["codec"])
-        return AstraConfig.from_dict({**AstraConfig(**fields).to_dict()})
+        if isinstance(fields.get("codec"), CodecConfig):
+            fields["codec"] = dataclasses.asdict(fields["codec"])
+        try:  # from_dict names unknown or mistyped fields
+            return AstraConfig.from_dict(fields)
+        except ConfigError as err:
+            raise ConfigError(f"model: {err}") from err
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainRecipe":
@@ -75,8 +81,23 @@ class TrainRecipe:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown recipe keys {unknown}; known: {sorted(known)}")
+        hints = typing.get_type_hints(cls)
+        for name, value in data.items():
+            if hints[name] is float and isinstance(value, str):
+                # YAML 1.1 reads 3e-4 (no dot) as a string; take it as the number it means
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+            try:
+                data[name] = coerce_field(hints[name], value, name)
+            except ConfigError as err:
+                raise ConfigError(f"{path}: {err}".replace("config field", "recipe field")) from err
         recipe = cls(**data)
-        recipe.validate()
+        try:
+            recipe.validate()
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
         return recipe
 
     def to_yaml(self, path: str | Path) -> None:
@@ -92,6 +113,15 @@ class TrainRecipe:
                 raise ConfigError(f"{name} must be >= 1")
         if self.steps < 0 or self.codec_steps < 0 or self.warmup_steps < 0:
             raise ConfigError("steps, codec_steps and warmup_steps must be >= 0")
+        if self.steps + self.codec_steps == 0:
+            raise ConfigError("steps and codec_steps are both 0: nothing to train")
+        for name in ("lr", "codec_lr", "grad_clip"):
+            # a negative max norm in clip_grad_norm_ flips every gradient: training would ascend the loss
+            if not 0.0 < getattr(self, name) < float("inf"):
+                raise ConfigError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "codec_kl_weight"):
+            if not 0.0 <= getattr(self, name) < float("inf"):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if self.lr_decay not in ("constant", "cosine"):
             raise ConfigError(f"lr_decay must be 'constant' or 'cosine', got {self.lr_decay!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

@@ -1,13 +1,16 @@
 """Resumable training state in safetensors + JSON (no pickle anywhere).
 
 The optimizer's state dict is split into its tensors (safetensors) and its plain values
-(JSON); random generators are saved as their state bytes, so a resumed run continues the
-exact sequence of clips and noise of an uninterrupted one.
+(JSON); every rank's random generators are saved as their state bytes, so a resumed run
+continues the exact sequence of clips and noise of an uninterrupted one. A state is written into
+a fresh directory and swapped in whole, so a crash while saving never damages the previous one.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,24 +42,58 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def save_train_state(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     step: int, phase: str, torch_gen: torch.Generator, numpy_gen: np.random.Generator,
+                     step: int, phase: str, generators: list[tuple[torch.Tensor, dict[str, Any]]],
                      extra: dict[str, Any] | None = None) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
-    save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}, str(path / "ema.safetensors"))
+    """Write a complete state into a fresh directory, then swap it for the old one.
+
+    A crash while writing leaves the previous state whole (written in place, a half-written
+    ``ema.safetensors`` destroyed it, and a crash between files mixed two steps' weights without a
+    word). ``generators`` holds every rank's ``(torch state, numpy state)``, in rank order, so each
+    process of a distributed run resumes its own sequence of clips and noise.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    old = path.with_name(path.name + ".old")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
     tensors, plain = _flatten_optimizer(optimizer.state_dict())
-    tensors["__torch_generator__"] = torch_gen.get_state()
-    save_file(tensors, str(path / "optimizer.safetensors"))
+    for rank, (torch_state, _) in enumerate(generators):
+        tensors[f"__torch_generator_{rank}__"] = torch_state
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
     meta = {"step": step, "phase": phase, "optimizer": plain,
-            "numpy_generator": numpy_gen.bit_generator.state, **(extra or {})}
-    tmp = path / "state.json.tmp"
-    tmp.write_text(json.dumps(meta))
-    tmp.replace(path / "state.json")  # written last: a state directory is complete only with it
+            "numpy_generators": [numpy_state for _, numpy_state in generators], **(extra or {})}
+    (tmp / "state.json").write_text(json.dumps(meta))
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json"):
+        _fsync(tmp / name)
+    if old.exists():
+        shutil.rmtree(old)
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)  # between the two renames only the .old state exists: state_dir() finds it
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def state_dir(path: Path) -> Path:
+    """The directory holding the newest complete state: ``path``, or the ``.old`` one a crash
+    during the swap left behind."""
+    old = path.with_name(path.name + ".old")
+    if not (path / "state.json").is_file() and (old / "state.json").is_file():
+        return old
+    return path
 
 
 def read_state_meta(path: Path) -> dict[str, Any]:
     """The JSON part of a training state (step, phase, ...)."""
+    path = state_dir(path)
     if not (path / "state.json").is_file():
         raise CheckpointError(f"no complete training state in {path} (state.json missing)")
     try:
@@ -66,23 +103,35 @@ def read_state_meta(path: Path) -> dict[str, Any]:
 
 
 def load_train_state(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module, torch_gen: torch.Generator,
-                     numpy_gen: np.random.Generator) -> dict[str, Any]:
-    """Weights, EMA and random generators of a saved state; returns its JSON part."""
+                     numpy_gen: np.random.Generator, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
+    """Weights, EMA and this rank's random generators of a saved state; returns its JSON part."""
     meta = read_state_meta(path)
+    path = state_dir(path)
     try:
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         ema.load_state_dict(load_file(str(path / "ema.safetensors")))
         tensors = load_file(str(path / "optimizer.safetensors"))
     except Exception as err:  # safetensors, json and torch raise different types for a damaged state
         raise CheckpointError(f"cannot resume from {path}: {type(err).__name__}: {err}") from err
-    torch_gen.set_state(tensors.pop("__torch_generator__"))
-    numpy_gen.bit_generator.state = meta["numpy_generator"]
+    if "numpy_generators" in meta:
+        saved = len(meta["numpy_generators"])
+        if saved != world_size:
+            raise CheckpointError(f"cannot resume from {path}: it was saved by {saved} process(es), this run has "
+                                  f"{world_size}; resume with the same number of processes")
+        torch_gen.set_state(tensors[f"__torch_generator_{rank}__"])
+        numpy_gen.bit_generator.state = meta["numpy_generators"][rank]
+    else:  # a state from before per-rank generators: rank 0's only
+        if world_size > 1:
+            raise CheckpointError(f"cannot resume from {path} with {world_size} processes: it holds one process's "
+                                  "random generators (saved by an older astra-train)")
+        torch_gen.set_state(tensors["__torch_generator__"])
+        numpy_gen.bit_generator.state = meta["numpy_generator"]
     return meta
 
 
 def load_optimizer_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
     """The optimizer moments of a saved state (for the phase it was saved in)."""
     meta = read_state_meta(path)
-    tensors = load_file(str(path / "optimizer.safetensors"))
-    tensors.pop("__torch_generator__", None)
+    tensors = load_file(str(state_dir(path) / "optimizer.safetensors"))
+    tensors = {k: v for k, v in tensors.items() if not k.startswith("__torch_generator")}
     optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))

@@ -23,6 +23,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,11 +40,23 @@ from astra_ros.model.flow import flow_matching_loss
 from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees, transformer_probe
 
 from .recipe import TrainRecipe
-from .state import load_optimizer_state, load_train_state, save_train_state
+from .state import load_optimizer_state, load_train_state, read_state_meta, save_train_state
 
 log = logging.getLogger("astra_train")
 
 STATE_DIR = "train_state"
+LOSS_COLUMNS = ["step", "phase", "loss", "part_a", "part_b", "lr", "steps_per_s", "elapsed_s"]
+# Recipe fields a resumed run may change: how long it goes on and how it reports, not what it computes.
+RESUME_MAY_CHANGE = frozenset({"steps", "checkpoint_every", "log_every", "num_threads"})
+
+
+def _loss_rows_up_to(path: Path, step: int) -> list[list[str]]:
+    """The rows of an existing loss CSV logged at or before ``step`` (none if there is no file)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    return [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) <= step]
 # Under bf16 autocast the q/k RMS norms see bf16 inputs and fp32 weights and take the unfused path;
 # nothing is wrong, so this warning is silenced (here and in bench/train_step.py).
 BF16_NORM_WARNING = "Mismatch dtype between input and weight"
@@ -239,6 +252,8 @@ class Trainer:
             self.model.transformer.zero_output_head()
         self.model.to(self.device)
         self.config = self.model.config
+        if resume:  # before the (slow) decoding of every bag: a missing or changed state fails now
+            self._check_resumable()
         self.bags = find_bags(data_dirs)
         # Rank 0 decodes the bags into the shared cache first; the others then read it.
         if not self.dist.is_main:
@@ -258,6 +273,27 @@ class Trainer:
         self.ema = EMA(self.model)
         self.torch_gen = torch.Generator().manual_seed(recipe.seed * 1000 + self.dist.rank)
         self.numpy_gen = np.random.default_rng(recipe.seed * 1000 + self.dist.rank)
+        self._elapsed_before_s = 0.0  # training time of the run being resumed
+        self._t_start = time.perf_counter()
+
+    def _check_resumable(self) -> None:
+        """Refuse --resume when there is no state, or when the recipe differs from the one the state was
+        trained with in anything but :data:`RESUME_MAY_CHANGE` (a different batch, rate or seed would
+        silently make the run neither the old one nor a new one)."""
+        meta = read_state_meta(self.out / STATE_DIR)
+        saved = meta.get("recipe")
+        if saved is None:
+            log.warning("the training state predates recipe checks: make sure the recipe is the one it was trained with")
+            return
+        now = json.loads(json.dumps(dataclasses.asdict(self.recipe)))  # as JSON stored it (tuples -> lists)
+        changed = sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k))
+        refused = [k for k in changed if k not in RESUME_MAY_CHANGE]
+        if refused:
+            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in refused)
+            raise ConfigError(f"--resume with a recipe that differs from the one {self.out / STATE_DIR} was trained "
+                              f"with ({detail}); only {sorted(RESUME_MAY_CHANGE)} may change on resume")
+        if changed:
+            log.info("resuming with changed %s", ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
 
     def _window_probabilities(self, weights: dict[str, float]) -> np.ndarray | None:
         """Each window's sampling probability under ``modality_weights`` (None: uniform)."""
@@ -348,9 +384,10 @@ class Trainer:
         start_step = 0
         meta = None
         if self.resume:
-            meta = load_train_state(state_dir, model=self.model, ema=self.ema.model,
-                                    torch_gen=self.torch_gen, numpy_gen=self.numpy_gen)
+            meta = load_train_state(state_dir, model=self.model, ema=self.ema.model, torch_gen=self.torch_gen,
+                                    numpy_gen=self.numpy_gen, rank=self.dist.rank, world_size=self.dist.world_size)
             start_step = int(meta["step"])
+            self._elapsed_before_s = float(meta.get("elapsed_s", 0.0))
             log.info("resuming at step %d (%s phase) from %s", start_step, meta["phase"], state_dir)
         total = r.codec_steps + r.steps
         if self.dist.is_main:
@@ -363,12 +400,16 @@ class Trainer:
         bar = tqdm(total=total, initial=start_step, desc="astra-train", disable=not (self.progress and self.dist.is_main))
         csv_file = None
         if self.dist.is_main:
-            new = not (self.resume and (self.out / "loss.csv").exists())
-            csv_file = open(self.out / "loss.csv", "a" if not new else "w", newline="")
+            # Rows logged after the state being resumed were written by steps that are now run again.
+            kept = _loss_rows_up_to(self.out / "loss.csv", start_step) if self.resume else []
+            csv_file = open(self.out / "loss.csv", "w", newline="")
             writer = csv.writer(csv_file)
-            if new:
-                writer.writerow(["step", "phase", "loss", "part_a", "part_b", "lr", "steps_per_s", "elapsed_s"])
-        t_start, t_last, last_step = time.perf_counter(), time.perf_counter(), step
+            writer.writerows([LOSS_COLUMNS] + kept)
+            csv_file.flush()
+        # elapsed_s goes on from the resumed state's time, so the curves' time axis stays one run's
+        t_start = time.perf_counter() - self._elapsed_before_s
+        t_last, last_step = time.perf_counter(), step
+        self._t_start = t_start
         try:
             for current in ("codec", "world"):
                 end = r.codec_steps if current == "codec" else total
@@ -464,7 +505,10 @@ class Trainer:
             raise FloatingPointError(f"loss became {float(loss)} in the {phase} phase; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, self.recipe.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(params, self.recipe.grad_clip)
+        if not torch.isfinite(norm):  # stepping would write NaN into every weight, then into a checkpoint
+            raise FloatingPointError(f"the gradient became {float(norm)} in the {phase} phase (loss {float(loss):.4g}); "
+                                     "lower the learning rate")
         optimizer.step()
         return float(loss.detach()), float(a), float(b)
 
@@ -521,10 +565,16 @@ class Trainer:
         self.ema.copy_from(self.model)
 
     def _checkpoint(self, step: int, phase: str, optimizer) -> None:
+        generators = [(self.torch_gen.get_state(), self.numpy_gen.bit_generator.state)]
+        if self.dist.world_size > 1:  # every rank's, so that each resumes its own clips and noise
+            gathered: list[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(gathered, (generators[0][0].tolist(), generators[0][1]))
+            generators = [(torch.tensor(t, dtype=torch.uint8), n) for t, n in gathered]
         if not self.dist.is_main:
             return
+        extra = {"recipe": dataclasses.asdict(self.recipe), "elapsed_s": time.perf_counter() - self._t_start}
         save_train_state(self.out / STATE_DIR, model=self.model, ema=self.ema.model, optimizer=optimizer,
-                         step=step, phase=phase, torch_gen=self.torch_gen, numpy_gen=self.numpy_gen)
+                         step=step, phase=phase, generators=generators, extra=extra)
         self.ema.model.save_pretrained(self.out)
 
     def _check_ranks_agree(self) -> None:
