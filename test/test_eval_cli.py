@@ -161,9 +161,21 @@ def test_shuffled_actions_come_from_another_clip(explore_result):
     _, result = explore_result
     n = result.plan.context_frames
     assert len(result.clips) == 4
+    def transforms(rows):
+        out = np.tile(np.eye(4), (len(rows), 1, 1))
+        out[:, :3, :4] = np.asarray(rows, np.float64).reshape(-1, 3, 4)
+        return out
+
     for index, clip in enumerate(result.clips):
         assert clip.shuffled_from is not None and clip.shuffled_from != index
-        np.testing.assert_array_equal(clip.shuffled_actions, result.clips[clip.shuffled_from].actions[n:])
+        source = result.clips[clip.shuffled_from]
+        # The other clip's camera path from its last observed frame, continued from this clip's last
+        # observed pose (not its poses as they are: relative to another window's start, they would jump).
+        own_last, src = transforms(clip.actions[n - 1:n])[0], transforms(source.actions)
+        expected = own_last @ np.linalg.inv(src[n - 1]) @ src[n:]
+        np.testing.assert_allclose(transforms(clip.shuffled_actions), expected, atol=1e-5)
+        first_step = np.linalg.inv(own_last) @ transforms(clip.shuffled_actions[:1])[0]
+        np.testing.assert_allclose(first_step, np.linalg.inv(src[n - 1]) @ src[n], atol=1e-5)
         assert result.metrics["clip_windows"][index]["shuffled_from"] == clip.shuffled_from
         assert clip.predicted_shuffled.shape == clip.predicted.shape
 
@@ -228,9 +240,51 @@ def test_windows_skip_nan_actions_and_gaps():
     skipped: dict[str, int] = {}
     chosen = _windows([_Bag("fake", episode, 0.1, None, None)], plan, EvalOptions(clips_per_bag=100), skipped)
     starts = [start for _, start in chosen]
-    assert skipped == {"nan_actions": 4, "time_gap": 3}
-    assert all(not (s <= 3 < s + 4) and not (s <= 11 and s + 4 > 12) for s in starts)
-    assert len(starts) == 17 - 7
+    # The gap after a window's last frame counts: that frame's twist action spans it.
+    assert skipped == {"nan_actions": 4, "time_gap": 4}
+    assert all(not (s <= 3 < s + 4) and not (s <= 11 < s + 4) for s in starts)
+    assert len(starts) == 17 - 8
+
+
+def test_a_clip_never_borrows_actions_equal_to_its_own():
+    """One-hot keys or a robot standing still: borrowed actions equal to the clip's own predict the same
+    frames, and the tie counted as a failure of the model. Such a clip borrows from a clip whose actions
+    differ, or has no shuffled baseline (NaN, left out of the sensitivity) when none does."""
+    from astra_ros.eval.replay import ClipResult, _assign_shuffled
+
+    plan = ReplayPlan(context_frames=2, horizon_frames=3, frame_interval_s=0.1, stride_frames=1)
+    forward, left = np.eye(7, dtype=np.float32)[1], np.eye(7, dtype=np.float32)[3]
+
+    def clip(key) -> ClipResult:
+        return ClipResult("bag", 0, 0, "keys", np.zeros((2, 8, 8, 3), np.uint8), np.zeros((3, 8, 8, 3), np.uint8),
+                          np.tile(key, (5, 1)))
+
+    for seed in range(20):
+        clips = [clip(forward), clip(forward), clip(forward), clip(left)]
+        notes: list[str] = []
+        _assign_shuffled(clips, plan, seed, notes)
+        for own in clips:
+            assert own.shuffled_actions is not None, notes
+            assert not np.array_equal(own.shuffled_actions, own.actions[2:])
+    clips = [clip(forward), clip(forward)]
+    notes = []
+    _assign_shuffled(clips, plan, 0, notes)
+    assert all(c.shuffled_actions is None for c in clips)
+    assert notes == ["2 keys clip(s) have no other clip with different actions: no shuffled-actions baseline for them"]
+
+
+def test_a_bad_device_or_output_path_fails_before_the_evaluation(tmp_path, checkpoint, sim_bags, capsys):
+    rc, err = _run([str(sim_bags["explore"]), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                    "--device", "cuda:0"], capsys)
+    if not torch.cuda.is_available():
+        assert rc == 2 and "no usable CUDA GPU" in err and "Traceback" not in err
+    rc, err = _run([str(sim_bags["explore"]), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                    "--device", "gpu please"], capsys)
+    assert rc == 2 and "is not a torch device" in err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    rc, err = _run([str(sim_bags["explore"]), "--checkpoint", str(checkpoint), "--out", str(a_file)], capsys)
+    assert rc == 2 and "cannot be used as the output directory" in err and "Traceback" not in err
 
 
 def _run(args, capsys):

@@ -305,6 +305,19 @@ def test_flow_correspondences_recover_motion_on_small_frames(
         estimate_relative_motion_detailed(a, b, K, detector="surf")
 
 
+@pytest.mark.parametrize("detector", ["sift", "flow"])
+def test_the_same_view_twice_is_no_rotation_not_a_failure(room: list[np.ndarray], detector: str) -> None:
+    """A still camera: matches without displacement leave the essential matrix undefined; SIFT used to
+    report ESSENTIAL_FAILED, which left still real frames (and predictions that did not move) out."""
+    K = intrinsics_from_fov(160, 120, 60.0)
+    a = _render_room(room, np.eye(3), np.zeros(3), K, 160, 120)
+    est = estimate_relative_motion_detailed(a, a.copy(), K, detector=detector)
+    assert est.status is MotionStatus.ROTATION_ONLY, est
+    assert rotation_angle_deg(est.R) < 1e-6 and np.all(est.t_unit == 0.0)
+    rot_err, _, _ = motion_errors(a, a, K, _yaw(4.0), np.zeros(3), detector=detector)
+    assert rot_err == pytest.approx(4.0, abs=1e-3)  # the error of not turning when the camera turned 4 deg
+
+
 def test_motion_reports_why_it_failed() -> None:
     flat = np.full((120, 160, 3), 90, np.uint8)
     K = intrinsics_from_fov(160, 120, 60.0)

@@ -121,3 +121,33 @@ def test_planner_publishes_planned_twists_through_the_predictor(harness, goal_fi
         print(f"--- planner log ---\n{out_planner[-3000:]}\n--- predictor log ---\n{out_predictor[-3000:]}")
     assert "Traceback" not in out_planner, out_planner
     assert "Traceback" not in out_predictor, out_predictor
+
+
+def test_clearing_goal_file_forgets_the_file_goal_but_not_a_topic_goal(goal_file):
+    """config/planner.yaml: goal_file "" = wait for a goal on the goal topic; setting it at run time
+    used to keep planning towards the old file."""
+    from rclpy.parameter import Parameter
+
+    from astra_ros.ros.planner_node import PlannerNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PlannerNode(context=context, parameter_overrides=[
+        Parameter("goal_file", value=str(goal_file)), Parameter("replan_rate_hz", value=0.01)])
+    try:
+        assert node._goal is not None and node._goal_source.startswith("file ")
+        generation = node._goal_generation
+        assert node.set_parameters([Parameter("goal_file", value="")])[0].successful
+        assert node._goal is None and node._goal_generation == generation + 1  # the planner starts cold
+        topic_goal = Image(height=4, width=6, encoding="rgb8", step=18, data=bytes(range(72)))
+        node._on_goal(topic_goal)
+        assert node._goal is not None and node._goal_source.startswith("topic ")
+        node.set_parameters([Parameter("goal_file", value=str(goal_file))])
+        node.set_parameters([Parameter("goal_file", value="")])
+        assert node._goal is None
+        node._on_goal(topic_goal)
+        node.set_parameters([Parameter("replan_rate_hz", value=0.02)])  # goal_file unchanged: the topic goal stays
+        assert node._goal_source.startswith("topic ")
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -16,7 +16,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="correspondences of the camera-motion estimator behind the rotation errors: 'sift' "
                         "keypoints or dense optical 'flow' (finds a motion in many more small frames)")
     p.add_argument("--guidance-scale", type=float, default=None,
-                   help="action-free guidance s (default: the checkpoint's; 1 = guidance off)")
-    p.add_argument("--device", default="cpu", help="torch device of the model")
+                   help="action-free guidance s (default: the checkpoint's; 1 = guidance off; 0 = the "
+                        "action-free prediction alone, which the ~/imagine service's 0 = default does not mean)")
+    p.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda, cuda:N)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -149,6 +150,28 @@ def write_outputs(result: EvalResult, out: Path) -> dict[str, Path]:
     return paths
 
 
+def _usable_device(torch: Any, name: str) -> str:
+    """``name`` if torch can run a model there, else EvalError (not a traceback from the first tensor)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as error:
+        raise EvalError(f"--device {name!r} is not a torch device ({error})") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EvalError(f"--device {name}: this torch has no usable CUDA GPU; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise EvalError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise EvalError(f"--device {name}: astra-eval runs on cpu or cuda")
+    return name
+
+
+def _writable_directory(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EvalError(f"--out {path} cannot be used as the output directory: {error}") from error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``astra-eval`` console script; returns the exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -187,7 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             guidance_scale=args.guidance_scale,
             motion_estimator=args.motion_estimator,
         )
-        model = WorldModel.from_pretrained(args.checkpoint, device=args.device)
+        device = _usable_device(torch, args.device)
+        _writable_directory(args.out)  # before the evaluation, not after it
+        model = WorldModel.from_pretrained(args.checkpoint, device=device)
         result = evaluate_bags(model, args.bags, options)
     except CheckpointError as error:
         print(f"astra-eval: error: cannot load checkpoint: {error}", file=sys.stderr)

@@ -314,7 +314,9 @@ def estimate_relative_motion_detailed(
         pts_a, pts_b, K, method=_ROBUST_METHODS[robust_method], prob=0.999, threshold=ransac_threshold_px
     )
     if E is None or E.shape[0] < 3 or mask is None or int(mask.sum()) < 5:
-        return MotionEstimate(MotionStatus.ESSENTIAL_FAILED, detail="no essential matrix", **counts)
+        # Matches without any displacement (a still camera: the same view twice) leave E undefined;
+        # a rotation alone still explains them, and that is the answer, not a failure.
+        return _rotation_only_or_failed(pts_a, pts_b, K, ransac_threshold_px, min_inliers, counts)
     # Several stacked solutions can come back; the first is the best-scoring one.
     E = E[:3]
     inl = mask.ravel().astype(bool)
@@ -357,6 +359,24 @@ def estimate_relative_motion_detailed(
     t = t.ravel().astype(np.float64)
     R = np.asarray(R, dtype=np.float64)
     return MotionEstimate(MotionStatus.OK, R=R, t_unit=t / np.linalg.norm(t), **counts)
+
+
+def _rotation_only_or_failed(pts_a: np.ndarray, pts_b: np.ndarray, K: np.ndarray, threshold_px: float,
+                             min_inliers: int, counts: dict[str, Any]) -> MotionEstimate:
+    """When no essential matrix fits: ROTATION_ONLY if one rotation carries the matches within the
+    RANSAC threshold (median), else ESSENTIAL_FAILED."""
+    K_inv = np.linalg.inv(K)
+    bear_a = np.c_[pts_a, np.ones(len(pts_a))] @ K_inv.T
+    bear_b = np.c_[pts_b, np.ones(len(pts_b))] @ K_inv.T
+    bear_a /= np.linalg.norm(bear_a, axis=1, keepdims=True)
+    bear_b /= np.linalg.norm(bear_b, axis=1, keepdims=True)
+    R_rot = _rotation_from_bearings(bear_a, bear_b)
+    res = _rotation_residual_px(R_rot, bear_a, pts_b, K)
+    n_rot = int(np.sum(res < threshold_px))
+    if float(np.median(res)) < threshold_px and n_rot >= min_inliers:
+        counts = {**counts, "num_inliers": n_rot}
+        return MotionEstimate(MotionStatus.ROTATION_ONLY, R=R_rot, t_unit=np.zeros(3), detail="no parallax", **counts)
+    return MotionEstimate(MotionStatus.ESSENTIAL_FAILED, detail="no essential matrix", **counts)
 
 
 def estimate_relative_motion(

@@ -288,7 +288,8 @@ def _windows(bags: list[_Bag], plan: ReplayPlan, options: EvalOptions,
             stop = start + plan.window_frames
             if not valid[start:stop].all():
                 skipped["nan_actions"] = skipped.get("nan_actions", 0) + 1
-            elif gaps[start:stop - 1].any():
+            # the gap after the last frame counts too: a twist's action is its command x that interval
+            elif gaps[start:stop].any():
                 skipped["time_gap"] = skipped.get("time_gap", 0) + 1
             else:
                 usable.append(int(start))
@@ -320,18 +321,68 @@ def _make_clip(bag: _Bag, start: int, plan: ReplayPlan) -> ClipResult:
     )
 
 
+def borrowed_horizon(own: ClipResult, source: ClipResult, context_frames: int) -> np.ndarray:
+    """``source``'s horizon actions as this clip's shuffled actions.
+
+    Camera actions are poses relative to each window's first frame, so the other clip's horizon
+    taken as it is would start the predicted view from an unrelated pose (a jump no camera makes,
+    which any model tells apart easily). Its *motion* from its last observed frame is continued
+    from this clip's last observed pose instead: the wrong camera path, not a teleport. Other
+    modalities are taken as they are (robot poses are in the robot's fixed base frame; twists and
+    keys are commands, not positions).
+    """
+    c = context_frames
+    if own.modality != "camera":
+        return source.actions[c:].copy()
+    motion = _as_transforms(rebase_camera_actions(source.actions, reference_index=c - 1)[c:])
+    start = _as_transforms(own.actions[c - 1:c])[0]
+    return (start @ motion)[:, :3, :4].reshape(len(motion), 12).astype(np.float32)
+
+
+def _as_transforms(rows: np.ndarray) -> np.ndarray:
+    """Camera action rows ``[T, 12]`` (the top 3x4 of each transform) as 4x4 transforms ``[T, 4, 4]``."""
+    transforms = np.zeros((len(rows), 4, 4))
+    transforms[:, :3, :4] = np.asarray(rows, dtype=np.float64).reshape(-1, 3, 4)
+    transforms[:, 3, 3] = 1.0
+    return transforms
+
+
+def _sources(members: list[int], own: int, drawn: int, rng: np.random.Generator):
+    """The clip the derangement drew for ``own``, then (only if asked for more: its actions were the
+    same) the other members in random order. Lazy, so that runs without ties draw as before."""
+    yield members[drawn]
+    for j in rng.permutation(len(members)):
+        if members[int(j)] not in (own, members[drawn]):
+            yield members[int(j)]
+
+
 def _assign_shuffled(clips: list[ClipResult], plan: ReplayPlan, seed: int, notes: list[str]) -> None:
-    """Give each clip the horizon actions of another clip of its modality (a derangement per modality)."""
+    """Give each clip the horizon actions of another clip of its modality (a derangement per modality).
+
+    Borrowed actions that equal the clip's own (one-hot keys, a robot standing still) would predict
+    the same frames and count as a failure of the model; such a clip borrows from the next other
+    clip whose actions differ, and has no shuffled baseline (NaN) when none does.
+    """
     rng = np.random.default_rng(seed)
-    for modality in sorted({c.modality for c in clips}):
-        members = [i for i, c in enumerate(clips) if c.modality == modality]
+    c = plan.context_frames
+    for modality in sorted({clip.modality for clip in clips}):
+        members = [i for i, clip in enumerate(clips) if clip.modality == modality]
         if len(members) < 2:
             notes.append(f"only one {modality} clip: no shuffled-actions baseline for it")
             continue
+        without = 0
         for own, other in zip(members, shuffled_actions_indices(len(members), rng)):
-            source = members[int(other)]
-            clips[own].shuffled_from = source
-            clips[own].shuffled_actions = clips[source].actions[plan.context_frames:].copy()
+            for source in _sources(members, own, int(other), rng):
+                borrowed = borrowed_horizon(clips[own], clips[source], c)
+                if not np.allclose(borrowed, clips[own].actions[c:], rtol=0.0, atol=1e-6):
+                    clips[own].shuffled_from = source
+                    clips[own].shuffled_actions = borrowed
+                    break
+            else:
+                without += 1
+        if without:
+            notes.append(f"{without} {modality} clip(s) have no other clip with different actions: "
+                         "no shuffled-actions baseline for them")
 
 
 def predict_pair(model: Any, clip: ClipResult, context_frames: int, seed: int,
@@ -546,6 +597,10 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
     def mean(key: str) -> list[float]:
         return _nanmean_rows([c.scores[key] for c in clips])
 
+    with_shuffled = sum(c.predicted_shuffled is not None for c in clips)
+    if 0 < with_shuffled < len(clips):
+        notes.append(f"shuffled actions: {with_shuffled} of {len(clips)} clips have them, so the overall shuffled "
+                     "PSNR/SSIM averages other clips than the model's; compare per modality")
     series = ("model", "copy_last", "shuffled_actions")
     if all(c.reconstructed is not None for c in clips):
         series += ("codec_ceiling",)

@@ -220,8 +220,10 @@ class CEMPlanner:
             frames = imagine(self.encoder(plans))
             imagine_s += time.perf_counter() - began
             scores = np.asarray(score(frames), dtype=np.float64)
-            if scores.shape != (cfg.candidates,) or not np.isfinite(scores).all():
-                raise ValueError(f"score must give {cfg.candidates} finite values, got {scores.shape}")
+            if scores.shape != (cfg.candidates,):
+                raise ValueError(f"score must give {cfg.candidates} values, got shape {scores.shape}")
+            if not np.isfinite(scores).all():
+                raise ValueError(f"score gave {int((~np.isfinite(scores)).sum())} non-finite values of {cfg.candidates}")
             order = np.argsort(scores, kind="stable")
             elites = plans[order[: cfg.elites]]
             if scores[order[0]] < best_score:

@@ -197,6 +197,8 @@ class PlannerNode(Node):
             self._params.update({p.name: p.value for p in parameters if p.name in PARAMETERS})
         if "goal_file" in changed and self._params["goal_file"]:
             self._set_goal(read_goal_file(self._params["goal_file"]), f"file {self._params['goal_file']}")
+        elif "goal_file" in changed:
+            self._clear_file_goal()
         if "replan_rate_hz" in changed:
             self.destroy_timer(self._replan_timer)
             self._replan_timer = self.create_timer(1.0 / self._params["replan_rate_hz"], self._on_replan_tick,
@@ -209,6 +211,16 @@ class PlannerNode(Node):
             self._goal, self._goal_source = rgb, source
             self._goal_generation += 1
         self.get_logger().info(f"new goal from {source} ({rgb.shape[1]}x{rgb.shape[0]})")
+
+    def _clear_file_goal(self) -> None:
+        """goal_file set to "": forget a goal that came from a file and wait for one on the goal topic
+        (a goal from the topic stays)."""
+        with self._lock:
+            if not self._goal_source.startswith("file "):
+                return
+            self._goal, self._goal_source = None, ""
+            self._goal_generation += 1
+        self.get_logger().info(f"goal file cleared: waiting for a goal on {self.resolve_topic_name('goal')}")
 
     def _on_goal(self, msg: Image) -> None:
         try:
