@@ -61,11 +61,12 @@ def _header(stamp_ns: int, frame_id: str):
     )
 
 
-def write_foreign_bag(path: Path, frames: int = 30, gap_after: int | None = None, messages: bool = True) -> Path:
+def write_foreign_bag(path: Path, frames: int = 30, gap_after: int | None = None, messages: bool = True,
+                      still_after: int | None = None) -> Path:
     """Images (bgr8, 48x40, 10 Hz) on /front/color and TwistStamped commands on /base/cmd.
 
     Every frame is mostly red in RGB (so its bgr8 bytes are mostly blue) with a moving bar; after
-    frame ``gap_after`` the stamps jump by an extra 0.5 s.
+    frame ``gap_after`` the stamps jump by an extra 0.5 s; after frame ``still_after`` the bar stops.
     """
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         image = writer.add_connection("/front/color", "sensor_msgs/msg/Image", typestore=TYPESTORE)
@@ -80,7 +81,8 @@ def write_foreign_bag(path: Path, frames: int = 30, gap_after: int | None = None
             writer.write(cmd, stamp, TYPESTORE.serialize_cdr(message, "geometry_msgs/msg/TwistStamped"))
             rgb = np.zeros((40, 48, 3), np.uint8)
             rgb[..., 0] = 220
-            rgb[:, (i * 3) % 48:(i * 3) % 48 + 6] = (30, 200, 60)
+            at = min(i, still_after) if still_after is not None else i
+            rgb[:, (at * 3) % 48:(at * 3) % 48 + 6] = (30, 200, 60)
             bgr = np.ascontiguousarray(rgb[:, :, ::-1]).reshape(-1)
             msg = T["sensor_msgs/msg/Image"](header=_header(stamp, "front"), height=40, width=48, encoding="bgr8",
                                              is_bigendian=0, step=48 * 3, data=bgr)
@@ -228,6 +230,21 @@ def test_foreign_topics_bgr8_and_twist_stamped(tmp_path, checkpoint, capsys):
     frame = result.clips[0].observed[0].astype(int)
     assert frame[..., 0].mean() > 150 and frame[..., 2].mean() < 100  # bgr8 decoded to red, not blue
     assert np.abs(result.clips[0].actions[:, 0] - 0.02).max() < 1e-6  # 0.2 m/s x 0.1 s
+
+
+def test_a_still_camera_is_named_where_copy_last_scores_the_cap(tmp_path, checkpoint):
+    """Frames that repeat the last observed one exactly give copy-last the 100 dB cap, which then
+    dominates its mean; the metrics say so instead of leaving a copy-last mean of 60 dB unexplained."""
+    bag = write_foreign_bag(tmp_path / "still", frames=40, still_after=20)
+    model = WorldModel.from_pretrained(checkpoint)
+    options = EvalOptions(horizon_s=0.4, context_frames=2, stride_s=0.3, clips_per_bag=20, progress=False,
+                          topics=BagTopics(image="/front/color", twist="/base/cmd"))
+    result = evaluate_bags(model, [bag], options)
+    capped = sum(int((c.scores["psnr_copy_last"] == 100.0).sum()) for c in result.clips)
+    still = sum(int(c.start + 2 > 21) * len(c.real) for c in result.clips)  # windows that observe the still bar
+    assert capped >= still > 0
+    assert any(f"{capped} of {sum(len(c.real) for c in result.clips)} real frames repeat" in n
+               for n in result.metrics["notes"]), result.metrics["notes"]
 
 
 def test_windows_skip_nan_actions_and_gaps():

@@ -31,7 +31,8 @@ from tqdm import tqdm
 from astra_ros.data.actions import rebase_camera_actions
 from astra_ros.data.bags import BagError, BagTopics, Episode, bag_topics, modality_from_topics, read_episode
 from astra_ros.data.geometry import PinholeIntrinsics
-from astra_ros.eval.metrics import action_sensitivity, copy_last_baseline, mse, psnr, shuffled_actions_indices, ssim
+from astra_ros.eval.metrics import (PSNR_CAP_DB, action_sensitivity, copy_last_baseline, mse, psnr,
+                                   shuffled_actions_indices, ssim)
 from astra_ros.eval.motion import R_BODY_OPTICAL, motion_errors, motion_from_relative_pose, rotation_angle_deg
 
 logger = logging.getLogger(__name__)
@@ -597,6 +598,11 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
     def mean(key: str) -> list[float]:
         return _nanmean_rows([c.scores[key] for c in clips])
 
+    exact = sum(int(np.sum(c.scores["psnr_copy_last"] >= PSNR_CAP_DB)) for c in clips)
+    if exact:
+        notes.append(f"{exact} of {sum(len(c.real) for c in clips)} real frames repeat the last observed frame "
+                     f"exactly (a still camera): copy-last scores the {PSNR_CAP_DB:.0f} dB cap on them, which "
+                     "dominates its mean PSNR; compare per clip or by MSE")
     with_shuffled = sum(c.predicted_shuffled is not None for c in clips)
     if 0 < with_shuffled < len(clips):
         notes.append(f"shuffled actions: {with_shuffled} of {len(clips)} clips have them, so the overall shuffled "
