@@ -185,3 +185,15 @@ def test_cli_records_episodes_with_consecutive_seeds(tmp_path, capsys):
 def test_cli_rejects_bad_size():
     with pytest.raises(SystemExit):
         main(["record", "--scenario", "arm", "--out", "x", "--size", "big"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--state-rate", "0"], "positive multiple"),  # was a ZeroDivisionError and a broken bag left behind
+    (["--state-rate", "-30"], "positive multiple"),  # was a bag of -30 ticks
+    (["--seconds", "0.01"], "fewer than 2 camera frames"),  # was a bag without topics
+    (["--seed", "-1"], "--seed must be >= 0"),  # was a numpy traceback
+])
+def test_cli_refuses_settings_that_cannot_make_an_episode(tmp_path, capsys, args, message):
+    assert main(["record", "--scenario", "explore", "--out", str(tmp_path / "out"), "--quiet", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -72,6 +72,9 @@ def _record(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         print("--episodes must be at least 1", file=sys.stderr)
         return 2
+    if args.seed < 0:  # numpy's generators take non-negative seeds only
+        print(f"astra-sim record: --seed must be >= 0, got {args.seed}", file=sys.stderr)
+        return 2
     try:
         settings = SimSettings(
             seconds=args.seconds,

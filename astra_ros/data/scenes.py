@@ -55,10 +55,12 @@ class SimSettings:
             raise ValueError(f"seconds must be positive, got {self.seconds}")
         if self.image_width < 16 or self.image_height < 16:
             raise ValueError(f"image size must be at least 16x16 px, got {self.image_width}x{self.image_height}")
-        if self.camera_rate_hz <= 0 or self.state_rate_hz % self.camera_rate_hz != 0:
+        if self.camera_rate_hz <= 0 or self.state_rate_hz <= 0 or self.state_rate_hz % self.camera_rate_hz != 0:
             raise ValueError(
                 f"state_rate_hz ({self.state_rate_hz}) must be a positive multiple of camera_rate_hz ({self.camera_rate_hz})"
             )
+        if round(self.seconds * self.camera_rate_hz) < 2:  # a bag of one frame has no motion to learn or score
+            raise ValueError(f"an episode of {self.seconds} s at {self.camera_rate_hz} Hz has fewer than 2 camera frames")
 
     @property
     def num_ticks(self) -> int:

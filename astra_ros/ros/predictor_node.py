@@ -627,7 +627,8 @@ class PredictorNode(Node):
         except Exception as error:  # model busy past the timeout, or the model failed: tell the caller
             with self._lock:
                 self._imagine_calls["failed"] += 1
-            response.message = f"imagination failed: {error or type(error).__name__}"
+            # str() of a TimeoutError is empty: say what it was
+            response.message = f"imagination failed: {str(error) or type(error).__name__}"
             return response
         response.frames = [rgb_to_image_msg(frame, int(stamps_ns[t]), frame_id)
                            for candidate in frames for t, frame in enumerate(candidate)]
