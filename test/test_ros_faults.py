@@ -431,7 +431,7 @@ def test_one_image_stamped_far_ahead_costs_only_that_image():
         ledger = node._ledger
         assert ledger.skipped["image_stamp_jump"] == 1, ledger.skipped
         assert ledger.skipped["image_stamp_backwards"] == 0 and not node._restarts
-        assert node._jumps_undone["image"] == 1
+        assert node._stamps["image"].jumps_undone == 1
         assert node._window.stamps_ns == stamps[-6:]  # the frames around the glitch, in order
         received, used, skipped = ledger.totals()
         assert received == used + skipped + node._pairer.pending_images + len(node._unsent)
@@ -440,7 +440,7 @@ def test_one_image_stamped_far_ahead_costs_only_that_image():
         node._on_twist(feeder.twist(start + 11 * period))
         node._on_image(feeder.image(start + 11 * period))
         node._on_twist(feeder.twist(start + 12 * period))
-        assert node._jumps_undone["twist"] == 1 and ledger.skipped["twist_stamp_backwards"] == 0
+        assert node._stamps["twist"].jumps_undone == 1 and ledger.skipped["twist_stamp_backwards"] == 0
         assert node._window.stamps_ns[-1] == start + 11 * period
     finally:
         node.destroy_node()

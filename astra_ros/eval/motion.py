@@ -328,11 +328,7 @@ def estimate_relative_motion_detailed(
     n_pose, R, t, _, _ = cv2.recoverPose(E, pa, pb, K, distanceThresh=_MAX_DEPTH_BASELINES)
 
     # 5. Pure-rotation check (pure rotation satisfies any E = [t]x R, so E alone cannot tell).
-    K_inv = np.linalg.inv(K)
-    bear_a = np.c_[pa, np.ones(len(pa))] @ K_inv.T  # (N, 3)
-    bear_b = np.c_[pb, np.ones(len(pb))] @ K_inv.T  # (N, 3)
-    bear_a /= np.linalg.norm(bear_a, axis=1, keepdims=True)
-    bear_b /= np.linalg.norm(bear_b, axis=1, keepdims=True)
+    bear_a, bear_b = _bearings(pa, K), _bearings(pb, K)  # (N, 3) each
     R_rot = _rotation_from_bearings(bear_a, bear_b)
     # Refit once without gross outliers, which the epipolar test cannot reject under pure rotation.
     res = _rotation_residual_px(R_rot, bear_a, pb, K)
@@ -361,15 +357,17 @@ def estimate_relative_motion_detailed(
     return MotionEstimate(MotionStatus.OK, R=R, t_unit=t / np.linalg.norm(t), **counts)
 
 
+def _bearings(points_px: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Unit viewing rays ``[N, 3]`` of pixel points ``[N, 2]``."""
+    rays = np.c_[points_px, np.ones(len(points_px))] @ np.linalg.inv(K).T
+    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
+
+
 def _rotation_only_or_failed(pts_a: np.ndarray, pts_b: np.ndarray, K: np.ndarray, threshold_px: float,
                              min_inliers: int, counts: dict[str, Any]) -> MotionEstimate:
     """When no essential matrix fits: ROTATION_ONLY if one rotation carries the matches within the
     RANSAC threshold (median), else ESSENTIAL_FAILED."""
-    K_inv = np.linalg.inv(K)
-    bear_a = np.c_[pts_a, np.ones(len(pts_a))] @ K_inv.T
-    bear_b = np.c_[pts_b, np.ones(len(pts_b))] @ K_inv.T
-    bear_a /= np.linalg.norm(bear_a, axis=1, keepdims=True)
-    bear_b /= np.linalg.norm(bear_b, axis=1, keepdims=True)
+    bear_a, bear_b = _bearings(pts_a, K), _bearings(pts_b, K)
     R_rot = _rotation_from_bearings(bear_a, bear_b)
     res = _rotation_residual_px(R_rot, bear_a, pts_b, K)
     n_rot = int(np.sum(res < threshold_px))

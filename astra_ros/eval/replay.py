@@ -335,17 +335,9 @@ def borrowed_horizon(own: ClipResult, source: ClipResult, context_frames: int) -
     c = context_frames
     if own.modality != "camera":
         return source.actions[c:].copy()
-    motion = _as_transforms(rebase_camera_actions(source.actions, reference_index=c - 1)[c:])
-    start = _as_transforms(own.actions[c - 1:c])[0]
+    motion = _poses_from_camera_actions(rebase_camera_actions(source.actions, reference_index=c - 1)[c:])
+    start = _poses_from_camera_actions(own.actions[c - 1:c])[0]
     return (start @ motion)[:, :3, :4].reshape(len(motion), 12).astype(np.float32)
-
-
-def _as_transforms(rows: np.ndarray) -> np.ndarray:
-    """Camera action rows ``[T, 12]`` (the top 3x4 of each transform) as 4x4 transforms ``[T, 4, 4]``."""
-    transforms = np.zeros((len(rows), 4, 4))
-    transforms[:, :3, :4] = np.asarray(rows, dtype=np.float64).reshape(-1, 3, 4)
-    transforms[:, 3, 3] = 1.0
-    return transforms
 
 
 def _sources(members: list[int], own: int, drawn: int, rng: np.random.Generator):

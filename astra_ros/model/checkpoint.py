@@ -104,6 +104,12 @@ def load_weights(module: nn.Module, path: Path) -> None:
     module.load_state_dict(state, strict=True)
 
 
+def fsync_file(path: Path) -> None:
+    """Flush ``path`` to the disk, so that a rename after it never exposes a file still in the cache."""
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def save_checkpoint(module: nn.Module, config: AstraConfig, path: str | Path) -> Path:
     """Write ``config.json`` and ``model.safetensors``, each to a temporary file renamed over the old
     one, so a crash mid-write (a training run releasing its checkpoint) leaves the previous file whole."""
@@ -114,8 +120,7 @@ def save_checkpoint(module: nn.Module, config: AstraConfig, path: str | Path) ->
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     save_file(state, str(tmp_weights))
     for tmp in (tmp_config, tmp_weights):
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        fsync_file(tmp)
     tmp_weights.replace(path / WEIGHTS_NAME)
     tmp_config.replace(path / CONFIG_NAME)
     return path

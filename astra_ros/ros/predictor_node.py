@@ -192,7 +192,6 @@ class PredictorNode(Node):
         self._window = ObservationWindow(self._params["context_frames"], self._model.resolution)
         self._pairer = self._new_pairer()
         self._stamps = {name: MonotonicStamps(strict=(name == "image"), max_jump_ns=STAMP_JUMP_NS) for name in INPUTS}
-        self._jumps_undone: Counter[str] = Counter()  # outlier stamps taken back, by input
         self._latest_command: np.ndarray | None = None
         self._last_predicted_stamp_ns: int | None = None
         self._live = LiveStream()  # what the model's stream holds; read and written in the worker thread only
@@ -361,7 +360,6 @@ class PredictorNode(Node):
         message was an outlier (a glitched stamp). Take it out of the queues and the window, so that it
         neither blocks the good stamps after it nor pairs with them (the lock is held)."""
         outlier_ns = self._stamps[stream].undone_ns
-        self._jumps_undone[stream] += 1
         self.get_logger().warning(f"{stream} stamp {outlier_ns} ns was {(outlier_ns - stamp_ns) / 1e9:.1f} s ahead of "
                                   f"the stream around it: taken back as a glitch", throttle_duration_sec=LOG_THROTTLE_S)
         if stream == "image":
@@ -657,7 +655,7 @@ class PredictorNode(Node):
             pending = self._pairer.pending_images + len(self._unsent)
             lost = Counter(self._lost)
             restarts = Counter(self._restarts)
-            jumps_undone = Counter(self._jumps_undone)
+            jumps_undone = {name: guard.jumps_undone for name, guard in self._stamps.items() if guard.jumps_undone}
             fallback_silent = self._state_silent(now)
             fallback_frames, feeding = self._fallback_frames, self._feeding_stream()
             skipped = Counter(self._skipped)

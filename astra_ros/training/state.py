@@ -9,7 +9,6 @@ a fresh directory and swapped in whole, so a crash while saving never damages th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from astra_ros.model.checkpoint import CheckpointError
+from astra_ros.model.checkpoint import CheckpointError, fsync_file
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -40,11 +39,6 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]
     for pid, entries in plain["state"].items():
         state[int(pid)] = {k: tensors[v["tensor"]] if "tensor" in v else v["value"] for k, v in entries.items()}
     return {"state": state, "param_groups": plain["param_groups"]}
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
 
 
 def save_train_state(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -72,7 +66,7 @@ def save_train_state(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module
             "numpy_generators": [numpy_state for _, numpy_state in generators], **(extra or {})}
     (tmp / "state.json").write_text(json.dumps(meta))
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json"):
-        _fsync(tmp / name)
+        fsync_file(tmp / name)
     if old.exists():
         shutil.rmtree(old)
     if path.exists():
