@@ -123,6 +123,37 @@ def test_planner_publishes_planned_twists_through_the_predictor(harness, goal_fi
     assert "Traceback" not in out_predictor, out_predictor
 
 
+def test_frame_interval_mismatch_names_the_predictors_rate():
+    from astra_ros.ros.planner_node import frame_interval_mismatch
+
+    assert frame_interval_mismatch(0.1, 0.11, "twist") is None  # jitter within 25 %
+    assert frame_interval_mismatch(0.1, 0.0, "twist") is None  # the predictor does not know yet
+    assert frame_interval_mismatch(0.1, 0.033, "keys") is None  # keys carry no time
+    message = frame_interval_mismatch(0.1, 0.0333, "twist")
+    assert message and "frame_interval_s:=0.0333" in message and "3x" in message, message
+
+
+def test_planner_refuses_to_plan_for_another_camera_rate(harness, goal_file):
+    """The harness's camera runs at 10 Hz; a planner scaling twists for 30 Hz would imagine a third of
+    the motion: it must stop the base and name the value to set instead of planning."""
+    predictor = start_node([
+        console_script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "publish_rate:=2.0",
+        "-r", "image:=/test/image", "-r", "twist:=/test/cmd_vel"], cwd=REPO)
+    planner = start_node(_planner(goal_file, ["-p", "frame_interval_s:=0.033"]), cwd=REPO)
+    try:
+        wait_until(lambda: int(harness.planner_status().get("frame_interval_mismatch", "0")) >= 1, 40.0,
+                   "a frame_interval_mismatch in the planner's /diagnostics", harness.planner_status)
+        status = harness.planner_status()
+        assert status["level"] == 2 and "set frame_interval_s:=0.1" in status["message"], status
+        assert status["plans"] == "0", status
+        with harness.lock:
+            assert harness.commands and all(c.linear.x == 0.0 and c.angular.z == 0.0 for c in harness.commands)
+    finally:
+        out_planner = stop_node(planner)
+        out_predictor = stop_node(predictor)
+        print(f"--- planner log ---\n{out_planner[-3000:]}\n--- predictor log ---\n{out_predictor[-3000:]}")
+
+
 def test_clearing_goal_file_forgets_the_file_goal_but_not_a_topic_goal(goal_file):
     """config/planner.yaml: goal_file "" = wait for a goal on the goal topic; setting it at run time
     used to keep planning towards the old file."""

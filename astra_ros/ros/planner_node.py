@@ -16,7 +16,8 @@ Planning runs in its own thread, so the executor keeps serving the service respo
 topic and the timers; a tick that arrives while a plan is still being searched is skipped and
 counted. Errors are reported on ``/diagnostics`` (1 Hz) and in the log (throttled): no goal yet,
 the ``~/imagine`` service missing, a failed or refused imagination (its message), a plan taking longer
-than ``imagine_timeout_s``. With ``stop_on_error`` the node publishes a zero twist when it cannot
+than ``imagine_timeout_s``, a ``frame_interval_s`` more than 25 % off the predictor's camera (twists
+would be scaled wrongly, so no plan is made; the message gives the value to set). With ``stop_on_error`` the node publishes a zero twist when it cannot
 plan, so the base does not keep following an old command.
 
 Every parameter, with its range, is declared below and listed in ``config/planner.yaml``.
@@ -55,6 +56,10 @@ except ImportError:
 
 NODE_NAME = "astra_planner"
 LOG_THROTTLE_S = 5.0  # [s] the same warning at most this often
+# Twist actions are displacements per frame (velocity x frame_interval_s): a plan made for another
+# camera rate moves the imagined camera too far or too little. Beyond this relative difference
+# between frame_interval_s and the predictor's camera, plans are refused rather than misjudged.
+FRAME_INTERVAL_TOLERANCE = 0.25
 
 
 PARAMETERS: dict[str, ParamSpec] = {
@@ -114,8 +119,23 @@ def check_parameters(params: dict[str, Any]) -> str | None:
     return None
 
 
+def frame_interval_mismatch(planned_s: float, camera_s: float, modality: str) -> str | None:
+    """Why plans made for ``planned_s`` per frame cannot drive a predictor whose camera runs at
+    ``camera_s`` per frame, or None (keys carry no time; 0 = the predictor does not say)."""
+    if modality != "twist" or camera_s <= 0:
+        return None
+    if abs(planned_s - camera_s) <= FRAME_INTERVAL_TOLERANCE * camera_s:
+        return None
+    return (f"frame_interval_s={planned_s:g} s but the predictor's camera delivers a frame every {camera_s:.3g} s: "
+            f"the imagined motion would be {planned_s / camera_s:.2g}x the real one; set frame_interval_s:={camera_s:.3g}")
+
+
 class ImagineError(RuntimeError):
     """~/imagine could not answer (missing, timed out, refused or failed): the message says which."""
+
+
+class FrameIntervalMismatch(ImagineError):
+    """The predictor's camera rate is not the one the planner scales its twists by."""
 
 
 class PlannerNode(Node):
@@ -145,7 +165,8 @@ class PlannerNode(Node):
                 self._set_goal(read_goal_file(self._params["goal_file"]), f"file {self._params['goal_file']}")
             except ValueError as error:
                 raise StartupError(str(error)) from error
-        self._counts = {"plans": 0, "ticks_skipped_busy": 0, "no_goal": 0, "service_missing": 0, "imagine_failed": 0}
+        self._counts = {"plans": 0, "ticks_skipped_busy": 0, "no_goal": 0, "service_missing": 0, "imagine_failed": 0,
+                        "frame_interval_mismatch": 0}
         self._last_error = ""
         self._state = "starting"
         self._last_plan: dict[str, Any] = {}
@@ -261,6 +282,8 @@ class PlannerNode(Node):
                 if planner is None or key != planner_key:  # a new goal or new settings: start cold
                     planner, planner_key = self._make_planner(params), key
                 self._plan_once(planner, GoalScorer(goal, params["score_size"]), params)
+            except FrameIntervalMismatch as error:
+                self._fail("frame_interval_mismatch", str(error))
             except ImagineError as error:
                 self._fail("imagine_failed", str(error))
             except Exception as error:  # never let the planning thread die: report and try again next tick
@@ -317,6 +340,10 @@ class PlannerNode(Node):
             raise ImagineError("~/imagine returned no response")
         if not response.success:
             raise ImagineError(f"~/imagine refused or failed: {response.message}")
+        mismatch = frame_interval_mismatch(params["frame_interval_s"], float(response.frame_interval_s),
+                                           params["action_modality"])
+        if mismatch:
+            raise FrameIntervalMismatch(mismatch)
         per = int(response.frames_per_candidate) or 1
         if len(response.frames) != b * per:
             raise ImagineError(f"~/imagine returned {len(response.frames)} frames for {b} candidates x {per}")

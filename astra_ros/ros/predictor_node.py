@@ -621,7 +621,7 @@ class PredictorNode(Node):
                                                  modality=modality, seed=seed,
                                                  from_live_history=bool(request.from_live_history),
                                                  sampling=sampling), timeout_s)
-            frames, stamps_ns, frame_id = future.result(timeout=timeout_s)
+            frames, stamps_ns, frame_id, interval_s = future.result(timeout=timeout_s)
         except Exception as error:  # model busy past the timeout, or the model failed: tell the caller
             with self._lock:
                 self._imagine_calls["failed"] += 1
@@ -631,6 +631,7 @@ class PredictorNode(Node):
         response.frames = [rgb_to_image_msg(frame, int(stamps_ns[t]), frame_id)
                            for candidate in frames for t, frame in enumerate(candidate)]
         response.frames_per_candidate = int(frames.shape[1])
+        response.frame_interval_s = interval_s
         response.latency_s = float(time.perf_counter() - began)
         response.success = True
         response.message = f"{len(frames)} futures of {frames.shape[1]} frames from {modality} actions"
@@ -767,8 +768,9 @@ class ImagineSampling:
 
 def _imagine_job(model: Any, *, live: LiveStream, snapshot: Any, actions: np.ndarray, modality: str, seed: int,
                  from_live_history: bool, sampling: ImagineSampling = ImagineSampling(),
-                 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Worker job: batched futures ``(B, N, h, w, 3)`` (N = 1 with ``last_frame_only``), their stamps [ns], frame id.
+                 ) -> tuple[np.ndarray, np.ndarray, str, float]:
+    """Worker job: batched futures ``(B, N, h, w, 3)`` (N = 1 with ``last_frame_only``), their stamps [ns],
+    frame id and the frame interval [s] of the history they continue.
 
     ``from_live_history`` reuses the history the live stream already holds (as of the last live
     prediction); otherwise, or before any live prediction, the current window is observed first.
@@ -784,7 +786,7 @@ def _imagine_job(model: Any, *, live: LiveStream, snapshot: Any, actions: np.nda
                            guidance_scale=sampling.guidance_scale, shared_noise=sampling.shared_noise,
                            max_batch=sampling.max_batch, decode="last" if sampling.last_frame_only else "all")
     stamps = last_ns + np.round(np.arange(1, actions.shape[1] + 1) * interval_s * 1e9).astype(np.int64)
-    return frames, stamps[-frames.shape[1]:], frame_id
+    return frames, stamps[-frames.shape[1]:], frame_id, float(interval_s)
 
 
 def main(args: list[str] | None = None) -> int:
