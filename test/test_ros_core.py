@@ -64,6 +64,34 @@ def test_bounded_image_queue_drops_oldest_when_states_stop():
     assert pairer.dropped[DROP_NO_STATE_IN_SLOP] == 2
 
 
+def test_fast_states_and_a_late_camera_still_pair_every_image():
+    """A 1 kHz state topic and a 10 Hz camera whose images arrive 120 ms after they are stamped: a
+    state queue sized by count (60) had already dropped the states of every image's time."""
+    pairer = ApproximateTimePairer(slop_ns=5 * MS)
+    pairs, peak = [], 0
+    for t_ms in range(0, 2000):
+        pairs += pairer.add_state(t_ms * MS, t_ms)
+        if t_ms >= 120 and (t_ms - 120) % 100 == 0:  # the image stamped 120 ms ago arrives now
+            pairs += pairer.add_image((t_ms - 120) * MS, f"img{t_ms - 120}")
+        peak = max(peak, pairer.queued_states)
+    assert pairer.dropped[DROP_NO_STATE_IN_SLOP] == 0
+    assert [(p.image, p.state) for p in pairs] == [(f"img{k}", k) for k in range(0, 1880, 100)]
+    # kept by time: the camera's latency plus one frame interval of states, not the whole run
+    assert 120 <= peak <= 240, peak
+
+
+def test_states_without_images_are_kept_for_state_history_only():
+    pairer = ApproximateTimePairer(slop_ns=MS, state_history_ns=50 * MS, max_states=1000)
+    for t_ms in range(500):
+        pairer.add_state(t_ms * MS, t_ms)
+    assert pairer.queued_states == 51  # 449..499 ms
+    assert [p.state for p in pairer.add_image(460 * MS, "late")] == [460]
+    capped = ApproximateTimePairer(slop_ns=MS, state_history_ns=10**12, max_states=100)
+    for t_ms in range(500):
+        capped.add_state(t_ms * MS, t_ms)
+    assert capped.queued_states == 100
+
+
 def test_pairer_refuses_images_out_of_order():
     pairer = ApproximateTimePairer(slop_ns=10 * MS)
     pairer.add_image(100 * MS, "a")

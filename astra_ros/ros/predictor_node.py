@@ -118,6 +118,7 @@ LOG_THROTTLE_S = 5.0  # [s] the same warning at most this often
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model's inputs are float32
 STAMP_JUMP_NS = 1_000_000_000  # [ns] a forward step this large is checked against the next stamp (a glitch?)
 CLOCK_MISMATCH_NS = 1_000_000_000  # [ns] images this far from every state: the streams use different clocks
+STATE_HISTORY_S = 2.0  # [s] states kept for pairing: covers images that arrive this late (camera latency)
 
 
 PARAMETERS: dict[str, ParamSpec] = {
@@ -254,10 +255,10 @@ class PredictorNode(Node):
             raise StartupError(f"the model knows modalities {self._model.modalities}, not {modality!r}")
 
     def _new_pairer(self) -> ApproximateTimePairer:
-        queue = int(self._params["sync_queue_size"])
-        return ApproximateTimePairer(
-            slop_ns=int(round(self._params["sync_slop_s"] * 1e9)), image_queue_size=queue, state_queue_size=max(60, 6 * queue)
-        )
+        slop_ns = int(round(self._params["sync_slop_s"] * 1e9))
+        # States are kept by time: enough for a camera whose images arrive up to STATE_HISTORY_S late.
+        return ApproximateTimePairer(slop_ns=slop_ns, image_queue_size=int(self._params["sync_queue_size"]),
+                                     state_history_ns=max(int(STATE_HISTORY_S * 1e9), 2 * slop_ns))
 
     def _check_value(self, name: str, value: Any) -> str | None:
         """Why ``value`` is not acceptable for ``name`` (None when it is); ranges are checked by rclpy too."""

@@ -114,20 +114,30 @@ class MonotonicStamps:
 class ApproximateTimePairer(Generic[ImageT, StateT]):
     """Pairs each image with the nearest-stamped state message within ``slop_ns``.
 
-    ``image_queue_size`` images may wait for their state; ``state_queue_size`` recent states are kept
-    (make it cover at least the slop at the state rate, plus the image queue's time span).
+    ``image_queue_size`` images may wait for their state. States are kept by time, not by count: a
+    1 kHz joint-state topic and a camera whose images arrive 120 ms late need 120+ states, so a fixed
+    count would silently lose every image. A state is dropped once a later one is at or before every
+    image still to come (it can no longer be the nearest), or when it is more than ``state_history_ns``
+    older than the newest state (images that late cannot pair anyway); ``max_states`` bounds memory
+    whatever the rates.
     Stamps are integers in [ns]; each stream must be in stamp order (filter with
     :class:`MonotonicStamps` first: out-of-order messages are refused here and counted).
     """
 
-    def __init__(self, *, slop_ns: int, image_queue_size: int = 10, state_queue_size: int = 60) -> None:
+    def __init__(self, *, slop_ns: int, image_queue_size: int = 10, state_history_ns: int = 2_000_000_000,
+                 max_states: int = 20_000) -> None:
         if slop_ns < 0:
             raise ValueError(f"slop_ns must be >= 0, got {slop_ns}")
-        if image_queue_size < 1 or state_queue_size < 1:
-            raise ValueError(f"queue sizes must be >= 1, got images {image_queue_size}, states {state_queue_size}")
+        if image_queue_size < 1 or max_states < 1:
+            raise ValueError(f"queue sizes must be >= 1, got images {image_queue_size}, states {max_states}")
+        if state_history_ns < slop_ns:
+            raise ValueError(f"state_history_ns ({state_history_ns}) must cover the slop ({slop_ns})")
         self.slop_ns = int(slop_ns)
+        self.state_history_ns = int(state_history_ns)
         self._images: deque[tuple[int, ImageT]] = deque()
-        self._states: deque[tuple[int, StateT]] = deque(maxlen=state_queue_size)
+        self._states: deque[tuple[int, StateT]] = deque(maxlen=max_states)
+        # Stamp of the newest image accepted (queued or decided): later images are stamped after it.
+        self._last_image_ns: int | None = None
         self.image_queue_size = image_queue_size
         self.dropped: Counter[str] = Counter()
         self.pairs = 0
@@ -146,6 +156,7 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
             self.dropped[DROP_IMAGE_BACKWARDS] += 1
             return []
         self._images.append((int(stamp_ns), image))
+        self._last_image_ns = int(stamp_ns)
         while len(self._images) > self.image_queue_size:
             self._images.popleft()
             self.dropped[DROP_IMAGE_QUEUE_FULL] += 1
@@ -157,17 +168,38 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
             self.dropped[DROP_STATE_BACKWARDS] += 1
             return []
         self._states.append((int(stamp_ns), state))
-        return self._decide()
+        decided = self._decide()
+        self._prune_states()
+        return decided
+
+    @property
+    def queued_states(self) -> int:
+        """States kept for pairing."""
+        return len(self._states)
+
+    def _prune_states(self) -> None:
+        states = self._states
+        # Every image still to come is stamped at or after this one: the oldest waiting, or after the last seen.
+        first_needed_ns = self._images[0][0] if self._images else self._last_image_ns
+        if first_needed_ns is not None:
+            while len(states) > 1 and states[1][0] <= first_needed_ns:
+                states.popleft()
+        oldest_kept_ns = states[-1][0] - self.state_history_ns
+        while len(states) > 1 and states[0][0] < oldest_kept_ns:
+            states.popleft()
 
     def reset(self) -> None:
         """Forget queued images and states (the counters stay)."""
         self._images.clear()
         self._states.clear()
+        self._last_image_ns = None
 
     def discard_images_after(self, stamp_ns: int) -> list[tuple[int, ImageT]]:
         """Remove and return the queued images stamped after ``stamp_ns`` (an outlier stamp taken back)."""
         removed = [entry for entry in self._images if entry[0] > stamp_ns]
         self._images = deque(entry for entry in self._images if entry[0] <= stamp_ns)
+        if self._last_image_ns is not None:  # images between stamp_ns and the outlier may still come
+            self._last_image_ns = min(self._last_image_ns, int(stamp_ns))
         return removed
 
     def discard_states_after(self, stamp_ns: int) -> int:
