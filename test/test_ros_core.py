@@ -9,13 +9,17 @@ import pytest
 
 from astra_ros.data.actions import MODALITY_DIMS, camera_actions, keys_from_twist
 from astra_ros.data.geometry import pose_to_matrix, yaw_pitch_to_matrix
+from astra_ros.model.world_model import ImagineCancelled
 from astra_ros.ros.predictor_core import (
     ImagineLimits,
     InputMonitor,
+    LiveStream,
     ModelWorker,
     ObservationWindow,
     check_imagine_request,
     future_actions,
+    imagine_job,
+    live_job,
     load_world_model,
     montage,
     predict_window,
@@ -285,6 +289,77 @@ def test_predict_window_with_the_tiny_random_model():
     predict_window(model, snapshot, guidance_scale=1.0)
     predict_window(model, snapshot)
     assert scales == [1.0, None]
+
+
+def _tiny_snapshot(model, frames=4):
+    window = ObservationWindow(frames, model.resolution)
+    rng = np.random.default_rng(0)
+    for k in range(frames):
+        window.add(k * 100 * MS, rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), np.array([0.3, 0, 0, 0, 0, 0.0]))
+    return window.snapshot("twist", 2, latest_command=np.array([0.5, 0, 0, 0, 0, 0.2]))
+
+
+def test_a_reset_while_a_live_job_runs_is_not_undone_by_it():
+    """~/reset used to be undone by the prediction in flight: it marked the old history live again
+    and ~/imagine with from_live_history continued the past that was meant to be forgotten."""
+    model = load_world_model("random:tiny")
+    snapshot = _tiny_snapshot(model)
+    live = LiveStream()
+    start = model.start
+
+    def start_then_reset(*args, **kwargs):
+        start(*args, **kwargs)
+        live.clear()  # ~/reset lands while the job is running
+
+    model.start = start_then_reset
+    assert live_job(model, live=live, generation=live.generation, snapshot=snapshot, seed=0) is None
+    assert live.info is None
+    model.start = start
+    result = live_job(model, live=live, generation=live.generation, snapshot=snapshot, seed=0)
+    assert result is not None and result[0].frames.shape == (2, 32, 32, 3)
+    assert live.info == (snapshot.last_stamp_ns, snapshot.frame_interval_s, snapshot.frame_id)
+    stale = live.generation
+    live.clear()
+    assert not live.started(snapshot, stale) and live.info is None
+
+
+def test_imagine_stops_when_asked_and_leaves_the_live_stream_as_it_was():
+    model = load_world_model("random:tiny")
+    snapshot = _tiny_snapshot(model)
+    model.start(snapshot.frames, snapshot.actions, modality="twist", seed=0)
+    n = model.frames_per_chunk
+    actions = np.zeros((2, 3 * n, 6), dtype=np.float32)
+    actions[:, :, 0] = 0.4
+    polls = []
+    full = model.imagine(actions, seed=5, should_stop=lambda: polls.append(1) and False)
+    assert len(polls) == 3 + 1  # before each chunk and before the decode (one sub-batch)
+    calls = iter(range(100))
+    with pytest.raises(ImagineCancelled):
+        model.imagine(actions, seed=5, should_stop=lambda: next(calls) >= 1)  # stops before the second chunk
+    assert np.array_equal(model.imagine(actions, seed=5), full)  # the history is untouched by the cancelled call
+
+    live = LiveStream()
+    with pytest.raises(ImagineCancelled):
+        imagine_job(model, live=live, generation=live.generation, snapshot=snapshot, actions=actions, modality="twist",
+                    seed=5, from_live_history=False, should_stop=lambda: True)
+
+
+def test_model_worker_stop_ends_a_long_job_that_polls_stopping():
+    worker = ModelWorker("model", queue_size=1)
+    started = threading.Event()
+
+    def long_job(model):
+        started.set()
+        for _ in range(3000):  # 300 s unless asked to stop
+            if worker.stopping.wait(0.1):
+                return "stopped"
+        return "ran to the end"
+
+    future = worker.try_submit(long_job)
+    assert started.wait(30)
+    queued = worker.try_submit(lambda model: "never")
+    assert worker.stop(timeout_s=10.0)
+    assert future.result(0) == "stopped" and queued.cancelled()
 
 
 def test_predictor_core_and_sync_import_without_rclpy():

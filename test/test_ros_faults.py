@@ -585,3 +585,37 @@ def test_run_node_treats_an_error_from_a_shut_down_context_as_a_clean_stop():
     with pytest.raises(RuntimeError, match="a real failure"):
         run_node(make_node, Broken, "runner_check", [])
     assert not rclpy.ok()  # shut down on the way out all the same
+
+
+@pytest.mark.skipif(Imagine is None, reason="astra_ros_interfaces not built")
+def test_ctrl_c_during_a_long_imagine_exits_cleanly_and_soon(node):
+    """Ctrl-C while ~/imagine runs a long job: the worker used to be left running torch while the
+    interpreter shut down (exit 134 after a 5 s join). The job now stops at its next chunk."""
+    feeder, _ = node
+    feeder.send_images.set()  # an earlier fault may have stopped the streams
+    feeder.send_twists.set()
+    name = "astra_ctrlc_test"
+    process = start_node([
+        console_script("astra-predictor"), "--ros-args", "-r", f"__node:={name}", "-r", "/diagnostics:=/ctrlc/diagnostics",
+        "-p", "checkpoint:=random:tiny", "-p", "action_modality:=twist", "-p", "twist_stamped:=true",
+        "-p", "context_frames:=4", "-p", "publish_rate:=1.0", "-p", "max_imagine_horizon:=256",
+        "-r", "image:=/faults/image", "-r", "twist:=/faults/twist"], REPO)
+    try:
+        small = Imagine.Request(modality="twist", actions=[0.0] * 12, batch=1, horizon=2, action_dim=6, seed=1)
+        feeder.wait_for(lambda: feeder.call(Imagine, f"/{name}/imagine", small).success, 60.0, "a full window")
+        horizon, batch = 256, 64
+        big = Imagine.Request(modality="twist", actions=[0.1] * (batch * horizon * 6), batch=batch, horizon=horizon,
+                              action_dim=6, seed=1, denoise_steps=64)
+        client = feeder.node.create_client(Imagine, f"/{name}/imagine")
+        assert client.wait_for_service(timeout_sec=10.0)
+        pending = client.call_async(big)
+        time.sleep(2.0)  # the job is running (it takes minutes)
+        assert not pending.done()
+        began = time.monotonic()
+        process.send_signal(2)  # SIGINT, as Ctrl-C
+        returncode = process.wait(timeout=60)
+        took = time.monotonic() - began
+        feeder.node.destroy_client(client)
+    finally:
+        output = stop_node(process) if process.poll() is None else (process.log.seek(0), process.log.read())[1]
+    assert returncode == 0 and took < 5.0, (returncode, took, output[-3000:])

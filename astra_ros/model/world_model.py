@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,15 @@ from .config import AstraConfig
 from .precision import require_bf16_agrees, transformer_probe
 from .streaming import StreamingRollout, draw_noise
 from .transformer import AstraTransformer
+
+
+class ImagineCancelled(RuntimeError):
+    """``imagine`` stopped early because its ``should_stop`` said so."""
+
+
+def _stop_if(should_stop: Callable[[], bool] | None) -> None:
+    if should_stop is not None and should_stop():
+        raise ImagineCancelled("imagination cancelled before it finished")
 
 
 def _as_generator(seed: int | None, generator: torch.Generator | None, fallback: torch.Generator) -> torch.Generator:
@@ -355,7 +364,7 @@ class WorldModel(nn.Module):
     def imagine(self, actions: np.ndarray, modality: str | None = None, seed: int | None = None,
                 generator: torch.Generator | None = None, guidance_scale: float | None = None,
                 shared_noise: bool = False, steps: int | None = None, max_batch: int | None = None,
-                decode: str | Sequence[int] = "all") -> np.ndarray:
+                decode: str | Sequence[int] = "all", should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         """B candidate futures for ``actions`` (B, N, D) from the live history, in one batch.
 
         Returns uint8 (B, N, H, W, 3). The live stream is not changed: the candidates share its
@@ -369,6 +378,9 @@ class WorldModel(nn.Module):
         for the whole batch first, so a split gives the same futures as one batch (up to float
         rounding). ``decode`` picks the frames returned and decoded (the decoder is a large share
         of the cost): ``"all"``, ``"last"`` (B, 1, H, W, 3), or a sequence of frame indices in [0, N).
+        ``should_stop`` is polled before every chunk and decode; when it returns True the call raises
+        :class:`ImagineCancelled` (a server abandoning a request, a node shutting down). The live
+        stream is unchanged either way.
         """
         self._require_started("imagine")
         self._require_whole_chunks("imagine")
@@ -408,6 +420,7 @@ class WorldModel(nn.Module):
             branch = self.stream.fork()
             latents = []
             for c in range(last_needed + 1):
+                _stop_if(should_stop)
                 chunk_actions = actions_t[rows, c * n:(c + 1) * n]
                 predict_noise, history_noise = noises[c]
                 previous = self._last_action if c == 0 else actions_t[rows, c * n - 1]
@@ -420,6 +433,7 @@ class WorldModel(nn.Module):
                 if c < last_needed:
                     branch.append_history(chunk, features, noise=history_noise[rows])
             wanted = torch.cat(latents, dim=2)[:, :, frame_indices]
+            _stop_if(should_stop)
             out.append(self._decode(wanted))
         return np.concatenate(out, axis=0)
 

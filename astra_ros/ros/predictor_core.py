@@ -273,14 +273,16 @@ class Prediction:
 
 
 def predict_window(model: Any, snapshot: WindowSnapshot, *, seed: int | None = None,
-                   guidance_scale: float | None = None) -> Prediction:
+                   guidance_scale: float | None = None, should_stop: Callable[[], bool] | None = None) -> Prediction:
     """Observe the window (``model.start``) and imagine its future actions; runs in the model worker.
 
-    ``guidance_scale`` None: the model's default for the snapshot's modality.
+    ``guidance_scale`` None: the model's default for the snapshot's modality; ``should_stop``: see
+    ``WorldModel.imagine``.
     """
     began = time.perf_counter()
     model.start(snapshot.frames, snapshot.actions, modality=snapshot.modality, seed=seed)
-    frames = model.imagine(snapshot.future_actions[None], seed=seed, guidance_scale=guidance_scale)[0]  # (horizon, h, w, 3)
+    frames = model.imagine(snapshot.future_actions[None], seed=seed, guidance_scale=guidance_scale,
+                           should_stop=should_stop)[0]  # (horizon, h, w, 3)
     horizon = len(snapshot.future_actions)
     return Prediction(snapshot, frames, snapshot.future_stamps_ns(horizon), time.perf_counter() - began)
 
@@ -349,12 +351,15 @@ class ModelWorker:
 
     :meth:`try_submit` never blocks (a full queue returns None: the caller counts a skipped job);
     :meth:`submit` waits up to ``timeout_s`` for room. Each job gets the model and its result or
-    exception lands in the returned ``Future``.
+    exception lands in the returned ``Future``. Jobs that can take long poll :attr:`stopping` (pass
+    ``stopping.is_set`` as the model's ``should_stop``), so :meth:`stop` ends them at their next
+    chunk instead of leaving torch running in a thread while the interpreter shuts down.
     """
 
     def __init__(self, model: Any, *, queue_size: int = 1, num_threads: int = 1) -> None:
         self.model = model
         self._num_threads = num_threads
+        self.stopping = threading.Event()
         self._jobs: queue.Queue[tuple[Callable[[Any], Any], Future] | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="astra-model-worker", daemon=True)
         self._thread.start()
@@ -392,8 +397,10 @@ class ModelWorker:
     def busy(self) -> bool:
         return not self._jobs.empty()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Finish the running job and stop the thread (queued jobs are cancelled)."""
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the thread: queued jobs are cancelled, the running one is asked to stop (``stopping``)
+        and waited for; False if it did not end within ``timeout_s``."""
+        self.stopping.set()
         while True:
             try:
                 _, future = self._jobs.get_nowait()  # type: ignore[misc]
@@ -402,6 +409,88 @@ class ModelWorker:
                 break
         self._jobs.put(None)
         self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+
+# ------------------------------------------------------------------------------------------ model jobs
+class LiveStream:
+    """Where the model's live stream comes from: the last started window's last stamp, frame interval, frame id.
+
+    Jobs run in the worker thread; ``clear`` (~/reset, a modality switch, a clock restart) runs in the
+    executor, possibly while a job that started from the old history is still running. Each clear
+    opens a new generation: a job records the generation it was submitted in, and its ``started``
+    only counts if no clear came in between, so a reset is never undone by a job that was in flight.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._info: tuple[int, float, str] | None = None
+        self.generation = 0
+
+    @property
+    def info(self) -> tuple[int, float, str] | None:
+        return self._info
+
+    def started(self, snapshot: Any, generation: int) -> bool:
+        """Record that the model now holds ``snapshot``'s history; False if a clear came after the job's submission."""
+        with self._lock:
+            if generation != self.generation:
+                return False
+            self._info = (snapshot.last_stamp_ns, snapshot.frame_interval_s, snapshot.frame_id)
+            return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._info = None
+            self.generation += 1
+
+
+def live_job(model: Any, *, live: LiveStream, generation: int, snapshot: Any, seed: int | None,
+              guidance_scale: float | None = None, should_stop: Callable[[], bool] | None = None,
+              ) -> tuple[Prediction, dict[str, list[float]]] | None:
+    """Worker job: the live prediction and the expert usage after it; None when the history it came
+    from was cleared while it ran (its frames would show the past the caller asked to forget)."""
+    prediction = predict_window(model, snapshot, seed=seed, guidance_scale=guidance_scale, should_stop=should_stop)
+    if not live.started(snapshot, generation):
+        return None
+    return prediction, model.expert_usage()
+
+
+@dataclass(frozen=True)
+class ImagineSampling:
+    """How an ``~/imagine`` request samples: overrides (None = the model's default) and what it returns."""
+
+    steps: int | None = None  # Euler steps per chunk
+    guidance_scale: float | None = None
+    shared_noise: bool = False  # one noise for every candidate (common random numbers)
+    last_frame_only: bool = False  # decode and return each candidate's last frame only
+    max_batch: int | None = None  # sub-batch size (None: the model's memory estimate)
+
+
+def imagine_job(model: Any, *, live: LiveStream, generation: int, snapshot: Any, actions: np.ndarray, modality: str,
+                 seed: int, from_live_history: bool, sampling: ImagineSampling = ImagineSampling(),
+                 should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray, str, float]:
+    """Worker job: batched futures ``(B, N, h, w, 3)`` (N = 1 with ``last_frame_only``), their stamps [ns],
+    frame id and the frame interval [s] of the history they continue.
+
+    ``from_live_history`` reuses the history the live stream already holds (as of the last live
+    prediction); otherwise, or before any live prediction, the current window is observed first.
+    Either way the next live prediction restarts from its own window, so it is not disturbed.
+    """
+    if not (from_live_history and live.info is not None):
+        if snapshot is None:
+            raise ValueError("no history yet: the observation window is not full")
+        model.start(snapshot.frames, snapshot.actions, modality=snapshot.modality)
+        live.started(snapshot, generation)
+        last_ns, interval_s, frame_id = snapshot.last_stamp_ns, snapshot.frame_interval_s, snapshot.frame_id
+    else:
+        last_ns, interval_s, frame_id = live.info
+    frames = model.imagine(actions, modality=modality, seed=seed, steps=sampling.steps,
+                           guidance_scale=sampling.guidance_scale, shared_noise=sampling.shared_noise,
+                           max_batch=sampling.max_batch, decode="last" if sampling.last_frame_only else "all",
+                           should_stop=should_stop)
+    stamps = last_ns + np.round(np.arange(1, actions.shape[1] + 1) * interval_s * 1e9).astype(np.int64)
+    return frames, stamps[-frames.shape[1]:], frame_id, float(interval_s)
 
 
 # ------------------------------------------------------------------------------------------ inputs

@@ -52,11 +52,11 @@ Faults and how the node answers them (each is counted in ``/diagnostics``):
 
 from __future__ import annotations
 
+import queue
 import secrets
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -79,20 +79,24 @@ from std_srvs.srv import Trigger
 from astra_ros.data.actions import MODALITIES, KeyThresholds
 from astra_ros.data.images import ImageDecodeError
 from astra_ros.model.precision import UnreliablePrecision
+from astra_ros.model.world_model import ImagineCancelled
 from astra_ros.ros.parameters import ParamSpec, descriptor  # noqa: E402
 from astra_ros.ros.runner import StartupError, publish_from_worker, run_node  # noqa: E402
 from astra_ros.ros.conversions import image_msg_to_rgb, ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, stamp_to_ns, twist_msg_to_vector
 from astra_ros.ros.predictor_core import (
     ImagineLimits,
+    ImagineSampling,
     InputLedger,
     InputMonitor,
+    LiveStream,
     ModelWorker,
     ObservationWindow,
     Prediction,
     check_imagine_request,
+    imagine_job,
+    live_job,
     load_world_model,
     montage,
-    predict_window,
     state_kind,
 )
 from astra_ros.ros.sync import (
@@ -148,7 +152,7 @@ PARAMETERS: dict[str, ParamSpec] = {
     "max_imagine_horizon": ParamSpec(16, "largest horizon an ~/imagine request may ask for", (1, 256)),
     "max_imagine_steps": ParamSpec(64, "most Euler steps per chunk an ~/imagine request may ask for (denoise_steps)",
                                    (1, 1024)),
-    "imagine_timeout_s": ParamSpec(30.0, "longest an ~/imagine call waits for the model [s]", (0.1, 600.0)),
+    "imagine_timeout_s": ParamSpec(30.0, "longest an ~/imagine call waits for the model, queue and answer together; then it is cancelled [s]", (0.1, 600.0)),
     "seed": ParamSpec(-1, "seed of the live predictions' noise; -1: the model's default stream seed", (-1, 2**31 - 1)),
     "guidance_scale": ParamSpec(0.0, "action-free guidance of the live predictions: 0 = the model's default (per action "
                                 "kind where its config sets one), 1 = off (one model pass, about 2x faster)", (0.0, 20.0)),
@@ -195,7 +199,7 @@ class PredictorNode(Node):
         self._stamps = {name: MonotonicStamps(strict=(name == "image"), max_jump_ns=STAMP_JUMP_NS) for name in INPUTS}
         self._latest_command: np.ndarray | None = None
         self._last_predicted_stamp_ns: int | None = None
-        self._live = LiveStream()  # what the model's stream holds; read and written in the worker thread only
+        self._live = LiveStream()  # what the model's stream holds (set by worker jobs, cleared with the history)
         self._predictions = 0
         self._imagine_calls = Counter()
         self._latencies: list[float] = []
@@ -496,6 +500,7 @@ class PredictorNode(Node):
             guard.reset()
         self._latest_command = None
         self._last_predicted_stamp_ns = None
+        self._live.clear()  # the model's stream holds the old history too: ~/imagine must not continue it
 
     # ------------------------------------------------------------------ prediction
     def _thresholds(self) -> KeyThresholds:
@@ -521,8 +526,10 @@ class PredictorNode(Node):
             )
             seed = self._params["seed"]
             guidance = self._params["guidance_scale"]
-        future = self._worker.try_submit(partial(_live_job, live=self._live, snapshot=snapshot,
-                                                 seed=None if seed < 0 else seed, guidance_scale=guidance or None))
+            generation = self._live.generation
+        future = self._worker.try_submit(partial(live_job, live=self._live, generation=generation, snapshot=snapshot,
+                                                 seed=None if seed < 0 else seed, guidance_scale=guidance or None,
+                                                 should_stop=self._worker.stopping.is_set))
         if future is None:
             with self._lock:
                 self._skipped["model_busy"] += 1
@@ -537,13 +544,20 @@ class PredictorNode(Node):
     def _on_prediction_done(self, future: Any) -> None:
         """Runs in the model worker thread: publish (rclpy publishers are thread-safe)."""
         try:
-            prediction, usage = future.result()
+            result = future.result()
+        except ImagineCancelled:  # the node is shutting down
+            return
         except Exception as error:  # a model failure is reported and the next tick tries again
             with self._lock:
                 self._skipped["model_error"] += 1
                 self._last_error = str(error)
             self.get_logger().error(f"prediction failed: {error}", throttle_duration_sec=LOG_THROTTLE_S)
             return
+        if result is None:  # its history was cleared (~/reset) while it ran: not published
+            with self._lock:
+                self._skipped["history_cleared_while_predicting"] += 1
+            return
+        prediction, usage = result
         with self._lock:
             self._predictions += 1
             self._latencies = (self._latencies + [prediction.latency_s])[-50:]
@@ -574,7 +588,6 @@ class PredictorNode(Node):
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
             self._clear_history()
-        self._live.clear()
         response.success = True
         response.message = "history cleared: predictions resume when the window is full again"
         self.get_logger().info("reset: history cleared")
@@ -613,21 +626,35 @@ class PredictorNode(Node):
             return response
         seed = secrets.randbelow(2**31) if request.seed < 0 else int(request.seed)
         began = time.perf_counter()
+        # One deadline for waiting for the worker and for the answer; past it the job is cancelled
+        # (it stops at its next chunk), so an abandoned request does not hold the model for the next.
+        deadline = time.monotonic() + timeout_s
+        cancel = threading.Event()
+        future = None
         try:
             sampling = ImagineSampling(steps=int(request.denoise_steps) or None,
                                        guidance_scale=float(request.guidance_scale) or None,
                                        shared_noise=bool(request.shared_noise), last_frame_only=bool(request.last_frame_only),
                                        max_batch=sub_batch)
-            future = self._worker.submit(partial(_imagine_job, live=self._live, snapshot=snapshot, actions=actions,
-                                                 modality=modality, seed=seed,
-                                                 from_live_history=bool(request.from_live_history),
-                                                 sampling=sampling), timeout_s)
-            frames, stamps_ns, frame_id, interval_s = future.result(timeout=timeout_s)
+            with self._lock:
+                generation = self._live.generation
+            stopping = self._worker.stopping
+            future = self._worker.submit(partial(imagine_job, live=self._live, generation=generation, snapshot=snapshot,
+                                                 actions=actions, modality=modality, seed=seed,
+                                                 from_live_history=bool(request.from_live_history), sampling=sampling,
+                                                 should_stop=lambda: cancel.is_set() or stopping.is_set()), timeout_s)
+            frames, stamps_ns, frame_id, interval_s = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except Exception as error:  # model busy past the timeout, or the model failed: tell the caller
+            cancel.set()
+            if future is not None:
+                future.cancel()
             with self._lock:
                 self._imagine_calls["failed"] += 1
-            # str() of a TimeoutError is empty: say what it was
-            response.message = f"imagination failed: {str(error) or type(error).__name__}"
+            if isinstance(error, (TimeoutError, queue.Full)):
+                response.message = (f"imagination failed: no answer within imagine_timeout_s={timeout_s:g} s "
+                                    "(the request was cancelled)")
+            else:
+                response.message = f"imagination failed: {str(error) or type(error).__name__}"
             return response
         response.frames = [rgb_to_image_msg(frame, int(stamps_ns[t]), frame_id)
                            for candidate in frames for t, frame in enumerate(candidate)]
@@ -728,66 +755,10 @@ class PredictorNode(Node):
         self._diagnostics_pub.publish(array)
 
     def destroy_node(self) -> None:
-        self._worker.stop()
+        # The running job stops at its next chunk; one still running at interpreter exit would abort it.
+        if not self._worker.stop():
+            self.get_logger().warning("the model worker did not stop in time; exiting with it still running")
         super().destroy_node()
-
-
-class LiveStream:
-    """Where the model's live stream comes from: the last started window's last stamp, frame interval, frame id.
-
-    Written and read by the worker jobs only (one thread); ``clear`` from ~/reset is a single assignment.
-    """
-
-    def __init__(self) -> None:
-        self.info: tuple[int, float, str] | None = None
-
-    def started(self, snapshot: Any) -> None:
-        self.info = (snapshot.last_stamp_ns, snapshot.frame_interval_s, snapshot.frame_id)
-
-    def clear(self) -> None:
-        self.info = None
-
-
-def _live_job(model: Any, *, live: LiveStream, snapshot: Any, seed: int | None,
-              guidance_scale: float | None = None) -> tuple[Prediction, dict[str, list[float]]]:
-    """Worker job: the live prediction and the expert usage after it."""
-    prediction = predict_window(model, snapshot, seed=seed, guidance_scale=guidance_scale)
-    live.started(snapshot)
-    return prediction, model.expert_usage()
-
-
-@dataclass(frozen=True)
-class ImagineSampling:
-    """How an ``~/imagine`` request samples: overrides (None = the model's default) and what it returns."""
-
-    steps: int | None = None  # Euler steps per chunk
-    guidance_scale: float | None = None
-    shared_noise: bool = False  # one noise for every candidate (common random numbers)
-    last_frame_only: bool = False  # decode and return each candidate's last frame only
-    max_batch: int | None = None  # sub-batch size (None: the model's memory estimate)
-
-
-def _imagine_job(model: Any, *, live: LiveStream, snapshot: Any, actions: np.ndarray, modality: str, seed: int,
-                 from_live_history: bool, sampling: ImagineSampling = ImagineSampling(),
-                 ) -> tuple[np.ndarray, np.ndarray, str, float]:
-    """Worker job: batched futures ``(B, N, h, w, 3)`` (N = 1 with ``last_frame_only``), their stamps [ns],
-    frame id and the frame interval [s] of the history they continue.
-
-    ``from_live_history`` reuses the history the live stream already holds (as of the last live
-    prediction); otherwise, or before any live prediction, the current window is observed first.
-    Either way the next live prediction restarts from its own window, so it is not disturbed.
-    """
-    if not (from_live_history and live.info is not None):
-        if snapshot is None:
-            raise ValueError("no history yet: the observation window is not full")
-        model.start(snapshot.frames, snapshot.actions, modality=snapshot.modality)
-        live.started(snapshot)
-    last_ns, interval_s, frame_id = live.info
-    frames = model.imagine(actions, modality=modality, seed=seed, steps=sampling.steps,
-                           guidance_scale=sampling.guidance_scale, shared_noise=sampling.shared_noise,
-                           max_batch=sampling.max_batch, decode="last" if sampling.last_frame_only else "all")
-    stamps = last_ns + np.round(np.arange(1, actions.shape[1] + 1) * interval_s * 1e9).astype(np.int64)
-    return frames, stamps[-frames.shape[1]:], frame_id, float(interval_s)
 
 
 def main(args: list[str] | None = None) -> int:
