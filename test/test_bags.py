@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
@@ -92,6 +93,15 @@ def twist_message(linear, angular):
     return T["geometry_msgs/msg/Twist"](linear=vector(*map(float, linear)), angular=vector(*map(float, angular)))
 
 
+def odometry_message(stamp_ns: int, position, quat, linear, angular):
+    covariance = np.zeros(36)
+    return T["nav_msgs/msg/Odometry"](
+        header=header(stamp_ns, "odom"), child_frame_id="base_link",
+        pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=pose_stamped(stamp_ns, position, quat).pose, covariance=covariance),
+        twist=T["geometry_msgs/msg/TwistWithCovariance"](twist=twist_message(linear, angular), covariance=covariance),
+    )
+
+
 def write_bag(
     path: Path,
     *,
@@ -108,8 +118,18 @@ def write_bag(
     camera_info: tuple[int, int, list[float]] | None = None,
     command_stamp_offset_ns: int = 0,
     command_stamp_fixed_ns: int | None = None,
+    pose_type: str = "PoseStamped",
+    pose_stamp_offset_ns: int = 0,
+    command_ticks: int | None = None,
+    record_delays_ns: dict[tuple[str, int], int] | None = None,
+    pose_stamp_override: dict[int, int] | None = None,
 ) -> Path:
-    """Write a small bag: images at 10 Hz, camera poses and commands at 30 Hz, a camera info."""
+    """Write a small bag: images at 10 Hz, camera poses and commands at 30 Hz, a camera info.
+
+    ``pose_stamp_offset_ns`` shifts the camera poses' header stamps (not their bag time), as a publisher on
+    another clock would; ``command_ticks`` stops the commands after that many ticks; ``record_delays_ns``
+    records ``("pose", tick)`` / ``("image", index)`` later than stamped, as jitter in transport would.
+    """
     plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
     twist_msgtype = {
         "Twist": "geometry_msgs/msg/Twist",
@@ -118,7 +138,8 @@ def write_bag(
     }[twist_type]
     with Writer(path, version=9, storage_plugin=plugin) as writer:
         image_connection = writer.add_connection(topics.image, "sensor_msgs/msg/Image", typestore=TYPESTORE)
-        pose_connection = writer.add_connection(topics.camera_pose, "geometry_msgs/msg/PoseStamped", typestore=TYPESTORE)
+        pose_msgtype = {"PoseStamped": "geometry_msgs/msg/PoseStamped", "Odometry": "nav_msgs/msg/Odometry"}[pose_type]
+        pose_connection = writer.add_connection(topics.camera_pose, pose_msgtype, typestore=TYPESTORE)
         twist_connection = writer.add_connection(topics.twist, twist_msgtype, typestore=TYPESTORE)
         info_connection = (writer.add_connection(topics.camera_info, "sensor_msgs/msg/CameraInfo", typestore=TYPESTORE)
                            if camera_info is not None else None)
@@ -131,7 +152,14 @@ def write_bag(
             position, quat = camera_world_pose(t_s)
             if tick in nan_pose_ticks:
                 position = np.full(3, np.nan)
-            entries.append((stamp, pose_connection, pose_stamped(stamp, position, quat), "geometry_msgs/msg/PoseStamped"))
+            pose_stamp = (pose_stamp_override or {}).get(tick, stamp + pose_stamp_offset_ns)
+            pose = pose_stamped(pose_stamp, position, quat)
+            if pose_type == "Odometry":
+                pose = odometry_message(pose_stamp, position, quat, [0.0] * 3, [0.0] * 3)
+            delay = (record_delays_ns or {}).get(("pose", tick), 0)
+            entries.append((stamp + delay, pose_connection, pose, pose_msgtype))
+            if command_ticks is not None and tick >= command_ticks:
+                continue
             linear, angular = command_at(t_s)
             twist = twist_message(linear, angular)
             if twist_type == "TwistStamped":
@@ -151,7 +179,9 @@ def write_bag(
                 stamp = image_stamp_override[index]
             message = image_message(stamp, reference_frame(index), encoding, row_padding)
             # Bag order follows the writing order: images at their nominal time.
-            entries.append((EPOCH_NS + index * FRAME_NS + image_offset_ns, image_connection, message, "sensor_msgs/msg/Image"))
+            delay = (record_delays_ns or {}).get(("image", index), 0)
+            entries.append((EPOCH_NS + index * FRAME_NS + image_offset_ns + delay, image_connection, message,
+                            "sensor_msgs/msg/Image"))
         if camera_info is not None:  # (width, height, K row-major)
             width, height, k = camera_info
             roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
@@ -390,8 +420,9 @@ def test_empty_bag_is_an_error(tmp_path):
 
 
 def test_image_stamps_going_backwards_say_where(tmp_path):
+    # Recorded 0.3 s late, image 6 is sorted into place, where it finds image 2's stamp: two frames, one time.
     bag = write_bag(tmp_path / "b", image_stamp_override={6: EPOCH_NS + 2 * FRAME_NS})
-    with pytest.raises(BagError, match=r"/camera/image_raw go backwards at message 6: 1700000000\.200000000 s after 1700000000\.500000000 s"):
+    with pytest.raises(BagError, match=r"messages 2 and 6 on /camera/image_raw carry the same stamp 1700000000\.200000000 s"):
         read_episode(bag, "camera")
 
 
@@ -464,3 +495,170 @@ def test_bag_errors_are_value_errors_raised_from_the_cause(tmp_path):
         read_episode(bag, "camera")
     assert isinstance(error.value.__cause__, ImageDecodeError)
     assert bags_module.BagError is BagError
+
+
+
+# --- stamps, clocks, types, held signals ----------------------------------------------------------
+
+
+def header_stamps_in_bag_order(path: Path, topic: str) -> list[int]:
+    with AnyReader([path]) as reader:
+        connections = [c for c in reader.connections if c.topic == topic]
+        return [bags_module._stamp_ns(reader.deserialize(raw, c.msgtype).header)
+                for c, _, raw in reader.messages(connections=connections)]
+
+
+def test_jittered_pose_and_image_messages_are_read_in_stamp_order(tmp_path):
+    # Pose tick 10 and image 4 reach the recorder after later-stamped messages of their topic.
+    clean = read_episode(write_bag(tmp_path / "clean"), "camera")
+    jittered = write_bag(tmp_path / "jitter", record_delays_ns={("pose", 10): 50_000_000, ("image", 4): 150_000_000})
+    image_stamps = header_stamps_in_bag_order(jittered, "/camera/image_raw")
+    pose_stamps = header_stamps_in_bag_order(jittered, "/camera/pose")
+    assert image_stamps.index(EPOCH_NS + 4 * FRAME_NS) == 5 and pose_stamps.index(EPOCH_NS + 10 * STATE_NS) == 11
+    episode = read_episode(jittered, "camera")
+    np.testing.assert_array_equal(episode.stamps_ns, EPOCH_NS + np.arange(12) * FRAME_NS)
+    np.testing.assert_array_equal(episode.frames[4], reference_frame(4))
+    np.testing.assert_array_equal(episode.frames[5], reference_frame(5))
+    np.testing.assert_array_equal(episode.frames, clean.frames)
+    np.testing.assert_allclose(episode.actions, clean.actions, atol=1e-7)
+    # A pose stamped half a tick off, between its neighbours, is interpolated in stamp order too.
+    assert episode.valid.all()
+
+
+def test_stamps_that_sorting_cannot_fix_are_an_error(tmp_path):
+    # Image 9 stamped 0.75 s before image 8: more reordering than any transport jitter, a clock that jumped.
+    jumped = write_bag(tmp_path / "jump", image_stamp_override={9: EPOCH_NS + 150_000_000})
+    with pytest.raises(BagError, match=r"/camera/image_raw go backwards at message 9: 1700000000\.150000000 s "
+                                       r"recorded after 1700000000\.800000000 s"):
+        read_episode(jumped, "camera")
+    # Two pose messages with one stamp and different poses: which one holds at that stamp cannot be told.
+    duplicated = write_bag(tmp_path / "dup", pose_stamp_override={5: EPOCH_NS + 4 * STATE_NS})
+    with pytest.raises(BagError, match=r"messages 4 and 5 on /camera/pose carry the same stamp 1700000000\.133333332 s "
+                                       r"but different values"):
+        read_episode(duplicated, "camera")
+
+
+def test_a_pose_topic_on_another_clock_is_an_error_naming_topic_and_offset(tmp_path):
+    # Poses stamped 1.5 s later than recorded overlap the images' stamps, so nothing used to notice:
+    # frames were paired with the pose of 1.5 s earlier and the first 15 frames silently became NaN.
+    for pose_type in ("PoseStamped", "Odometry"):
+        bag = write_bag(tmp_path / pose_type, frames=40, pose_type=pose_type, pose_stamp_offset_ns=1_500_000_000)
+        with pytest.raises(BagError, match=r"'/camera/pose' is on another clock than '/camera/image_raw'.*"
+                                           r"\+1\.500 s"):
+            read_episode(bag, "camera")
+    on_one_clock = read_episode(write_bag(tmp_path / "odom_fine", pose_type="Odometry"), "camera")
+    np.testing.assert_allclose(on_one_clock.actions, read_episode(write_bag(tmp_path / "fine"), "camera").actions)
+
+
+def test_an_ee_pose_on_another_clock_is_an_error(tmp_path):
+    bag = write_robot_bag(tmp_path / "b", [(0, 0.08)], ee_stamp_offset_ns=-2_000_000_000, ticks=120)
+    with pytest.raises(BagError, match=r"'/robot/ee_pose' is on another clock.*-2\.000 s"):
+        read_episode(bag, "robot")
+
+
+def test_a_topic_with_two_message_types_names_them(tmp_path):
+    bag = write_bag(tmp_path / "b")
+    mixed = tmp_path / "mixed"
+    with Writer(mixed, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        images = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=TYPESTORE)
+        twist = writer.add_connection("/cmd_vel", "geometry_msgs/msg/Twist", typestore=TYPESTORE)
+        odometry = writer.add_connection("/cmd_vel", "nav_msgs/msg/Odometry", typestore=TYPESTORE)
+        for index in range(4):
+            stamp = EPOCH_NS + index * FRAME_NS
+            writer.write(images, stamp, TYPESTORE.serialize_cdr(image_message(stamp, reference_frame(index), "rgb8"),
+                                                                "sensor_msgs/msg/Image"))
+            writer.write(twist, stamp, TYPESTORE.serialize_cdr(twist_message([SPEED, 0, 0], [0, 0, 0]),
+                                                               "geometry_msgs/msg/Twist"))
+            writer.write(odometry, stamp + 1, TYPESTORE.serialize_cdr(
+                odometry_message(stamp + 1, [0, 0, 0], [0, 0, 0, 1], [SPEED, 0, 0], [0, 0, 0]), "nav_msgs/msg/Odometry"))
+    with pytest.raises(BagError) as error:
+        read_episode(mixed, "twist")
+    message = str(error.value)
+    assert "'/cmd_vel'" in message and "geometry_msgs/msg/Twist and nav_msgs/msg/Odometry" in message
+    assert "geometry_msgs/msg/TwistStamped" in message  # the expected types are listed
+    # A requested topic of the wrong type names what it found and what it expected.
+    with pytest.raises(BagError, match=r"'/cmd_vel' has type geometry_msgs/msg/Twist; expected for the camera pose: "
+                                       r"geometry_msgs/msg/PoseStamped"):
+        read_episode(bag, "camera", topics=BagTopics(camera_pose="/cmd_vel"))
+    # Twist in one bag and Odometry in another on the same topic give the same actions.
+    odometry_bag = write_bag(tmp_path / "odom", twist_type="Odometry")
+    clips = [ClipDataset([path], "twist", 4, (HEIGHT, WIDTH), None) for path in (bag, odometry_bag)]
+    assert torch.allclose(clips[0][3]["actions"], clips[1][3]["actions"])
+
+
+def write_robot_bag(path: Path, gripper: list[tuple[int, float]], *, ee_stamp_offset_ns: int = 0, ticks: int = 36) -> Path:
+    """Images at 10 Hz, ee poses at 30 Hz, and the gripper only when it changes: ``[(offset_ns, opening_m)]``."""
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        images = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=TYPESTORE)
+        poses = writer.add_connection("/robot/ee_pose", "geometry_msgs/msg/PoseStamped", typestore=TYPESTORE)
+        grippers = writer.add_connection("/robot/gripper", "std_msgs/msg/Float32", typestore=TYPESTORE)
+        entries = []
+        for tick in range(ticks):
+            stamp = EPOCH_NS + tick * STATE_NS
+            pose = pose_stamped(stamp + ee_stamp_offset_ns, [0.3 + 0.1 * tick * STATE_NS * 1e-9, 0, 0.2], [0, 0, 0, 1], "base")
+            entries.append((stamp, poses, pose, "geometry_msgs/msg/PoseStamped"))
+        for index in range(ticks // 3):
+            stamp = EPOCH_NS + index * FRAME_NS
+            entries.append((stamp, images, image_message(stamp, reference_frame(index), "rgb8"), "sensor_msgs/msg/Image"))
+        for offset_ns, opening in gripper:
+            entries.append((EPOCH_NS + offset_ns, grippers, T["std_msgs/msg/Float32"](data=opening), "std_msgs/msg/Float32"))
+        for stamp, connection, message, msgtype in sorted(entries, key=lambda entry: entry[0]):
+            writer.write(connection, stamp, TYPESTORE.serialize_cdr(message, msgtype))
+    return path
+
+
+def test_the_gripper_state_is_held_not_interpolated(tmp_path):
+    # Published on change only (latched): open 0.08 m at 0 s, closed at 0.55 s.
+    bag = write_robot_bag(tmp_path / "b", [(0, 0.08), (550_000_000, 0.0)])
+    gripper = read_episode(bag, "robot").actions[:, 9]
+    np.testing.assert_array_equal(gripper, np.float32([0.08] * 6 + [0.0] * 6))
+
+
+def test_commands_are_zero_once_the_topic_goes_stale(tmp_path):
+    # Commands stop after tick 12 (0.4 s); the robot's controller stops it COMMAND_TIMEOUT_NS later.
+    assert bags_module.COMMAND_TIMEOUT_NS == 500_000_000
+    episode = read_episode(write_bag(tmp_path / "b", command_ticks=13), "twist")
+    moving = [SPEED * 0.1, 0, 0, 0, 0, YAW_RATE * 0.1]
+    np.testing.assert_allclose(episode.actions[:9], np.tile(moving, (9, 1)), atol=1e-6)  # up to 0.8 s
+    np.testing.assert_array_equal(episode.actions[9:], np.zeros((3, 6)))  # 0.9 s: 0.500000004 s after the last
+    keys = read_episode(write_bag(tmp_path / "k", command_ticks=13), "keys").actions
+    assert keys[8].argmax() == 0 and keys[10].argmax() != 0 and keys[10].sum() == keys[0].sum()
+
+
+def test_two_writers_of_one_cache_entry_do_not_share_a_temporary_file(tmp_path, monkeypatch):
+    # Two processes filling one cache: the second finishes between the first's write and its rename.
+    from astra_ros.data import clips as clips_module
+
+    episode = read_episode(write_bag(tmp_path / "b"), "camera")
+    entry = tmp_path / "cache" / "b-key.npz"
+    entry.parent.mkdir()
+    real_savez = np.savez
+    nested = []
+
+    def savez_then_let_the_other_writer_finish(file, **arrays):
+        real_savez(file, **arrays)
+        if not nested:
+            nested.append(True)
+            clips_module._save_episode(entry, episode)
+
+    monkeypatch.setattr(np, "savez", savez_then_let_the_other_writer_finish)
+    clips_module._save_episode(entry, episode)
+    monkeypatch.undo()
+    assert nested and sorted(p.name for p in entry.parent.iterdir()) == ["b-key.npz"]
+    np.testing.assert_array_equal(clips_module._load_episode(entry).frames, episode.frames)
+
+
+def test_frames_are_filled_into_one_array_without_a_second_copy(tmp_path):
+    import tracemalloc
+
+    bag = write_bag(tmp_path / "b", frames=30)
+    read_episode(bag, "camera", (240, 320))  # warm up imports and caches
+    tracemalloc.start()
+    try:
+        episode = read_episode(bag, "camera", (240, 320))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert episode.frames.shape == (30, 240, 320, 3)
+    np.testing.assert_array_equal(episode.frames[7], resize_rgb(reference_frame(7), (240, 320)))
+    assert peak < 1.4 * episode.frames.nbytes, f"peak {peak / 1e6:.1f} MB for {episode.frames.nbytes / 1e6:.1f} MB of frames"

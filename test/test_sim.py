@@ -197,3 +197,37 @@ def test_cli_refuses_settings_that_cannot_make_an_episode(tmp_path, capsys, args
     assert main(["record", "--scenario", "explore", "--out", str(tmp_path / "out"), "--quiet", *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_an_interrupted_recording_leaves_no_bag_and_does_not_block_a_rerun(tmp_path, capsys, caplog, monkeypatch):
+    import astra_ros.data.record as record_module
+
+    args = ["record", "--scenario", "rover", "--seed", "4", "--out", str(tmp_path), "--seconds", "0.5", "--quiet"]
+    real_tick_messages = record_module._tick_messages
+    calls = []
+
+    def interrupted_at_tick_5(*tick_args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # Ctrl-C mid-episode
+        return real_tick_messages(*tick_args)
+
+    monkeypatch.setattr(record_module, "_tick_messages", interrupted_at_tick_5)
+    assert main(args) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no half-written rover_s4 under the final name
+    monkeypatch.undo()
+    # A recording killed outright (no cleanup) leaves its .partial directory behind: the rerun removes it.
+    leftover = tmp_path / "rover_s4.partial" / "rover_s4"
+    leftover.mkdir(parents=True)
+    (leftover / "rover_s4.mcap").write_bytes(b"half a bag")
+    with caplog.at_level("WARNING"):
+        assert main(args) == 0
+    assert f"removing {tmp_path / 'rover_s4.partial'}" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rover_s4"]
+    assert sorted(p.name for p in (tmp_path / "rover_s4").iterdir()) == ["metadata.yaml", "rover_s4.mcap"]
+    reference = record_episode("rover", 4, tmp_path / "reference", settings=SimSettings(seconds=0.5), progress=False)
+    rerun, expected = read_all(tmp_path / "rover_s4"), read_all(reference)
+    assert set(rerun) == set(expected)
+    for topic in expected:
+        assert [raw for *_, raw in rerun[topic]] == [raw for *_, raw in expected[topic]], topic

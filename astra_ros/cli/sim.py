@@ -66,7 +66,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _record(args: argparse.Namespace) -> int:
     # Imported here so `astra-sim --help` does not start MuJoCo.
-    from astra_ros.data.record import record_episode
+    from astra_ros.data.record import episode_bag_path, record_episode
     from astra_ros.data.scenes import SimSettings
 
     if args.episodes < 1:
@@ -96,6 +96,11 @@ def _record(args: argparse.Namespace) -> int:
         except FileExistsError as error:
             print(f"astra-sim record: {error}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            # record_episode has removed the unfinished bag; the ones before it are complete.
+            print(f"astra-sim record: interrupted; {episode_bag_path(args.out, args.scenario, seed)} was not written",
+                  file=sys.stderr)
+            raise
         print(f"{bag} ({time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -7,12 +7,16 @@ simulated ones. Each image is paired with the pose/twist at its header stamp:
   with slerp; an image up to ``max_extrapolation_ns`` before the first / after the last pose takes the
   edge pose, further out its action is NaN;
 * commands (Twist, TwistStamped, Odometry's twist): zero-order hold, i.e. the latest command at or
-  before the image (zero before the first command: the robot was not commanded yet);
-* the gripper opening (std_msgs/Float32 or Float64): linear interpolation.
+  before the image, and zero before the first command (the robot was not commanded yet) or once the
+  latest is older than :data:`COMMAND_TIMEOUT_NS` (the controller has stopped the robot);
+* the gripper opening (std_msgs/Float32 or Float64): held, since grippers publish their state on change:
+  the latest value at or before the image (the first one up to ``max_extrapolation_ns`` before it).
 
 Messages without a header (Twist, Float32) are timed by their bag timestamp, everything else by its
-header stamp. Problems with a bag raise :class:`BagError` naming the bag, topic and stamp; frames whose
-pose is NaN keep NaN actions and are counted in :class:`ReadStats` so that clip sampling skips them.
+header stamp. Each topic is sorted by those stamps (messages recorded out of order by transport jitter
+are put back in place), and must be on the images' clock. Problems with a bag raise :class:`BagError`
+naming the bag, topic and stamp; frames whose pose is NaN keep NaN actions and are counted in
+:class:`ReadStats` so that clip sampling skips them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -48,6 +52,20 @@ POSE_MSGTYPES = (
 TWIST_MSGTYPES = ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped", "nav_msgs/msg/Odometry")
 SCALAR_MSGTYPES = ("std_msgs/msg/Float32", "std_msgs/msg/Float64")
 IMAGE_MSGTYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+# [ns] A command older than this is no longer applied: velocity controllers stop the robot when their
+# command stream goes silent (the simulator rig's COMMAND_TIMEOUT_S in astra_ros.ros.sim_node is the same).
+COMMAND_TIMEOUT_NS = 500_000_000
+# [ns] How far a message's stamp may lie before that of one recorded earlier on its topic and still be
+# sorted into place: transport jitter is milliseconds; a stamp further back is a clock that jumped
+# (a restarted publisher, a reset simulation), and sorting would splice two runs into one episode.
+MAX_REORDER_NS = 500_000_000
+# [ns] How much the median delay from stamp to bag receive time may differ between a topic and the
+# images. Latencies differ by milliseconds; a topic stamped on another clock (simulated vs wall time,
+# an unsynchronised machine) differs by seconds or years, and its messages would pair with the wrong frames.
+CLOCK_TOLERANCE_NS = 1_000_000_000
+
+_Timing = Literal["interpolated", "command", "latched"]  # how a series is sampled at the image stamps
 
 
 class BagError(ValueError):
@@ -148,11 +166,43 @@ class _Series:
     """Messages of one topic converted to arrays, in bag order."""
 
     topic: str
-    stamps_ns: list[int] = field(default_factory=list)
+    stamps_ns: list[int] = field(default_factory=list)  # header stamps (bag timestamps for headerless types)
+    received_ns: list[int] = field(default_factory=list)  # bag timestamps: when the recorder got them
     values: list[np.ndarray] = field(default_factory=list)
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(self.stamps_ns, dtype=np.int64), np.asarray(self.values, dtype=np.float64)
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (np.asarray(self.stamps_ns, dtype=np.int64), np.asarray(self.received_ns, dtype=np.int64),
+                np.asarray(self.values, dtype=np.float64))
+
+
+class _FrameBuffer:
+    """Decoded frames written straight into one array sized from the bag's message count.
+
+    Collecting a list of frames and stacking it would hold every frame twice at the end of a bag.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(int(capacity), 1)
+        self.array: np.ndarray | None = None  # uint8 [capacity, H, W, 3]
+        self.count = 0
+
+    @property
+    def frame_shape(self) -> tuple[int, ...] | None:
+        return None if self.array is None else self.array.shape[1:]
+
+    def append(self, rgb: np.ndarray) -> None:
+        if self.array is None:
+            self.array = np.empty((self.capacity, *rgb.shape), dtype=np.uint8)
+        elif self.count == len(self.array):  # more messages than the bag's metadata counted: grow (rare)
+            self.array = np.concatenate([self.array, np.empty_like(self.array)])
+        self.array[self.count] = rgb
+        self.count += 1
+
+    def frames(self) -> np.ndarray:
+        """uint8 ``[N, H, W, 3]`` of the frames appended, in bag order."""
+        assert self.array is not None
+        # A shorter bag than counted keeps only its frames (a copy, so the unused rows are freed).
+        return self.array if self.count == len(self.array) else self.array[:self.count].copy()
 
 
 def _pose_of(message: Any, msgtype: str) -> Any:
@@ -169,16 +219,62 @@ def _twist_of(message: Any, msgtype: str) -> Any:
     return message.twist.twist  # Odometry: twist in child_frame_id, i.e. the body frame
 
 
-def _check_order(bag_path: Path, topic: str, stamps_ns: np.ndarray, strictly: bool) -> None:
-    steps = np.diff(stamps_ns)
-    bad = np.flatnonzero(steps <= 0 if strictly else steps < 0)
-    if bad.size:
-        index = int(bad[0]) + 1
+def _stamp_order(bag_path: Path, topic: str, stamps_ns: np.ndarray) -> np.ndarray:
+    """Indices that sort one topic's messages (in bag order) by stamp; equal stamps keep bag order.
+
+    A message recorded after a later-stamped one (jitter in transport or in the recorder's queues) is
+    sorted into place. One stamped more than :data:`MAX_REORDER_NS` before an earlier-recorded message is
+    refused: that is a clock jumping back, and sorting would interleave two runs.
+    """
+    if len(stamps_ns) == 0:
+        return np.zeros(0, dtype=np.int64)
+    latest = np.maximum.accumulate(stamps_ns)  # the latest stamp recorded so far, per message
+    lag = latest - stamps_ns
+    worst = int(np.argmax(lag))
+    if lag[worst] > MAX_REORDER_NS:
         raise BagError(
-            f"bag {bag_path}: stamps on {topic} go backwards at message {index}: "
-            f"{_format_stamp(int(stamps_ns[index]))} after {_format_stamp(int(stamps_ns[index - 1]))}"
-            + (" (images need strictly increasing stamps)" if strictly and steps[bad[0]] == 0 else "")
+            f"bag {bag_path}: stamps on {topic} go backwards at message {worst}: {_format_stamp(int(stamps_ns[worst]))} "
+            f"recorded after {_format_stamp(int(latest[worst]))}, more than the {MAX_REORDER_NS / 1e9:g} s of "
+            "reordering that transport jitter explains: did its clock jump back?"
         )
+    return np.argsort(stamps_ns, kind="stable")
+
+
+def _check_duplicates(
+    bag_path: Path, topic: str, stamps_ns: np.ndarray, order: np.ndarray, values: np.ndarray | None
+) -> None:
+    """Refuse two messages (sorted by ``order``) with one stamp: always for images (``values`` None), and
+    for samples whose values differ, since which of them holds at that stamp cannot be told. Repeats of
+    one value (a publisher sending a pose twice) are harmless to interpolation and kept."""
+    sorted_stamps = stamps_ns[order]
+    same = np.flatnonzero(sorted_stamps[1:] == sorted_stamps[:-1])
+    if values is not None and same.size:
+        first, second = values[order[same]], values[order[same + 1]]
+        differs = ~((first == second) | (np.isnan(first) & np.isnan(second))).all(axis=1)
+        same = same[differs]
+    if same.size:
+        a, b = sorted(int(i) for i in order[[same[0], same[0] + 1]])
+        raise BagError(
+            f"bag {bag_path}: messages {a} and {b} on {topic} carry the same stamp "
+            f"{_format_stamp(int(sorted_stamps[same[0]]))}"
+            + (" but different values" if values is not None else "; images need distinct stamps")
+        )
+
+
+def _permute_in_place(array: np.ndarray, order: np.ndarray) -> None:
+    """``array[:] = array[order]`` holding one row aside per cycle of the permutation, not a copy of all."""
+    done = order == np.arange(len(order))
+    for start in range(len(order)):
+        if done[start]:
+            continue
+        held = array[start].copy()
+        position = start
+        while order[position] != start:
+            array[position] = array[order[position]]
+            done[position] = True
+            position = int(order[position])
+        array[position] = held
+        done[position] = True
 
 
 def _interpolation_indices(
@@ -218,36 +314,68 @@ def interpolate_poses(
     return out_positions, out_quats
 
 
-def interpolate_linear(
-    source_stamps_ns: np.ndarray, values: np.ndarray, query_stamps_ns: np.ndarray, max_extrapolation_ns: int
+@dataclass(frozen=True)
+class _ImageClock:
+    """The images' stamps, which every other topic is paired against."""
+
+    topic: str
+    stamps_ns: np.ndarray  # int64 [T] header stamps, sorted
+    received_ns: np.ndarray  # int64 [T] bag timestamps
+
+
+def _check_clock(
+    bag_path: Path, topic: str, stamps_ns: np.ndarray, received_ns: np.ndarray, images: _ImageClock, timing: _Timing
+) -> None:
+    """Refuse a topic whose stamps cannot say which frame its messages belong to: stamps left unset, a
+    range that misses the images', or stamps on another clock than the images' (measured as the median
+    delay from stamp to bag receive time, which differs by more than :data:`CLOCK_TOLERANCE_NS`)."""
+    if len(stamps_ns) > 1 and stamps_ns[0] == stamps_ns[-1]:
+        raise BagError(f"bag {bag_path}: all {len(stamps_ns)} messages on {topic} carry the same stamp "
+                       f"{_format_stamp(int(stamps_ns[0]))}: their header stamps are not set (left at 0?); "
+                       "record them stamped, or as a headerless type (stamped with the bag's time)")
+    # A latched state published once before the first image still holds for every frame.
+    starts_late = stamps_ns[0] > images.stamps_ns[-1]
+    ends_early = timing != "latched" and stamps_ns[-1] < images.stamps_ns[0]
+    if starts_late or ends_early:
+        raise BagError(f"bag {bag_path}: the stamps on {topic} ({_format_stamp(int(stamps_ns[0]))} to "
+                       f"{_format_stamp(int(stamps_ns[-1]))}) do not overlap the images' "
+                       f"({_format_stamp(int(images.stamps_ns[0]))} to {_format_stamp(int(images.stamps_ns[-1]))}): "
+                       "are they on another clock?")
+    delay_s = float(np.median(received_ns - stamps_ns)) * 1e-9
+    image_delay_s = float(np.median(images.received_ns - images.stamps_ns)) * 1e-9
+    if abs(delay_s - image_delay_s) > CLOCK_TOLERANCE_NS * 1e-9:
+        raise BagError(
+            f"bag {bag_path}: {topic!r} is on another clock than {images.topic!r}: its stamps are "
+            f"{image_delay_s - delay_s:+.3f} s off the images' (median bag receive time minus stamp: {delay_s:.3f} s "
+            f"on {topic}, {image_delay_s:.3f} s on {images.topic}); record both on one clock (use_sim_time?)"
+        )
+
+
+def zero_order_hold(
+    source_stamps_ns: np.ndarray, values: np.ndarray, query_stamps_ns: np.ndarray, max_age_ns: int | None = None
 ) -> np.ndarray:
-    """Linear interpolation of ``values [S, ...]`` at ``query_stamps_ns``; NaN too far outside the source range."""
-    lower, upper, fraction, inside = _interpolation_indices(source_stamps_ns, query_stamps_ns, max_extrapolation_ns)
-    shape = (-1,) + (1,) * (values.ndim - 1)
-    result = values[lower] + fraction.reshape(shape) * (values[upper] - values[lower])
-    result[~inside] = np.nan
+    """The latest of ``values [S, ...]`` at or before each query stamp; zeros before the first sample and,
+    when ``max_age_ns`` [ns] is given, where the latest sample is older than that."""
+    index = np.searchsorted(source_stamps_ns, query_stamps_ns, side="right") - 1
+    clipped = np.clip(index, 0, len(values) - 1)
+    result = values[clipped].copy()
+    result[index < 0] = 0.0
+    if max_age_ns is not None:
+        result[query_stamps_ns - source_stamps_ns[clipped] > max_age_ns] = 0.0
     return result
 
 
-def _check_command_clock(bag_path: Path, topic: str, stamps_ns: np.ndarray, image_stamps_ns: np.ndarray) -> None:
-    """Refuse commands whose stamps cannot say which frame they belong to: held without a range
-    limit, they would silently give every frame the same command (or none)."""
-    if len(stamps_ns) > 1 and stamps_ns[0] == stamps_ns[-1]:
-        raise BagError(f"bag {bag_path}: all {len(stamps_ns)} messages on {topic} carry the same stamp "
-                       f"{_format_stamp(int(stamps_ns[0]))}: their header stamps are not set (a TwistStamped "
-                       "left at 0?); record them stamped, or as plain Twist (stamped with the bag's time)")
-    if stamps_ns[0] > image_stamps_ns[-1] or stamps_ns[-1] < image_stamps_ns[0]:
-        raise BagError(f"bag {bag_path}: the stamps on {topic} ({_format_stamp(int(stamps_ns[0]))} to "
-                       f"{_format_stamp(int(stamps_ns[-1]))}) do not overlap the images' "
-                       f"({_format_stamp(int(image_stamps_ns[0]))} to {_format_stamp(int(image_stamps_ns[-1]))}): "
-                       "are they on another clock?")
+def hold_latest(
+    source_stamps_ns: np.ndarray, values: np.ndarray, query_stamps_ns: np.ndarray, max_extrapolation_ns: int
+) -> np.ndarray:
+    """The latest of ``values [S, ...]`` at or before each query stamp, for states published on change.
 
-
-def zero_order_hold(source_stamps_ns: np.ndarray, values: np.ndarray, query_stamps_ns: np.ndarray) -> np.ndarray:
-    """The latest of ``values [S, ...]`` at or before each query stamp; zeros before the first sample."""
+    Before the first sample: the first value up to ``max_extrapolation_ns`` [ns] ahead of it, NaN further.
+    After the last sample the state still holds (nothing changed it).
+    """
     index = np.searchsorted(source_stamps_ns, query_stamps_ns, side="right") - 1
-    result = values[np.clip(index, 0, len(values) - 1)].copy()
-    result[index < 0] = 0.0
+    result = values[np.clip(index, 0, len(values) - 1)].astype(np.float64)
+    result[query_stamps_ns < source_stamps_ns[0] - max_extrapolation_ns] = np.nan
     return result
 
 
@@ -302,7 +430,9 @@ def read_episode(
     ``resolution = (height, width)`` [px] resizes frames with area interpolation (None keeps the bag's size,
     which must then be constant). ``max_extrapolation_ns`` [ns]: how far outside the pose stream an image may
     be and still take the edge pose. Frames with NaN actions are kept and counted in ``stats.nan_frames``.
-    Raises :class:`BagError` for a missing, empty, corrupt or out-of-order bag or an unsupported encoding.
+    Messages are put in stamp order (see :func:`_stamp_order`). Raises :class:`BagError` for a missing, empty
+    or corrupt bag, stamps that sorting cannot order (a clock jumping back, two images at one stamp), a topic
+    on another clock than the images, a topic of an unexpected message type, or an unsupported encoding.
     """
     path = Path(bag_path)
     stats = stats if stats is not None else ReadStats()
@@ -323,7 +453,7 @@ def read_episode(
                         f"bag {path} has no topic {topic!r}, needed for modality {modality!r}; "
                         f"topics in the bag: {_list_topics(available)}"
                     )
-            _check_msgtypes(path, available, modality, topics)
+            _check_msgtypes(path, reader.connections, modality, topics)
             wanted = [c for c in reader.connections if c.topic in plan.required + plan.optional]
             series, images, camera_info = _collect(reader, wanted, path, topics, resolution)
     except BagError:
@@ -331,12 +461,17 @@ def read_episode(
     except Exception as error:  # rosbags and the storage backends raise many types for damaged files
         raise BagError(f"cannot read bag {path}: {type(error).__name__}: {error}") from error
 
-    image_stamps = np.asarray([stamp for stamp, _ in images], dtype=np.int64)
-    if len(images) == 0:
+    if images.count == 0:
         raise BagError(f"bag {path}: topic {topics.image!r} has no messages")
-    _check_order(path, topics.image, image_stamps, strictly=True)
-    frames = np.stack([frame for _, frame in images])
-    actions = _actions_for(modality, path, series, topics, image_stamps, key_thresholds, max_extrapolation_ns)
+    image_stamps, image_received = images.arrays()
+    order = _stamp_order(path, topics.image, image_stamps)
+    _check_duplicates(path, topics.image, image_stamps, order, None)
+    frames = images.frames()
+    if (order != np.arange(len(order))).any():
+        _permute_in_place(frames, order)
+    image_clock = _ImageClock(topics.image, image_stamps[order], image_received[order])
+    image_stamps = image_clock.stamps_ns
+    actions = _actions_for(modality, path, series, topics, image_clock, key_thresholds, max_extrapolation_ns)
     if camera_info is not None and (camera_info.height, camera_info.width) != frames.shape[1:3]:
         camera_info = camera_info.scaled(frames.shape[1:3])
     episode = Episode(frames, actions, image_stamps, modality, camera_info, str(path))
@@ -355,27 +490,63 @@ def _list_topics(available: dict[str, str]) -> str:
     return ", ".join(f"{topic} ({msgtype})" for topic, msgtype in sorted(available.items())) or "none"
 
 
-def _check_msgtypes(path: Path, available: dict[str, str], modality: str, topics: BagTopics) -> None:
-    expectations = [(topics.image, IMAGE_MSGTYPES), (topics.camera_info, ("sensor_msgs/msg/CameraInfo",))]
+def _check_msgtypes(path: Path, connections: list, modality: str, topics: BagTopics) -> None:
+    """Each topic the modality reads has one message type, of those its role accepts.
+
+    One topic may hold several connections (publishers, or bags merged); two types on one topic would mix
+    rows of different layouts, so it is refused rather than read.
+    """
+    expectations = [
+        (topics.image, "the images", IMAGE_MSGTYPES),
+        (topics.camera_info, "the camera info", ("sensor_msgs/msg/CameraInfo",)),
+    ]
     if modality == "camera":
-        expectations.append((topics.camera_pose, POSE_MSGTYPES))
+        expectations.append((topics.camera_pose, "the camera pose", POSE_MSGTYPES))
     elif modality == "robot":
-        expectations += [(topics.ee_pose, POSE_MSGTYPES), (topics.gripper, SCALAR_MSGTYPES)]
+        expectations += [(topics.ee_pose, "the end-effector pose", POSE_MSGTYPES),
+                         (topics.gripper, "the gripper opening", SCALAR_MSGTYPES)]
     else:
-        expectations.append((topics.twist, TWIST_MSGTYPES))
-    for topic, allowed in expectations:
-        if topic in available and available[topic] not in allowed:
+        expectations.append((topics.twist, "the velocity command", TWIST_MSGTYPES))
+    found: dict[str, set[str]] = {}
+    for connection in connections:
+        found.setdefault(connection.topic, set()).add(connection.msgtype)
+    for topic, role, allowed in expectations:
+        types = sorted(found.get(topic, ()))
+        if len(types) > 1:
             raise BagError(
-                f"bag {path}: topic {topic!r} has type {available[topic]}; supported: {', '.join(allowed)}"
+                f"bag {path}: topic {topic!r} carries {' and '.join(types)} (two publishers, or bags merged?); "
+                f"expected one type for {role}, of: {', '.join(allowed)}"
             )
+        if types and types[0] not in allowed:
+            raise BagError(f"bag {path}: topic {topic!r} has type {types[0]}; expected for {role}: {', '.join(allowed)}")
+
+
+@dataclass
+class _Images:
+    """Decoded images of one bag, in bag order."""
+
+    buffer: _FrameBuffer
+    stamps_ns: list[int] = field(default_factory=list)  # header stamps
+    received_ns: list[int] = field(default_factory=list)  # bag timestamps
+
+    @property
+    def count(self) -> int:
+        return self.buffer.count
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.stamps_ns, dtype=np.int64), np.asarray(self.received_ns, dtype=np.int64)
+
+    def frames(self) -> np.ndarray:
+        return self.buffer.frames()
 
 
 def _collect(
     reader: AnyReader, connections: list, path: Path, topics: BagTopics, resolution: tuple[int, int] | None
-) -> tuple[dict[str, _Series], list[tuple[int, np.ndarray]], PinholeIntrinsics | None]:
+) -> tuple[dict[str, _Series], _Images, PinholeIntrinsics | None]:
     """One pass over the bag: decoded images, numeric series per topic and the first camera info."""
     series: dict[str, _Series] = {}
-    images: list[tuple[int, np.ndarray]] = []
+    image_count = sum(c.msgcount for c in connections if c.topic == topics.image)
+    images = _Images(_FrameBuffer(image_count))
     camera_info: PinholeIntrinsics | None = None
     camera_info_unusable = False  # an uncalibrated driver's CameraInfo (zeros): warned about once, ignored
     for connection, bag_stamp_ns, rawdata in reader.messages(connections=connections):
@@ -394,12 +565,15 @@ def _collect(
                 raise BagError(f"bag {path}: topic {topic!r} at {_format_stamp(stamp_ns)}: {error}") from error
             if resolution is not None:
                 rgb = resize_rgb(rgb, resolution)
-            elif images and rgb.shape != images[0][1].shape:
+            first_shape = images.buffer.frame_shape
+            if first_shape is not None and rgb.shape != first_shape:
                 raise BagError(
                     f"bag {path}: topic {topic!r} at {_format_stamp(stamp_ns)}: image size {rgb.shape[1]}x{rgb.shape[0]} "
-                    f"differs from the first image's {images[0][1].shape[1]}x{images[0][1].shape[0]}; pass a resolution"
+                    f"differs from the first image's {first_shape[1]}x{first_shape[0]}; pass a resolution"
                 )
-            images.append((stamp_ns, rgb))
+            images.buffer.append(rgb)
+            images.stamps_ns.append(stamp_ns)
+            images.received_ns.append(int(bag_stamp_ns))
         elif topic == topics.camera_info:
             if camera_info is None and not camera_info_unusable:
                 k = np.asarray(message.k, dtype=np.float64)
@@ -415,6 +589,7 @@ def _collect(
         else:
             values = series.setdefault(topic, _Series(topic))
             values.stamps_ns.append(stamp_ns)
+            values.received_ns.append(int(bag_stamp_ns))
             values.values.append(_numeric_value(message, msgtype))
     return series, images, camera_info
 
@@ -443,11 +618,19 @@ def _twist_vector(twist: Any) -> np.ndarray:
     )
 
 
-def _series_arrays(path: Path, series: dict[str, _Series], topic: str) -> tuple[np.ndarray, np.ndarray]:
+def _series_arrays(
+    path: Path, series: dict[str, _Series], topic: str, images: _ImageClock, timing: _Timing
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stamps ``int64 [N]`` and values ``float64 [N, D]`` of one topic, sorted by stamp and checked
+    against the images' clock. Commands may repeat a stamp (the later-recorded one then holds)."""
     if topic not in series or not series[topic].stamps_ns:
         raise BagError(f"bag {path}: topic {topic!r} has no messages")
-    stamps, values = series[topic].arrays()
-    _check_order(path, topic, stamps, strictly=False)
+    stamps, received, values = series[topic].arrays()
+    order = _stamp_order(path, topic, stamps)
+    if timing != "command":
+        _check_duplicates(path, topic, stamps, order, values)
+    stamps, received, values = stamps[order], received[order], values[order]
+    _check_clock(path, topic, stamps, received, images, timing)
     return stamps, values
 
 
@@ -456,12 +639,13 @@ def _actions_for(
     path: Path,
     series: dict[str, _Series],
     topics: BagTopics,
-    image_stamps: np.ndarray,
+    images: _ImageClock,
     key_thresholds: KeyThresholds,
     max_extrapolation_ns: int,
 ) -> np.ndarray:
+    image_stamps = images.stamps_ns
     if modality == "camera":
-        stamps, values = _series_arrays(path, series, topics.camera_pose)
+        stamps, values = _series_arrays(path, series, topics.camera_pose, images, "interpolated")
         positions, quats = interpolate_poses(stamps, values[:, :3], values[:, 3:7], image_stamps, max_extrapolation_ns)
         poses = pose_to_matrix(positions, quats)
         valid = np.isfinite(poses).all(axis=(1, 2))
@@ -472,19 +656,18 @@ def _actions_for(
         actions = camera_actions(np.concatenate([poses[first:first + 1], poses]))[1:]
         return actions
     if modality == "robot":
-        stamps, values = _series_arrays(path, series, topics.ee_pose)
+        stamps, values = _series_arrays(path, series, topics.ee_pose, images, "interpolated")
         positions, quats = interpolate_poses(stamps, values[:, :3], values[:, 3:7], image_stamps, max_extrapolation_ns)
         if topics.gripper in series:
-            gripper_stamps, gripper_values = _series_arrays(path, series, topics.gripper)
-            gripper = interpolate_linear(gripper_stamps, gripper_values[:, 0], image_stamps, max_extrapolation_ns)
+            gripper_stamps, gripper_values = _series_arrays(path, series, topics.gripper, images, "latched")
+            gripper = hold_latest(gripper_stamps, gripper_values[:, 0], image_stamps, max_extrapolation_ns)
         else:
             logger.warning("bag %s has no %s topic: gripper opening set to 0", path, topics.gripper)
             gripper = np.zeros(len(image_stamps))
         return robot_actions(positions, quats, gripper)
-    stamps, values = _series_arrays(path, series, topics.twist)
-    _check_command_clock(path, topics.twist, stamps, image_stamps)
+    stamps, values = _series_arrays(path, series, topics.twist, images, "command")
     twist = values[:, -6:]  # Odometry rows hold the pose first
-    held = zero_order_hold(stamps, twist, image_stamps)
+    held = zero_order_hold(stamps, twist, image_stamps, max_age_ns=COMMAND_TIMEOUT_NS)
     if modality == "keys":
         return keys_from_twist(held[:, :3], held[:, 3:], key_thresholds)
     return twist_actions(held[:, :3], held[:, 3:], frame_intervals(image_stamps))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import secrets
 from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +28,7 @@ from astra_ros.data.geometry import PinholeIntrinsics
 
 logger = logging.getLogger(__name__)
 
-_CACHE_FORMAT_VERSION = 1  # bump when the cached arrays change meaning
+_CACHE_FORMAT_VERSION = 2  # bump when the cached arrays change meaning (2: stamp order, held gripper, stale commands)
 
 
 def _bag_signature(bag_path: Path) -> dict[str, object]:
@@ -61,17 +63,24 @@ def episode_cache_key(
 def _save_episode(path: Path, episode: Episode) -> None:
     info = episode.camera_info
     intrinsics = np.array([info.width, info.height, info.fx, info.fy, info.cx, info.cy]) if info else np.zeros(0)
-    temporary = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        temporary,
-        frames=episode.frames,
-        actions=episode.actions,
-        stamps_ns=episode.stamps_ns,
-        modality=np.array(episode.modality),
-        bag_path=np.array(episode.bag_path),
-        intrinsics=intrinsics,
-    )
-    temporary.replace(path)  # atomic, so an interrupted run never leaves a half-written cache entry
+    # A temporary name of this process and call alone: processes (DataLoader workers, parallel runs) that
+    # fill one cache entry at once would otherwise write into, and rename away, each other's file.
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as handle:
+            np.savez(
+                handle,
+                frames=episode.frames,
+                actions=episode.actions,
+                stamps_ns=episode.stamps_ns,
+                modality=np.array(episode.modality),
+                bag_path=np.array(episode.bag_path),
+                intrinsics=intrinsics,
+            )
+        os.replace(temporary, path)  # atomic, so readers never see a half-written cache entry
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _load_episode(path: Path) -> Episode:

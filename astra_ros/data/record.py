@@ -18,6 +18,8 @@ timestamp equals its header stamp, so the same seed gives byte-identical message
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,15 @@ ROBOT_FRAME_ID = "base_link"
 def episode_bag_path(out_dir: Path | str, scenario: str, seed: int) -> Path:
     """Bag directory of one episode: ``out_dir/<scenario>_s<seed>``."""
     return Path(out_dir) / f"{scenario}_s{seed}"
+
+
+def partial_bag_path(bag_path: Path) -> Path:
+    """Where an episode is written until it is complete: ``<bag>.partial``, holding the bag directory.
+
+    The bag is written as ``<bag>.partial/<bag name>`` (rosbags names its storage file after its
+    directory) and renamed to ``<bag>`` once closed, so a bag directory under its final name is complete.
+    """
+    return bag_path.with_name(bag_path.name + ".partial")
 
 
 class _MessageFactory:
@@ -145,13 +156,33 @@ def record_episode(
     """Simulate one episode of ``scenario`` with ``seed`` and write it as a bag; return the bag directory.
 
     The bag is ``out_dir/<scenario>_s<seed>`` and must not exist yet. ``storage`` is ``mcap`` or ``sqlite3``.
+    It is written under :func:`partial_bag_path` and renamed when complete: an interrupted recording leaves
+    no bag under the final name, and its leftover ``.partial`` directory is removed (with a warning) by the
+    next recording of the same episode.
     """
     if storage not in STORAGE_PLUGINS:
         raise ValueError(f"unknown storage {storage!r}; expected one of {', '.join(STORAGE_PLUGINS)}")
     bag_path = episode_bag_path(out_dir, scenario, seed)
     if bag_path.exists():
         raise FileExistsError(f"bag {bag_path} already exists; remove it or choose another --out or --seed")
-    bag_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_bag_path(bag_path)
+    if partial.exists():
+        logger.warning("removing %s, left unfinished by an interrupted recording", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    try:
+        _write_episode(scenario, seed, partial / bag_path.name, settings, storage, progress)
+        os.replace(partial / bag_path.name, bag_path)  # atomic: the bag appears complete or not at all
+    except BaseException:  # Ctrl-C included: a half-written bag is of no use
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.rmdir()
+    logger.info("wrote %s (%d ticks)", bag_path, settings.num_ticks)
+    return bag_path
+
+
+def _write_episode(scenario: str, seed: int, bag_path: Path, settings: SimSettings, storage: str, progress: bool) -> None:
+    """Simulate and write one episode as a new bag directory ``bag_path``."""
     topics = BagTopics()
     factory = _MessageFactory()
     msgtypes = {
@@ -178,5 +209,3 @@ def record_episode(
                     connections[topic] = writer.add_connection(topic, msgtypes[topic], typestore=factory.typestore)
                 data = factory.typestore.serialize_cdr(message, msgtypes[topic])
                 writer.write(connections[topic], stamp_ns, data)
-    logger.info("wrote %s (%d ticks)", bag_path, settings.num_ticks)
-    return bag_path
