@@ -289,3 +289,33 @@ def test_switching_to_camera_actions_predicts_from_poses(predictor):
         assert _set_parameter(harness, "action_modality", "twist").successful
         harness.send_pose.clear()
     assert process.poll() is None
+
+
+@pytest.mark.skipif(PredictedFrames is None, reason="astra_ros_interfaces not built (scripts/setup.sh builds it)")
+def test_poses_that_start_late_do_not_read_as_a_jump(predictor):
+    """Camera actions with no pose yet: the window is filled with the identity pose (no motion). The
+    first real pose is metres away (the harness's camera has been moving all along); kept next to the
+    identity frames it read as one huge step, and the constant-velocity future flew off with it."""
+    harness, process = predictor
+    harness.send_pose.clear()
+    result = _set_parameter(harness, "action_modality", "camera")
+    assert result.successful, result.reason
+    try:
+        harness.wait_for(lambda: harness.diagnostic_values().get("fallback_active") == "true", 20.0,
+                         "the pose fallback")
+        with harness.lock:
+            seen = len(harness.frames)
+            far = 0.05 * len(harness.published_stamps_ns)
+        assert far > 1.0  # the first pose will be this far along z from the identity
+        harness.send_pose.set()
+        harness.wait_for(lambda: harness.diagnostic_values().get("fallback_active") == "false", 20.0, "poses back")
+        harness.wait_for(lambda: harness.count(harness.frames) >= seen + 6, 30.0, "predictions after the poses returned")
+        with harness.lock:
+            after = [m for m in harness.frames[seen:] if m.modality == "camera"]
+        steps = [np.abs(np.asarray(m.actions).reshape(-1, 12)[:, [3, 7, 11]]).max() for m in after]  # [R|t]: t
+        # 5 cm per frame over a window of 4 and a horizon of 2: well under half a metre from its first frame
+        assert after and max(steps) < 0.5, steps
+    finally:
+        harness.send_pose.clear()
+        assert _set_parameter(harness, "action_modality", "twist").successful
+    assert process.poll() is None

@@ -35,7 +35,8 @@ Faults and how the node answers them (each is counted in ``/diagnostics``):
   with *no motion assumed*: images are paired with a zero twist (twist/keys: a base whose command
   stream stopped stands still, as velocity controllers with a command timeout do) or with the last pose
   held (camera/robot: identity before any pose), and the held future command is zero. ``/diagnostics``
-  warns (``fallback_active``, ``fallback_frames``) until the stream returns.
+  warns (``fallback_active``, ``fallback_frames``) until the stream returns. A returning pose stream
+  restarts the history: the held pose next to the real one would read as a jump of the camera.
 * **The camera stops**: no new frame, no prediction (ticks counted ``skipped_no_new_frame``); the
   inputs status warns ``silent: image``; predictions resume with the next frames.
 * **Stamps jump back** (a bag loop, a simulator reset): a few backwards stamps are skipped, then the
@@ -193,6 +194,7 @@ class PredictorNode(Node):
         self._last_pose: np.ndarray | None = None  # the newest accepted pose (the fallback when poses stop)
         self._fallback_frames = 0  # images paired with the fallback state
         self._fallback_active = False
+        self._fallback_in_window = False  # the window holds frames paired with the fallback state
         self._skipped: Counter[str] = Counter()  # prediction ticks without a prediction, by reason
         self._window = ObservationWindow(self._params["context_frames"], self._model.resolution)
         self._pairer = self._new_pairer()
@@ -404,6 +406,7 @@ class PredictorNode(Node):
             for pending_ns, pending in self._pairer.take_pending_images() + [(stamp_ns, image)]:
                 self._add_to_window(pending_ns, pending, state)
                 self._fallback_frames += 1
+                self._fallback_in_window = True
 
     def _on_state(self, stream: str, stamp_ns: int, state: np.ndarray) -> None:
         """A pose (4x4) or twist (6) of ``stream``: checked, remembered, paired when it feeds the model."""
@@ -418,6 +421,12 @@ class PredictorNode(Node):
             if not self._feeds_model(stream):
                 self._ledger.skip(f"{stream}_not_used_by_{self._params['action_modality']}_actions")
                 return
+            if self._fallback_active and state.shape == (4, 4) and self._fallback_in_window:
+                # The frames of the silence hold a pose the camera has since left (identity if no pose came
+                # yet): next to this one they would read as one large motion. Start again from real poses.
+                self._clear_history()
+                self._stamps[stream].accept(stamp_ns)
+                self.get_logger().info(f"{stream} is back after a silence: history restarted from real poses")
             if self._pair(lambda: self._pairer.add_state(stamp_ns, state), state_stream=stream)[DROP_STATE_BACKWARDS]:
                 return  # refused by the pairer (counted)
             self._ledger.use(stream)
@@ -501,6 +510,7 @@ class PredictorNode(Node):
         self._latest_command = None
         self._last_predicted_stamp_ns = None
         self._live.clear()  # the model's stream holds the old history too: ~/imagine must not continue it
+        self._fallback_in_window = False
 
     # ------------------------------------------------------------------ prediction
     def _thresholds(self) -> KeyThresholds:
