@@ -43,6 +43,8 @@ class Feeder(TestNode):
     ``rate_factor`` multiplies the rate (a burst); ``send_images``/``send_twists`` stop a stream.
     """
 
+    frame_id = "faults_camera"  # of the images (a class default: some tests build messages without a node)
+
     def __init__(self) -> None:
         super().__init__("astra_faults_test")
         self.frames: list = []  # (monotonic arrival [s], PredictedFrames)
@@ -66,7 +68,7 @@ class Feeder(TestNode):
         height, width = self.size
         msg = Image(height=height, width=width, encoding=self.encoding, step=width * CHANNELS[self.encoding])
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-        msg.header.frame_id = "faults_camera"
+        msg.header.frame_id = self.frame_id
         msg.data = self.rng.integers(0, 255, height * msg.step, dtype=np.uint8).tobytes()
         return msg
 
@@ -260,6 +262,24 @@ def test_burst_at_ten_times_the_rate_is_dropped_and_counted(node):
     assert int(values["input_skipped_image_superseded"]) - superseded > got / 2
     assert values["inputs_accounted"] == "true", values["message:input accounting"]
     print(f"burst: sent {burst}, received {got}, lost in transport (reported) {lost}")
+    assert process.poll() is None
+
+
+def test_a_camera_with_another_frame_id_restarts_the_history(node):
+    """Frames of another camera (its frame_id) are not the future of the first one's history."""
+    feeder, process = node
+    restarts = feeder.value("restarts_image_frame_id")
+    feeder.frame_id = "second_camera"
+    try:
+        feeder.wait_for(lambda: feeder.value("restarts_image_frame_id") == restarts + 1, 10.0, "a frame_id restart")
+        feeder.wait_for(lambda: feeder.frames and feeder.frames[-1][1].header.frame_id == "second_camera", 20.0,
+                        "predictions in the new camera's frame")
+        time.sleep(0.5)
+        assert feeder.value("restarts_image_frame_id") == restarts + 1  # once, not per image
+    finally:
+        feeder.frame_id = "faults_camera"
+    feeder.wait_for(lambda: feeder.value("restarts_image_frame_id") == restarts + 2, 10.0, "the switch back")
+    feeder.wait_for_predictions(2)
     assert process.poll() is None
 
 

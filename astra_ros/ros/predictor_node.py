@@ -41,6 +41,7 @@ Faults and how the node answers them (each is counted in ``/diagnostics``):
   inputs status warns ``silent: image``; predictions resume with the next frames.
 * **Stamps jump back** (a bag loop, a simulator reset): a few backwards stamps are skipped, then the
   stream counts as restarted (``restarts_<input>``), the history is cleared and predictions resume.
+* **The images' frame_id changes** (another camera): the history restarts (``restarts_image_frame_id``).
 * **One stamp jumps ahead** (a glitch: more than 1 s forward, then the next stamp continues from
   before it): that message alone is taken back out of the queues (``stamp_jumps_undone_<input>``;
   an image counts as ``image_stamp_jump``), instead of refusing every good stamp after it.
@@ -194,6 +195,7 @@ class PredictorNode(Node):
         self._last_pose: np.ndarray | None = None  # the newest accepted pose (the fallback when poses stop)
         self._fallback_frames = 0  # images paired with the fallback state
         self._fallback_active = False
+        self._image_frame_id: str | None = None  # of the images in the history: another one restarts it
         self._fallback_in_window = False  # the window holds frames paired with the fallback state
         self._skipped: Counter[str] = Counter()  # prediction ticks without a prediction, by reason
         self._window = ObservationWindow(self._params["context_frames"], self._model.resolution)
@@ -391,6 +393,15 @@ class PredictorNode(Node):
             self._ledger.receive("image")
             if not self._accept_stamp("image", stamp_ns):
                 return
+            if msg.header.frame_id != self._image_frame_id:
+                if self._image_frame_id is not None and (len(self._window) or self._pairer.pending_images):
+                    # Another camera (a driver switched, a remap changed): its frames are not the history's future.
+                    self.get_logger().warning(f"image frame_id changed from '{self._image_frame_id}' to "
+                                              f"'{msg.header.frame_id}': history restarted")
+                    self._restarts["image_frame_id"] += 1
+                    self._clear_history()
+                    self._stamps["image"].accept(stamp_ns)
+                self._image_frame_id = msg.header.frame_id
             image = (rgb, msg.header.frame_id)
             if not self._state_silent(time.monotonic()):
                 self._pair(lambda: self._pairer.add_image(stamp_ns, image))
