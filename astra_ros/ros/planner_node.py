@@ -68,7 +68,8 @@ PARAMETERS: dict[str, ParamSpec] = {
     "cmd_vel_topic": ParamSpec("/cmd_vel", "where the planned command is published (geometry_msgs/Twist)", read_only=True),
     "replan_rate_hz": ParamSpec(1.0, "plans per second [Hz] (a tick while a plan is still searched is skipped)", (0.01, 30.0)),
     "action_modality": ParamSpec("twist", "actions the predictor's model is driven with", choices=("twist", "keys")),
-    "frame_interval_s": ParamSpec(0.1, "camera frame interval [s] the model's actions are scaled by", (0.001, 10.0)),
+    "frame_interval_s": ParamSpec(0.1, "camera frame interval [s] the model's actions are scaled by; "
+                                  "within 25 % of the predictor's camera, else no plan", (0.001, 10.0)),
     "horizon_steps": ParamSpec(3, "steps per plan; each holds one command for frames_per_step frames", (1, 16)),
     "frames_per_step": ParamSpec(2, "camera frames per plan step (the model's frames per chunk)", (1, 16)),
     "candidates": ParamSpec(16, "plans imagined per CEM iteration (one ~/imagine batch; <= the predictor's "
