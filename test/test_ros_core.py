@@ -88,8 +88,12 @@ def test_states_without_images_are_kept_for_state_history_only():
     pairer = ApproximateTimePairer(slop_ns=MS, state_history_ns=50 * MS, max_states=1000)
     for t_ms in range(500):
         pairer.add_state(t_ms * MS, t_ms)
-    assert pairer.queued_states == 51  # 449..499 ms
+    assert pairer.queued_states == 52  # 448..499 ms: 50 ms before the second-newest state
     assert [p.state for p in pairer.add_image(460 * MS, "late")] == [460]
+    # One state glitched 10 s ahead, then taken back: the states before it are still there.
+    pairer.add_state(10_500 * MS, "glitch")
+    assert pairer.discard_states_after(499 * MS) == 1
+    assert [p.state for p in pairer.add_image(470 * MS, "after the glitch")] == [470]
     capped = ApproximateTimePairer(slop_ns=MS, state_history_ns=10**12, max_states=100)
     for t_ms in range(500):
         capped.add_state(t_ms * MS, t_ms)

@@ -118,7 +118,7 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
     1 kHz joint-state topic and a camera whose images arrive 120 ms late need 120+ states, so a fixed
     count would silently lose every image. A state is dropped once a later one is at or before every
     image still to come (it can no longer be the nearest), or when it is more than ``state_history_ns``
-    older than the newest state (images that late cannot pair anyway); ``max_states`` bounds memory
+    older than the second-newest state (images that late cannot pair anyway); ``max_states`` bounds memory
     whatever the rates.
     Stamps are integers in [ns]; each stream must be in stamp order (filter with
     :class:`MonotonicStamps` first: out-of-order messages are refused here and counted).
@@ -184,8 +184,11 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         if first_needed_ns is not None:
             while len(states) > 1 and states[1][0] <= first_needed_ns:
                 states.popleft()
-        oldest_kept_ns = states[-1][0] - self.state_history_ns
-        while len(states) > 1 and states[0][0] < oldest_kept_ns:
+        # Measured from the second-newest state: a single stamp glitched far ahead (which the caller may
+        # take back with discard_states_after) must not flush the states the next images need.
+        newest_trusted_ns = states[-2][0] if len(states) > 1 else states[-1][0]
+        oldest_kept_ns = newest_trusted_ns - self.state_history_ns
+        while len(states) > 2 and states[0][0] < oldest_kept_ns:
             states.popleft()
 
     def reset(self) -> None:
