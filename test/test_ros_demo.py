@@ -25,3 +25,22 @@ def test_demo_drives_the_simulator_and_saves_predictions_next_to_reality(tmp_pat
 
     strip = Image.open(out)
     assert strip.width > 4 * 32 and strip.height >= 2 * 32
+
+
+def test_demo_stops_at_once_with_the_nodes_error_when_a_node_cannot_start(tmp_path):
+    """A predictor that fails at start (here: no such checkpoint) exits after a couple of seconds; the
+    demo used to look only once, after 1 s, and then wait 120 s for a prediction that never came."""
+    out = tmp_path / "demo.png"
+    exe = Path(sys.executable).parent / "astra-demo"
+    proc = subprocess.run([str(exe), "--checkpoint", str(tmp_path / "no_such_checkpoint"), "--seconds", "2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "the predictor node exited (code 1)" in proc.stderr and "no_such_checkpoint" in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+def test_demo_refuses_a_domain_whose_ports_are_ephemeral(tmp_path):
+    exe = Path(sys.executable).parent / "astra-demo"
+    proc = subprocess.run([str(exe), "--domain-id", "150", "--out", str(tmp_path / "d.png")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--domain-id must be in 0-101" in proc.stderr, proc.stderr

@@ -8,7 +8,9 @@ as a PNG strip together with the measured prediction latency.
     astra-demo --checkpoint default --seconds 20 --out out/demo.png
 
 DDS discovery is kept on this machine (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) on a
-domain of the demo's own.
+domain of the demo's own (``--domain-id``; by default a random one in 1-101, never the caller's
+``ROS_DOMAIN_ID``, which may belong to nodes the demo's ``/cmd_vel`` must not drive). Domains
+above 101 are avoided: their DDS ports fall into Linux's ephemeral port range.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+# Largest domain whose Fast DDS ports (7400 + 250 x domain + up to 11) stay below the ephemeral range (32768).
+MAX_SAFE_DOMAIN_ID = 101
 # How long to wait for the predictor's first prediction after the first camera image [s].
 PREDICTOR_START_TIMEOUT_S = 120.0
 # Scripted path: (seconds, forward speed [m/s], yaw rate [rad/s]).
@@ -41,15 +46,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--horizon", type=int, default=6, help="frames predicted ahead at each prediction")
     p.add_argument("--publish-rate", type=float, default=1.0, help="predictions per second [Hz]")
     p.add_argument("--out", type=Path, default=Path("out/demo.png"), help="PNG strip to write (and a .json beside it)")
-    return p.parse_args(argv)
+    p.add_argument("--domain-id", type=int, default=None,
+                   help=f"ROS_DOMAIN_ID of the demo's nodes (0-{MAX_SAFE_DOMAIN_ID}; default: a random one in 1-{MAX_SAFE_DOMAIN_ID})")
+    args = p.parse_args(argv)
+    if args.domain_id is not None and not 0 <= args.domain_id <= MAX_SAFE_DOMAIN_ID:
+        p.error(f"--domain-id must be in 0-{MAX_SAFE_DOMAIN_ID} (higher domains use ephemeral ports), got {args.domain_id}")
+    return args
 
 
-def _ros_environment() -> dict[str, str]:
+def _ros_environment(domain_id: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # never multicast discovery off this machine
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 200)))
+    env["ROS_DOMAIN_ID"] = str(random.randint(1, MAX_SAFE_DOMAIN_ID) if domain_id is None else domain_id)
     env.setdefault("MUJOCO_GL", "egl")
     return env
+
+
+class ChildExited(RuntimeError):
+    """A node the demo started has exited before the demo stopped it; the message holds its log's tail."""
+
+
+def _check_children(procs: list[tuple[str, subprocess.Popen]], logs: Path) -> None:
+    for name, proc in procs:
+        if proc.poll() is not None:
+            tail = (logs / f"{name}.log").read_text(errors="replace")[-2000:]
+            raise ChildExited(f"the {name} node exited (code {proc.returncode}):\n{tail}")
 
 
 def _executable(name: str) -> str:
@@ -73,8 +94,21 @@ def _nearest(frames: dict[int, np.ndarray], stamp_ns: int, tolerance_ns: int) ->
     return frames[best] if abs(best - stamp_ns) <= tolerance_ns else None
 
 
-def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]:
+def _drive_and_record(args: argparse.Namespace, check_children) -> tuple[Recording, list[float]]:
+    """Drive the script and record; ``check_children()`` raises :class:`ChildExited` if a node died."""
     import rclpy
+
+    rclpy.init()
+    node = rclpy.create_node("astra_demo")
+    try:
+        return _drive(args, check_children, node)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def _drive(args: argparse.Namespace, check_children, node) -> tuple[Recording, list[float]]:
+    from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import Twist
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
@@ -85,8 +119,6 @@ def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]
 
     rec = Recording()
     model_latency: list[float] = []
-    rclpy.init()
-    node = rclpy.create_node("astra_demo")
     cmd = node.create_publisher(Twist, "/cmd_vel", 10)
 
     def on_camera(msg: Image) -> None:
@@ -103,10 +135,9 @@ def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]
     def on_diagnostics(msg) -> None:
         for status in msg.status:
             for kv in status.values:
-                if kv.key == "latency_last_s":
-                    model_latency.append(float(kv.value))
-
-    from diagnostic_msgs.msg import DiagnosticArray
+                # Every prediction's latency once (latency_last_s is a 1 Hz sample of them).
+                if kv.key == "latency_new_ms" and kv.value:
+                    model_latency.extend(float(ms) / 1e3 for ms in kv.value.split(","))
 
     node.create_subscription(Image, "/camera/image_raw", on_camera, qos_profile_sensor_data)
     node.create_subscription(PredictedFrames, "/astra_predictor/predicted/frames", on_prediction, 10)
@@ -116,6 +147,7 @@ def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]
 
     def publish_and_spin(msg: Twist) -> None:
         # One 10 Hz command tick; callbacks (camera, predictions) run meanwhile.
+        check_children()
         cmd.publish(msg)
         end = time.monotonic() + 0.1
         while time.monotonic() < end:
@@ -125,6 +157,7 @@ def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]
     # Wait (bounded) for the simulator's first image: discovery takes up to a few seconds.
     deadline = time.monotonic() + 30.0
     while not rec.camera and time.monotonic() < deadline:
+        check_children()
         executor.spin_once(timeout_sec=0.1)
     if not rec.camera:
         raise SystemExit("astra-demo: no image from the simulator node within 30 s")
@@ -152,8 +185,6 @@ def _drive_and_record(args: argparse.Namespace) -> tuple[Recording, list[float]]
         msg.linear.x, msg.angular.z = speed, yaw
         publish_and_spin(msg)
     cmd.publish(Twist())
-    node.destroy_node()
-    rclpy.try_shutdown()
     return rec, model_latency
 
 
@@ -188,9 +219,13 @@ def _strip(rec: Recording, rows: int, tolerance_ns: int):
     return canvas
 
 
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    env = _ros_environment()
+    env = _ros_environment(args.domain_id)
     os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "MUJOCO_GL")})
     logs = args.out.with_suffix(".logs")
     logs.mkdir(parents=True, exist_ok=True)
@@ -200,19 +235,19 @@ def main(argv: list[str] | None = None) -> int:
                 "-p", "action_modality:=twist", "-p", f"horizon:={args.horizon}",
                 "-p", f"publish_rate:={float(args.publish_rate)}",
                 "-r", "image:=/camera/image_raw", "-r", "twist:=/cmd_vel", "-r", "odom:=/odom"]
-    procs = []
+    procs: list[tuple[str, subprocess.Popen]] = []
+    # SIGTERM (a supervisor, `timeout`) must run the cleanup below too, or the nodes outlive the demo.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         for name, cmd in (("sim", sim_cmd), ("predictor", pred_cmd)):
             out = open(logs / f"{name}.log", "w")
             procs.append((name, subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)))
         print(f"astra-demo: simulator and predictor started (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, logs in {logs})")
-        time.sleep(1.0)
-        for name, proc in procs:
-            if proc.poll() is not None:
-                print(f"astra-demo: the {name} node exited at start:\n" + (logs / f"{name}.log").read_text()[-2000:],
-                      file=sys.stderr)
-                return 1
-        rec, model_latency = _drive_and_record(args)
+        rec, model_latency = _drive_and_record(args, partial(_check_children, procs, logs))
+        _check_children(procs, logs)  # a node that died during the drive: the strip would not show the system
+    except ChildExited as error:
+        print(f"astra-demo: {error}", file=sys.stderr)
+        return 1
     finally:
         for _, proc in procs:
             if proc.poll() is None:
