@@ -137,3 +137,26 @@ def test_predictor_predicts_from_the_simulated_camera(rover):
         predicted = rover["record"]["predicted"][-1][1]
     assert (predicted.width, predicted.height, predicted.encoding) == (32, 32, "rgb8")
     assert predicted.header.frame_id == "camera_optical"
+
+
+def test_arm_node_at_one_hertz_starts_and_holds_the_arm_until_a_target():
+    """rate_hz:=1 is in the declared range but was refused (a 1 s episode has one frame); and the arm
+    followed the recorded episodes' random pushes before any /robot/ee_target."""
+    from rclpy.parameter import Parameter
+
+    from astra_ros.ros.sim_node import SimNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = SimNode(context=context, parameter_overrides=[
+            Parameter("scenario", value="arm"), Parameter("rate_hz", value=1), Parameter("size", value="32x32")])
+        try:
+            start = node._scenario.ee_pose_base().position.copy()
+            for _ in range(60):  # 2 s of ticks at the default state rate
+                node._on_tick()
+            assert np.linalg.norm(node._scenario.ee_pose_base().position - start) < 0.005
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)

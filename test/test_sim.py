@@ -231,3 +231,19 @@ def test_an_interrupted_recording_leaves_no_bag_and_does_not_block_a_rerun(tmp_p
     assert set(rerun) == set(expected)
     for topic in expected:
         assert [raw for *_, raw in rerun[topic]] == [raw for *_, raw in expected[topic]], topic
+
+
+def test_a_held_arm_stays_where_it_is():
+    """The live simulator node holds the arm until its first /robot/ee_target; before, the recorded
+    episodes' random pushes moved it 0.4 m in 3 s with nobody commanding it."""
+    from astra_ros.data.scenes import make_scenario
+
+    settings = SimSettings(seconds=1.0, image_width=32, image_height=32)
+    free, held = make_scenario("arm", 0, settings), make_scenario("arm", 0, settings)
+    held.hold()
+    start = held.ee_pose_base().position.copy()
+    for _ in range(90):  # 3 s at 30 Hz
+        free.advance(1 / 30)
+        held.advance(1 / 30)
+    assert np.linalg.norm(free.ee_pose_base().position - start) > 0.05  # the episode's own moves
+    assert np.linalg.norm(held.ee_pose_base().position - start) < 0.005

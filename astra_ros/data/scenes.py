@@ -796,6 +796,17 @@ class ArmScenario(Scenario):
         self._push_plan = []
         self._external_target = True
 
+    def hold(self) -> None:
+        """Keep the arm where its controls are now, instead of the random moves (until :meth:`set_ee_target`).
+
+        For a live simulator: nothing should move that nobody commanded.
+        """
+        self._segment_start = self.data.ctrl.copy()
+        self._segment_goal = self.data.ctrl.copy()
+        self._segment_elapsed = self._segment_duration
+        self._push_plan = []
+        self._external_target = True
+
     def inverse_kinematics(self, ee_target_base: np.ndarray, roll_rad: float) -> np.ndarray:
         """Joint angles [rad] (5) that put the end-effector at ``ee_target_base`` [m] (base frame) pointing down.
 

@@ -95,9 +95,11 @@ class SimNode(Node):
             raise StartupError(f"scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
         try:
             width, height = parse_size(self.get_parameter("size").value)
+            rate_hz = self.get_parameter("rate_hz").value
+            # The live node runs until stopped; an episode length only has to hold two frames to pass the checks.
             self._settings = SimSettings(
-                seconds=1.0, image_width=width, image_height=height,
-                camera_rate_hz=self.get_parameter("rate_hz").value,
+                seconds=max(1.0, 2.0 / rate_hz), image_width=width, image_height=height,
+                camera_rate_hz=rate_hz,
                 state_rate_hz=self.get_parameter("state_rate_hz").value,
             )
         except ValueError as error:
@@ -118,6 +120,7 @@ class SimNode(Node):
             self._ee_pub = self.create_publisher(PoseStamped, "/robot/ee_pose", qos)
             self._gripper_pub = self.create_publisher(Float32, "/robot/gripper", qos)
             self.create_subscription(PoseStamped, "/robot/ee_target", self._on_ee_target, qos)
+            self._scenario.hold()  # the recorded episodes' random pushes are not commands
         else:
             self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, qos)
             self._hold_still()
