@@ -156,6 +156,12 @@ def test_arm_node_at_one_hertz_starts_and_holds_the_arm_until_a_target():
             for _ in range(60):  # 2 s of ticks at the default state rate
                 node._on_tick()
             assert np.linalg.norm(node._scenario.ee_pose_base().position - start) < 0.005
+            # Real-time check: 60 ticks at 30 Hz are 2 s of simulation; over 5 s of wall time that is 0.4x.
+            node._realtime_since = (100.0, 0)
+            assert node._check_realtime(102.0) is None  # not yet due
+            assert abs(node._check_realtime(105.0) - 0.4) < 1e-9
+            node._realtime_since, node._tick = (300.0, 0), 150  # 5 s simulated in 5 s
+            assert abs(node._check_realtime(305.0) - 1.0) < 1e-9 and node._realtime_since == (305.0, 150)
         finally:
             node.destroy_node()
     finally:

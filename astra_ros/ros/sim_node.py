@@ -43,6 +43,8 @@ from astra_ros.ros.conversions import ns_to_stamp, pose_msg_to_matrix, rgb_to_im
 
 NODE_NAME = "astra_sim"
 COMMAND_TIMEOUT_S = 0.5  # [s] without /cmd_vel the rig holds still
+REALTIME_CHECK_S = 5.0  # [s] how often the simulated time is compared with the wall clock
+MIN_REALTIME_FACTOR = 0.9  # simulated seconds per wall second below which the node warns
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -109,6 +111,7 @@ class SimNode(Node):
         self._intrinsics = self._scenario.intrinsics
         self._ticks_per_image = self._settings.state_rate_hz // self._settings.camera_rate_hz
         self._tick = 0
+        self._realtime_since: tuple[float, int] | None = None  # (monotonic [s], tick) of the last real-time check
         self._last_command_s: float | None = None
         self._holding = False
 
@@ -182,6 +185,25 @@ class SimNode(Node):
         render = self._tick % self._ticks_per_image == 0
         self._tick += 1
         self._publish(self._scenario.state(self.get_clock().now().nanoseconds, render))
+        self._check_realtime(time.monotonic())
+
+    def _check_realtime(self, now_s: float) -> float | None:
+        """Every REALTIME_CHECK_S: the simulated seconds per wall second since the last check; a warning
+        below MIN_REALTIME_FACTOR. Each tick advances a fixed step but is stamped with the clock, so ticks
+        that overrun their period (large images, busy cores) make the motion slower than its stamps say."""
+        if self._realtime_since is None:
+            self._realtime_since = (now_s, self._tick)
+            return None
+        since_s, since_tick = self._realtime_since
+        if now_s - since_s < REALTIME_CHECK_S:
+            return None
+        factor = (self._tick - since_tick) / self._settings.state_rate_hz / (now_s - since_s)
+        self._realtime_since = (now_s, self._tick)
+        if factor < MIN_REALTIME_FACTOR:
+            self.get_logger().warning(
+                f"simulating at {factor:.2f}x real time: ticks overrun their {1e3 / self._settings.state_rate_hz:.0f} ms "
+                "period, so motion per stamped second is too slow; lower size, rate_hz or state_rate_hz")
+        return factor
 
     def _publish(self, tick: SimTick) -> None:
         stamp_ns = tick.stamp_ns
