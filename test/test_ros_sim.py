@@ -157,11 +157,22 @@ def test_arm_node_at_one_hertz_starts_and_holds_the_arm_until_a_target():
                 node._on_tick()
             assert np.linalg.norm(node._scenario.ee_pose_base().position - start) < 0.005
             # Real-time check: 60 ticks at 30 Hz are 2 s of simulation; over 5 s of wall time that is 0.4x.
-            node._realtime_since = (100.0, 0)
+            node._realtime_since, node._tick = (100.0, 0), 60
             assert node._check_realtime(102.0) is None  # not yet due
             assert abs(node._check_realtime(105.0) - 0.4) < 1e-9
             node._realtime_since, node._tick = (300.0, 0), 150  # 5 s simulated in 5 s
             assert abs(node._check_realtime(305.0) - 1.0) < 1e-9 and node._realtime_since == (305.0, 150)
+            # An overrun tick is made up by extra fixed steps (at most 3), so motion keeps pace with the stamps.
+            t0, dt = 1000.0, 1 / 30
+            node._wall_start_s, node._tick = t0, 1  # tick 0 ran at t0
+            node._step(t0 + dt)
+            assert node._tick == 2  # on time: one step
+            node._step(t0 + 4 * dt + 0.001)
+            assert node._tick == 5  # two periods late: three steps
+            node._step(t0 + 20 * dt + 0.001)
+            assert node._tick == 8  # far behind: three steps, then on from here
+            node._step(t0 + 21 * dt + 0.001)
+            assert node._tick == 9
         finally:
             node.destroy_node()
     finally:

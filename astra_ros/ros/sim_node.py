@@ -43,6 +43,7 @@ from astra_ros.ros.conversions import ns_to_stamp, pose_msg_to_matrix, rgb_to_im
 
 NODE_NAME = "astra_sim"
 COMMAND_TIMEOUT_S = 0.5  # [s] without /cmd_vel the rig holds still
+MAX_CATCHUP_STEPS = 3  # physics steps one tick may run to make up for an overrun
 REALTIME_CHECK_S = 5.0  # [s] how often the simulated time is compared with the wall clock
 MIN_REALTIME_FACTOR = 0.9  # simulated seconds per wall second below which the node warns
 
@@ -111,6 +112,7 @@ class SimNode(Node):
         self._intrinsics = self._scenario.intrinsics
         self._ticks_per_image = self._settings.state_rate_hz // self._settings.camera_rate_hz
         self._tick = 0
+        self._wall_start_s: float | None = None  # monotonic [s] of tick 0 (moved on when too far behind)
         self._realtime_since: tuple[float, int] | None = None  # (monotonic [s], tick) of the last real-time check
         self._last_command_s: float | None = None
         self._holding = False
@@ -177,20 +179,39 @@ class SimNode(Node):
 
     # ------------------------------------------------------------------ stepping
     def _on_tick(self) -> None:
+        self._step(time.monotonic())
+
+    def _step(self, now_s: float) -> None:
+        """One timer tick at monotonic ``now_s``: advance the physics by the ticks that are due and publish.
+
+        Each step is a fixed 1 / state_rate_hz (the scenes' physics are tuned for it); a tick that
+        overran its period is made up by extra steps (at most MAX_CATCHUP_STEPS at once), so the motion
+        keeps pace with the stamps, which are the clock's.
+        """
         if (self._name != "arm" and not self._holding and self._last_command_s is not None
-                and time.monotonic() - self._last_command_s > COMMAND_TIMEOUT_S):
+                and now_s - self._last_command_s > COMMAND_TIMEOUT_S):
             self._hold_still()
-        if self._tick > 0:
-            self._scenario.advance(1.0 / self._settings.state_rate_hz)
-        render = self._tick % self._ticks_per_image == 0
-        self._tick += 1
+        rate = self._settings.state_rate_hz
+        if self._wall_start_s is None:
+            self._wall_start_s = now_s
+        due = int((now_s - self._wall_start_s) * rate + 1e-6) + 1  # ticks that should have run by now
+        steps = max(1, min(due - self._tick, MAX_CATCHUP_STEPS))
+        render = False
+        for _ in range(steps):
+            if self._tick > 0:
+                self._scenario.advance(1.0 / rate)
+            render = render or self._tick % self._ticks_per_image == 0
+            self._tick += 1
+        if due - self._tick > 0:  # too far behind to make up: go on from here (the real-time check warns)
+            self._wall_start_s = now_s - (self._tick - 1) / rate
         self._publish(self._scenario.state(self.get_clock().now().nanoseconds, render))
-        self._check_realtime(time.monotonic())
+        self._check_realtime(now_s)
 
     def _check_realtime(self, now_s: float) -> float | None:
         """Every REALTIME_CHECK_S: the simulated seconds per wall second since the last check; a warning
-        below MIN_REALTIME_FACTOR. Each tick advances a fixed step but is stamped with the clock, so ticks
-        that overrun their period (large images, busy cores) make the motion slower than its stamps say."""
+        below MIN_REALTIME_FACTOR. Steps are fixed but stamped with the clock: when ticks overrun their
+        period (large images, busy cores) by more than the catch-up makes good, the motion is slower
+        than its stamps say."""
         if self._realtime_since is None:
             self._realtime_since = (now_s, self._tick)
             return None
