@@ -360,8 +360,7 @@ class PredictorNode(Node):
             if stream == "image" or self._feeds_model(stream):
                 self.get_logger().warning(f"{stream} stamps restarted (clock jumped back, e.g. a bag loop): "
                                           "history cleared")
-                self._clear_history()
-                self._stamps[stream].accept(stamp_ns)  # the restarting stamp opens the new stream
+                self._restart_history(stream, stamp_ns)
         return True
 
     def _take_back_outlier(self, stream: str, stamp_ns: int) -> None:
@@ -399,8 +398,7 @@ class PredictorNode(Node):
                     self.get_logger().warning(f"image frame_id changed from '{self._image_frame_id}' to "
                                               f"'{msg.header.frame_id}': history restarted")
                     self._restarts["image_frame_id"] += 1
-                    self._clear_history()
-                    self._stamps["image"].accept(stamp_ns)
+                    self._restart_history("image", stamp_ns)
                 self._image_frame_id = msg.header.frame_id
             image = (rgb, msg.header.frame_id)
             if not self._state_silent(time.monotonic()):
@@ -435,8 +433,7 @@ class PredictorNode(Node):
             if self._fallback_active and state.shape == (4, 4) and self._fallback_in_window:
                 # The frames of the silence hold a pose the camera has since left (identity if no pose came
                 # yet): next to this one they would read as one large motion. Start again from real poses.
-                self._clear_history()
-                self._stamps[stream].accept(stamp_ns)
+                self._restart_history(stream, stamp_ns)
                 self.get_logger().info(f"{stream} is back after a silence: history restarted from real poses")
             if self._pair(lambda: self._pairer.add_state(stamp_ns, state), state_stream=stream)[DROP_STATE_BACKWARDS]:
                 return  # refused by the pairer (counted)
@@ -522,6 +519,11 @@ class PredictorNode(Node):
         self._last_predicted_stamp_ns = None
         self._live.clear()  # the model's stream holds the old history too: ~/imagine must not continue it
         self._fallback_in_window = False
+
+    def _restart_history(self, stream: str, stamp_ns: int) -> None:
+        """Clear the history at a ``stream`` message that stays: its stamp opens the new stream (lock held)."""
+        self._clear_history()
+        self._stamps[stream].accept(stamp_ns)
 
     # ------------------------------------------------------------------ prediction
     def _thresholds(self) -> KeyThresholds:
