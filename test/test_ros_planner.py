@@ -154,6 +154,27 @@ def test_planner_refuses_to_plan_for_another_camera_rate(harness, goal_file):
         print(f"--- planner log ---\n{out_planner[-3000:]}\n--- predictor log ---\n{out_predictor[-3000:]}")
 
 
+def test_a_plan_longer_than_the_predictor_allows_names_the_planner_parameters(harness, goal_file):
+    predictor = start_node([
+        console_script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "publish_rate:=2.0",
+        "-p", "max_imagine_horizon:=3", "-r", "image:=/test/image", "-r", "twist:=/test/cmd_vel"], cwd=REPO)
+    planner = start_node(_planner(goal_file, ["-p", "horizon_steps:=2", "-p", "frames_per_step:=2"]), cwd=REPO)
+    try:
+        # Until the predictor holds a history, ~/imagine refuses for that reason first.
+        wait_until(lambda: "max_imagine_horizon" in harness.planner_status().get("message", ""), 40.0,
+                   "the horizon refusal in the planner's /diagnostics", harness.planner_status)
+        status = harness.planner_status()
+        message = status["message"]
+        assert status["level"] == 2 and int(status["imagine_failed"]) >= 1, status
+        assert "max_imagine_horizon=3" in message and "got 4" in message, message
+        assert "horizon_steps 2 x frames_per_step 2" in message, message
+        assert status["plans"] == "0", status
+    finally:
+        out_planner = stop_node(planner)
+        out_predictor = stop_node(predictor)
+        print(f"--- planner log ---\n{out_planner[-3000:]}\n--- predictor log ---\n{out_predictor[-3000:]}")
+
+
 def test_clearing_goal_file_forgets_the_file_goal_but_not_a_topic_goal(goal_file):
     """config/planner.yaml: goal_file "" = wait for a goal on the goal topic; setting it at run time
     used to keep planning towards the old file."""

@@ -340,7 +340,11 @@ class PlannerNode(Node):
         if response is None:
             raise ImagineError("~/imagine returned no response")
         if not response.success:
-            raise ImagineError(f"~/imagine refused or failed: {response.message}")
+            message = response.message
+            if "max_imagine_" in message:  # a predictor limit: say which planner parameters make the request
+                message += (f" (this plan asks {b} candidates x {n} frames: candidates {params['candidates']}, "
+                            f"horizon_steps {params['horizon_steps']} x frames_per_step {params['frames_per_step']})")
+            raise ImagineError(f"~/imagine refused or failed: {message}")
         mismatch = frame_interval_mismatch(params["frame_interval_s"], float(response.frame_interval_s),
                                            params["action_modality"])
         if mismatch:
