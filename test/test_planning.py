@@ -1,5 +1,6 @@
 """Planner imagination (sub-batches, decoding only some frames), the CEM core on a known problem, plan_eval --quick."""
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from astra_ros.model import WorldModel, preset
-from astra_ros.planning.cem import ActionEncoder, CEMConfig, CEMPlanner, GoalScorer, shuffle_candidates
+from astra_ros.planning.cem import ActionEncoder, CEMConfig, CEMPlanner, GoalScorer, PlanSchedule, shuffle_candidates
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,6 +116,36 @@ def test_cem_finds_the_known_best_plan():
     clipped = planner.plan(GoalScorer(far, score_size=8 * steps)).plan
     assert clipped[:, 0].max() <= 0.6 + 1e-9 and clipped[:, 1].max() <= 1.0 + 1e-9
     assert clipped[:, 0].min() > 0.5 and clipped[:, 1].min() > 0.75  # pushed against the limits
+
+
+def test_warm_start_drops_the_steps_executed_since():
+    config = CEMConfig(horizon_steps=4, frames_per_step=2, candidates=4, elites=2, iterations=1)
+    planner = CEMPlanner(config, None, ActionEncoder("twist", 0.1, 2))
+    previous = np.array([[0.1, 0.0], [0.2, 0.1], [0.3, 0.2], [0.4, 0.3]])
+    planner._previous = previous
+    np.testing.assert_allclose(planner.initial_distribution(0)[0], previous)
+    np.testing.assert_allclose(planner.initial_distribution(2)[0], previous[[2, 3, 3, 3]])
+    np.testing.assert_allclose(planner.initial_distribution(9)[0], previous[[3, 3, 3, 3]])  # beyond the plan
+    with pytest.raises(ValueError, match="steps_done"):
+        planner.initial_distribution(-1)
+    # plan() starts from that shift: with one iteration and zero std, its mean is the shifted plan
+    planner.config = dataclasses.replace(config, warm_start_std=(0.0, 0.0), min_std=(0.0, 0.0), smoothing=0.0)
+    result = planner.plan(lambda frames: np.zeros(len(frames)), imagine=lambda a: np.zeros((len(a), 1, 4, 4, 3), np.uint8),
+                          steps_done=1)
+    np.testing.assert_allclose(result.plan, previous[[1, 2, 3, 3]])
+
+
+def test_plan_schedule_runs_each_step_for_its_time_then_nothing():
+    plan = np.array([[0.1, 0.0], [0.2, 0.5], [0.3, -0.5]])
+    schedule = PlanSchedule(plan, start_s=10.0, step_s=0.2)
+    assert schedule.duration_s == pytest.approx(0.6)
+    due = [schedule.command_at(t) for t in (9.9, 10.0, 10.19, 10.2, 10.45, 10.599)]
+    np.testing.assert_allclose(np.stack(due), plan[[0, 0, 0, 1, 2, 2]])
+    assert schedule.command_at(10.6) is None and schedule.command_at(12.0) is None
+    assert [schedule.steps_done(t) for t in (9.0, 10.0, 10.21, 10.6, 11.0)] == [0, 0, 1, 3, 5]
+    for bad in (0.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="step_s"):
+            PlanSchedule(plan, 0.0, bad)
 
 
 def test_cem_with_shuffled_imagination_does_not_find_it():

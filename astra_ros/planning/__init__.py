@@ -10,11 +10,12 @@ from astra_ros.planning.cem import (
     CEMPlanner,
     GoalScorer,
     PlanResult,
+    PlanSchedule,
     downsample,
     model_imagine,
     shuffle_candidates,
     zero_actions,
 )
 
-__all__ = ["ActionEncoder", "CEMConfig", "CEMPlanner", "GoalScorer", "PlanResult", "downsample", "model_imagine",
+__all__ = ["ActionEncoder", "CEMConfig", "CEMPlanner", "GoalScorer", "PlanResult", "PlanSchedule", "downsample", "model_imagine",
            "shuffle_candidates", "zero_actions"]

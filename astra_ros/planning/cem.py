@@ -10,7 +10,9 @@ one-hot keys), so the same planner drives a twist or a keys model.
 samples ``candidates`` plans (the current mean among them), clips them to the command limits, asks
 ``imagine(actions (B, N, D)) -> frames (B, K, H, W, 3)`` for their futures, scores the frames
 against the goal image, and refits the Gaussian to the ``elites`` best. The next call warm-starts
-from this plan shifted by one step. The ``imagine`` callable is all the planner knows of the model:
+from this plan shifted by the steps executed since (``steps_done``; one by default, as when every
+step is replanned). :class:`PlanSchedule` says which step of a plan is due at a given time, so that
+a plan is executed step by step and not its first command for as long as the next plan takes. The ``imagine`` callable is all the planner knows of the model:
 in-process it wraps ``WorldModel.imagine`` (:func:`model_imagine`), in the planner node it calls the
 predictor's ``~/imagine`` service. It should use common random numbers (the same noise for every
 candidate and every iteration of one planning call), so scores differ through the actions only.
@@ -169,6 +171,37 @@ class PlanResult:
         return self.plan[0]
 
 
+@dataclass(frozen=True)
+class PlanSchedule:
+    """A plan being executed: step k's command is due over [start_s + k step_s, start_s + (k+1) step_s).
+
+    ``step_s`` is the time the plan's imagination gave each step (frames_per_step x frame interval).
+    Past the last step nothing is due: the plan was never imagined further, so a caller stops
+    rather than hold the last command into a future nobody looked at.
+    """
+
+    plan: np.ndarray  # (horizon_steps, 2) (v, w)
+    start_s: float  # [s] on the caller's clock
+    step_s: float  # [s] per step
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.step_s) and self.step_s > 0):
+            raise ValueError(f"step_s must be a finite number > 0, got {self.step_s}")
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.plan) * self.step_s
+
+    def steps_done(self, now_s: float) -> int:
+        """Steps begun before ``now_s`` and finished by it (0 before the plan starts)."""
+        return max(0, int(np.floor((now_s - self.start_s) / self.step_s + 1e-9)))
+
+    def command_at(self, now_s: float) -> np.ndarray | None:
+        """(v, w) due at ``now_s``, or None once the plan has run out."""
+        k = self.steps_done(now_s)
+        return self.plan[k] if k < len(self.plan) else None
+
+
 class CEMPlanner:
     """The cross-entropy method over (v, w) plans scored by imagined frames (see the module docstring)."""
 
@@ -188,25 +221,31 @@ class CEMPlanner:
         """Forget the previous plan (the next call starts cold)."""
         self._previous = None
 
-    def initial_distribution(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std) of shape (horizon_steps, 2): the previous plan shifted by one step, or zeros."""
+    def initial_distribution(self, steps_done: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) of shape (horizon_steps, 2): the previous plan without its first ``steps_done``
+        steps (executed since), its last step repeated in their place; zeros at a cold start."""
         cfg = self.config
         shape = (cfg.horizon_steps, 2)
         if self._previous is None:
             return np.zeros(shape), np.broadcast_to(np.asarray(cfg.initial_std, float), shape).copy()
-        shifted = np.concatenate([self._previous[1:], self._previous[-1:]], axis=0)
+        if steps_done < 0:
+            raise ValueError(f"steps_done must be >= 0, got {steps_done}")
+        k = min(int(steps_done), cfg.horizon_steps - 1)  # beyond the plan: its last step is all that is left
+        shifted = np.concatenate([self._previous[k:], np.repeat(self._previous[-1:], k, axis=0)], axis=0)
         return shifted, np.broadcast_to(np.asarray(cfg.warm_start_std, float), shape).copy()
 
-    def plan(self, score: Callable[[np.ndarray], np.ndarray], imagine: ImagineFn | None = None) -> PlanResult:
+    def plan(self, score: Callable[[np.ndarray], np.ndarray], imagine: ImagineFn | None = None,
+             steps_done: int = 1) -> PlanResult:
         """Search a plan whose imagined future ``score`` ranks lowest; ``score(frames (B, K, ...)) -> (B,)``.
 
         ``imagine`` overrides the planner's for this plan (e.g. a service call with this plan's noise seed).
+        ``steps_done``: steps of the previous plan executed since it was made (the warm start's shift).
         """
         imagine = self.imagine if imagine is None else imagine
         if imagine is None:
             raise ValueError("CEMPlanner.plan needs an imagine callable: none given here or to the constructor")
         cfg = self.config
-        mean, std = self.initial_distribution()
+        mean, std = self.initial_distribution(steps_done)
         min_std = np.asarray(cfg.min_std, float)
         best_plan, best_score = mean.copy(), np.inf
         mean_scores, elite_scores = [], []
