@@ -94,15 +94,17 @@ def test_setup_installs_launch_and_config_and_scripts_for_ros2_run():
     assert config["install"]["install_scripts"] == "$base/lib/astra_ros"
 
 
-def test_params_file_lists_every_declared_parameter_with_its_type():
+@pytest.mark.parametrize("node", ["predictor", "planner"])
+def test_params_file_lists_every_declared_parameter_with_its_type(node):
     pytest.importorskip("rclpy")
-    from astra_ros.ros.predictor_node import PARAMETERS
+    module = importlib.import_module(f"astra_ros.ros.{node}_node")
+    declared = module.PARAMETERS
 
-    parameters = yaml.safe_load(PARAMS_FILE.read_text())["/**/astra_predictor"]["ros__parameters"]
-    assert set(parameters) == set(PARAMETERS)
+    parameters = yaml.safe_load((REPO / "config" / f"{node}.yaml").read_text())[f"/**/astra_{node}"]["ros__parameters"]
+    assert set(parameters) == set(declared)
     for name, value in parameters.items():
-        assert type(value) is type(PARAMETERS[name].default), f"{name}: {value!r} has the wrong type"
-        assert value == PARAMETERS[name].default
+        assert type(value) is type(declared[name].default), f"{name}: {value!r} has the wrong type"
+        assert value == declared[name].default
 
 
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None, reason="launch_ros is not installed (no PyPI wheel)")

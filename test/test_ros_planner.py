@@ -29,10 +29,12 @@ class Harness(TestNode):
     def __init__(self) -> None:
         super().__init__("astra_planner_test")
         self.commands: list[Twist] = []
+        self.timed_commands: list[tuple[float, float, float]] = []  # (arrival [s, monotonic], v, w)
         self.diagnostics: list[DiagnosticArray] = []
         self.image_pub = self.node.create_publisher(Image, "/test/image", RELIABLE)
         self.twist_pub = self.node.create_publisher(Twist, "/test/cmd_vel", RELIABLE)
         self.record(Twist, "/cmd_vel", self.commands)
+        self.record(Twist, "/cmd_vel", self.timed_commands, keep=lambda m: (time.monotonic(), m.linear.x, m.angular.z))
         self.record(DiagnosticArray, "/diagnostics", self.diagnostics)
         self.start_loop(self._feed)
 
@@ -123,6 +125,37 @@ def test_planner_publishes_planned_twists_through_the_predictor(harness, goal_fi
     assert "Traceback" not in out_predictor, out_predictor
 
 
+def test_planner_runs_each_plan_step_for_its_time_then_stops(harness, goal_file):
+    """Two steps of 2 frames at 10 Hz: a plan covers 0.4 s. Replanning every 4 s, each plan goes out at
+    command_rate_hz for those 0.4 s and ends with one zero twist; the base used to get the first
+    command once and keep it until the next plan."""
+    predictor = start_node([
+        console_script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "publish_rate:=2.0",
+        "-r", "image:=/test/image", "-r", "twist:=/test/cmd_vel"], cwd=REPO)
+    planner = start_node(_planner(goal_file, ["-p", "horizon_steps:=2", "-p", "replan_rate_hz:=0.25",
+                                              "-p", "initial_std_linear:=0.0", "-p", "linear_min:=0.2"]), cwd=REPO)
+    try:
+        wait_until(lambda: int(harness.planner_status().get("plans_run_out", "0")) >= 1, 40.0,
+                   "a plan run out in the planner's /diagnostics", harness.planner_status)
+        time.sleep(1.5)  # the silence after it (the next plan is due about 3.6 s later)
+        with harness.lock:
+            timed = list(harness.timed_commands)
+        moving = [i for i, (_, v, _) in enumerate(timed) if v != 0.0]  # linear_min 0.2: every step moves
+        assert moving, timed
+        first = moving[0]
+        stop = next(i for i in range(first, len(timed)) if timed[i][1] == 0.0 and timed[i][2] == 0.0)
+        burst = timed[first:stop]
+        assert len(burst) >= 3, burst  # a stream at 10 Hz, not a single message
+        assert len({(v, w) for _, v, w in burst}) <= 2, burst  # the plan's two steps
+        assert 0.25 <= timed[stop][0] - timed[first][0] <= 0.8, (timed[first][0], timed[stop][0])
+        after = [t for t in timed[stop + 1:] if t[0] - timed[stop][0] < 1.5]
+        assert all(v == 0.0 and w == 0.0 for _, v, w in after), after  # nothing moves the base after it
+    finally:
+        out_planner = stop_node(planner)
+        out_predictor = stop_node(predictor)
+        print(f"--- planner log ---\n{out_planner[-3000:]}\n--- predictor log ---\n{out_predictor[-3000:]}")
+
+
 def test_frame_interval_mismatch_names_the_predictors_rate():
     from astra_ros.ros.planner_node import frame_interval_mismatch
 
@@ -200,6 +233,28 @@ def test_clearing_goal_file_forgets_the_file_goal_but_not_a_topic_goal(goal_file
         node._on_goal(topic_goal)
         node.set_parameters([Parameter("replan_rate_hz", value=0.02)])  # goal_file unchanged: the topic goal stays
         assert node._goal_source.startswith("topic ")
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def test_keys_plans_use_the_key_thresholds_given():
+    """The predictor turns its history into keys at its key_*_threshold; the planner's plans must use
+    the same ones, or a plan's 0.1 m/s is 'forward' to one and 'stop' to the other."""
+    from rclpy.parameter import Parameter
+
+    from astra_ros.ros.planner_node import PlannerNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PlannerNode(context=context, parameter_overrides=[
+        Parameter("replan_rate_hz", value=0.01), Parameter("action_modality", value="keys"),
+        Parameter("key_linear_threshold", value=0.2)])
+    try:
+        plan = np.array([[[0.1, 0.0]]])  # 0.1 m/s straight on
+        assert node._make_planner(dict(node._params)).encoder(plan)[0, 0].argmax() == 6  # below 0.2: stop
+        node.set_parameters([Parameter("key_linear_threshold", value=0.05)])
+        assert node._make_planner(dict(node._params)).encoder(plan)[0, 0].argmax() == 0  # forward
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)

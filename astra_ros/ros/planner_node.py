@@ -9,8 +9,12 @@ planar (v, w) plans: each iteration sends every candidate's actions in one ``~/i
 the predictor (``predictor`` parameter) from its live history (``from_live_history``: the predictor
 holds the camera's history, so the planner needs no camera subscription), with shared noise and only
 each candidate's last frame returned; the frames are scored against the goal (16x16 pixel MSE, see
-:mod:`astra_ros.planning.cem` for why) and the first command of the plan is published on ``cmd_vel``
-(geometry_msgs/Twist: linear.x, angular.z). The next plan warm-starts from this one.
+:mod:`astra_ros.planning.cem` for why) and the plan is executed on ``cmd_vel`` (geometry_msgs/Twist:
+linear.x, angular.z) step by step, as it was imagined: each step's command, published at
+``command_rate_hz``, for frames_per_step x frame_interval_s seconds from the plan's publication,
+until a newer plan replaces it; a plan that runs out ends with one zero twist (nobody imagined what
+follows it). The next plan warm-starts from this one without the steps executed meanwhile. The
+motion during a search is not compensated: a plan starts when it is published.
 
 Planning runs in its own thread, so the executor keeps serving the service responses, the goal
 topic and the timers; a tick that arrives while a plan is still being searched is skipped and
@@ -43,8 +47,9 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 
+from astra_ros.data.actions import KeyThresholds
 from astra_ros.data.images import ImageDecodeError
-from astra_ros.planning.cem import ActionEncoder, CEMConfig, CEMPlanner, GoalScorer
+from astra_ros.planning.cem import ActionEncoder, CEMConfig, CEMPlanner, GoalScorer, PlanSchedule
 from astra_ros.ros.conversions import image_msg_to_rgb
 from astra_ros.ros.parameters import ParamSpec, descriptor
 from astra_ros.ros.runner import StartupError, publish_from_worker, run_node
@@ -66,7 +71,10 @@ PARAMETERS: dict[str, ParamSpec] = {
     "predictor": ParamSpec("/astra_predictor", "the predictor node whose ~/imagine service the planner calls", read_only=True),
     "goal_file": ParamSpec("", "goal image file (png, jpg, ...); empty: wait for a goal on the goal topic"),
     "cmd_vel_topic": ParamSpec("/cmd_vel", "where the planned command is published (geometry_msgs/Twist)", read_only=True),
-    "replan_rate_hz": ParamSpec(1.0, "plans per second [Hz] (a tick while a plan is still searched is skipped)", (0.01, 30.0)),
+    "replan_rate_hz": ParamSpec(5.0, "plans per second [Hz]; one per plan step replans every step (a tick while a plan "
+                                "is still searched is skipped, so a slow machine plans back to back)", (0.01, 30.0)),
+    "command_rate_hz": ParamSpec(10.0, "how often the due step of the plan is published on cmd_vel [Hz]", (1.0, 100.0),
+                                 read_only=True),
     "action_modality": ParamSpec("twist", "actions the predictor's model is driven with", choices=("twist", "keys")),
     "frame_interval_s": ParamSpec(0.1, "camera frame interval [s] the model's actions are scaled by; "
                                   "within 25 % of the predictor's camera, else no plan", (0.001, 10.0)),
@@ -87,6 +95,10 @@ PARAMETERS: dict[str, ParamSpec] = {
     "denoise_steps": ParamSpec(4, "Euler steps per imagined chunk; 0: the model's default", (0, 64)),
     "guidance_scale": ParamSpec(1.0, "guidance scale of the imagination (1 = off, faster); 0: the model's default", (0.0, 20.0)),
     "imagine_timeout_s": ParamSpec(30.0, "longest one ~/imagine call may take [s]", (0.1, 600.0)),
+    "key_linear_threshold": ParamSpec(0.05, "keys modality: speed [m/s] that presses forward/back (the predictor's "
+                                      "value, or plans and history mean different keys)", (1e-4, 100.0)),
+    "key_angular_threshold": ParamSpec(0.15, "keys modality: yaw rate [rad/s] that presses a turn key (the "
+                                       "predictor's value)", (1e-4, 100.0)),
     "seed": ParamSpec(-1, "seed of the planner's sampling and the imagination noise; -1: random", (-1, 2**31 - 1)),
     "stop_on_error": ParamSpec(True, "publish a zero twist when no plan can be made (no goal, no service, failure)"),
 }
@@ -157,7 +169,7 @@ class PlannerNode(Node):
         if reason:
             raise StartupError(f"parameter {reason}")
 
-        self._lock = threading.Lock()  # guards the goal, the counters and the planner settings
+        self._lock = threading.Lock()  # guards the goal, counters, settings and executed plan; orders cmd_vel
         self._goal: np.ndarray | None = None
         self._goal_source = ""
         self._goal_generation = 0  # bumped by every new goal: the planner starts cold
@@ -167,10 +179,12 @@ class PlannerNode(Node):
             except ValueError as error:
                 raise StartupError(str(error)) from error
         self._counts = {"plans": 0, "ticks_skipped_busy": 0, "no_goal": 0, "service_missing": 0, "imagine_failed": 0,
-                        "frame_interval_mismatch": 0}
+                        "frame_interval_mismatch": 0, "plans_run_out": 0}
         self._last_error = ""
         self._state = "starting"
         self._last_plan: dict[str, Any] = {}
+        self._schedule: PlanSchedule | None = None  # the plan being executed; None: nothing to publish
+        self._last_schedule: PlanSchedule | None = None  # the newest plan, executed or not (warm start)
         self._rng = np.random.default_rng(None if self._params["seed"] < 0 else self._params["seed"])
 
         services = ReentrantCallbackGroup()
@@ -189,6 +203,7 @@ class PlannerNode(Node):
         self._timers_group = timers
         self._replan_timer = self.create_timer(1.0 / self._params["replan_rate_hz"], self._on_replan_tick, timers)
         self.create_timer(1.0, self._on_diagnostics_tick, timers)
+        self.create_timer(1.0 / self._params["command_rate_hz"], self._on_command_tick, timers)
         self._thread = threading.Thread(target=self._planning_loop, name="astra-planner", daemon=True)
         self._busy = False
         self._thread.start()
@@ -292,6 +307,18 @@ class PlannerNode(Node):
             finally:
                 self._busy = False
 
+    def _on_command_tick(self) -> None:
+        """Publish the step of the plan that is due; one zero twist when the plan has run out."""
+        with self._lock:  # publishing under the lock: a zero from _fail or a new plan cannot overtake it
+            schedule = self._schedule
+            if schedule is None:
+                return
+            command = schedule.command_at(time.monotonic())
+            if command is None:
+                self._schedule = None
+                self._counts["plans_run_out"] += 1
+            self._cmd_pub.publish(_twist(command if command is not None else (0.0, 0.0)))
+
     def _make_planner(self, params: dict[str, Any]) -> CEMPlanner:
         config = CEMConfig(
             horizon_steps=params["horizon_steps"], frames_per_step=params["frames_per_step"],
@@ -300,19 +327,26 @@ class PlannerNode(Node):
             angular_limits=(params["angular_min"], params["angular_max"]),
             initial_std=(params["initial_std_linear"], params["initial_std_angular"]), execute=params["execute"],
         )
-        encoder = ActionEncoder(params["action_modality"], params["frame_interval_s"], params["frames_per_step"])
+        encoder = ActionEncoder(params["action_modality"], params["frame_interval_s"], params["frames_per_step"],
+                                KeyThresholds(params["key_linear_threshold"], params["key_angular_threshold"]))
         return CEMPlanner(config, None, encoder, rng=self._rng)  # each plan brings its imagine (its seed)
 
     def _plan_once(self, planner: CEMPlanner, scorer: GoalScorer, params: dict[str, Any]) -> None:
         began = time.perf_counter()
         # One noise seed per plan: every candidate of every iteration sees the same noise.
         seed = int(params["seed"]) if params["seed"] >= 0 else secrets.randbelow(2**31)
-        result = planner.plan(scorer, imagine=partial(self._service_imagine, seed=seed, params=params))
+        with self._lock:
+            previous = self._last_schedule
+        # The live history the search continues already shows the previous plan's executed steps.
+        steps_done = previous.steps_done(time.monotonic()) if previous is not None else 1
+        result = planner.plan(scorer, imagine=partial(self._service_imagine, seed=seed, params=params),
+                              steps_done=steps_done)
         v, w = (float(x) for x in result.command)
-        twist = Twist()
-        twist.linear.x, twist.angular.z = v, w
-        if not publish_from_worker(self, partial(self._cmd_pub.publish, twist)):
-            return
+        schedule = PlanSchedule(result.plan.copy(), time.monotonic(), params["frames_per_step"] * params["frame_interval_s"])
+        with self._lock:
+            self._schedule = self._last_schedule = schedule
+            if not publish_from_worker(self, partial(self._cmd_pub.publish, _twist((v, w)))):
+                return
         with self._lock:
             self._counts["plans"] += 1
             self._state = "planning"
@@ -320,7 +354,8 @@ class PlannerNode(Node):
             self._last_plan = {"linear_x": v, "angular_z": w, "best_score": result.best_score,
                                "elite_score_first": result.elite_score_per_iteration[0],
                                "elite_score_last": result.elite_score_per_iteration[-1],
-                               "plan_s": time.perf_counter() - began, "imagine_s": result.imagine_s}
+                               "plan_s": time.perf_counter() - began, "imagine_s": result.imagine_s,
+                               "plan_duration_s": schedule.duration_s}
 
     def _service_imagine(self, actions: np.ndarray, *, seed: int, params: dict[str, Any]) -> np.ndarray:
         """The planner's ``imagine``: one ~/imagine call for the whole batch; frames (B, 1, H, W, 3)."""
@@ -341,9 +376,12 @@ class PlannerNode(Node):
             raise ImagineError("~/imagine returned no response")
         if not response.success:
             message = response.message
-            if "max_imagine_" in message:  # a predictor limit: say which planner parameters make the request
+            # A predictor limit: say which planner parameters make the request.
+            if "max_imagine_batch" in message or "max_imagine_horizon" in message:
                 message += (f" (this plan asks {b} candidates x {n} frames: candidates {params['candidates']}, "
                             f"horizon_steps {params['horizon_steps']} x frames_per_step {params['frames_per_step']})")
+            elif "max_imagine_steps" in message:
+                message += f" (the planner's denoise_steps is {params['denoise_steps']})"
             raise ImagineError(f"~/imagine refused or failed: {message}")
         mismatch = frame_interval_mismatch(params["frame_interval_s"], float(response.frame_interval_s),
                                            params["action_modality"])
@@ -361,10 +399,10 @@ class PlannerNode(Node):
             self._counts[reason] += 1
             self._state = reason
             self._last_error = message
-            stop = self._params["stop_on_error"]
+            if self._params["stop_on_error"]:
+                self._schedule = None  # without it, the old plan runs on to its end
+                publish_from_worker(self, partial(self._cmd_pub.publish, Twist()))
         self.get_logger().warning(message, throttle_duration_sec=LOG_THROTTLE_S)
-        if stop:
-            publish_from_worker(self, partial(self._cmd_pub.publish, Twist()))
 
     def _report_error(self, reason: str, message: str) -> None:
         with self._lock:
@@ -380,6 +418,11 @@ class PlannerNode(Node):
         status = DiagnosticStatus(name=f"{NODE_NAME}: planning", hardware_id=NODE_NAME)
         if state == "planning":
             status.level, status.message = DiagnosticStatus.OK, f"{counts['plans']} plans; goal from {goal_source}"
+            if plan and plan["plan_s"] > plan["plan_duration_s"]:
+                status.level = DiagnosticStatus.WARN
+                status.message += (f"; a plan takes {plan['plan_s']:.2f} s to search and covers "
+                                   f"{plan['plan_duration_s']:.2f} s: the base stops between plans (fewer "
+                                   "candidates or iterations, or a faster machine for the predictor)")
         elif state in ("starting", "no_goal"):
             status.level = DiagnosticStatus.WARN
             status.message = last_error or "waiting for the first plan"
@@ -396,6 +439,12 @@ class PlannerNode(Node):
         self._stopping.set()
         self._thread.join(timeout=5.0)
         super().destroy_node()
+
+
+def _twist(command) -> Twist:
+    twist = Twist()
+    twist.linear.x, twist.angular.z = (float(x) for x in command)
+    return twist
 
 
 def main(args: list[str] | None = None) -> int:
