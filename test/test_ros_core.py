@@ -48,6 +48,44 @@ def test_pairs_each_image_with_the_nearest_state():
     assert [(p.image, p.state) for p in pairs] == [("b", "s125")]
 
 
+def test_hold_mode_pairs_each_image_with_the_command_in_force_as_training_does():
+    """Commands (twists, keys) pair with the latest command at or before the image, zero once it is
+    older than the command timeout: exactly the bag reader's zero-order hold. Nearest-stamp pairing
+    gave each image the command sent just after it when commands trail the camera."""
+    from astra_ros.data.bags import COMMAND_TIMEOUT_NS, zero_order_hold
+
+    rng = np.random.default_rng(0)
+    image_ns = np.cumsum(rng.integers(80, 120, 60)) * MS
+    command_ns = np.sort(rng.choice(np.arange(0, int(image_ns[-1] // MS) + 300), 45, replace=False)) * MS
+    command_ns = np.concatenate([command_ns[command_ns < 2000 * MS], command_ns[command_ns > 3500 * MS]])  # a pause
+    commands = rng.normal(size=(len(command_ns), 6))
+    pairer = ApproximateTimePairer(slop_ns=50 * MS, hold_ns=COMMAND_TIMEOUT_NS, stale_state=np.zeros(6),
+                                   image_queue_size=100)
+    events = sorted([(int(t), 0, i) for i, t in enumerate(image_ns)] + [(int(t) + 40 * MS, 1, i)  # arrive 40 ms late
+                    for i, t in enumerate(command_ns)], key=lambda e: e[0])
+    pairs = []
+    for _, kind, i in events:
+        if kind == 0:
+            pairs += pairer.add_image(int(image_ns[i]), i)
+        else:
+            pairs += pairer.add_state(int(command_ns[i]), commands[i])
+    decided = np.array([p.image for p in pairs])
+    expected = zero_order_hold(command_ns, commands, image_ns, max_age_ns=COMMAND_TIMEOUT_NS)
+    np.testing.assert_array_equal(np.stack([p.state for p in pairs]), expected[decided])
+    assert len(decided) >= 55 and (np.diff(decided) == 1).all()  # every image up to the last commands
+    stale = (expected[decided] == 0).all(axis=1)
+    assert pairer.stale_pairs == stale.sum() >= 10  # the pause and the time before the first command
+    # the same data paired by nearest stamp differs: it takes commands stamped after the image
+    nearest = ApproximateTimePairer(slop_ns=50 * MS, image_queue_size=100)
+    near_pairs = []
+    for _, kind, i in events:
+        near_pairs += (nearest.add_image(int(image_ns[i]), i) if kind == 0
+                       else nearest.add_state(int(command_ns[i]), commands[i]))
+    assert any(p.state_stamp_ns > p.image_stamp_ns for p in near_pairs)
+    with pytest.raises(ValueError, match="stale_state"):
+        ApproximateTimePairer(slop_ns=MS, hold_ns=COMMAND_TIMEOUT_NS)
+
+
 def test_image_without_state_within_slop_is_dropped_and_counted():
     pairer = ApproximateTimePairer(slop_ns=10 * MS)
     pairer.add_state(0, "s0")

@@ -389,11 +389,40 @@ def test_bad_checkpoints_stop_the_node_with_a_reason(tmp_path):
 
 # ---------------------------------------------------------------------------------------- accounting, in process
 def test_accounting_holds_when_a_state_decides_an_image_it_cannot_pair():
-    """A twist that arrives after an image but beyond the slop drops that image and is itself still used.
+    """A pose that arrives after an image but beyond the slop drops that image and is itself still used.
 
-    (Found by the soak: the twist was counted neither used nor skipped.) Callbacks are called directly on
-    an in-process node, so the sequence is exact.
+    (Found by the soak, with twists then: the state was counted neither used nor skipped.) Callbacks
+    are called directly on an in-process node, so the sequence is exact.
     """
+    from rclpy.parameter import Parameter
+
+    from astra_ros.ros.predictor_node import PredictorNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PredictorNode(context=context, parameter_overrides=[
+        Parameter("checkpoint", value="random:tiny"), Parameter("action_modality", value="camera"),
+        Parameter("sync_slop_s", value=0.05)])
+    try:
+        feeder = Feeder.__new__(Feeder)  # only its message builders
+        feeder.rng, feeder.size, feeder.encoding = np.random.default_rng(0), (48, 64), "rgb8"
+        start = time.time_ns()
+        node._on_state("pose", start, np.eye(4))
+        node._on_image(feeder.image(start + 100_000_000))
+        node._on_state("pose", start + 400_000_000, np.eye(4))  # decides the image: no pose within 50 ms
+        ledger = node._ledger
+        assert ledger.skipped["image_no_state_within_slop"] == 1
+        assert ledger.used["pose"] == 2 and ledger.received["pose"] == 2
+        received, used, skipped = ledger.totals()
+        assert received == used + skipped + node._pairer.pending_images + len(node._unsent) == 3
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def test_twists_are_held_for_the_images_after_them_as_in_training():
+    """Twists pair like the bag reader's zero-order hold: an image takes the latest twist at or before
+    it (not one beyond the slop: none dropped), and a zero twist once that one is over 0.5 s old."""
     from rclpy.parameter import Parameter
 
     from astra_ros.ros.predictor_node import PredictorNode
@@ -404,17 +433,18 @@ def test_accounting_holds_when_a_state_decides_an_image_it_cannot_pair():
         Parameter("checkpoint", value="random:tiny"), Parameter("twist_stamped", value=True),
         Parameter("sync_slop_s", value=0.05)])
     try:
-        feeder = Feeder.__new__(Feeder)  # only its message builders
+        feeder = Feeder.__new__(Feeder)
         feeder.rng, feeder.size, feeder.encoding = np.random.default_rng(0), (48, 64), "rgb8"
-        start = time.time_ns()
-        node._on_twist(feeder.twist(start))
-        node._on_image(feeder.image(start + 100_000_000))
-        node._on_twist(feeder.twist(start + 400_000_000))  # decides the image: no twist within 50 ms
-        ledger = node._ledger
-        assert ledger.skipped["image_no_state_within_slop"] == 1
-        assert ledger.used["twist"] == 2 and ledger.received["twist"] == 2
-        received, used, skipped = ledger.totals()
-        assert received == used + skipped + node._pairer.pending_images + len(node._unsent) == 3
+        start, ms = time.time_ns(), 1_000_000
+        node._on_twist(feeder.twist(start, vx=0.3))
+        node._on_image(feeder.image(start + 100 * ms))  # the 0.3 m/s command is 100 ms old: in force
+        node._on_twist(feeder.twist(start + 130 * ms, vx=0.5))  # after the image: not its command
+        node._on_image(feeder.image(start + 700 * ms))  # 570 ms after the newest command: stopped
+        node._on_twist(feeder.twist(start + 800 * ms, vx=0.1))
+        assert node._ledger.skipped["image_no_state_within_slop"] == 0
+        states = [o.state for o in node._window._observations]
+        np.testing.assert_allclose([st[0] for st in states], [0.3, 0.0])
+        assert node._pairer.stale_pairs == 1
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)
@@ -482,8 +512,8 @@ class _Warnings:
 
 def test_images_and_plain_twists_on_different_clocks_name_the_cause():
     """Replaying a bag without --clock: images carry the bag's stamps, a plain Twist is stamped on
-    arrival with the node's clock, and every image is dropped for no twist in the slop. The node must
-    say why (not only count the drops); an ordinary miss of a few hundred ms must not claim it."""
+    arrival with the node's clock, and no image has a twist in force (each pairs with a zero command).
+    The node must say why; an ordinary gap in the commands of a few hundred ms must not claim it."""
     from geometry_msgs.msg import Twist
     from rclpy.parameter import Parameter
 
@@ -506,18 +536,19 @@ def test_images_and_plain_twists_on_different_clocks_name_the_cause():
                 for i in range(3):
                     node._on_image(feeder.image(bag_ns + i * 66_000_000))
                     node._on_twist(Twist())
-                assert node._ledger.skipped["image_no_state_within_slop"] == 3
+                assert node._pairer.stale_pairs == 3
                 hints = [w for w in log.warnings if "different clocks" in w]
                 assert hints and "s from the nearest twist" in hints[0], log.warnings
+                assert "paired with a zero command" in hints[0]
                 assert "plain geometry_msgs/Twist has no stamp" in hints[0] and "use_sim_time:=true" in hints[0]
                 gap_s = float(hints[0].split("images are stamped ")[1].split(" s")[0])
                 assert gap_s < -3e7  # the bag is years behind the node's clock
             else:
                 start = time.time_ns()
                 node._on_twist(feeder.twist(start))
-                node._on_image(feeder.image(start + 100_000_000))
-                node._on_twist(feeder.twist(start + 400_000_000))
-                assert node._ledger.skipped["image_no_state_within_slop"] == 1
+                node._on_image(feeder.image(start + 700_000_000))  # the command is 0.7 s old: stopped
+                node._on_twist(feeder.twist(start + 900_000_000))
+                assert node._pairer.stale_pairs == 1
                 assert not [w for w in log.warnings if "different clocks" in w], log.warnings
         finally:
             if node is not None:

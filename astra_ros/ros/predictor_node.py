@@ -79,6 +79,7 @@ from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
 from astra_ros.data.actions import MODALITIES, KeyThresholds
+from astra_ros.data.bags import COMMAND_TIMEOUT_NS
 from astra_ros.data.images import ImageDecodeError
 from astra_ros.model.precision import UnreliablePrecision
 from astra_ros.model.world_model import ImagineCancelled
@@ -143,7 +144,8 @@ PARAMETERS: dict[str, ParamSpec] = {
     "context_frames": ParamSpec(4, "observed frames the model is started from (>= the model's frames per chunk)", (2, 64)),
     "horizon": ParamSpec(4, "frames predicted at each tick", (1, 64)),
     "publish_rate": ParamSpec(2.0, "predictions per second [Hz] (a tick without a new frame is skipped)", (0.05, 30.0)),
-    "sync_slop_s": ParamSpec(0.05, "largest stamp difference [s] between an image and its pose/twist", (0.0, 2.0)),
+    "sync_slop_s": ParamSpec(0.05, "largest stamp difference [s] between an image and its pose (twists are held as "
+                             "in training: the latest at or before the image, zero once 0.5 s old)", (0.0, 2.0)),
     "sync_queue_size": ParamSpec(10, "images waiting for their pose/twist (older ones are dropped)", (1, 200)),
     "input_timeout_s": ParamSpec(2.0, "an input silent for longer than this [s] is reported", (0.1, 600.0)),
     "max_imagine_batch": ParamSpec(64, "largest batch an ~/imagine request may ask for (planners send 16-64 candidates)",
@@ -265,8 +267,14 @@ class PredictorNode(Node):
     def _new_pairer(self) -> ApproximateTimePairer:
         slop_ns = int(round(self._params["sync_slop_s"] * 1e9))
         # States are kept by time: enough for a camera whose images arrive up to STATE_HISTORY_S late.
+        history_ns = max(int(STATE_HISTORY_S * 1e9), 2 * slop_ns)
+        if state_kind(self._params["action_modality"]) == "twist":
+            # Commands pair as the bag reader pairs them for training: the one in force at the image.
+            return ApproximateTimePairer(slop_ns=slop_ns, image_queue_size=int(self._params["sync_queue_size"]),
+                                         state_history_ns=history_ns, hold_ns=COMMAND_TIMEOUT_NS,
+                                         stale_state=np.zeros(6))
         return ApproximateTimePairer(slop_ns=slop_ns, image_queue_size=int(self._params["sync_queue_size"]),
-                                     state_history_ns=max(int(STATE_HISTORY_S * 1e9), 2 * slop_ns))
+                                     state_history_ns=history_ns)
 
     def _check_value(self, name: str, value: Any) -> str | None:
         """Why ``value`` is not acceptable for ``name`` (None when it is); ranges are checked by rclpy too."""
@@ -468,7 +476,7 @@ class PredictorNode(Node):
 
         A state call can drop images (decided without a state in the slop) and still accept its state.
         """
-        before = Counter(self._pairer.dropped)
+        before, stale_before = Counter(self._pairer.dropped), self._pairer.stale_pairs
         pairs = call()
         drops = self._pairer.dropped - before
         for reason, count in drops.items():
@@ -481,13 +489,20 @@ class PredictorNode(Node):
         gap_ns = self._pairer.last_unpaired_gap_ns
         if drops[DROP_NO_STATE_IN_SLOP] and gap_ns is not None and abs(gap_ns) > CLOCK_MISMATCH_NS:
             self.get_logger().warning(self._clock_mismatch_hint(gap_ns), throttle_duration_sec=LOG_THROTTLE_S)
+        # Held commands: an image far from every command while commands do arrive means another clock.
+        if self._pairer.stale_pairs > stale_before and gap_ns is not None and abs(gap_ns) > CLOCK_MISMATCH_NS:
+            self.get_logger().warning(self._clock_mismatch_hint(gap_ns, held=True), throttle_duration_sec=LOG_THROTTLE_S)
         return drops
 
-    def _clock_mismatch_hint(self, gap_ns: int) -> str:
+    def _clock_mismatch_hint(self, gap_ns: int, held: bool = False) -> str:
         """Why images and states seconds apart cannot pair, and the usual fix."""
         stream = self._feeding_stream()
-        text = (f"images are stamped {gap_ns / 1e9:+.1f} s from the nearest {stream} (sync_slop_s "
-                f"{self._params['sync_slop_s']}): the two streams carry different clocks, so no image pairs")
+        if held:
+            text = (f"images are stamped {gap_ns / 1e9:+.1f} s from the nearest {stream}: the two streams carry "
+                    "different clocks, so the images are paired with a zero command")
+        else:
+            text = (f"images are stamped {gap_ns / 1e9:+.1f} s from the nearest {stream} (sync_slop_s "
+                    f"{self._params['sync_slop_s']}): the two streams carry different clocks, so no image pairs")
         if stream == "twist" and not self._params["twist_stamped"]:
             return text + (". A plain geometry_msgs/Twist has no stamp and is stamped on arrival with this "
                            "node's clock: publish TwistStamped (twist_stamped:=true) or, replaying a bag, "

@@ -6,7 +6,10 @@ stamp is nearest to it, if that one is at most ``slop_ns`` away.
 
 An image is decided as soon as it can be: once a state stamped at or after the image has arrived, no
 later state can be nearer (states arrive in stamp order), so the nearer of that one and the last state
-before the image is the match. Both queues are bounded; an image that waits longer than the image queue
+before the image is the match. With ``hold_ns`` (commands: twists, keys) the match is instead the latest
+state at or before the image, the command in force when it was taken, as the bag reader pairs them
+for training (zero-order hold); one older than ``hold_ns`` means the controller has stopped the robot,
+and the image pairs with ``stale_state`` (a zero twist). Both queues are bounded; an image that waits longer than the image queue
 allows (its state stream is late or silent) is dropped and counted. Every drop is counted by reason in
 :attr:`ApproximateTimePairer.dropped`, so the node can report it.
 """
@@ -122,17 +125,28 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
     whatever the rates.
     Stamps are integers in [ns]; each stream must be in stamp order (filter with
     :class:`MonotonicStamps` first: out-of-order messages are refused here and counted).
+
+    ``hold_ns``: pair each image with the latest state at or before it, not the nearest (``slop_ns`` is
+    then unused); with none, or only one older than ``hold_ns``, the image pairs with ``stale_state``
+    (counted in :attr:`stale_pairs`).
     """
 
     def __init__(self, *, slop_ns: int, image_queue_size: int = 10, state_history_ns: int = 2_000_000_000,
-                 max_states: int = 20_000) -> None:
+                 max_states: int = 20_000, hold_ns: int | None = None, stale_state: StateT | None = None) -> None:
         if slop_ns < 0:
             raise ValueError(f"slop_ns must be >= 0, got {slop_ns}")
+        if hold_ns is not None and (hold_ns < 0 or stale_state is None):
+            raise ValueError(f"hold_ns must be >= 0 and come with a stale_state, got {hold_ns}, {stale_state!r}")
+        if hold_ns is not None and state_history_ns < hold_ns:
+            raise ValueError(f"state_history_ns ({state_history_ns}) must cover hold_ns ({hold_ns})")
         if image_queue_size < 1 or max_states < 1:
             raise ValueError(f"queue sizes must be >= 1, got images {image_queue_size}, states {max_states}")
         if state_history_ns < slop_ns:
             raise ValueError(f"state_history_ns ({state_history_ns}) must cover the slop ({slop_ns})")
         self.slop_ns = int(slop_ns)
+        self.hold_ns = None if hold_ns is None else int(hold_ns)
+        self.stale_state = stale_state
+        self.stale_pairs = 0  # images paired with stale_state (hold mode)
         self.state_history_ns = int(state_history_ns)
         self._images: deque[tuple[int, ImageT]] = deque()
         self._states: deque[tuple[int, StateT]] = deque(maxlen=max_states)
@@ -141,8 +155,8 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         self.image_queue_size = image_queue_size
         self.dropped: Counter[str] = Counter()
         self.pairs = 0
-        # Image stamp minus its nearest state's stamp, of the last image dropped for no state in the slop:
-        # seconds or more means the two streams are stamped by different clocks.
+        # Image stamp minus its nearest state's stamp, of the last image dropped for no state in the slop
+        # (hold mode: paired with stale_state): seconds or more means the streams carry different clocks.
         self.last_unpaired_gap_ns: int | None = None
 
     @property
@@ -228,6 +242,10 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         newest_state_ns = self._states[-1][0]
         while self._images and self._images[0][0] <= newest_state_ns:
             image_ns, image = self._images.popleft()
+            if self.hold_ns is not None:
+                decided.append(self._held_pair(image_ns, image))
+                self.pairs += 1
+                continue
             state_ns, state = self._nearest_state(image_ns)
             if abs(state_ns - image_ns) > self.slop_ns:
                 self.dropped[DROP_NO_STATE_IN_SLOP] += 1
@@ -236,6 +254,20 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
             decided.append(Pair(image_ns, image, state_ns, state))
             self.pairs += 1
         return decided
+
+    def _held_pair(self, image_ns: int, image: ImageT) -> Pair[ImageT, StateT]:
+        """The image with the state in force at its stamp (hold mode): the latest at or before it, if
+        not older than ``hold_ns``; else ``stale_state``, stamped with the image."""
+        held = None
+        for entry in self._states:
+            if entry[0] > image_ns:
+                break
+            held = entry
+        if held is not None and image_ns - held[0] <= self.hold_ns:
+            return Pair(image_ns, image, held[0], held[1])
+        self.stale_pairs += 1
+        self.last_unpaired_gap_ns = image_ns - self._nearest_state(image_ns)[0]
+        return Pair(image_ns, image, image_ns, self.stale_state)
 
     def _nearest_state(self, image_ns: int) -> tuple[int, Any]:
         """The queued state nearest to ``image_ns``; at least one state stamped >= image_ns exists."""
