@@ -232,6 +232,36 @@ def test_future_actions_extrapolate_poses_and_hold_the_latest_command():
     assert keys.shape == (3, MODALITY_DIMS["keys"]) and np.all(keys[:, 4] == 1.0)  # turn_left
 
 
+def test_future_poses_continue_at_the_frame_interval_after_a_dropped_frame():
+    """Frames at 0, 100, 200, 300 and 500 ms (the one at 400 dropped) of a uniform motion: the future
+    frames come every 100 ms (the median), so they continue the motion by one step each, not by the
+    two steps the last pair spans (which the extrapolation used to repeat)."""
+    poses = _camera_poses(9)
+    kept = [0, 1, 2, 3, 5]
+    stamps = np.array(kept) * 100 * MS
+    for modality in ("camera", "robot"):
+        future = future_actions(modality, stamps, poses[kept], 3)
+        if modality == "camera":
+            np.testing.assert_allclose(future, camera_actions(poses)[6:9], atol=1e-6)
+        else:
+            np.testing.assert_allclose(future[:, :3], poses[6:9, :3, 3], atol=1e-6)
+
+
+def test_scale_motion_is_the_screw_power_of_a_rigid_motion():
+    from scipy.linalg import expm, logm
+
+    from astra_ros.data.geometry import axis_angle_to_matrix, scale_motion
+
+    rng = np.random.default_rng(3)
+    for angle in (0.0, 1e-9, 0.4, 2.8):
+        motion = np.eye(4)
+        motion[:3, :3], motion[:3, 3] = axis_angle_to_matrix(rng.normal(size=3), angle), rng.normal(size=3)
+        for factor in (0.0, 0.5, 1.0, 2.0, 2.7):
+            np.testing.assert_allclose(scale_motion(motion, factor), expm(factor * logm(motion).real), atol=1e-9)
+        half = scale_motion(motion, 0.5)
+        np.testing.assert_allclose(half @ half, motion, atol=1e-12)
+
+
 def test_window_snapshot_and_future_stamps():
     window = ObservationWindow(3, (32, 32))
     with pytest.raises(ValueError, match="window has 0 of 3"):

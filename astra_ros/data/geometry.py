@@ -144,6 +144,32 @@ def invert_transform(transform: np.ndarray) -> np.ndarray:
     return inverse
 
 
+def scale_motion(transform: np.ndarray, factor: float) -> np.ndarray:
+    """The rigid motion ``[4, 4]`` that, at the same constant body twist, lasts ``factor`` times as long.
+
+    ``exp(factor * log(transform))`` in SE(3), in closed form: the rotation angle and the twist's
+    translation part scale together (a screw motion), so ``scale_motion(T, 0.5)`` applied twice is
+    ``T`` and ``scale_motion(T, 2) == T @ T``. Rotations must be below pi (any frame-to-frame motion is).
+    """
+    transform = np.asarray(transform, dtype=np.float64)
+    axis, angle = matrix_to_axis_angle(transform[:3, :3])
+    angle = float(angle)
+    skew = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+
+    def left_jacobian(theta: float) -> np.ndarray:  # maps the twist's linear part to the translation
+        if abs(theta) < 1e-6:  # series: (1 - cos t)/t ~ t/2, (t - sin t)/t ~ t^2/6
+            a, b = theta / 2.0, theta * theta / 6.0
+        else:
+            a, b = (1.0 - np.cos(theta)) / theta, (theta - np.sin(theta)) / theta
+        return np.eye(3) + a * skew + b * (skew @ skew)
+
+    linear = np.linalg.solve(left_jacobian(angle), transform[:3, 3])
+    scaled = np.eye(4)
+    scaled[:3, :3] = axis_angle_to_matrix(axis, factor * angle)
+    scaled[:3, 3] = left_jacobian(factor * angle) @ (factor * linear)
+    return scaled
+
+
 def relative_transforms(reference: np.ndarray, transforms: np.ndarray) -> np.ndarray:
     """``inv(reference) @ transforms``: poses ``[..., 4, 4]`` expressed in the reference frame ``[4, 4]``."""
     return np.einsum("ij,...jk->...ik", invert_transform(reference), np.asarray(transforms, dtype=np.float64))

@@ -15,8 +15,9 @@ Future actions (what the model is asked to imagine for the next ``horizon`` fram
 
 * ``twist`` / ``keys``: the latest command received, held for the whole horizon;
 * ``camera`` / ``robot``: constant-velocity extrapolation of the last observed motion: the relative
-  transform between the last two window frames is applied again for every future frame (the gripper
-  stays at 0).
+  transform between the last two window frames, rescaled from their time apart to the frame interval
+  (a screw motion, :func:`~astra_ros.data.geometry.scale_motion`), is applied for every future frame
+  (the gripper stays at 0).
 
 Actions follow :mod:`astra_ros.data.actions`, as in training and ``astra-eval``: camera actions of the
 window and of its future are relative to the window's first frame; twist actions are velocities
@@ -45,7 +46,7 @@ from astra_ros.data.actions import (
     keys_from_twist,
     twist_actions,
 )
-from astra_ros.data.geometry import invert_transform, rotation_to_6d
+from astra_ros.data.geometry import invert_transform, rotation_to_6d, scale_motion
 from astra_ros.data.images import resize_rgb
 
 # The state each modality pairs with an image: a pose (4x4) or a twist (6).
@@ -119,8 +120,12 @@ def future_actions(
         if modality == "twist":
             return twist_actions(commands[:, :3], commands[:, 3:], np.full(horizon, interval_s))
         return keys_from_twist(commands[:, :3], commands[:, 3:], thresholds)
-    # Constant velocity: the last step's relative motion, applied again for every future frame.
+    # Constant velocity: the last step's relative motion, rescaled from the time between the last two
+    # frames (longer where an image was dropped) to the frame interval, applied for every future frame.
+    last_gap_s = float(np.int64(stamps_ns[-1]) - np.int64(stamps_ns[-2])) * 1e-9
     step = invert_transform(states[-2]) @ states[-1]  # (4, 4) last frame in the previous one
+    if last_gap_s > 0:
+        step = scale_motion(step, interval_s / last_gap_s)
     future = [states[-1]]
     for _ in range(horizon):
         future.append(future[-1] @ step)
