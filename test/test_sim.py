@@ -247,3 +247,19 @@ def test_a_held_arm_stays_where_it_is():
         held.advance(1 / 30)
     assert np.linalg.norm(free.ee_pose_base().position - start) > 0.05  # the episode's own moves
     assert np.linalg.norm(held.ee_pose_base().position - start) < 0.005
+
+
+def test_arm_pose_and_view_belong_to_the_joints_at_their_stamp():
+    """mj_step leaves body and site poses at the joints before its last integration: the recorded
+    ee pose (and the rendered arm) lagged their stamp by one physics step, while the gripper opening,
+    read from the joints, did not."""
+    import mujoco
+
+    from astra_ros.data.scenes import make_scenario
+
+    scene = make_scenario("arm", 5, SimSettings(seconds=1.0, image_width=32, image_height=32))
+    for _ in range(10):
+        scene.advance(1 / 30)
+    recorded = scene.ee_pose_base().position.copy()
+    mujoco.mj_forward(scene.model, scene.data)  # body and site poses of the current joints
+    np.testing.assert_allclose(scene.ee_pose_base().position, recorded, atol=1e-12)

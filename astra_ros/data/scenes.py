@@ -879,6 +879,9 @@ class ArmScenario(Scenario):
             blend = 10 * phase**3 - 15 * phase**4 + 6 * phase**5
             self.data.ctrl[:] = self._segment_start + blend * (self._segment_goal - self._segment_start)
             mujoco.mj_step(self.model, self.data)
+        # mj_step leaves body and site poses (what ee_pose_base reads and the renderer draws) at the
+        # joints before its last integration; recompute them for the joints at this tick's stamp.
+        mujoco.mj_forward(self.model, self.data)
 
     def ee_pose_base(self) -> Pose:
         """End-effector pose in the arm's ``base`` frame."""
