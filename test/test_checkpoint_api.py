@@ -87,6 +87,13 @@ def test_weights_that_do_not_match_the_config_raise(model, tmp_path):
     (lambda c: c.update(secret_sauce=1), "unknown config keys"),
     (lambda c: c.update(num_layers="two"), "must be an integer"),
     (lambda c: c["codec"].update(kind="pickle"), "codec.kind"),
+    # shapes that used to load and then crash inside the first forward pass
+    (lambda c: c.update(patch_size=[1, 2, 3]), r"multiples of codec factor x patch = \(4, 6\)"),
+    (lambda c: c.update(patch_size=[1, 0, 2]), "patch_size entries must be >= 1"),
+    (lambda c: c.update(patch_size=[1, -2, -2]), "patch_size entries must be >= 1"),
+    (lambda c: c["codec"].update(norm_num_groups=0), "norm_num_groups must be >= 1"),
+    (lambda c: c["codec"].update(block_out_channels=[]), "at least one level"),
+    (lambda c: c["codec"].update(latent_channels=0), "latent_channels must be >= 1"),
 ])
 def test_invalid_config_json_is_rejected(model, tmp_path, edit, message):
     path = model.save_pretrained(tmp_path / "ckpt")
@@ -164,6 +171,19 @@ def test_bad_api_inputs_raise_value_error_saying_what_was_expected(model):
         model.step(np.zeros((3, 12), np.float32))
     with pytest.raises(ValueError, match=r"\(B, N, 12\)"):
         model.imagine(np.zeros((2, 12), np.float32))
+    # finite in float64, inf in float32: the output was all NaN (a black frame)
+    with pytest.raises(ValueError, match="float32's range"):
+        model.step(np.full((2, 12), 1e39))
+    with pytest.raises(ValueError, match="real numbers"):
+        model.imagine(np.zeros((1, 2, 12), np.complex64))
+    for scale in (float("nan"), float("inf"), -2.0):
+        with pytest.raises(ValueError, match="guidance_scale must be a finite number >= 0"):
+            model.step(np.zeros((2, 12), np.float32), guidance_scale=scale)
+        with pytest.raises(ValueError, match="guidance_scale must be a finite number >= 0"):
+            model.imagine(np.zeros((1, 2, 12), np.float32), guidance_scale=scale)
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        model.imagine(np.zeros((1, 2, 12), np.float32), steps=2.7)
+    assert model.history_frames == 4  # nothing refused changed the stream
 
 
 def test_start_keeps_the_newest_whole_chunks_and_observe_buffers_partial_chunks(model):

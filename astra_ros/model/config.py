@@ -249,6 +249,12 @@ def _validate(cfg: AstraConfig) -> None:
     c = cfg.codec
     if c.kind not in ("autoencoder_kl", "wan"):
         raise ConfigError(f"codec.kind must be 'autoencoder_kl' or 'wan', got {c.kind!r}")
+    levels = c.block_out_channels if c.kind == "autoencoder_kl" else c.dim_mult
+    if not levels or min(levels) < 1:
+        raise ConfigError(f"codec needs at least one level of width >= 1, got {levels!r}")
+    for name in ("latent_channels", "layers_per_block", "norm_num_groups", "base_dim", "num_res_blocks"):
+        if getattr(c, name) < 1:
+            raise ConfigError(f"codec.{name} must be >= 1, got {getattr(c, name)}")
     if c.kind == "autoencoder_kl" and any(ch % c.norm_num_groups for ch in c.block_out_channels):
         raise ConfigError(f"codec.norm_num_groups={c.norm_num_groups} must divide every block_out_channels {c.block_out_channels}")
     unknown = sorted(set(cfg.modalities) - set(CONTRACT_MODALITIES))
@@ -259,10 +265,13 @@ def _validate(cfg: AstraConfig) -> None:
             raise ConfigError(f"modality '{name}' has {CONTRACT_MODALITIES[name]} numbers per frame, config says {dim}")
     if not cfg.modalities:
         raise ConfigError("config needs at least one action modality")
+    if min(cfg.patch_size) < 1:
+        raise ConfigError(f"patch_size entries must be >= 1, got {cfg.patch_size}")
     h, w = cfg.resolution
-    f = c.spatial_factor * cfg.patch_size[1]
-    if h <= 0 or w <= 0 or h % f or w % f:
-        raise ConfigError(f"resolution {cfg.resolution} must be positive multiples of codec factor x patch = {f}")
+    fh, fw = c.spatial_factor * cfg.patch_size[1], c.spatial_factor * cfg.patch_size[2]
+    if h <= 0 or w <= 0 or h % fh or w % fw:
+        raise ConfigError(f"resolution {cfg.resolution} must be positive multiples of codec factor x patch = "
+                          f"({fh}, {fw})")
     if cfg.patch_size[0] != 1:
         raise ConfigError("patch_size[0] must be 1: chunks are cut on latent frames")
     if cfg.attention_head_dim < 6 or cfg.attention_head_dim % 2:

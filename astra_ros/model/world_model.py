@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,6 +33,16 @@ class ImagineCancelled(RuntimeError):
 def _stop_if(should_stop: Callable[[], bool] | None) -> None:
     if should_stop is not None and should_stop():
         raise ImagineCancelled("imagination cancelled before it finished")
+
+
+def _checked_guidance(scale: float | None) -> float | None:
+    """A guidance scale given to a call: None (the config's) or a finite number >= 0."""
+    if scale is None:
+        return None
+    value = float(scale)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"guidance_scale must be a finite number >= 0, got {scale!r}")
+    return value
 
 
 def _as_generator(seed: int | None, generator: torch.Generator | None, fallback: torch.Generator) -> torch.Generator:
@@ -342,6 +353,7 @@ class WorldModel(nn.Module):
         """
         self._require_started("step")
         self._require_whole_chunks("step")
+        guidance_scale = _checked_guidance(guidance_scale)
         n = self.frames_per_chunk
         actions_t = self._actions_to_tensor(actions, self._modality, None, "actions")
         if actions_t.shape[0] == 0 or actions_t.shape[0] % n:
@@ -384,6 +396,7 @@ class WorldModel(nn.Module):
         """
         self._require_started("imagine")
         self._require_whole_chunks("imagine")
+        guidance_scale = _checked_guidance(guidance_scale)
         modality = modality or self._modality
         self._check_modality(modality)
         actions_t = self._actions_to_tensor(actions, modality, None, "actions", batched=True)
@@ -391,8 +404,8 @@ class WorldModel(nn.Module):
         if b == 0 or horizon == 0:
             raise ValueError(f"imagine() needs at least one candidate and one frame, got actions of shape {tuple(actions_t.shape)}")
         frame_indices = self._decode_indices(decode, horizon)
-        if steps is not None and int(steps) < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         steps = self.config.denoise_steps if steps is None else int(steps)
         max_batch = (self.default_imagine_batch(guidance_scale, len(frame_indices), modality) if max_batch is None
                      else int(max_batch))
@@ -535,12 +548,14 @@ class WorldModel(nn.Module):
         dim = self.config.modalities[modality]
         arr = np.asarray(actions)
         want = f"(B, N, {dim})" if batched else f"(T, {dim})"
-        if not np.issubdtype(arr.dtype, np.number):
-            raise ValueError(f"{name} must be numeric {want} for modality '{modality}', got dtype {arr.dtype}")
+        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+            raise ValueError(f"{name} must be real numbers {want} for modality '{modality}', got dtype {arr.dtype}")
         if arr.ndim != (3 if batched else 2) or arr.shape[-1] != dim:
             raise ValueError(f"{name} for modality '{modality}' must have shape {want}, got {arr.shape}")
         if rows is not None and arr.shape[0] != rows:
             raise ValueError(f"{name} must have one row per frame: {rows} frames but {arr.shape[0]} action rows")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} contain NaN or inf values")
-        return torch.from_numpy(arr.astype(np.float32))
+        with np.errstate(over="ignore"):
+            arr32 = arr.astype(np.float32)
+        if not np.isfinite(arr32).all():  # after the cast: a finite 1e39 is inf in float32
+            raise ValueError(f"{name} contain NaN or inf values, or values beyond float32's range")
+        return torch.from_numpy(arr32)
