@@ -86,6 +86,42 @@ def test_hold_mode_pairs_each_image_with_the_command_in_force_as_training_does()
         ApproximateTimePairer(slop_ns=MS, hold_ns=COMMAND_TIMEOUT_NS)
 
 
+def test_poses_are_interpolated_to_the_image_stamp_as_training_does():
+    """Within the slop, an image between two poses takes their interpolation at its stamp, the
+    bag reader's interpolate_poses (linear position, slerp); nearest-stamp pairing was off by up to
+    velocity x half the pose interval."""
+    from scipy.spatial.transform import Rotation
+
+    from astra_ros.data.bags import interpolate_poses
+    from astra_ros.data.geometry import interpolate_transform
+
+    rng = np.random.default_rng(4)
+    pose_ns = np.cumsum(rng.integers(25, 40, 80)) * MS  # a ~30 Hz pose stream
+    positions = np.cumsum(rng.normal(0, 0.03, (80, 3)), axis=0)
+    quats = Rotation.from_rotvec(np.cumsum(rng.normal(0, 0.05, (80, 3)), axis=0)).as_quat()
+    poses = pose_to_matrix(positions, quats)
+    image_ns = np.arange(pose_ns[0] + 7 * MS, pose_ns[-1], 100 * MS)
+    pairer = ApproximateTimePairer(slop_ns=50 * MS, interpolate=interpolate_transform)
+    events = sorted([(int(t), 0, i) for i, t in enumerate(image_ns)] + [(int(t), 1, i) for i, t in enumerate(pose_ns)])
+    pairs = []
+    for _, kind, i in events:
+        pairs += pairer.add_image(int(image_ns[i]), i) if kind == 0 else pairer.add_state(int(pose_ns[i]), poses[i])
+    assert [p.image for p in pairs] == list(range(len(image_ns)))
+    expected_p, expected_q = interpolate_poses(pose_ns, positions, quats, image_ns, max_extrapolation_ns=0)
+    expected = pose_to_matrix(expected_p, expected_q)
+    np.testing.assert_allclose(np.stack([p.state for p in pairs]), expected, atol=1e-9)
+    assert all(p.state_stamp_ns == p.image_stamp_ns for p in pairs)
+    # an image exactly on a pose takes that pose; one beyond the slop is still dropped
+    exact = ApproximateTimePairer(slop_ns=10 * MS, interpolate=interpolate_transform)
+    exact.add_state(0, poses[0])
+    assert exact.add_image(100 * MS, "far") == []
+    np.testing.assert_array_equal(exact.add_state(100 * MS, poses[1])[0].state, poses[1])
+    exact.add_image(150 * MS, "gap")
+    assert exact.add_state(200 * MS, poses[2]) == [] and exact.dropped[DROP_NO_STATE_IN_SLOP] == 1
+    with pytest.raises(ValueError, match="not both"):
+        ApproximateTimePairer(slop_ns=MS, hold_ns=MS, stale_state=0, interpolate=interpolate_transform)
+
+
 def test_image_without_state_within_slop_is_dropped_and_counted():
     pairer = ApproximateTimePairer(slop_ns=10 * MS)
     pairer.add_state(0, "s0")

@@ -144,6 +144,15 @@ def invert_transform(transform: np.ndarray) -> np.ndarray:
     return inverse
 
 
+def interpolate_transform(start: np.ndarray, end: np.ndarray, fraction: float) -> np.ndarray:
+    """The pose ``[4, 4]`` ``fraction`` of the way from ``start`` to ``end``: the position linearly, the
+    rotation by slerp (the bag reader's pose interpolation, on transforms)."""
+    start, end = np.asarray(start, dtype=np.float64), np.asarray(end, dtype=np.float64)
+    position = start[:3, 3] + fraction * (end[:3, 3] - start[:3, 3])
+    quat = quaternion_slerp(matrix_to_quaternion(start[:3, :3]), matrix_to_quaternion(end[:3, :3]), fraction)
+    return pose_to_matrix(position, quat)
+
+
 def scale_motion(transform: np.ndarray, factor: float) -> np.ndarray:
     """The rigid motion ``[4, 4]`` that, at the same constant body twist, lasts ``factor`` times as long.
 

@@ -80,6 +80,7 @@ from std_srvs.srv import Trigger
 
 from astra_ros.data.actions import MODALITIES, KeyThresholds
 from astra_ros.data.bags import COMMAND_TIMEOUT_NS
+from astra_ros.data.geometry import interpolate_transform
 from astra_ros.data.images import ImageDecodeError
 from astra_ros.model.precision import UnreliablePrecision
 from astra_ros.model.world_model import ImagineCancelled
@@ -144,8 +145,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     "context_frames": ParamSpec(4, "observed frames the model is started from (>= the model's frames per chunk)", (2, 64)),
     "horizon": ParamSpec(4, "frames predicted at each tick", (1, 64)),
     "publish_rate": ParamSpec(2.0, "predictions per second [Hz] (a tick without a new frame is skipped)", (0.05, 30.0)),
-    "sync_slop_s": ParamSpec(0.05, "largest stamp difference [s] between an image and its pose (twists are held as "
-                             "in training: the latest at or before the image, zero once 0.5 s old)", (0.0, 2.0)),
+    "sync_slop_s": ParamSpec(0.05, "largest stamp difference [s] between an image and its nearest pose (the pose is "
+                             "then interpolated to the image; twists are held as in training: the latest at or "
+                             "before the image, zero once 0.5 s old)", (0.0, 2.0)),
     "sync_queue_size": ParamSpec(10, "images waiting for their pose/twist (older ones are dropped)", (1, 200)),
     "input_timeout_s": ParamSpec(2.0, "an input silent for longer than this [s] is reported", (0.1, 600.0)),
     "max_imagine_batch": ParamSpec(64, "largest batch an ~/imagine request may ask for (planners send 16-64 candidates)",
@@ -273,8 +275,9 @@ class PredictorNode(Node):
             return ApproximateTimePairer(slop_ns=slop_ns, image_queue_size=int(self._params["sync_queue_size"]),
                                          state_history_ns=history_ns, hold_ns=COMMAND_TIMEOUT_NS,
                                          stale_state=np.zeros(6))
+        # Poses: interpolated to the image stamp between the two around it, as for training.
         return ApproximateTimePairer(slop_ns=slop_ns, image_queue_size=int(self._params["sync_queue_size"]),
-                                     state_history_ns=history_ns)
+                                     state_history_ns=history_ns, interpolate=interpolate_transform)
 
     def _check_value(self, name: str, value: Any) -> str | None:
         """Why ``value`` is not acceptable for ``name`` (None when it is); ranges are checked by rclpy too."""

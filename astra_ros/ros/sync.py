@@ -6,7 +6,8 @@ stamp is nearest to it, if that one is at most ``slop_ns`` away.
 
 An image is decided as soon as it can be: once a state stamped at or after the image has arrived, no
 later state can be nearer (states arrive in stamp order), so the nearer of that one and the last state
-before the image is the match. With ``hold_ns`` (commands: twists, keys) the match is instead the latest
+before the image is the match; with ``interpolate`` (poses) the image instead takes the state
+interpolated between those two at its stamp, as the bag reader does for training. With ``hold_ns`` (commands: twists, keys) the match is instead the latest
 state at or before the image, the command in force when it was taken, as the bag reader pairs them
 for training (zero-order hold); one older than ``hold_ns`` means the controller has stopped the robot,
 and the image pairs with ``stale_state`` (a zero twist). Both queues are bounded; an image that waits longer than the image queue
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 ImageT = TypeVar("ImageT")
 StateT = TypeVar("StateT")
@@ -129,14 +130,20 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
     ``hold_ns``: pair each image with the latest state at or before it, not the nearest (``slop_ns`` is
     then unused); with none, or only one older than ``hold_ns``, the image pairs with ``stale_state``
     (counted in :attr:`stale_pairs`).
+    ``interpolate(before, after, fraction)``: an image whose nearest state is within the slop and that
+    lies between two states pairs with their interpolation at its stamp (the pair's state stamp is
+    then the image's).
     """
 
     def __init__(self, *, slop_ns: int, image_queue_size: int = 10, state_history_ns: int = 2_000_000_000,
-                 max_states: int = 20_000, hold_ns: int | None = None, stale_state: StateT | None = None) -> None:
+                 max_states: int = 20_000, hold_ns: int | None = None, stale_state: StateT | None = None,
+                 interpolate: Callable[[StateT, StateT, float], StateT] | None = None) -> None:
         if slop_ns < 0:
             raise ValueError(f"slop_ns must be >= 0, got {slop_ns}")
         if hold_ns is not None and (hold_ns < 0 or stale_state is None):
             raise ValueError(f"hold_ns must be >= 0 and come with a stale_state, got {hold_ns}, {stale_state!r}")
+        if hold_ns is not None and interpolate is not None:
+            raise ValueError("a pairer holds (commands) or interpolates (poses), not both")
         if hold_ns is not None and state_history_ns < hold_ns:
             raise ValueError(f"state_history_ns ({state_history_ns}) must cover hold_ns ({hold_ns})")
         if image_queue_size < 1 or max_states < 1:
@@ -147,6 +154,7 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         self.hold_ns = None if hold_ns is None else int(hold_ns)
         self.stale_state = stale_state
         self.stale_pairs = 0  # images paired with stale_state (hold mode)
+        self.interpolate = interpolate
         self.state_history_ns = int(state_history_ns)
         self._images: deque[tuple[int, ImageT]] = deque()
         self._states: deque[tuple[int, StateT]] = deque(maxlen=max_states)
@@ -246,11 +254,15 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
                 decided.append(self._held_pair(image_ns, image))
                 self.pairs += 1
                 continue
-            state_ns, state = self._nearest_state(image_ns)
+            before, after = self._neighbours(image_ns)
+            state_ns, state = _nearer(before, after, image_ns)
             if abs(state_ns - image_ns) > self.slop_ns:
                 self.dropped[DROP_NO_STATE_IN_SLOP] += 1
                 self.last_unpaired_gap_ns = image_ns - state_ns
                 continue
+            if self.interpolate is not None and before is not None and before[0] < image_ns < after[0]:
+                fraction = (image_ns - before[0]) / (after[0] - before[0])
+                state_ns, state = image_ns, self.interpolate(before[1], after[1], fraction)
             decided.append(Pair(image_ns, image, state_ns, state))
             self.pairs += 1
         return decided
@@ -269,13 +281,21 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         self.last_unpaired_gap_ns = image_ns - self._nearest_state(image_ns)[0]
         return Pair(image_ns, image, image_ns, self.stale_state)
 
-    def _nearest_state(self, image_ns: int) -> tuple[int, Any]:
-        """The queued state nearest to ``image_ns``; at least one state stamped >= image_ns exists."""
+    def _neighbours(self, image_ns: int) -> tuple[tuple[int, Any] | None, tuple[int, Any]]:
+        """The last queued state before ``image_ns`` (None if none) and the first at or after it (exists:
+        _decide checks)."""
         before: tuple[int, Any] | None = None
         for entry in self._states:
             if entry[0] >= image_ns:
-                if before is not None and image_ns - before[0] < entry[0] - image_ns:
-                    return before
-                return entry
+                return before, entry
             before = entry
         raise AssertionError("unreachable: _decide checks that a state at or after the image exists")
+
+    def _nearest_state(self, image_ns: int) -> tuple[int, Any]:
+        """The queued state nearest to ``image_ns``; one stamped >= image_ns exists."""
+        return _nearer(*self._neighbours(image_ns), image_ns)
+
+
+def _nearer(before: tuple[int, Any] | None, after: tuple[int, Any], stamp_ns: int) -> tuple[int, Any]:
+    """Of the states around ``stamp_ns``, the nearer one (the later on a tie)."""
+    return after if before is None or stamp_ns - before[0] >= after[0] - stamp_ns else before
