@@ -41,10 +41,14 @@ class CodecConfig:
     temporal_downsample: tuple[bool, ...] = (False, True, True)  # wan: as Wan2.1 (weights differ per level); frames are still coded one by one
 
     @property
+    def levels(self) -> tuple[int, ...]:
+        """The widths (autoencoder_kl) or width multipliers (wan) of the codec's levels."""
+        return self.block_out_channels if self.kind == "autoencoder_kl" else self.dim_mult
+
+    @property
     def spatial_factor(self) -> int:
         """Pixels per latent cell along each image axis."""
-        levels = self.block_out_channels if self.kind == "autoencoder_kl" else self.dim_mult
-        return 2 ** (len(levels) - 1)
+        return 2 ** (len(self.levels) - 1)
 
     @property
     def temporal_factor(self) -> int:
@@ -249,9 +253,8 @@ def _validate(cfg: AstraConfig) -> None:
     c = cfg.codec
     if c.kind not in ("autoencoder_kl", "wan"):
         raise ConfigError(f"codec.kind must be 'autoencoder_kl' or 'wan', got {c.kind!r}")
-    levels = c.block_out_channels if c.kind == "autoencoder_kl" else c.dim_mult
-    if not levels or min(levels) < 1:
-        raise ConfigError(f"codec needs at least one level of width >= 1, got {levels!r}")
+    if not c.levels or min(c.levels) < 1:
+        raise ConfigError(f"codec needs at least one level of width >= 1, got {c.levels!r}")
     for name in ("latent_channels", "layers_per_block", "norm_num_groups", "base_dim", "num_res_blocks"):
         if getattr(c, name) < 1:
             raise ConfigError(f"codec.{name} must be >= 1, got {getattr(c, name)}")

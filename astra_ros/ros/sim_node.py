@@ -35,6 +35,7 @@ from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
+from astra_ros.data.bags import COMMAND_TIMEOUT_NS  # noqa: E402
 from astra_ros.data.geometry import PinholeIntrinsics  # noqa: E402
 from astra_ros.data.record import ARM_BASE_FRAME_ID, CAMERA_FRAME_ID, ODOM_FRAME_ID, ROBOT_FRAME_ID, WORLD_FRAME_ID  # noqa: E402
 from astra_ros.data.scenes import SCENARIOS, BodyTwist, Pose, SimSettings, SimTick, make_scenario  # noqa: E402
@@ -42,7 +43,7 @@ from astra_ros.ros.runner import StartupError, run_node  # noqa: E402
 from astra_ros.ros.conversions import ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, twist_msg_to_vector  # noqa: E402
 
 NODE_NAME = "astra_sim"
-COMMAND_TIMEOUT_S = 0.5  # [s] without /cmd_vel the rig holds still
+COMMAND_TIMEOUT_S = COMMAND_TIMEOUT_NS / 1e9  # [s] without /cmd_vel the rig holds still, as bags assume
 MAX_CATCHUP_STEPS = 3  # physics steps one tick may run to make up for an overrun
 REALTIME_CHECK_S = 5.0  # [s] how often the simulated time is compared with the wall clock
 MIN_REALTIME_FACTOR = 0.9  # simulated seconds per wall second below which the node warns

@@ -6,12 +6,15 @@ stamp is nearest to it, if that one is at most ``slop_ns`` away.
 
 An image is decided as soon as it can be: once a state stamped at or after the image has arrived, no
 later state can be nearer (states arrive in stamp order), so the nearer of that one and the last state
-before the image is the match; with ``interpolate`` (poses) the image instead takes the state
-interpolated between those two at its stamp, as the bag reader does for training. With ``hold_ns`` (commands: twists, keys) the match is instead the latest
-state at or before the image, the command in force when it was taken, as the bag reader pairs them
-for training (zero-order hold); one older than ``hold_ns`` means the controller has stopped the robot,
-and the image pairs with ``stale_state`` (a zero twist). Both queues are bounded; an image that waits longer than the image queue
-allows (its state stream is late or silent) is dropped and counted. Every drop is counted by reason in
+before the image is the match. Two modes pair as the bag reader does for training:
+
+* ``interpolate`` (poses): the image takes the state interpolated between those two at its stamp;
+* ``hold_ns`` (commands: twists, keys): the image takes the latest state at or before it, the command
+  in force when it was taken (zero-order hold); one older than ``hold_ns`` means the controller has
+  stopped the robot, and the image pairs with ``stale_state`` (a zero twist).
+
+Both queues are bounded; an image that waits longer than the image queue allows (its state stream is
+late or silent) is dropped and counted. Every drop is counted by reason in
 :attr:`ApproximateTimePairer.dropped`, so the node can report it.
 """
 
