@@ -219,6 +219,28 @@ def test_observe_after_step_replaces_the_predictions_with_the_real_frames(model)
         model.imagine(acts[None, 9:11])
 
 
+def test_unseeded_steps_do_not_change_the_noise_of_later_observations(model):
+    # A replay that steps between observations must see the history a plain replay sees.
+    acts = np.random.default_rng(8).normal(size=(10, 6)).astype(np.float32)
+    real = _frames(4, seed=10)
+    model.start(_frames(4), acts[:4], modality="twist", seed=1)
+    model.step(acts[4:6])
+    model.step(acts[6:8])
+    model.observe(real, acts[4:8])
+    stepped = model.step(acts[8:10], seed=4)
+    model.start(_frames(4), acts[:4], modality="twist", seed=1)
+    model.observe(real, acts[4:8])
+    np.testing.assert_array_equal(model.step(acts[8:10], seed=4), stepped)
+    # Unseeded steps still draw fresh noise from call to call: the same history, a second draw.
+    model.start(_frames(4), acts[:4], modality="twist", seed=1)
+    model.observe(real[:2], acts[4:6])
+    first_draw = model.step(acts[6:8])
+    model.start(_frames(4), acts[:4], modality="twist", seed=1)
+    model.step(acts[4:6])
+    model.observe(real[:2], acts[4:6])
+    assert not np.array_equal(model.step(acts[6:8]), first_draw)
+
+
 def test_imagine_returns_distinct_candidates_and_leaves_the_live_stream_unchanged(model):
     model.start(_frames(4), modality="twist", seed=0)
     acts = np.random.default_rng(0).normal(size=(4, 5, 6)).astype(np.float32) * 3

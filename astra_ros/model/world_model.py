@@ -82,8 +82,10 @@ class WorldModel(nn.Module):
         # frame (None: no predictions in the history). observe() restores them, so real frames replace
         # predictions instead of following them (DESIGN §2), evicted observed chunks included.
         self._before_predictions: tuple[StreamingRollout, torch.Tensor | None] | None = None
-        self._generator = torch.Generator().manual_seed(0)
-        self._imagine_generator = torch.Generator().manual_seed(1)  # separate, so imagine() leaves step() reproducible
+        # One stream of noise per entry point, so an unseeded call to one leaves the others reproducible.
+        self._observe_generator = torch.Generator().manual_seed(0)
+        self._imagine_generator = torch.Generator().manual_seed(1)
+        self._step_generator = torch.Generator().manual_seed(2)
         self.eval()
 
     # ------------------------------------------------------------------ checkpoints
@@ -193,7 +195,9 @@ class WorldModel(nn.Module):
         """Reset the stream and observe ``frames`` uint8 (T, H, W, 3) with ``actions`` (T, D) or None.
 
         Only whole chunks enter the history: when T is not a multiple of ``frames_per_chunk`` the
-        oldest T mod n frames are dropped, so the newest frames are always part of it.
+        oldest T mod n frames are dropped, so the newest frames are always part of it. ``seed``
+        seeds the noise of the history (observe), of unseeded step() calls and of unseeded
+        imagine() calls, each drawn from its own generator.
         """
         self._check_modality(modality)
         frames_t = self._frames_to_tensor(frames, "frames")
@@ -204,8 +208,10 @@ class WorldModel(nn.Module):
         actions_t = self._actions_to_tensor(actions, modality, t, "actions") if actions is not None else None
         self.reset()
         self._modality = modality
-        self._generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-        self._imagine_generator = torch.Generator().manual_seed(1 if seed is None else int(seed) + 1)
+        base = 0 if seed is None else int(seed)
+        self._observe_generator = torch.Generator().manual_seed(base)
+        self._imagine_generator = torch.Generator().manual_seed(base + 1)
+        self._step_generator = torch.Generator().manual_seed(base + 2)
         keep = (t // n) * n
         self._observe_tensors(frames_t[t - keep:], actions_t[t - keep:] if actions_t is not None else None)
 
@@ -306,7 +312,7 @@ class WorldModel(nn.Module):
             del self._pending_frames[:cf], self._pending_actions[:cf]
             features = self._features(acts, batch=1, previous=self._last_action)
             self._last_action = acts[-1]
-            self.stream.append_history(chunk, features, generator=self._generator)
+            self.stream.append_history(chunk, features, generator=self._observe_generator)
 
     def _features(self, actions: list[torch.Tensor | None] | torch.Tensor | None, batch: int,
                   modality: str | None = None, previous: torch.Tensor | None = None) -> torch.Tensor:
@@ -359,7 +365,7 @@ class WorldModel(nn.Module):
         if actions_t.shape[0] == 0 or actions_t.shape[0] % n:
             raise ValueError(f"step() takes actions for whole chunks: a multiple of frames_per_chunk={n} rows, "
                              f"got {actions_t.shape[0]}")
-        gen = _as_generator(seed, generator, self._generator)
+        gen = _as_generator(seed, generator, self._step_generator)
         if self._before_predictions is None:
             self._before_predictions = (self.stream.fork(), self._last_action)
         frames = []
