@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -322,6 +323,11 @@ class _ImageClock:
     stamps_ns: np.ndarray  # int64 [T] header stamps, sorted
     received_ns: np.ndarray  # int64 [T] bag timestamps
 
+    @cached_property
+    def median_delay_s(self) -> float:
+        """Median delay from stamp to bag receive time [s], the clock every other topic is compared to."""
+        return float(np.median(self.received_ns - self.stamps_ns)) * 1e-9
+
 
 def _check_clock(
     bag_path: Path, topic: str, stamps_ns: np.ndarray, received_ns: np.ndarray, images: _ImageClock, timing: _Timing
@@ -342,7 +348,7 @@ def _check_clock(
                        f"({_format_stamp(int(images.stamps_ns[0]))} to {_format_stamp(int(images.stamps_ns[-1]))}): "
                        "are they on another clock?")
     delay_s = float(np.median(received_ns - stamps_ns)) * 1e-9
-    image_delay_s = float(np.median(images.received_ns - images.stamps_ns)) * 1e-9
+    image_delay_s = images.median_delay_s
     if abs(delay_s - image_delay_s) > CLOCK_TOLERANCE_NS * 1e-9:
         raise BagError(
             f"bag {bag_path}: {topic!r} is on another clock than {images.topic!r}: its stamps are "
