@@ -26,6 +26,19 @@ def _frames(t, h=20, w=24, seed=0):
     return np.random.default_rng(seed).integers(0, 255, (t, h, w, 3), dtype=np.uint8)
 
 
+def test_saved_checkpoints_are_readable_by_others_as_the_umask_allows(model, tmp_path):
+    # safetensors creates its file mode 0600: another user or a container could not load it.
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = model.save_pretrained(tmp_path / "ckpt")
+    finally:
+        os.umask(old)
+    for name in ("config.json", "model.safetensors"):
+        assert (path / name).stat().st_mode & 0o777 == 0o644, name
+
+
 def test_save_then_load_gives_identical_outputs(model, tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]

@@ -54,7 +54,8 @@ def load_config(path: Path) -> AstraConfig:
     try:
         config = AstraConfig.from_json(file)
     except (ConfigError, TypeError) as err:
-        raise CheckpointError(f"invalid {file}: {err}") from err
+        detail = str(err).removeprefix(f"{file}: ")  # from_json names the file already
+        raise CheckpointError(f"invalid {file}: {detail}") from err
     written = json.loads(file.read_text(encoding="utf-8"))  # valid JSON object: from_json checked it
     missing = sorted({f.name for f in dataclasses.fields(AstraConfig)} - set(written) - FIELDS_ADDED_LATER)
     if missing:
@@ -104,6 +105,19 @@ def load_weights(module: nn.Module, path: Path) -> None:
     module.load_state_dict(state, strict=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``safetensors`` ``save_file`` with the permissions any other file written here gets: the
+    library creates its file mode 0600, which left checkpoints unreadable to other users and containers."""
+    save_file(tensors, str(path))
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def fsync_file(path: Path) -> None:
     """Flush ``path`` to the disk, so that a rename after it never exposes a file still in the cache."""
     with open(path, "rb+") as handle:
@@ -118,7 +132,7 @@ def save_checkpoint(module: nn.Module, config: AstraConfig, path: str | Path) ->
     tmp_config, tmp_weights = path / (CONFIG_NAME + ".tmp"), path / (WEIGHTS_NAME + ".tmp")
     config.to_json(tmp_config)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(state, str(tmp_weights))
+    save_tensors(state, tmp_weights)
     for tmp in (tmp_config, tmp_weights):
         fsync_file(tmp)
     tmp_weights.replace(path / WEIGHTS_NAME)

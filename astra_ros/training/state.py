@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from astra_ros.model.checkpoint import CheckpointError, fsync_file
+from astra_ros.model.checkpoint import CheckpointError, fsync_file, save_tensors
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -56,12 +56,12 @@ def save_train_state(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-    save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
+    save_tensors({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    save_tensors({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
     tensors, plain = _flatten_optimizer(optimizer.state_dict())
     for rank, (torch_state, _) in enumerate(generators):
         tensors[f"__torch_generator_{rank}__"] = torch_state
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    save_tensors(tensors, tmp / "optimizer.safetensors")
     meta = {"step": step, "phase": phase, "optimizer": plain,
             "numpy_generators": [numpy_state for _, numpy_state in generators], **(extra or {})}
     (tmp / "state.json").write_text(json.dumps(meta))
