@@ -22,13 +22,21 @@ from PIL import Image, ImageDraw
 log = logging.getLogger("astra_rollout")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="astra-rollout", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="default",
                    help="checkpoint directory, 'default' (embedded) or 'random' (random init of --preset)")
     p.add_argument("--preset", default="cpu_default", help="model preset for --checkpoint random")
-    p.add_argument("--observe", type=int, default=4, help="observed frames before predicting")
-    p.add_argument("--predict", type=int, default=8, help="frames to predict (rounded up to whole chunks)")
+    p.add_argument("--observe", type=_positive_int, default=4,
+                   help="observed frames before predicting (at least one chunk; whole chunks are kept)")
+    p.add_argument("--predict", type=_positive_int, default=8, help="frames to predict (rounded up to whole chunks)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scene and of the sampler")
     p.add_argument("--out", type=Path, default=Path("out/rollout.png"), help="PNG strip to write")
     return p.parse_args(argv)
@@ -82,9 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot load checkpoint: %s", err)
         return 2
     n = wm.frames_per_chunk
+    modality = "twist"  # the panning scene's actions are twists
+    if modality not in wm.modalities:
+        log.error("astra-rollout drives its scene with twist actions; this checkpoint knows only %s", wm.modalities)
+        return 2
+    if args.observe < n:
+        log.error("--observe %d: the model observes whole chunks of %d frames; give at least %d", args.observe, n, n)
+        return 2
     chunks = -(-args.predict // n)
     frames, actions = panning_scene(args.observe + chunks * n, wm.resolution, args.seed)
-    modality = "twist"
     wm.start(frames[: args.observe], actions[: args.observe], modality=modality, seed=args.seed)
     predicted, latencies = [], []
     for c in range(chunks):
