@@ -13,6 +13,32 @@ import yaml
 from astra_ros.model.config import PRESETS, AstraConfig, CodecConfig, ConfigError, coerce_field
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice (plain YAML keeps the last one without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key {key!r} is given twice (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (IsADirectoryError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not a readable YAML text file ({err})") from err
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
 @dataclass(frozen=True)
 class TrainRecipe:
     """Everything ``astra-train`` needs besides the data; saved beside every checkpoint."""
@@ -74,7 +100,9 @@ class TrainRecipe:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainRecipe":
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = _read_yaml(Path(path))
+        if data is None:  # an empty file would train 1,000 steps of defaults nobody chose
+            raise ConfigError(f"{path}: the recipe is empty; see config/train_default.yaml for one")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a training recipe must be a mapping")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -113,6 +141,8 @@ class TrainRecipe:
                 raise ConfigError(f"{name} must be >= 1")
         if self.steps < 0 or self.codec_steps < 0 or self.warmup_steps < 0:
             raise ConfigError("steps, codec_steps and warmup_steps must be >= 0")
+        if self.seed < 0 or self.num_threads < 0:
+            raise ConfigError(f"seed and num_threads must be >= 0, got {self.seed} and {self.num_threads}")
         if self.steps + self.codec_steps == 0:
             raise ConfigError("steps and codec_steps are both 0: nothing to train")
         for name in ("lr", "codec_lr", "grad_clip"):
