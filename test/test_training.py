@@ -73,6 +73,62 @@ def test_resume_continues_exactly(bags, tmp_path):
             assert (a[k] == b[k]).all(), f"{k} differs after resuming at step {stop}"
 
 
+def test_resume_of_an_init_run_rebuilds_the_init_model_without_being_told(bags, tmp_path):
+    # A checkpoint whose config differs from the recipe's preset in what it computes, not its shapes:
+    # resumed from the preset, the run went on as another model (velocity, no deltas) without a word.
+    common = ["--data", str(bags), "--no-progress"]
+    assert train_main(["--config", str(_recipe(tmp_path, steps=2, codec_steps=2)), "--out", str(tmp_path / "src")]
+                      + common) == 0
+    config = json.loads((tmp_path / "src" / "config.json").read_text())
+    assert config["prediction"] == "velocity" and not config["latent_delta"]
+    (tmp_path / "src" / "config.json").write_text(json.dumps({**config, "prediction": "x0", "latent_delta": True}))
+    recipe = ["--config", str(_recipe(tmp_path, steps=4, codec_steps=0, checkpoint_every=2))] + common
+    assert train_main(recipe + ["--init", str(tmp_path / "src"), "--out", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "resumed"
+    assert train_main(recipe + ["--init", str(tmp_path / "src"), "--out", str(out), "--stop-after", "2"]) == 0
+    assert train_main(recipe + ["--out", str(out), "--resume"]) == 0
+    assert json.loads((out / "config.json").read_text())["prediction"] == "x0"
+    a, b = _weights(tmp_path / "straight" / "train_state"), _weights(out / "train_state")
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_a_finished_run_is_not_overwritten_and_resume_needs_the_same_bags(bags, tmp_path, caplog):
+    common = ["--config", str(_recipe(tmp_path, steps=2, codec_steps=0)), "--no-progress"]
+    out = tmp_path / "run"
+    assert train_main(common + ["--data", str(bags), "--out", str(out)]) == 0
+    before = (out / "loss.csv").read_text(), _weights(out)
+    assert train_main(common + ["--data", str(bags), "--out", str(out), "--stop-after", "1"]) == 2
+    assert "already holds a training run (state at step 2)" in caplog.text and "--resume" in caplog.text
+    assert (out / "loss.csv").read_text() == before[0]
+    assert all((before[1][k] == v).all() for k, v in _weights(out).items())
+    # Resuming on fewer bags is refused by name; the same bags reached another way are the same data.
+    one = sorted(bags.glob("rover_*"))[0]
+    assert train_main(common + ["--data", str(one), "--out", str(out), "--resume"]) == 2
+    assert "other data than" in caplog.text and "3 bags then, 1 now" in caplog.text
+    assert train_main(common + ["--data", str(bags), str(one), "--out", str(out), "--resume"]) == 0
+
+
+def test_find_bags_takes_files_counts_each_bag_once_and_skips_unfinished_recordings(bags, tmp_path, caplog):
+    from astra_ros.data.bags import BagError
+    from astra_ros.training.trainer import find_bags
+
+    everything = find_bags([bags])
+    assert len(everything) == 3
+    rover = sorted(bags.glob("rover_*"))[0]
+    storage = next(rover.glob("*.mcap"))
+    assert find_bags([bags, rover, storage, Path(os.path.relpath(bags))]) == everything
+    assert find_bags([storage]) == [rover.resolve()]
+    unfinished = tmp_path / "data" / "rover_s7.partial" / "rover_s7"
+    unfinished.mkdir(parents=True)
+    (unfinished / "rover_s7.mcap").write_bytes(b"half a recording")
+    with pytest.raises(BagError, match="no ROS 2 bags found"):
+        find_bags([tmp_path / "data"])
+    assert "skipping 1 unfinished recording" in caplog.text
+    (tmp_path / "notes.txt").write_text("not a bag")
+    with pytest.raises(BagError, match="must be a bag"):
+        find_bags([tmp_path / "notes.txt"])
+
+
 def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_state_whole(bags, tmp_path, monkeypatch):
     """Written in place, a half-written ema.safetensors destroyed the last good state (or mixed two
     steps' weights); the state is now swapped in whole, and the run resumes as if never stopped."""
@@ -83,19 +139,19 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_state_whole(bags
     common = ["--config", str(recipe), "--data", str(bags), "--no-progress"]
     assert train_main(common + ["--out", str(tmp_path / "straight")]) == 0
     out = tmp_path / "crashed"
-    real_save, calls = state.save_file, []
+    real_save, calls = state.save_tensors, []
 
-    def crash_on_the_second_ema(tensors, filename):
-        calls.append(filename)
-        if filename.endswith("ema.safetensors") and sum(c.endswith("ema.safetensors") for c in calls) == 2:
-            Path(filename).write_bytes(b"half a file")
+    def crash_on_the_second_ema(tensors, path):
+        calls.append(path.name)
+        if path.name == "ema.safetensors" and calls.count("ema.safetensors") == 2:
+            path.write_bytes(b"half a file")
             raise OSError("disk full")
-        real_save(tensors, filename)
+        real_save(tensors, path)
 
-    monkeypatch.setattr(state, "save_file", crash_on_the_second_ema)
+    monkeypatch.setattr(state, "save_tensors", crash_on_the_second_ema)
     with pytest.raises(OSError, match="disk full"):
         train_main(common + ["--out", str(out)])
-    monkeypatch.setattr(state, "save_file", real_save)
+    monkeypatch.setattr(state, "save_tensors", real_save)
     assert json.loads((out / "train_state" / "state.json").read_text())["step"] == 3  # the first checkpoint
     # a crash between the two renames of the swap: only train_state.old holds a state
     (out / "train_state").rename(out / "train_state.old")
@@ -135,6 +191,10 @@ def test_a_diverging_run_stops_with_a_message_and_keeps_its_last_checkpoint(bags
 
     model = WorldModel.from_pretrained(tmp_path / "nan")  # loads: only finite weights were saved
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    caplog.clear()  # diverging before the first checkpoint: the message does not promise one
+    recipe = _recipe(tmp_path, lr=1e4, codec_steps=0, steps=40, warmup_steps=0, checkpoint_every=100)
+    assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(tmp_path / "early"), "--no-progress"]) == 2
+    assert "no checkpoint was written" in caplog.text and "is intact" not in caplog.text
 
 
 def test_action_statistics_are_measured_on_the_training_windows(bags, tmp_path):
@@ -205,6 +265,7 @@ def test_bad_recipe_and_missing_data_fail_clearly(bags, tmp_path, caplog):
     ({"model": {"num_layerz": 3}}, "model: unknown config keys \\['num_layerz'\\]"),
     ({"model": None}, "recipe field 'model' must be an object"),
     ({"steps": 0, "codec_steps": 0}, "nothing to train"),
+    ({"seed": -1}, "seed and num_threads must be >= 0"),
 ])
 def test_recipe_values_of_the_wrong_type_or_range_are_refused_by_name(tmp_path, edit, message):
     from astra_ros.model import ConfigError
@@ -212,6 +273,27 @@ def test_recipe_values_of_the_wrong_type_or_range_are_refused_by_name(tmp_path, 
 
     with pytest.raises(ConfigError, match=message):
         TrainRecipe.from_yaml(_recipe(tmp_path, **edit))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("steps: [1, 2\n", "invalid YAML"),
+    ("steps: 8\nlr: 0.001\nsteps: 2\n", "key 'steps' is given twice \\(line 3\\)"),
+    ("", "the recipe is empty"),
+    ("# only a comment\n", "the recipe is empty"),
+])
+def test_a_recipe_that_is_not_one_clear_mapping_is_refused(tmp_path, text, message):
+    from astra_ros.model import ConfigError
+    from astra_ros.training.recipe import TrainRecipe
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        TrainRecipe.from_yaml(path)
+    path.write_bytes(b"steps: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not a readable YAML text file"):
+        TrainRecipe.from_yaml(path)
+    with pytest.raises(ConfigError, match="not a readable YAML text file"):
+        TrainRecipe.from_yaml(tmp_path)
 
 
 def test_a_recipe_learning_rate_written_without_a_dot_is_the_number_it_means(tmp_path):
@@ -361,6 +443,14 @@ def test_init_with_more_blocks_starts_as_the_checkpoint_and_trains_the_new_ones(
                       + common) == 0
     weights = _weights(tmp_path / "deep" / "train_state")
     assert weights["transformer.blocks.3.ffn.net.2.weight"].abs().max() > 0
+    # clip_frames is checked against the model --init brings, not only the preset's
+    config = json.loads((tmp_path / "src" / "config.json").read_text())
+    (tmp_path / "src3").mkdir()
+    (tmp_path / "src3" / "config.json").write_text(json.dumps({**config, "chunk_frames": 4}))
+    (tmp_path / "src3" / "model.safetensors").write_bytes((tmp_path / "src" / "model.safetensors").read_bytes())
+    assert train_main(["--config", str(_recipe(tmp_path, codec_steps=0)), "--init", str(tmp_path / "src3"),
+                       "--out", str(tmp_path / "chunks")] + common) == 2
+    assert "clip_frames=6 must be a multiple of the model's frames_per_chunk=4" in caplog.text
     shallower = _recipe(tmp_path, steps=1, codec_steps=0, model={"num_layers": 1})
     assert train_main(["--config", str(shallower), "--init", str(tmp_path / "src"), "--out", str(tmp_path / "no")]
                       + common) == 2

@@ -74,8 +74,11 @@ def _train(args: argparse.Namespace) -> int:
         log.error("astra-train: %s", err)
         return 2
     except FloatingPointError as err:  # a diverged step: nothing of it was saved
-        log.error("astra-train: %s; the last checkpoint in %s is intact: go on from it with a lower lr "
-                  "in a new run (--init %s --out NEW)", err, args.out, args.out)
+        if (args.out / "model.safetensors").is_file():
+            log.error("astra-train: %s; the last checkpoint in %s is intact: go on from it with a lower lr "
+                      "in a new run (--init %s --out NEW)", err, args.out, args.out)
+        else:
+            log.error("astra-train: %s; no checkpoint was written before it: start again with a lower lr", err)
         return 2
     return 0
 

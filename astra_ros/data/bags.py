@@ -53,6 +53,9 @@ POSE_MSGTYPES = (
 TWIST_MSGTYPES = ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped", "nav_msgs/msg/Odometry")
 SCALAR_MSGTYPES = ("std_msgs/msg/Float32", "std_msgs/msg/Float64")
 IMAGE_MSGTYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+BAG_FILE_SUFFIXES = (".mcap", ".db3")  # rosbag2's storage files (MCAP, SQLite)
+# An episode astra-sim record has not finished lives under "<bag>.partial" (astra_ros.data.record).
+PARTIAL_SUFFIX = ".partial"
 
 # [ns] A command older than this is no longer applied: velocity controllers stop the robot when their
 # command stream goes silent (the simulator rig's COMMAND_TIMEOUT_S in astra_ros.ros.sim_node is the same).

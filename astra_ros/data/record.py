@@ -27,7 +27,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
-from astra_ros.data.bags import BagTopics
+from astra_ros.data.bags import PARTIAL_SUFFIX, BagTopics
 from astra_ros.data.geometry import PinholeIntrinsics
 from astra_ros.data.scenes import BodyTwist, Pose, SimSettings, SimTick, make_scenario
 
@@ -54,7 +54,7 @@ def partial_bag_path(bag_path: Path) -> Path:
     The bag is written as ``<bag>.partial/<bag name>`` (rosbags names its storage file after its
     directory) and renamed to ``<bag>`` once closed, so a bag directory under its final name is complete.
     """
-    return bag_path.with_name(bag_path.name + ".partial")
+    return bag_path.with_name(bag_path.name + PARTIAL_SUFFIX)
 
 
 class _MessageFactory:

@@ -414,9 +414,10 @@ class WorldModel(nn.Module):
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         steps = self.config.denoise_steps if steps is None else int(steps)
         max_batch = (self.default_imagine_batch(guidance_scale, len(frame_indices), modality) if max_batch is None
-                     else int(max_batch))
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+                     else max_batch)
+        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
+            raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+        max_batch = int(max_batch)
         n = self.frames_per_chunk
         chunks = -(-horizon // n)
         if horizon % n:  # pad the last chunk by holding the last action; extra frames are not returned

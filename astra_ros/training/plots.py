@@ -36,9 +36,10 @@ def plot_loss(csv_path: Path, png_path: Path, smooth_points: int = 20, predictio
             ax.plot(steps, loss, label="total loss", alpha=0.35, linewidth=0.8)
             ax.plot(steps, part, label="reconstruction MSE" if phase == "codec" else f"{prediction} MSE",
                     alpha=0.35, linewidth=0.8)
-            window = max(1, min(smooth_points, len(loss) // 5))
-            ax.plot(steps, running_mean(loss, window), color="black",
-                    label=f"total loss, mean of {window} rows")
+            window = min(smooth_points, len(loss) // 5)
+            if window > 1:  # a run of under 10 rows has nothing to smooth
+                ax.plot(steps, running_mean(loss, window), color="black",
+                        label=f"total loss, mean of {window} rows")
             ax.set_yscale("log")
             ax.legend()
         else:

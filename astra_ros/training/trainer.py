@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from astra_ros.data.bags import BagError, bag_topics, modality_from_topics
+from astra_ros.data.bags import BAG_FILE_SUFFIXES, PARTIAL_SUFFIX, BagError, bag_topics, modality_from_topics
 from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
-from astra_ros.model.config import ConfigError
+from astra_ros.model.config import AstraConfig, ConfigError
 from astra_ros.model.flow import flow_matching_loss
 from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees, transformer_probe
 
@@ -63,20 +63,34 @@ BF16_NORM_WARNING = "Mismatch dtype between input and weight"
 
 
 def find_bags(data_dirs: list[Path]) -> list[Path]:
-    """Bag directories (holding metadata.yaml) and bare .mcap/.db3 files under ``data_dirs``."""
+    """Bag directories (holding metadata.yaml) and bare .mcap/.db3 files under ``data_dirs`` (or
+    given themselves), each once however it was reached; the ``.partial`` leftovers of an
+    interrupted ``astra-sim record`` are skipped."""
     bags: set[Path] = set()
     for root in data_dirs:
         root = Path(root)
         if not root.exists():
             raise BagError(f"data directory {root} does not exist")
+        root = root.resolve()
+        if root.is_file():
+            if root.suffix not in BAG_FILE_SUFFIXES:
+                raise BagError(f"--data {root}: a file there must be a bag ({', '.join(BAG_FILE_SUFFIXES)})")
+            bags.add(root.parent if (root.parent / "metadata.yaml").is_file() else root)
+            continue
         if (root / "metadata.yaml").is_file():
             bags.add(root)
             continue
         for meta in root.rglob("metadata.yaml"):
             bags.add(meta.parent)
-        for file in list(root.rglob("*.mcap")) + list(root.rglob("*.db3")):
-            if not (file.parent / "metadata.yaml").is_file():
-                bags.add(file)
+        for suffix in BAG_FILE_SUFFIXES:
+            for file in root.rglob(f"*{suffix}"):
+                if not (file.parent / "metadata.yaml").is_file():
+                    bags.add(file)
+    skipped = sorted(b for b in bags if any(part.endswith(PARTIAL_SUFFIX) for part in b.parts))
+    if skipped:
+        log.warning("skipping %d unfinished recording(s) (%s*): %s", len(skipped), PARTIAL_SUFFIX,
+                    ", ".join(str(b) for b in skipped[:3]))
+        bags -= set(skipped)
     if not bags:
         raise BagError(f"no ROS 2 bags found under {', '.join(str(d) for d in data_dirs)}")
     return sorted(bags)
@@ -240,7 +254,21 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: several times faster, ample for training
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(recipe.seed)  # identical initial weights on every rank
-        if init_checkpoint:
+        # Before the model is built and the (slow) bags decoded: a missing or changed state, or a
+        # finished run about to be overwritten, fails now.
+        saved = self._check_resumable() if resume else None
+        if not resume:
+            self._refuse_to_overwrite()
+        if saved is not None and saved.get("model_config") is not None:
+            # The state holds every weight, so the model is the one it was trained as, whatever
+            # --init built it from the first time (a preset model would silently train another).
+            if init_checkpoint or init_codec or init_transformer:
+                log.info("--resume: the model comes from %s; --init options are not needed", self.out / STATE_DIR)
+            try:
+                self.model = WorldModel(AstraConfig.from_dict(saved["model_config"])).train()
+            except (ConfigError, TypeError) as err:
+                raise CheckpointError(f"cannot resume from {self.out / STATE_DIR}: its model config is invalid ({err})") from err
+        elif init_checkpoint:
             self.model = self._init_from(init_checkpoint, recipe.model).train()
         else:
             self.model = WorldModel(recipe.model_config()).train()
@@ -252,9 +280,17 @@ class Trainer:
             self.model.transformer.zero_output_head()
         self.model.to(self.device)
         self.config = self.model.config
-        if resume:  # before the (slow) decoding of every bag: a missing or changed state fails now
-            self._check_resumable()
+        n = self.config.frames_per_chunk  # checked again here: --init may bring other chunks than the preset
+        if recipe.clip_frames % n or recipe.clip_frames < 2 * n:
+            raise ConfigError(f"clip_frames={recipe.clip_frames} must be a multiple of the model's frames_per_chunk={n} "
+                              "and hold at least two chunks")
+        for phase, phase_steps in (("codec", recipe.codec_steps), ("world", recipe.steps)):
+            if 0 < phase_steps < recipe.warmup_steps:
+                log.warning("warmup_steps=%d is longer than the %s phase (%d steps): its rate never reaches the peak",
+                            recipe.warmup_steps, phase, phase_steps)
         self.bags = find_bags(data_dirs)
+        if saved is not None and saved.get("bags") is not None:
+            self._check_same_data(saved["bags"])
         # Rank 0 decodes the bags into the shared cache first; the others then read it.
         if not self.dist.is_main:
             dist.barrier()
@@ -276,15 +312,25 @@ class Trainer:
         self._elapsed_before_s = 0.0  # training time of the run being resumed
         self._t_start = time.perf_counter()
 
-    def _check_resumable(self) -> None:
+    def _refuse_to_overwrite(self) -> None:
+        """A fresh run into a directory that holds a training state would replace it and cut its loss
+        CSV without a word: refuse, and say how to go on instead."""
+        try:
+            step = read_state_meta(self.out / STATE_DIR).get("step", "?")
+        except CheckpointError:
+            return  # no (readable) state: nothing a fresh run could lose but a partial first save
+        raise ConfigError(f"{self.out} already holds a training run (state at step {step}): continue it with "
+                          "--resume, or give another --out (or delete this one) to start afresh")
+
+    def _check_resumable(self) -> dict[str, Any]:
         """Refuse --resume when there is no state, or when the recipe differs from the one the state was
         trained with in anything but :data:`RESUME_MAY_CHANGE` (a different batch, rate or seed would
-        silently make the run neither the old one nor a new one)."""
+        silently make the run neither the old one nor a new one). Returns the state's JSON part."""
         meta = read_state_meta(self.out / STATE_DIR)
         saved = meta.get("recipe")
         if saved is None:
             log.warning("the training state predates recipe checks: make sure the recipe is the one it was trained with")
-            return
+            return meta
         now = json.loads(json.dumps(dataclasses.asdict(self.recipe)))  # as JSON stored it (tuples -> lists)
         changed = sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k))
         refused = [k for k in changed if k not in RESUME_MAY_CHANGE]
@@ -294,6 +340,17 @@ class Trainer:
                               f"with ({detail}); only {sorted(RESUME_MAY_CHANGE)} may change on resume")
         if changed:
             log.info("resuming with changed %s", ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
+        return meta
+
+    def _check_same_data(self, saved: list[str]) -> None:
+        """Refuse --resume on other bags than the state was trained on (compared by name, so a moved
+        data directory still resumes): other data would make its clips neither the old run's nor a new one's."""
+        now = sorted(bag.name for bag in self.bags)
+        if now != sorted(saved):
+            missing, added = sorted(set(saved) - set(now)), sorted(set(now) - set(saved))
+            raise ConfigError(f"--resume with other data than {self.out / STATE_DIR} was trained on: {len(saved)} bags "
+                              f"then, {len(now)} now (missing {missing[:3]}, added {added[:3]}); give the same --data, "
+                              "or start a new run from its checkpoint with --init")
 
     def _window_probabilities(self, weights: dict[str, float]) -> np.ndarray | None:
         """Each window's sampling probability under ``modality_weights`` (None: uniform)."""
@@ -319,7 +376,13 @@ class Trainer:
             raise ConfigError("with --init the codec comes from the checkpoint; drop 'codec' from the recipe's model")
         overrides = dict(overrides)
         layers = overrides.pop("num_layers", None)
-        model = WorldModel.from_pretrained(checkpoint, config_overrides=overrides)
+        try:
+            model = WorldModel.from_pretrained(checkpoint, config_overrides=overrides)
+        except CheckpointError as err:
+            if not overrides or "does not match" not in str(err):
+                raise
+            raise CheckpointError(f"--init {checkpoint} with the recipe's model overrides {overrides}: {err}; an "
+                                  "override that changes weight shapes cannot apply to a trained checkpoint") from err
         if layers is None or layers == model.config.num_layers:
             return model
         kept = model.config.num_layers
@@ -427,6 +490,7 @@ class Trainer:
                 while step < end:
                     if self.stop_after is not None and step >= self.stop_after:
                         self._checkpoint(step, current, optimizer)  # a clean stop, resumable with --resume
+                        self._plot_loss()
                         log.info("stopped at step %d as asked; continue with --resume", step)
                         return self.out
                     peak = r.codec_lr if current == "codec" else r.lr
@@ -457,11 +521,15 @@ class Trainer:
                 csv_file.close()
         self._check_ranks_agree()
         if self.dist.is_main:
+            self._plot_loss()
+            log.info("done: %s (EMA weights), loss curve %s", self.out / "model.safetensors", self.out / "loss.png")
+        return self.out
+
+    def _plot_loss(self) -> None:
+        if self.dist.is_main:
             from .plots import plot_loss
 
             plot_loss(self.out / "loss.csv", self.out / "loss.png", prediction=self.config.prediction)
-            log.info("done: %s (EMA weights), loss curve %s", self.out / "model.safetensors", self.out / "loss.png")
-        return self.out
 
     def _phase_setup(self, phase: str):
         r = self.recipe
@@ -572,7 +640,8 @@ class Trainer:
             generators = [(torch.tensor(t, dtype=torch.uint8), n) for t, n in gathered]
         if not self.dist.is_main:
             return
-        extra = {"recipe": dataclasses.asdict(self.recipe), "elapsed_s": time.perf_counter() - self._t_start}
+        extra = {"recipe": dataclasses.asdict(self.recipe), "elapsed_s": time.perf_counter() - self._t_start,
+                 "model_config": self.config.to_dict(), "bags": [bag.name for bag in self.bags]}
         save_train_state(self.out / STATE_DIR, model=self.model, ema=self.ema.model, optimizer=optimizer,
                          step=step, phase=phase, generators=generators, extra=extra)
         self.ema.model.save_pretrained(self.out)
