@@ -181,6 +181,12 @@ def test_resume_refuses_a_changed_recipe_but_not_a_longer_run(bags, tmp_path, ca
     assert train_main(["--config", str(_recipe(tmp_path)), "--resume", "--data", str(bags), "--no-progress",
                        "--out", str(tmp_path / "never")]) == 2
     assert "no complete training state" in caplog.text
+    state_json = tmp_path / "run" / "train_state" / "state.json"
+    for damaged in ("[]", '{"phase": "world"}', "{not json"):
+        caplog.clear()
+        state_json.write_text(damaged)
+        assert train_main(["--config", str(longer), "--resume"] + common) == 2
+        assert "state.json is damaged" in caplog.text and "Traceback" not in caplog.text
 
 
 def test_a_diverging_run_stops_with_a_message_and_keeps_its_last_checkpoint(bags, tmp_path, caplog):

@@ -91,9 +91,13 @@ def read_state_meta(path: Path) -> dict[str, Any]:
     if not (path / "state.json").is_file():
         raise CheckpointError(f"no complete training state in {path} (state.json missing)")
     try:
-        return json.loads((path / "state.json").read_text())
-    except json.JSONDecodeError as err:
+        meta = json.loads((path / "state.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"cannot resume from {path}: state.json is damaged ({err})") from err
+    step = meta.get("step") if isinstance(meta, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0 or meta.get("phase") not in ("codec", "world"):
+        raise CheckpointError(f"cannot resume from {path}: state.json is damaged (no step and phase in it)")
+    return meta
 
 
 def load_train_state(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module, torch_gen: torch.Generator,
