@@ -334,12 +334,16 @@ def test_camera_windows_are_relative_to_their_first_frame(tmp_path):
     assert float_item["frames"].min() >= -1.0 and float_item["frames"].max() <= 1.0
 
 
-def test_modality_is_picked_from_topics(tmp_path):
+def test_modality_is_picked_from_topics(tmp_path, caplog):
     assert modality_from_topics(["/camera/image_raw", "/camera/pose", "/cmd_vel"]) == "camera"
     assert modality_from_topics(["/camera/image_raw", "/camera/pose", "/cmd_vel", "/odom"]) == "twist"
     assert modality_from_topics(["/camera/image_raw", "/robot/ee_pose"]) == "robot"
-    with pytest.raises(BagError, match="cannot tell the modality"):
-        modality_from_topics(["/camera/image_raw"])
+    assert "read as camera actions" not in caplog.text
+    # A mobile robot's bag recorded without its commands is read as camera poses, and says so.
+    assert modality_from_topics(["/camera/image_raw", "/camera/pose", "/odom"], bag_path="drive_3") == "camera"
+    assert "bag drive_3 has /odom but no /cmd_vel: read as camera actions" in caplog.text
+    with pytest.raises(BagError, match="cannot tell the modality of bag drive_7: .* --modality"):
+        modality_from_topics(["/camera/image_raw"], bag_path="drive_7")
     assert read_episode(write_bag(tmp_path / "b")).modality == "camera"
 
 

@@ -137,6 +137,18 @@ def test_end_to_end_writes_every_output_with_contract_keys(tmp_path, checkpoint,
     assert "PSNR" in printed and "ceiling" in printed and "twist PSNR" in printed and "one-shot MSE" in printed
 
 
+def test_a_folder_of_bags_is_every_bag_in_it_once(tmp_path, checkpoint, sim_bags, capsys):
+    folder = sim_bags["explore"].parent
+    out = tmp_path / "out"
+    rc = main([str(folder), str(sim_bags["rover"]), "--checkpoint", str(checkpoint), "--out", str(out), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted(metrics["bags"]) == sorted([str(sim_bags["explore"]), str(sim_bags["rover"])])
+    assert metrics["clips"] == 6
+    rc = main([str(tmp_path), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o2"), "--quiet"])
+    assert rc == 2 and "no ROS 2 bags found" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def explore_result(checkpoint, sim_bags):
     model = WorldModel.from_pretrained(checkpoint)

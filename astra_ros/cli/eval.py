@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from astra_ros.data.actions import MODALITIES
-from astra_ros.data.bags import BagError, BagTopics
+from astra_ros.data.bags import BagError, BagTopics, find_bags
 from astra_ros.eval.replay import MOTION_ESTIMATORS, EvalError, EvalOptions, EvalResult, evaluate_bags
 from astra_ros.eval.report import image_grid, write_metrics_json, write_report, write_video
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "predicts the frames that followed, and is scored against them, against copying the last frame and "
         "against its own prediction with another clip's actions.",
     )
-    p.add_argument("bags", nargs="+", metavar="BAG", help="bag directories or .mcap/.db3 files")
+    p.add_argument("bags", nargs="+", metavar="BAG", help="bag directories, .mcap/.db3 files, or folders holding bags")
     p.add_argument("--checkpoint", default="default", help="checkpoint directory or 'default' (embedded)")
     p.add_argument("--out", required=True, type=Path, help="output directory (created if missing)")
     p.add_argument("--horizon-s", type=float, default=1.0, help="prediction horizon [s], rounded up to whole chunks")
@@ -213,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = _usable_device(torch, args.device)
         _writable_directory(args.out)  # before the evaluation, not after it
         model = WorldModel.from_pretrained(args.checkpoint, device=device)
-        result = evaluate_bags(model, args.bags, options)
+        bags = [str(bag) for bag in find_bags(args.bags)]  # folders of bags too; .partial leftovers skipped
+        result = evaluate_bags(model, bags, options)
     except CheckpointError as error:
         print(f"astra-eval: error: cannot load checkpoint: {error}", file=sys.stderr)
         return 2

@@ -144,24 +144,62 @@ def bag_topics(bag_path: Path | str) -> dict[str, str]:
         raise BagError(f"cannot open bag {path}: {error}") from error
 
 
-def modality_from_topics(topic_names: dict[str, str] | list[str], topics: BagTopics = BagTopics()) -> str:
+def find_bags(paths: list[Path] | list[str]) -> list[Path]:
+    """The bags named by ``paths``: each a bag directory (holding metadata.yaml), a bare .mcap/.db3
+    file, or a folder searched for them. In the order given (a folder's bags sorted), each bag once
+    however many paths reach it, and without the ``.partial`` leftovers of an interrupted
+    ``astra-sim record`` (skipped with a warning). Raises :class:`BagError`."""
+    found: dict[Path, Path] = {}  # resolved -> as first reached
+    for root in map(Path, paths):
+        if not root.exists():
+            raise BagError(f"bag or data directory {root} does not exist")
+        if root.is_file():
+            if root.suffix not in BAG_FILE_SUFFIXES:
+                raise BagError(f"{root} is not a bag: a bag file is {' or '.join(BAG_FILE_SUFFIXES)}")
+            reached = [root.parent if (root.parent / "metadata.yaml").is_file() else root]
+        elif (root / "metadata.yaml").is_file():
+            reached = [root]
+        else:
+            bags = {meta.parent for meta in root.rglob("metadata.yaml")}
+            for suffix in BAG_FILE_SUFFIXES:
+                bags |= {f for f in root.rglob(f"*{suffix}") if not (f.parent / "metadata.yaml").is_file()}
+            reached = sorted(bags)
+        for bag in reached:
+            found.setdefault(bag.resolve(), bag)
+    skipped = [bag for resolved, bag in found.items() if any(part.endswith(PARTIAL_SUFFIX) for part in resolved.parts)]
+    if skipped:
+        logger.warning("skipping %d unfinished recording(s) (%s): %s", len(skipped), PARTIAL_SUFFIX,
+                       ", ".join(str(b) for b in skipped[:3]))
+    bags = [bag for bag in found.values() if bag not in skipped]
+    if not bags:
+        raise BagError(f"no ROS 2 bags found under {', '.join(str(p) for p in paths)}")
+    return bags
+
+
+def modality_from_topics(topic_names: dict[str, str] | list[str], topics: BagTopics = BagTopics(),
+                         bag_path: Path | str | None = None) -> str:
     """Pick the modality a bag was recorded for from the topics it has.
 
     An end-effector pose means ``robot``; odometry means a mobile robot (``twist``); otherwise a camera pose
     means ``camera`` and a velocity command alone ``twist``. Raises :class:`BagError` if none apply.
     """
     names = set(topic_names)
+    bag = f"bag {bag_path}" if bag_path is not None else "the bag"
     if topics.ee_pose in names:
         return "robot"
     if topics.odom in names and topics.twist in names:
         return "twist"
     if topics.camera_pose in names:
+        if topics.odom in names:  # a mobile robot's bag without its commands: say what it is read as
+            logger.warning("%s has %s but no %s: read as camera actions from %s", bag, topics.odom, topics.twist,
+                           topics.camera_pose)
         return "camera"
     if topics.twist in names:
         return "twist"
     raise BagError(
-        f"cannot tell the modality: none of {topics.ee_pose}, {topics.camera_pose}, {topics.twist} in topics "
-        f"{sorted(names)}"
+        f"cannot tell the modality of {bag}: none of {topics.ee_pose}, {topics.camera_pose}, {topics.twist} in its "
+        f"topics {sorted(names)}; name its topics (BagTopics; astra-eval --pose-topic, --twist-topic, ...) or "
+        "its modality (astra-eval --modality)"
     )
 
 
@@ -445,14 +483,15 @@ def read_episode(
     """
     path = Path(bag_path)
     stats = stats if stats is not None else ReadStats()
+    if modality is not None:
+        check_modality(modality)  # the caller's argument, not the bag: a ValueError of its own
     if not path.exists():
         raise BagError(f"bag {path} does not exist")
     try:
         with AnyReader([path]) as reader:
             available = {connection.topic: connection.msgtype for connection in reader.connections}
             if modality is None:
-                modality = modality_from_topics(available, topics)
-            check_modality(modality)
+                modality = modality_from_topics(available, topics, bag_path=path)
             if reader.message_count == 0:
                 raise BagError(f"bag {path} is empty: it has no messages (topics: {_list_topics(available)})")
             plan = _read_plan(modality, topics)

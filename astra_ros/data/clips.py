@@ -181,7 +181,7 @@ class ClipDataset(Dataset):
                 raise ValueError(f"got {len(modalities)} modalities for {len(bag_paths)} bags")
         self.bag_paths = [Path(p) for p in bag_paths]
         self.modalities = [
-            check_modality(m) if m is not None else modality_from_topics(bag_topics(p), topics)
+            check_modality(m) if m is not None else modality_from_topics(bag_topics(p), topics, bag_path=p)
             for m, p in zip(modalities, self.bag_paths)
         ]
         self.clip_frames = clip_frames

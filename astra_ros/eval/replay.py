@@ -170,7 +170,7 @@ def _bag_modality(path: str, options: EvalOptions, known: list[str]) -> str:
     available = bag_topics(path)
     if not available:
         raise BagError(f"bag {path} is empty: it has no topics")
-    modality = options.modality or modality_from_topics(available, options.topics)
+    modality = options.modality or modality_from_topics(available, options.topics, bag_path=path)
     if modality not in known:
         raise EvalError(f"bag {path} gives {modality!r} actions but the checkpoint knows {known}")
     return modality
