@@ -323,6 +323,29 @@ def test_residual_decoding_adds_the_decoded_change_to_the_last_real_frame(model,
     assert np.abs(with_residual - plain).max() > 0.05
 
 
+def test_roll_out_latents_samples_clips_from_their_own_histories_as_start_and_step_do(model):
+    residual = WorldModel(preset("tiny", residual_decoding=True))
+    residual.load_state_dict(model.state_dict())
+    clips = [_frames(4, h=16, w=16, seed=s) for s in (0, 1)]
+    acts = np.random.default_rng(2).normal(size=(2, 8, 6)).astype(np.float32)
+    stepped = []
+    for frames, clip_actions in zip(clips, acts):
+        residual.start(frames, clip_actions[:4], modality="twist", seed=5)
+        stepped.append(residual.step(clip_actions[4:]).astype(int))
+    frames_t = torch.from_numpy(np.stack(clips)).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+    history = residual.codec.encode(frames_t)
+    for row in (0, 1):  # each clip alone with the generators start(seed=5) gives the history and step()
+        latents = residual.roll_out_latents(history[row:row + 1], torch.from_numpy(acts[row:row + 1]), "twist",
+                                            torch.Generator().manual_seed(7), torch.Generator().manual_seed(5))
+        residual.start(clips[row], acts[row, :4], modality="twist", seed=5)  # the anchor of this clip
+        assert np.abs(residual._decode(latents)[0].astype(int) - stepped[row]).max() <= 1
+    both = residual.roll_out_latents(history, torch.from_numpy(acts), "twist", torch.Generator().manual_seed(7))
+    assert both.shape == (2, history.shape[1], 4, *history.shape[3:])
+    assert (both[0] - both[1]).abs().max() > 1e-3  # two histories, two futures
+    with pytest.raises(ValueError, match="whole chunks"):
+        residual.roll_out_latents(history[:, :, :3], torch.from_numpy(acts), "twist", torch.Generator())
+
+
 def test_reconstruct_is_the_codec_ceiling_and_leaves_the_stream_alone(model):
     residual = WorldModel(preset("tiny", residual_decoding=True))
     residual.load_state_dict(model.state_dict())

@@ -20,9 +20,10 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "d
 # Tensors added after checkpoints were first released (names, or prefixes ending in "."): a file without
 # them loads with the module's own initial values, which leave the model's function as it was trained
 # (identity action statistics; zero-initialised motion projectors, e.g. when `--init` turns on
-# `action_motion` for a checkpoint trained without it).
+# `action_motion` for a checkpoint trained without it; an anchor decoder that is residual decoding).
 OPTIONAL_TENSORS = ("transformer.action_encoder.action_mean", "transformer.action_encoder.action_std",
-                    "transformer.action_encoder.motion_std", "transformer.action_encoder.motion_projectors.")
+                    "transformer.action_encoder.motion_std", "transformer.action_encoder.motion_projectors.",
+                    "anchor_decoder.")
 
 
 class CheckpointError(ValueError):
@@ -46,7 +47,8 @@ def resolve_checkpoint(path_or_name: str | Path) -> Path:
 # noise, guidance scale ...) that the weights never saw.
 FIELDS_ADDED_LATER = frozenset({"guidance_scale_by_modality", "motion_loss_weight", "pixel_loss_weight",
                                 "pixel_loss_frames", "residual_decoding", "residual_change_scale",
-                                "latent_delta", "prediction", "action_motion"})
+                                "latent_delta", "prediction", "action_motion",
+                                "anchor_decoder_width", "anchor_decoder_search"})
 
 
 def load_config(path: Path) -> AstraConfig:

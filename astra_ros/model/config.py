@@ -118,6 +118,13 @@ class AstraConfig:
     # responsiveness for PSNR (predictions with wrong actions gain more), so the default keeps 1
     # (model card, "Shrinking the predicted change").
     residual_change_scale: float = 1.0
+    # Width of the anchor decoder (model/anchor_decoder.py; 0 = none): frames are decoded from their
+    # latents together with the newest observed frame, whose pixels are moved along the motion read
+    # from the latents, plus the decoded change the move does not explain. It starts as exactly
+    # residual decoding, which it replaces, and is trained by astra-train's decoder phase.
+    anchor_decoder_width: int = 0
+    # Largest motion the anchor decoder looks for between latent frames, in latent cells each way.
+    anchor_decoder_search: int = 3
     # --- prediction target
     # A chunk is generated as the change of its latents since the newest latent frame before it
     # (x0 = z - z_last, sampled, then z_last added back), so "nothing moves" is the network's
@@ -307,6 +314,17 @@ def _validate(cfg: AstraConfig) -> None:
         raise ConfigError(f"residual_change_scale must be in (0, 2], got {cfg.residual_change_scale}")
     if cfg.pixel_loss_frames < 1:
         raise ConfigError(f"pixel_loss_frames must be >= 1, got {cfg.pixel_loss_frames}")
+    if cfg.anchor_decoder_width < 0 or cfg.anchor_decoder_search < 0:
+        raise ConfigError(f"anchor_decoder_width and anchor_decoder_search must be >= 0, got "
+                          f"{cfg.anchor_decoder_width} and {cfg.anchor_decoder_search}")
+    if cfg.anchor_decoder_width:
+        if c.spatial_factor < 2:
+            raise ConfigError("anchor_decoder_width needs a codec that downsamples (spatial factor >= 2)")
+        if not cfg.residual_decoding:
+            raise ConfigError("anchor_decoder_width needs residual_decoding: true (the decoder generalises it)")
+        if cfg.residual_change_scale != 1.0:
+            raise ConfigError("residual_change_scale applies to plain residual decoding; with "
+                              "anchor_decoder_width it must stay 1")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

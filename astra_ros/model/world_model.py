@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .anchor_decoder import AnchorDecoder
 from .checkpoint import load_config, load_weights, resolve_checkpoint, save_checkpoint
 from .codec import LatentCodec
 from .config import AstraConfig
@@ -69,13 +70,16 @@ class WorldModel(nn.Module):
         self.config = config
         self.codec = LatentCodec(config.codec)
         self.transformer = AstraTransformer(config)
+        self.anchor_decoder = (AnchorDecoder(config.codec.latent_channels, config.codec.spatial_factor,
+                                             config.anchor_decoder_width, config.anchor_decoder_search)
+                               if config.anchor_decoder_width else None)
         self.stream = StreamingRollout(self.transformer, use_cache=use_cache)
         self._modality: str | None = None
         self._pending_frames: list[torch.Tensor] = []  # observed latent frames not yet a whole chunk
         self._pending_actions: list[torch.Tensor] = []
-        # Newest observed frame (1, 3, H, W) in [-1, 1] and the codec's reconstruction of it: the
-        # reference of residual decoding.
-        self._anchor: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Newest observed frame (1, 3, H, W) in [-1, 1], the codec's reconstruction of it and its
+        # latents (1, C, h, w): the reference of residual (and anchor) decoding.
+        self._anchor: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         # Action of the newest frame in the history (None: it had none); the motion input's reference.
         self._last_action: torch.Tensor | None = None
         # The stream and last action as they were before the first step() since the newest observed
@@ -301,7 +305,7 @@ class WorldModel(nn.Module):
         latents = self.codec.encode(frames[None].to(self.device))  # (1, C, T, h, w)
         if self.config.residual_decoding:
             newest = frames[-1:].to(self.device)
-            self._anchor = (newest, self.codec.decode(latents[:, :, -1:])[:, 0])
+            self._anchor = (newest, self.codec.decode(latents[:, :, -1:])[:, 0], latents[:, :, -1])
         for i in range(latents.shape[2]):
             self._pending_frames.append(latents[:, :, i])
             self._pending_actions.append(actions[i] if actions is not None else None)
@@ -377,6 +381,37 @@ class WorldModel(nn.Module):
             frames.append(latents)
             self.stream.append_history(latents, features, generator=gen)
         return self._decode(torch.cat(frames, dim=2))[0]
+
+    @torch.no_grad()
+    def roll_out_latents(self, history: torch.Tensor, actions: torch.Tensor, modality: str,
+                         generator: torch.Generator, history_generator: torch.Generator | None = None) -> torch.Tensor:
+        """Open-loop futures of B clips, each from its own history, in latents (training and analysis).
+
+        ``history`` (B, C, H, h, w) are the observed latents (H a multiple of ``chunk_frames``),
+        ``actions`` (B, H + N, D) the actions of the observed and the N future frames. Returns the
+        predicted latents (B, C, N, h, w), sampled as :meth:`start` + :meth:`step` sample them (the
+        history noised with ``history_generator``, default ``generator``). Leaves the live stream alone.
+        """
+        cf = self.config.chunk_frames
+        b, _, observed = history.shape[:3]
+        if observed % cf or actions.shape[1] % cf or actions.shape[1] <= observed or actions.shape[0] != b:
+            raise ValueError(f"roll_out_latents() takes whole chunks of {cf} frames, history and actions of the same "
+                             f"clips and more actions than history, got {tuple(history.shape)} and {tuple(actions.shape)}")
+        stream = StreamingRollout(self.transformer, use_cache=True, compute_dtype=self.stream.compute_dtype)
+        previous = None
+        out = []
+        for start in range(0, actions.shape[1], cf):
+            chunk_actions = actions[:, start:start + cf].to(self.device)
+            features = self._features(chunk_actions, b, modality, previous=previous)
+            previous = chunk_actions[:, -1]
+            if start < observed:
+                stream.append_history(history[:, :, start:start + cf].to(self.device), features,
+                                      generator=history_generator or generator)
+                continue
+            latents = self._predict(stream, features, generator, None, modality=modality)
+            out.append(latents)
+            stream.append_history(latents, features, generator=generator)
+        return torch.cat(out, dim=2)
 
     @torch.no_grad()
     def imagine(self, actions: np.ndarray, modality: str | None = None, seed: int | None = None,
@@ -515,8 +550,13 @@ class WorldModel(nn.Module):
     def _decode(self, latents: torch.Tensor, change_scale: float | None = None) -> np.ndarray:
         """Latents -> uint8 frames; residual decoding adds ``change_scale`` (default: the config's) of the change."""
         frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
-        if self.config.residual_decoding and self._anchor is not None:
-            pixels, reconstructed = self._anchor
+        if self.anchor_decoder is not None and self._anchor is not None:
+            pixels, reconstructed, anchor_latents = self._anchor
+            flat = latents.transpose(1, 2).flatten(0, 1)  # (B*T, C, h, w)
+            frames = self.anchor_decoder(pixels, anchor_latents, reconstructed, flat,
+                                         frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
+        elif self.config.residual_decoding and self._anchor is not None:
+            pixels, reconstructed, _ = self._anchor
             scale = self.config.residual_change_scale if change_scale is None else change_scale
             frames = (pixels + scale * (frames - reconstructed)).clamp(-1, 1)
         return ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
