@@ -109,15 +109,16 @@ def test_a_finished_run_is_not_overwritten_and_resume_needs_the_same_bags(bags, 
 
 
 def test_find_bags_takes_files_counts_each_bag_once_and_skips_unfinished_recordings(bags, tmp_path, caplog):
-    from astra_ros.data.bags import BagError
-    from astra_ros.training.trainer import find_bags
+    from astra_ros.data.bags import BagError, find_bags
 
     everything = find_bags([bags])
     assert len(everything) == 3
     rover = sorted(bags.glob("rover_*"))[0]
     storage = next(rover.glob("*.mcap"))
     assert find_bags([bags, rover, storage, Path(os.path.relpath(bags))]) == everything
-    assert find_bags([storage]) == [rover.resolve()]
+    assert find_bags([storage]) == [rover]
+    assert find_bags([rover, bags])[0] == rover  # in the order given, each bag once
+    assert len(find_bags([rover, bags])) == 3
     unfinished = tmp_path / "data" / "rover_s7.partial" / "rover_s7"
     unfinished.mkdir(parents=True)
     (unfinished / "rover_s7.mcap").write_bytes(b"half a recording")
@@ -125,7 +126,7 @@ def test_find_bags_takes_files_counts_each_bag_once_and_skips_unfinished_recordi
         find_bags([tmp_path / "data"])
     assert "skipping 1 unfinished recording" in caplog.text
     (tmp_path / "notes.txt").write_text("not a bag")
-    with pytest.raises(BagError, match="must be a bag"):
+    with pytest.raises(BagError, match="is not a bag"):
         find_bags([tmp_path / "notes.txt"])
 
 
@@ -229,7 +230,8 @@ def test_twist_bags_also_train_the_keys_modality(bags, tmp_path):
     import numpy as np
 
     from astra_ros.data.bags import read_episode
-    from astra_ros.training.trainer import find_bags, training_episodes
+    from astra_ros.data.bags import find_bags
+    from astra_ros.training.trainer import training_episodes
 
     found = find_bags([bags])
     paths, modalities = training_episodes(found, twist_bags_as_keys=True)
@@ -614,6 +616,52 @@ def test_reset_output_head_starts_an_x0_delta_model_at_copy_last(bags, tmp_path)
         TrainRecipe.from_yaml(_recipe(tmp_path, model={"prediction": "epsilon"}))
 
 
+def test_decoder_phase_trains_only_the_anchor_decoder_and_resumes_exactly(bags, tmp_path, caplog, monkeypatch):
+    from astra_ros.model import WorldModel
+
+    common = ["--data", str(bags), "--no-progress"]
+    src = tmp_path / "src"
+    assert train_main(["--config", str(_recipe(tmp_path, steps=3, codec_steps=2, model={"residual_decoding": True})),
+                       "--out", str(src)] + common) == 0
+    recipe = _recipe(tmp_path, steps=0, codec_steps=0, decoder_steps=6, decoder_clips=2, decoder_context_frames=2,
+                     decoder_horizon_frames=4, decoder_predicted_share=0.5, checkpoint_every=3,
+                     model={"residual_decoding": True, "anchor_decoder_width": 8})
+    run = ["--config", str(recipe), "--init", str(src)] + common
+    assert train_main(run + ["--out", str(tmp_path / "straight")]) == 0
+    before, after = _weights(src), _weights(tmp_path / "straight")
+    # The codec and the transformer are the source's released weights, bit for bit; the decoder moved
+    # from its start (residual decoding: the source's own decoding).
+    assert all((before[k] == after[k]).all() for k in before)
+    start = WorldModel.from_pretrained(src, config_overrides={"anchor_decoder_width": 8}).state_dict()
+    decoder = [k for k in after if k.startswith("anchor_decoder.")]
+    assert decoder and any((after[k] - start[k]).abs().max() > 0 for k in decoder)
+    rows = [line.split(",") for line in (tmp_path / "straight" / "loss.csv").read_text().splitlines()[1:]]
+    assert [r[1] for r in rows] == ["decoder"] * 6
+    assert all(float(r[2]) > 0 for r in rows)  # pixel MSE of the decoded future frames
+    # Both kinds of latents were drawn (predicted share 0.5 over 8 frames a step), each logged apart.
+    assert any(r[3] != "nan" for r in rows) and any(r[4] != "nan" for r in rows)
+    # Stopped inside the decoder phase and resumed: the same weights as the straight run.
+    out = tmp_path / "resumed"
+    assert train_main(run + ["--out", str(out), "--stop-after", "3"]) == 0
+    assert train_main(["--config", str(recipe), "--out", str(out), "--resume"] + common) == 0
+    a, b = _weights(tmp_path / "straight" / "train_state"), _weights(out / "train_state")
+    assert all((a[k] == b[k]).all() for k in a)
+    # Longer windows than the world phase's clips get a dataset of their own; on real latents only
+    # (the default share 0) the world model is never rolled out.
+    def no_rollouts(*args, **kwargs):
+        raise AssertionError("rolled out although every frame gets its real latents")
+
+    monkeypatch.setattr(WorldModel, "roll_out_latents", no_rollouts)
+    longer = _recipe(tmp_path, steps=0, codec_steps=0, decoder_steps=1, decoder_clips=1, decoder_context_frames=4,
+                     decoder_horizon_frames=6,
+                     model={"residual_decoding": True, "anchor_decoder_width": 8})
+    assert train_main(["--config", str(longer), "--init", str(src), "--out", str(tmp_path / "longer")] + common) == 0
+    # A model without an anchor decoder is refused by name, before any step.
+    plain = _recipe(tmp_path, steps=0, codec_steps=0, decoder_steps=2)
+    assert train_main(["--config", str(plain), "--init", str(src), "--out", str(tmp_path / "plain")] + common) == 2
+    assert "anchor_decoder_width" in caplog.text
+
+
 def test_init_applies_the_recipes_model_fields_to_the_checkpoint(tmp_path):
     """--init keeps the checkpoint's weights but takes the recipe's sampling/training fields (how the
     latent-delta fine-tune of the default starts); a field that changes shapes fails clearly."""
@@ -641,7 +689,7 @@ def test_every_shipped_recipe_loads(path):
     from astra_ros.training.recipe import TrainRecipe
 
     recipe = TrainRecipe.from_yaml(path)  # validates it, and the model config it builds
-    assert recipe.steps + recipe.codec_steps > 0
+    assert recipe.steps + recipe.codec_steps + recipe.decoder_steps > 0
 
 
 def test_ablations_change_only_the_one_thing_they_name_and_keep_the_budget():

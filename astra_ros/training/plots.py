@@ -28,14 +28,19 @@ def plot_loss(csv_path: Path, png_path: Path, smooth_points: int = 20, predictio
     import matplotlib.pyplot as plt
 
     rows = list(csv.DictReader(open(csv_path)))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, phase, title in ((axes[0], "codec", "codec: reconstruction + KL"), (axes[1], "world", "world model: flow matching")):
-        pts = [(int(r["step"]), float(r["loss"]), float(r["part_a"])) for r in rows if r["phase"] == phase]
+    panels = [("codec", "codec: reconstruction + KL", ["reconstruction MSE"]),
+              ("world", "world model: flow matching", [f"{prediction} MSE"])]
+    if any(r["phase"] == "decoder" for r in rows):  # only runs with a decoder phase get its panel
+        panels.append(("decoder", "anchor decoder: pixel MSE", ["from predicted latents", "from real latents"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
+    for ax, (phase, title, part_labels) in zip(axes, panels):
+        pts = [(int(r["step"]), float(r["loss"]), float(r["part_a"]), float(r["part_b"]))
+               for r in rows if r["phase"] == phase]
         if pts:
-            steps, loss, part = zip(*pts)
+            steps, loss, part_a, part_b = zip(*pts)
             ax.plot(steps, loss, label="total loss", alpha=0.35, linewidth=0.8)
-            ax.plot(steps, part, label="reconstruction MSE" if phase == "codec" else f"{prediction} MSE",
-                    alpha=0.35, linewidth=0.8)
+            for label, part in zip(part_labels, (part_a, part_b)):
+                ax.plot(steps, part, label=label, alpha=0.35, linewidth=0.8)
             window = min(smooth_points, len(loss) // 5)
             if window > 1:  # a run of under 10 rows has nothing to smooth
                 ax.plot(steps, running_mean(loss, window), color="black",

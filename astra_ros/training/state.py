@@ -95,7 +95,7 @@ def read_state_meta(path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"cannot resume from {path}: state.json is damaged ({err})") from err
     step = meta.get("step") if isinstance(meta, dict) else None
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0 or meta.get("phase") not in ("codec", "world"):
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0 or meta.get("phase") not in ("codec", "world", "decoder"):
         raise CheckpointError(f"cannot resume from {path}: state.json is damaged (no step and phase in it)")
     return meta
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from astra_ros.data.bags import BAG_FILE_SUFFIXES, PARTIAL_SUFFIX, BagError, bag_topics, modality_from_topics
+from astra_ros.data.bags import BagError, bag_topics, find_bags, modality_from_topics
 from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
 from astra_ros.model.config import AstraConfig, ConfigError
@@ -62,44 +62,10 @@ def _loss_rows_up_to(path: Path, step: int) -> list[list[str]]:
 BF16_NORM_WARNING = "Mismatch dtype between input and weight"
 
 
-def find_bags(data_dirs: list[Path]) -> list[Path]:
-    """Bag directories (holding metadata.yaml) and bare .mcap/.db3 files under ``data_dirs`` (or
-    given themselves), each once however it was reached; the ``.partial`` leftovers of an
-    interrupted ``astra-sim record`` are skipped."""
-    bags: set[Path] = set()
-    for root in data_dirs:
-        root = Path(root)
-        if not root.exists():
-            raise BagError(f"data directory {root} does not exist")
-        root = root.resolve()
-        if root.is_file():
-            if root.suffix not in BAG_FILE_SUFFIXES:
-                raise BagError(f"--data {root}: a file there must be a bag ({', '.join(BAG_FILE_SUFFIXES)})")
-            bags.add(root.parent if (root.parent / "metadata.yaml").is_file() else root)
-            continue
-        if (root / "metadata.yaml").is_file():
-            bags.add(root)
-            continue
-        for meta in root.rglob("metadata.yaml"):
-            bags.add(meta.parent)
-        for suffix in BAG_FILE_SUFFIXES:
-            for file in root.rglob(f"*{suffix}"):
-                if not (file.parent / "metadata.yaml").is_file():
-                    bags.add(file)
-    skipped = sorted(b for b in bags if any(part.endswith(PARTIAL_SUFFIX) for part in b.parts))
-    if skipped:
-        log.warning("skipping %d unfinished recording(s) (%s*): %s", len(skipped), PARTIAL_SUFFIX,
-                    ", ".join(str(b) for b in skipped[:3]))
-        bags -= set(skipped)
-    if not bags:
-        raise BagError(f"no ROS 2 bags found under {', '.join(str(d) for d in data_dirs)}")
-    return sorted(bags)
-
-
 def training_episodes(bags: list[Path], twist_bags_as_keys: bool) -> tuple[list[Path], list[str]]:
     """The (bag, modality) pairs to train on: each bag with the modality its topics say, and with
     ``twist_bags_as_keys`` every twist bag a second time as ``keys``."""
-    modalities = [modality_from_topics(bag_topics(bag)) for bag in bags]
+    modalities = [modality_from_topics(bag_topics(bag), bag_path=bag) for bag in bags]
     pairs = list(zip(bags, modalities))
     if twist_bags_as_keys:
         pairs += [(bag, "keys") for bag, modality in zip(bags, modalities) if modality == "twist"]
@@ -143,6 +109,21 @@ class CodecObjective(nn.Module):
         rec = F.mse_loss(recon, images)
         kl = posterior.kl().mean() / images[0].numel()
         return rec + self.kl_weight * kl, rec.detach(), kl.detach()
+
+
+class DecoderObjective(nn.Module):
+    """The anchor decoder's pixel MSE, split into the frames decoded from predicted and from real latents."""
+
+    def __init__(self, model: WorldModel) -> None:
+        super().__init__()
+        self.anchor_decoder = model.anchor_decoder
+
+    def forward(self, anchor, anchor_latents, anchor_coarse, latents, coarse, frames, predicted):
+        errors = (self.anchor_decoder(anchor, anchor_latents, anchor_coarse, latents, coarse) - frames).pow(2)
+        per_frame = errors.flatten(1).mean(dim=1)
+        nan = torch.tensor(float("nan"))
+        parts = [per_frame[rows].mean().detach() if rows.any() else nan for rows in (predicted, ~predicted)]
+        return per_frame.mean(), parts[0], parts[1]
 
 
 class EMA:
@@ -284,11 +265,15 @@ class Trainer:
         if recipe.clip_frames % n or recipe.clip_frames < 2 * n:
             raise ConfigError(f"clip_frames={recipe.clip_frames} must be a multiple of the model's frames_per_chunk={n} "
                               "and hold at least two chunks")
-        for phase, phase_steps in (("codec", recipe.codec_steps), ("world", recipe.steps)):
+        if recipe.decoder_steps and self.model.anchor_decoder is None:
+            raise ConfigError("decoder_steps needs a model with an anchor decoder: set anchor_decoder_width in the "
+                              "recipe's model (with --init, a checkpoint without one starts it as residual decoding)")
+        for phase, phase_steps in (("codec", recipe.codec_steps), ("world", recipe.steps),
+                                   ("decoder", recipe.decoder_steps)):
             if 0 < phase_steps < recipe.warmup_steps:
                 log.warning("warmup_steps=%d is longer than the %s phase (%d steps): its rate never reaches the peak",
                             recipe.warmup_steps, phase, phase_steps)
-        self.bags = find_bags(data_dirs)
+        self.bags = sorted(find_bags(data_dirs))  # sorted: the batches of a seed do not depend on the --data order
         if saved is not None and saved.get("bags") is not None:
             self._check_same_data(saved["bags"])
         # Rank 0 decodes the bags into the shared cache first; the others then read it.
@@ -306,6 +291,14 @@ class Trainer:
         if unknown:
             raise BagError(f"the data has modalities {unknown} that the model does not know ({self.model.modalities})")
         self.window_probabilities = self._window_probabilities(recipe.modality_weights)
+        self.decoder_dataset = self.dataset
+        decoder_frames = recipe.decoder_context_frames + recipe.decoder_horizon_frames
+        if recipe.decoder_steps and decoder_frames != recipe.clip_frames:
+            self.decoder_dataset = ClipDataset(bags, modalities, decoder_frames, self.config.resolution,
+                                               self.out / "cache", frame_format="float")
+            if len(self.decoder_dataset) == 0:
+                raise BagError(f"no usable clip of {decoder_frames} frames (decoder_context_frames + "
+                               f"decoder_horizon_frames) in {len(self.bags)} bags")
         self.ema = EMA(self.model)
         self.torch_gen = torch.Generator().manual_seed(recipe.seed * 1000 + self.dist.rank)
         self.numpy_gen = np.random.default_rng(recipe.seed * 1000 + self.dist.rank)
@@ -425,16 +418,19 @@ class Trainer:
                  ", ".join(fresh) if fresh else "none")
 
     # ------------------------------------------------------------------ data
-    def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Random windows: frames (B, T, 3, H, W), actions (B, T, Dmax) zero-padded, modality ids (B,)."""
+    def sample_batch(self, decoder: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random windows: frames (B, T, 3, H, W), actions (B, T, Dmax) zero-padded, modality ids (B,).
+        ``decoder``: the decoder phase's ``decoder_clips`` longer windows, drawn uniformly."""
         enc = self.model.transformer.action_encoder
-        if self.window_probabilities is None:  # integers(), not choice(): the draws of runs before modality_weights
-            picks = self.numpy_gen.integers(len(self.dataset), size=self.recipe.batch_size)
+        dataset = self.decoder_dataset if decoder else self.dataset
+        count = self.recipe.decoder_clips if decoder else self.recipe.batch_size
+        if self.window_probabilities is None or decoder:  # integers(), not choice(): the draws of runs before modality_weights
+            picks = self.numpy_gen.integers(len(dataset), size=count)
         else:
-            picks = self.numpy_gen.choice(len(self.dataset), size=self.recipe.batch_size, p=self.window_probabilities)
-        items = [self.dataset[int(i)] for i in picks]
+            picks = self.numpy_gen.choice(len(dataset), size=count, p=self.window_probabilities)
+        items = [dataset[int(i)] for i in picks]
         frames = torch.stack([it["frames"] for it in items])
-        actions = torch.zeros(len(items), self.recipe.clip_frames, enc.max_action_size)
+        actions = torch.zeros(len(items), dataset.clip_frames, enc.max_action_size)
         for b, it in enumerate(items):
             actions[b, :, : it["actions"].shape[-1]] = it["actions"]
         ids = torch.tensor([enc.modality_index(it["modality"]) for it in items])
@@ -452,13 +448,15 @@ class Trainer:
             start_step = int(meta["step"])
             self._elapsed_before_s = float(meta.get("elapsed_s", 0.0))
             log.info("resuming at step %d (%s phase) from %s", start_step, meta["phase"], state_dir)
-        total = r.codec_steps + r.steps
+        bounds = {"codec": (0, r.codec_steps), "world": (r.codec_steps, r.codec_steps + r.steps),
+                  "decoder": (r.codec_steps + r.steps, r.codec_steps + r.steps + r.decoder_steps)}
+        total = bounds["decoder"][1]
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             r.to_yaml(self.out / "recipe.yaml")
-            log.info("training on %d bags (%s), %d clips; %d codec + %d world steps on %d process(es)",
+            log.info("training on %d bags (%s), %d clips; %d codec + %d world + %d decoder steps on %d process(es)",
                      len(self.bags), ", ".join(sorted(set(self.dataset.modalities))), len(self.dataset),
-                     r.codec_steps, r.steps, self.dist.world_size)
+                     r.codec_steps, r.steps, r.decoder_steps, self.dist.world_size)
         step = start_step
         bar = tqdm(total=total, initial=start_step, desc="astra-train", disable=not (self.progress and self.dist.is_main))
         csv_file = None
@@ -474,14 +472,18 @@ class Trainer:
         t_last, last_step = time.perf_counter(), step
         self._t_start = t_start
         try:
-            for current in ("codec", "world"):
-                end = r.codec_steps if current == "codec" else total
+            for current in ("codec", "world", "decoder"):
+                begin, end = bounds[current]
                 if step >= end:
                     continue
                 mid_phase = meta is not None and meta["phase"] == current  # resumed inside this phase
                 if current == "world" and r.measure_action_statistics and not mid_phase:
                     self._measure_action_statistics()  # a resumed run loaded them with the weights
-                if r.precision == "bf16":
+                if current == "decoder" and not mid_phase:
+                    # The decoder learns the released (EMA) transformer's predictions, and the EMA of the
+                    # frozen transformer must not drift back to the raw weights while the decoder trains.
+                    self.model.load_state_dict(self.ema.model.state_dict())
+                if r.precision == "bf16" and current != "decoder":
                     self._check_bf16_agrees(current)
                 optimizer, wrapped, params = self._phase_setup(current)
                 if mid_phase:
@@ -493,10 +495,10 @@ class Trainer:
                         self._plot_loss()
                         log.info("stopped at step %d as asked; continue with --resume", step)
                         return self.out
-                    peak = r.codec_lr if current == "codec" else r.lr
-                    local = step - (0 if current == "codec" else r.codec_steps)
+                    peak = {"codec": r.codec_lr, "world": r.lr, "decoder": r.decoder_lr}[current]
+                    local = step - begin
                     for group in optimizer.param_groups:
-                        group["lr"] = learning_rate(local, end - (0 if current == "codec" else r.codec_steps), r, peak)
+                        group["lr"] = learning_rate(local, end - begin, r, peak)
                     loss, part_a, part_b = self._train_step(current, wrapped, optimizer, params)
                     step += 1
                     self.ema.update(self.model, r.ema_decay, updates=local + 1)  # counts restart per phase
@@ -539,13 +541,21 @@ class Trainer:
             objective: nn.Module = CodecObjective(self.model, r.codec_kl_weight)
             params = list(self.model.codec.parameters())
             optimizer = torch.optim.AdamW(params, lr=r.codec_lr, weight_decay=0.0)
-        else:
+        elif phase == "world":
             self.model.codec.requires_grad_(False)
             self.model.codec.eval()
             self.model.transformer.requires_grad_(True)
             objective = Objective(self.model)
             params = list(self.model.transformer.parameters())
             optimizer = torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
+        else:
+            self.model.requires_grad_(False)
+            self.model.codec.eval()
+            self.model.transformer.eval()  # samples as at inference
+            self.model.anchor_decoder.requires_grad_(True)
+            objective = DecoderObjective(self.model)
+            params = list(self.model.anchor_decoder.parameters())
+            optimizer = torch.optim.AdamW(params, lr=r.decoder_lr, weight_decay=r.weight_decay)
         if self.dist.world_size > 1:
             # Unused parameters are normal: a batch may hold one modality, and top-1 routing skips experts.
             objective = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
@@ -558,8 +568,12 @@ class Trainer:
         return nullcontext()
 
     def _train_step(self, phase: str, objective: nn.Module, optimizer, params) -> tuple[float, float, float]:
-        frames, actions, ids = self.sample_batch()
-        if phase == "codec":
+        frames, actions, ids = self.sample_batch(decoder=phase == "decoder")
+        if phase == "decoder":
+            with torch.no_grad():  # fp32 throughout: a small network, and no bf16 check of its kernels
+                inputs = self._decoder_inputs(frames.to(self.device), actions, ids)
+            loss, a, b = objective(*inputs)
+        elif phase == "codec":
             images = frames.flatten(0, 1)
             pick = self.numpy_gen.choice(len(images), size=min(self.recipe.codec_batch_frames, len(images)), replace=False)
             with self._autocast():
@@ -579,6 +593,35 @@ class Trainer:
                                      "lower the learning rate")
         optimizer.step()
         return float(loss.detach()), float(a), float(b)
+
+    @torch.no_grad()
+    def _decoder_inputs(self, frames: torch.Tensor, actions: torch.Tensor, ids: torch.Tensor):
+        """The anchor decoder's inputs for every future frame of the clips: the newest observed frame,
+        its latents and their decoding; the future frame's latents (rolled out by the frozen world
+        model with the true actions, or the real ones) and their decoding; the real frame; which
+        frames got predicted latents."""
+        r, model = self.recipe, self.model
+        context = r.decoder_context_frames
+        latents = model.codec.encode(frames)  # (B, C, T, h, w)
+        future = latents[:, :, context:]
+        b, c, horizon = future.shape[:3]
+        predicted = torch.rand((b, horizon), generator=self.torch_gen) < r.decoder_predicted_share
+        if predicted.any():  # only then roll the world model out: the sampler costs more than the decoder
+            rolled = future.clone()
+            names = model.transformer.action_encoder.modality_names
+            for index in ids.unique().tolist():  # one rollout per modality: its own guidance and action size
+                rows = (ids == index).nonzero().flatten()
+                name = names[index]
+                acts = actions[rows][:, :, :model.action_dim(name)]
+                rolled[rows] = model.roll_out_latents(latents[rows, :, :context], acts, name, self.torch_gen)
+            future = torch.where(predicted.to(self.device)[:, None, :, None, None], rolled, future)
+        anchor, anchor_latents = frames[:, context - 1], latents[:, :, context - 1]
+        anchor_coarse = model.codec.decode(anchor_latents[:, :, None])[:, 0]
+        flat = future.transpose(1, 2).flatten(0, 1)  # (B*N, C, h, w), clip-major like the frames below
+        coarse = model.codec.decode(future).flatten(0, 1)
+        repeat = lambda x: x.repeat_interleave(horizon, dim=0)  # noqa: E731
+        return (repeat(anchor), repeat(anchor_latents), repeat(anchor_coarse), flat, coarse,
+                frames[:, context:].flatten(0, 1), predicted.flatten().to(self.device))
 
     @torch.no_grad()
     def _check_bf16_agrees(self, phase: str) -> None:
