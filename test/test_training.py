@@ -646,6 +646,10 @@ def test_decoder_phase_trains_only_the_anchor_decoder_and_resumes_exactly(bags, 
     assert train_main(["--config", str(recipe), "--out", str(out), "--resume"] + common) == 0
     a, b = _weights(tmp_path / "straight" / "train_state"), _weights(out / "train_state")
     assert all((a[k] == b[k]).all() for k in a)
+    # Like steps, the decoder phase may be made longer on resume.
+    longer_run = _recipe(tmp_path, **{**yaml.safe_load(recipe.read_text()), "decoder_steps": 8})
+    assert train_main(["--config", str(longer_run), "--out", str(out), "--resume"] + common) == 0
+    assert json.loads((out / "train_state" / "state.json").read_text())["step"] == 8
     # Longer windows than the world phase's clips get a dataset of their own; on real latents only
     # (the default share 0) the world model is never rolled out.
     def no_rollouts(*args, **kwargs):

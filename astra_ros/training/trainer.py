@@ -47,7 +47,7 @@ log = logging.getLogger("astra_train")
 STATE_DIR = "train_state"
 LOSS_COLUMNS = ["step", "phase", "loss", "part_a", "part_b", "lr", "steps_per_s", "elapsed_s"]
 # Recipe fields a resumed run may change: how long it goes on and how it reports, not what it computes.
-RESUME_MAY_CHANGE = frozenset({"steps", "checkpoint_every", "log_every", "num_threads"})
+RESUME_MAY_CHANGE = frozenset({"steps", "decoder_steps", "checkpoint_every", "log_every", "num_threads"})
 
 
 def _loss_rows_up_to(path: Path, step: int) -> list[list[str]]:
