@@ -19,7 +19,7 @@ def running_mean(values: Sequence[float], window: int) -> list[float]:
 
 
 def plot_loss(csv_path: Path, png_path: Path, smooth_points: int = 20, prediction: str = "velocity") -> Path:
-    """Both phases' losses; a running mean over ``smooth_points`` logged rows is drawn on top,
+    """Each trained phase's losses; a running mean over ``smooth_points`` logged rows is drawn on top,
     because the flow-matching loss of one batch swings with its sampled noise levels.
     ``prediction`` names what the world model's MSE is on (``AstraConfig.prediction``)."""
     import matplotlib
@@ -29,10 +29,13 @@ def plot_loss(csv_path: Path, png_path: Path, smooth_points: int = 20, predictio
 
     rows = list(csv.DictReader(open(csv_path)))
     panels = [("codec", "codec: reconstruction + KL", ["reconstruction MSE"]),
-              ("world", "world model: flow matching", [f"{prediction} MSE"])]
-    if any(r["phase"] == "decoder" for r in rows):  # only runs with a decoder phase get its panel
-        panels.append(("decoder", "anchor decoder: pixel MSE", ["from predicted latents", "from real latents"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
+              ("world", "world model: flow matching", [f"{prediction} MSE"]),
+              ("decoder", "anchor decoder: pixel MSE", ["from predicted latents", "from real latents"])]
+    logged = {r["phase"] for r in rows}
+    # The phases the run has; before its first row, the codec and world panels say so.
+    panels = [p for p in panels if p[0] in logged] or panels[:2]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    axes = axes[0]
     for ax, (phase, title, part_labels) in zip(axes, panels):
         pts = [(int(r["step"]), float(r["loss"]), float(r["part_a"]), float(r["part_b"]))
                for r in rows if r["phase"] == phase]
@@ -40,7 +43,8 @@ def plot_loss(csv_path: Path, png_path: Path, smooth_points: int = 20, predictio
             steps, loss, part_a, part_b = zip(*pts)
             ax.plot(steps, loss, label="total loss", alpha=0.35, linewidth=0.8)
             for label, part in zip(part_labels, (part_a, part_b)):
-                ax.plot(steps, part, label=label, alpha=0.35, linewidth=0.8)
+                if any(v == v for v in part):  # a part the run never logged (all NaN) gets no legend entry
+                    ax.plot(steps, part, label=label, alpha=0.35, linewidth=0.8)
             window = min(smooth_points, len(loss) // 5)
             if window > 1:  # a run of under 10 rows has nothing to smooth
                 ax.plot(steps, running_mean(loss, window), color="black",
