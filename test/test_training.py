@@ -274,6 +274,11 @@ def test_bad_recipe_and_missing_data_fail_clearly(bags, tmp_path, caplog):
     ({"model": None}, "recipe field 'model' must be an object"),
     ({"steps": 0, "codec_steps": 0}, "nothing to train"),
     ({"seed": -1}, "seed and num_threads must be >= 0"),
+    ({"decoder_steps": 2, "decoder_predicted_share": 1.5}, "decoder_predicted_share must be in \\[0, 1\\]"),
+    ({"decoder_steps": 2, "decoder_context_frames": 3}, "must be multiples of frames_per_chunk=2"),
+    ({"decoder_steps": 2, "decoder_clips": 0}, "decoder_clips must be >= 1"),
+    ({"decoder_lr": 0.0}, "decoder_lr must be a finite number > 0"),
+    ({"model": {"anchor_decoder_width": 8}}, "anchor_decoder_width needs residual_decoding"),
 ])
 def test_recipe_values_of_the_wrong_type_or_range_are_refused_by_name(tmp_path, edit, message):
     from astra_ros.model import ConfigError

@@ -548,7 +548,9 @@ class WorldModel(nn.Module):
         return self.config.guidance_scale_for(modality or self._modality)
 
     def _decode(self, latents: torch.Tensor, change_scale: float | None = None) -> np.ndarray:
-        """Latents -> uint8 frames; residual decoding adds ``change_scale`` (default: the config's) of the change."""
+        """Latents -> uint8 frames, relative to the newest observed frame when the config says so: through
+        the anchor decoder, or by residual decoding, which adds ``change_scale`` (default: the config's)
+        of the decoded change."""
         frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
         if self.anchor_decoder is not None and self._anchor is not None:
             pixels, reconstructed, anchor_latents = self._anchor
