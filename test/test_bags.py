@@ -369,6 +369,27 @@ def test_clip_cache_avoids_decoding_again(tmp_path, monkeypatch):
 
 
 
+def test_another_window_length_shares_the_decoded_episodes(tmp_path, monkeypatch):
+    bag = write_bag(tmp_path / "b")
+    short = ClipDataset([bag], "camera", 4, (16, 20), None)
+
+    def must_not_decode(*args, **kwargs):
+        raise AssertionError("bag decoded again for a second window length")
+
+    monkeypatch.setattr("astra_ros.data.clips.read_episode", must_not_decode)
+    long = short.with_clip_frames(7)
+    assert long._episodes is short._episodes  # one copy of the frames in memory
+    assert len(long) == len(short) - 3 and long.stats.windows == len(long)
+    assert short.clip_frames == 4 and len(short) == 9  # the original is left as it was
+    monkeypatch.undo()
+    reference = ClipDataset([bag], "camera", 7, (16, 20), None)
+    for index in (0, len(long) - 1):
+        assert torch.equal(long[index]["frames"], reference[index]["frames"])
+        assert torch.equal(long[index]["actions"], reference[index]["actions"])
+    with pytest.raises(ValueError, match="clip_frames"):
+        short.with_clip_frames(0)
+
+
 def test_a_damaged_cache_entry_is_decoded_again_with_a_warning(tmp_path, caplog):
     bag = write_bag(tmp_path / "b")
     cache = tmp_path / "cache"

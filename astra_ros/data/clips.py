@@ -14,7 +14,8 @@ import logging
 import os
 import secrets
 from collections import OrderedDict
-from dataclasses import asdict
+from copy import copy
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -197,6 +198,22 @@ class ClipDataset(Dataset):
         for bag_index in range(len(self.bag_paths)):
             self._index_windows(bag_index, stride)
         logger.info("ClipDataset: %s", self.stats.summary())
+
+    def with_clip_frames(self, clip_frames: int, stride: int = 1) -> ClipDataset:
+        """The same bags cut into windows of ``clip_frames``, sharing this dataset's decoded episodes,
+        so a second window length (astra-train's decoder phase) does not hold every episode twice."""
+        if clip_frames < 1:
+            raise ValueError(f"clip_frames must be >= 1, got {clip_frames}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        other = copy(self)  # shallow: the episode store is the same object
+        other.clip_frames = clip_frames
+        # What was read is shared; what is counted per window length starts again.
+        other.stats = replace(self.stats, windows=0, skipped_windows=0, short_episodes=0, skipped_bags=[])
+        other._windows = []
+        for bag_index in range(len(self.bag_paths)):
+            other._index_windows(bag_index, stride)
+        return other
 
     def _index_windows(self, bag_index: int, stride: int) -> None:
         episode = self._load(bag_index, count=True)

@@ -294,8 +294,7 @@ class Trainer:
         self.decoder_dataset = self.dataset
         decoder_frames = recipe.decoder_context_frames + recipe.decoder_horizon_frames
         if recipe.decoder_steps and decoder_frames != recipe.clip_frames:
-            self.decoder_dataset = ClipDataset(bags, modalities, decoder_frames, self.config.resolution,
-                                               self.out / "cache", frame_format="float")
+            self.decoder_dataset = self.dataset.with_clip_frames(decoder_frames)
             if len(self.decoder_dataset) == 0:
                 raise BagError(f"no usable clip of {decoder_frames} frames (decoder_context_frames + "
                                f"decoder_horizon_frames) in {len(self.bags)} bags")
