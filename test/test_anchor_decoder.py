@@ -140,3 +140,25 @@ def test_anchor_decoder_config_and_checkpoints(tmp_path):
     grown = WorldModel.from_pretrained(tmp_path / "plain", config_overrides={"anchor_decoder_width": 8})
     assert grown.anchor_decoder is not None
     torch.testing.assert_close(grown.anchor_decoder.blend.bias, torch.tensor([8.0]))
+
+
+@pytest.mark.parametrize("height, width, factor, channels", [(64, 64, 8, 32), (48, 80, 4, 16)])
+def test_the_memory_estimate_covers_every_activation_of_a_decoded_frame(height, width, factor, channels):
+    decoder = AnchorDecoder(16, factor, channels, 3)
+    produced = []
+    for module in decoder.modules():
+        if not list(module.children()):
+            module.register_forward_hook(lambda m, i, out: produced.append(out.numel()))
+    h, w = height // factor, width // factor
+    frames = [torch.rand(1, 3, height, width) for _ in range(3)]
+    with torch.no_grad():
+        decoder(frames[0], torch.rand(1, 16, h, w), frames[1], torch.rand(1, 16, h, w), frames[2])
+    estimate = decoder.activation_floats(height, width)
+    # Above the sum of all its layers' outputs (fewer are alive at once), without being far above it.
+    assert sum(produced) <= estimate <= 3 * sum(produced)
+
+
+def test_imagine_batches_leave_room_for_the_anchor_decoder():
+    plain = WorldModel(preset("cpu_default", residual_decoding=True))
+    anchored = WorldModel(preset("cpu_default", residual_decoding=True, anchor_decoder_width=32))
+    assert anchored.default_imagine_batch(decoded_frames=8) < plain.default_imagine_batch(decoded_frames=8)

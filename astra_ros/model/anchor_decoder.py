@@ -94,6 +94,20 @@ class AnchorDecoder(nn.Module):
             nn.init.zeros_(head.bias)
         nn.init.constant_(self.blend.bias, 8.0)  # sigmoid(8) = 0.9997
 
+    def activation_floats(self, height: int, width: int) -> int:
+        """Rough count of the floats one decoded frame's activations hold at once (for batch sizing):
+        both image pyramids, the cost volumes and the full-resolution inputs of the last layers,
+        each of the finer levels counted twice for its concatenated inputs."""
+        pixels = height * width
+        pyramid = sum(2 * c * pixels // 4 ** level for level, c in enumerate(self.widths))
+        search = (2 * self.search_radius + 1) ** 2
+        latent_cells = pixels // 4 ** self.levels
+        coarse = latent_cells * (2 * search + 8 * self.widths[-1])
+        refine = sum(2 * (3 * self.widths[level] + 9 + self.widths[level + 1]) * pixels // 4 ** level
+                     for level in range(1, self.levels))
+        fine = pixels * (2 * (self.widths[1] + 9) + self.widths[0] + 18)
+        return pyramid + coarse + refine + fine
+
     def _features(self, image: torch.Tensor) -> list[torch.Tensor]:
         feats = []
         x = image

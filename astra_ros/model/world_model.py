@@ -513,7 +513,7 @@ class WorldModel(nn.Module):
         Per candidate (float32): the window's keys/values materialised for every layer, one
         layer's attention scores and MLP activations for the chunk (twice with guidance), and the
         decoder's activations for each decoded frame (about four full-resolution maps of its widest
-        level; an overestimate for small models).
+        level, an overestimate for small models; plus the anchor decoder's, when there is one).
         """
         cfg = self.config
         scale = self.guidance_scale_for(modality) if guidance_scale is None else float(guidance_scale)
@@ -528,6 +528,8 @@ class WorldModel(nn.Module):
         widest = max(cfg.codec.block_out_channels if cfg.codec.kind == "autoencoder_kl"
                      else [cfg.codec.base_dim * m for m in cfg.codec.dim_mult])
         decoder = 4 * height * width * widest
+        if self.anchor_decoder is not None:
+            decoder += self.anchor_decoder.activation_floats(height, width)
         per_candidate = 4 * (passes * transformer + decoded_frames * decoder)
         return int(min(256, max(1, IMAGINE_MEMORY_BUDGET_BYTES // per_candidate)))
 
