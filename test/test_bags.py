@@ -369,6 +369,14 @@ def test_clip_cache_avoids_decoding_again(tmp_path, monkeypatch):
 
 
 
+def test_a_bag_reached_by_a_relative_path_uses_the_same_cache_entry(tmp_path, monkeypatch):
+    bag = write_bag(tmp_path / "b")
+    cache = tmp_path / "cache"
+    ClipDataset([bag.resolve()], "camera", 4, (16, 20), cache)
+    monkeypatch.chdir(tmp_path)
+    ClipDataset([Path("b")], "camera", 4, (16, 20), cache)
+    assert len(list(cache.glob("*.npz"))) == 1
+
 def test_another_window_length_shares_the_decoded_episodes(tmp_path, monkeypatch):
     bag = write_bag(tmp_path / "b")
     short = ClipDataset([bag], "camera", 4, (16, 20), None)
