@@ -154,9 +154,9 @@ def test_arm_ee_pose_moves_and_gripper_in_range(recorded):
     assert np.all((gripper >= -1e-3) & (gripper <= 0.081))
 
 
-def test_cli_without_command_prints_help(capsys):
-    assert main([]) == 0
-    assert "record" in capsys.readouterr().out
+def test_cli_without_command_prints_help_as_a_usage_error(capsys):
+    assert main([]) == 2
+    assert "record" in capsys.readouterr().err
 
 
 def test_cli_record_help_documents_every_flag(capsys):

@@ -21,14 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
+from astra_ros.cli.arguments import check_output_file
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="astra-bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="astra-bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default="default", help="'default', a directory, or random:<preset>")
-    p.add_argument("--out", type=Path, default=Path("bench/results/astra_bench.json"))
+    p.add_argument("--out", type=Path, default=Path("out/astra_bench.json"),
+                   help="JSON file of the figures (the README's are bench/results/astra_bench.json)")
     p.add_argument("--quick", action="store_true", help="small sweep that finishes in under a minute")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
+    check_output_file(p, args.out, (".json",))
+    return args
 
 
 def load_model(checkpoint: str, use_cache: bool = True):

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from astra_ros.cli.arguments import positive_int
 from astra_ros.data.actions import MODALITIES
 from astra_ros.data.bags import BagError, BagTopics, find_bags
 from astra_ros.eval.replay import MOTION_ESTIMATORS, EvalError, EvalOptions, EvalResult, evaluate_bags
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replay ROS 2 bags through a world model: the model observes a few frames and their actions, "
         "predicts the frames that followed, and is scored against them, against copying the last frame and "
         "against its own prediction with another clip's actions.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("bags", nargs="+", metavar="BAG", help="bag directories, .mcap/.db3 files, or folders holding bags")
     p.add_argument("--checkpoint", default="default", help="checkpoint directory or 'default' (embedded)")
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="action-free guidance s (default: the checkpoint's; 1 = guidance off; 0 = the "
                         "action-free prediction alone, which the ~/imagine service's 0 = default does not mean)")
     p.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda, cuda:N)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -184,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from astra_ros.model import CheckpointError, WorldModel
 
     if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(args.threads)
     try:
         options = EvalOptions(
             horizon_s=args.horizon_s,

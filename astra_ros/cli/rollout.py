@@ -19,27 +19,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from astra_ros.cli.arguments import IMAGE_SUFFIXES, check_output_file, positive_int
+
 log = logging.getLogger("astra_rollout")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="astra-rollout", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="astra-rollout", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default="default",
                    help="checkpoint directory, 'default' (embedded) or 'random' (random init of --preset)")
     p.add_argument("--preset", default="cpu_default", help="model preset for --checkpoint random")
-    p.add_argument("--observe", type=_positive_int, default=4,
+    p.add_argument("--observe", type=positive_int, default=4,
                    help="observed frames before predicting (at least one chunk; whole chunks are kept)")
-    p.add_argument("--predict", type=_positive_int, default=8, help="frames to predict (rounded up to whole chunks)")
+    p.add_argument("--predict", type=positive_int, default=8, help="frames to predict (rounded up to whole chunks)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scene and of the sampler")
-    p.add_argument("--out", type=Path, default=Path("out/rollout.png"), help="PNG strip to write")
-    return p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=Path("out/rollout.png"), help="image strip to write, .png or .jpg")
+    args = p.parse_args(argv)
+    check_output_file(p, args.out, IMAGE_SUFFIXES)  # before the rollout, not after it
+    return args
 
 
 def panning_scene(frames: int, size: tuple[int, int], seed: int, speed_px: float = 3.0) -> tuple[np.ndarray, np.ndarray]:

@@ -13,11 +13,17 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 from tqdm import tqdm
 
+from astra_ros.cli.arguments import check_output_dir
 from astra_ros.data.actions import scenario_modality
+
+
+# Largest image side recorded: MuJoCo's offscreen framebuffer is allocated at the image size.
+MAX_IMAGE_SIDE = 4096
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -28,6 +34,8 @@ def _parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must look like WIDTHxHEIGHT, e.g. 128x128, got {text!r}") from error
     if width < 16 or height < 16:
         raise argparse.ArgumentTypeError(f"size must be at least 16x16, got {text!r}")
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:  # beyond it the offscreen framebuffer may fail
+        raise argparse.ArgumentTypeError(f"size must be at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}, got {text!r}")
     return width, height
 
 
@@ -61,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse ``argv`` (default: the process arguments)."""
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "record":
+        check_output_dir(parser, Path(args.out))
+    return args
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -110,9 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("astra_ros").setLevel(logging.INFO)
     args = parse_args(argv)
-    if args.command is None:
-        build_parser().print_help()
-        return 0
+    if args.command is None:  # a usage error, as argparse's own
+        build_parser().print_help(sys.stderr)
+        return 2
     try:
         return _record(args)
     except KeyboardInterrupt:

@@ -13,13 +13,16 @@ import sys
 import traceback
 from pathlib import Path
 
+from astra_ros.cli.arguments import check_output_dir, non_negative_int
+
 log = logging.getLogger("astra_train")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="astra-train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="astra-train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", type=Path, required=True, help="training recipe (YAML)")
-    p.add_argument("--data", type=Path, nargs="+", required=True, help="directories holding ROS 2 bags")
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="ROS 2 bags: bag directories, .mcap/.db3 files, or folders holding them")
     p.add_argument("--out", type=Path, required=True, help="output directory (checkpoint, loss.csv, loss.png)")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/train_state")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (e.g. a trained codec); the recipe's model "
@@ -30,12 +33,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init-transformer", default=None,
                    help="start the transformer from this checkpoint's wherever names and shapes match (the rest "
                         "fresh), e.g. with --init-codec when the codec or the patch size changes")
-    p.add_argument("--stop-after", type=int, default=None, help="stop after this many total steps (resume later)")
+    p.add_argument("--stop-after", type=non_negative_int, default=None,
+                   help="stop after this many total steps (resume later; 0 writes the starting weights)")
     p.add_argument("--device", default="auto",
                    help="auto (a GPU where CUDA is available, else the CPU), cpu, cuda (under torchrun: "
                         "cuda:LOCAL_RANK, one GPU per process) or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_output_dir(p, args.out)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

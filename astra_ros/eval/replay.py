@@ -88,8 +88,8 @@ class EvalOptions:
             raise EvalError("an intrinsics size without intrinsics (fx fy cx cy) has nothing to scale")
         if self.motion_estimator not in MOTION_ESTIMATORS:
             raise EvalError(f"motion estimator must be one of {MOTION_ESTIMATORS}, got {self.motion_estimator!r}")
-        if self.guidance_scale is not None and self.guidance_scale < 0:
-            raise EvalError(f"guidance scale must be >= 0, got {self.guidance_scale}")
+        if self.guidance_scale is not None and not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0):
+            raise EvalError(f"guidance scale must be a finite number >= 0, got {self.guidance_scale}")
         if not self.max_gap_factor > 1:
             raise EvalError(f"max_gap_factor must be > 1, got {self.max_gap_factor}")
 

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astra_ros.cli.arguments import IMAGE_SUFFIXES, check_output_file, positive_float, positive_int
+
 # Largest domain whose Fast DDS ports (7400 + 250 x domain + up to 11) stay below the ephemeral range (32768).
 MAX_SAFE_DOMAIN_ID = 101
 # How long to wait for the predictor's first prediction after the first camera image [s].
@@ -39,18 +41,21 @@ PATH_SCRIPT = [(2.0, 0.0, 0.0), (4.0, 0.35, 0.0), (4.0, 0.2, 0.5), (4.0, 0.35, 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="astra-demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="astra-demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default="default", help="'default', a checkpoint directory or random:<preset>")
-    p.add_argument("--seconds", type=float, default=20.0, help="how long to drive, from the first prediction [s]")
+    p.add_argument("--seconds", type=positive_float, default=20.0, help="how long to drive, from the first prediction [s]")
     p.add_argument("--seed", type=int, default=9000, help="simulator scene seed (9000+ are not in the training set)")
-    p.add_argument("--horizon", type=int, default=6, help="frames predicted ahead at each prediction")
-    p.add_argument("--publish-rate", type=float, default=1.0, help="predictions per second [Hz]")
-    p.add_argument("--out", type=Path, default=Path("out/demo.png"), help="PNG strip to write (and a .json beside it)")
+    p.add_argument("--horizon", type=positive_int, default=6, help="frames predicted ahead at each prediction")
+    p.add_argument("--publish-rate", type=positive_float, default=1.0, help="predictions per second [Hz]")
+    p.add_argument("--out", type=Path, default=Path("out/demo.png"),
+                   help="image strip to write, .png or .jpg (and a .json beside it)")
     p.add_argument("--domain-id", type=int, default=None,
                    help=f"ROS_DOMAIN_ID of the demo's nodes (0-{MAX_SAFE_DOMAIN_ID}; default: a random one in 1-{MAX_SAFE_DOMAIN_ID})")
     args = p.parse_args(argv)
     if args.domain_id is not None and not 0 <= args.domain_id <= MAX_SAFE_DOMAIN_ID:
         p.error(f"--domain-id must be in 0-{MAX_SAFE_DOMAIN_ID} (higher domains use ephemeral ports), got {args.domain_id}")
+    check_output_file(p, args.out, IMAGE_SUFFIXES)  # before the drive, not after it
     return args
 
 
