@@ -670,3 +670,57 @@ def test_ctrl_c_during_a_long_imagine_exits_cleanly_and_soon(node):
     finally:
         output = stop_node(process) if process.poll() is None else (process.log.seek(0), process.log.read())[1]
     assert returncode == 0 and took < 5.0, (returncode, took, output[-3000:])
+
+
+def test_node_help_lists_the_parameters_without_starting_ros(capsys):
+    from astra_ros.ros.parameters import ParamSpec
+    from astra_ros.ros.runner import run_node
+
+    def must_not_start():
+        raise AssertionError("--help started the node")
+
+    parameters = {"horizon": ParamSpec(4, "frames predicted ahead", (1, 64))}
+    for flag in ("--help", "-h"):
+        assert run_node(must_not_start, must_not_start, "help_check", ["prog", flag, "--ros-args", "-p", "x:=1"],
+                        usage="The node.", parameters=parameters) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("The node.") and "horizon (default 4, in [1, 64])" in out and "--params-file" in out
+    assert not rclpy.ok()
+
+
+def test_a_missing_params_file_is_one_fatal_line(capfd):
+    from astra_ros.ros.runner import run_node
+
+    def must_not_start():
+        raise AssertionError("the node started without its parameters")
+
+    status = run_node(must_not_start, must_not_start, "params_check",
+                      ["prog", "--ros-args", "--params-file", "/nonexistent/params.yaml"])
+    err = capfd.readouterr().err
+    fatal = [line for line in err.splitlines() if "[FATAL]" in line]
+    assert status == 1 and len(fatal) == 1 and "Traceback" not in err
+    assert fatal[0].startswith("[FATAL] [params_check]: cannot start") and "/nonexistent/params.yaml" in fatal[0]
+    assert "parser.c" not in fatal[0]
+
+
+def test_a_misspelt_parameter_is_named_with_the_closest_declared_one(capfd):
+    from rclpy.executors import SingleThreadedExecutor
+
+    from astra_ros.ros.parameters import ParamSpec
+    from astra_ros.ros.runner import run_node
+
+    class StopAtOnce(SingleThreadedExecutor):
+        def spin(self) -> None:
+            raise KeyboardInterrupt
+
+    def make_node():
+        node = rclpy.create_node("spelling_check")
+        node.declare_parameter("horizon", 4)
+        return node
+
+    parameters = {"horizon": ParamSpec(4, "frames predicted ahead")}
+    assert run_node(make_node, StopAtOnce, "spelling_check", ["prog", "--ros-args", "-p", "horizn:=3", "-p", "horizon:=5"],
+                    parameters=parameters) == 0
+    err = capfd.readouterr().err
+    assert "ignoring parameter 'horizn'" in err and "did you mean horizon?" in err
+    assert "'horizon'" not in err  # the declared one is not warned about

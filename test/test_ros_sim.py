@@ -177,3 +177,18 @@ def test_arm_node_at_one_hertz_starts_and_holds_the_arm_until_a_target():
             node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_a_camera_rate_that_does_not_divide_the_state_rate_is_said_in_parameter_names():
+    from rclpy.parameter import Parameter
+
+    from astra_ros.ros.runner import StartupError
+    from astra_ros.ros.sim_node import SimNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(StartupError, match=r"rate_hz \(7\) must divide state_rate_hz \(30\)"):
+            SimNode(context=context, parameter_overrides=[Parameter("rate_hz", value=7), Parameter("size", value="32x32")])
+    finally:
+        rclpy.shutdown(context=context)

@@ -27,6 +27,17 @@ class ParamSpec:
         return None
 
 
+def parameter_usage(parameters: dict[str, ParamSpec]) -> str:
+    """The parameters as ``--help`` lists them: name, default, range or choices, description."""
+    lines = []
+    for name, spec in parameters.items():
+        limits = f", in [{spec.range[0]}, {spec.range[1]}]" if spec.range is not None else ""
+        fixed = ", read-only after start" if spec.read_only else ""
+        choices = f" (one of: {', '.join(spec.choices)})" if spec.choices else ""
+        lines.append(f"  {name} (default {spec.default!r}{limits}{fixed})\n      {spec.description}{choices}")
+    return "\n".join(lines)
+
+
 def descriptor(name: str, spec: ParamSpec) -> ParameterDescriptor:
     """The descriptor rclpy declares: description (with the choices), read-only flag, typed range."""
     description = spec.description + (f" (one of: {', '.join(spec.choices)})" if spec.choices else "")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+import sys
 import threading
 from typing import Callable
 
 import rclpy
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
+
+from astra_ros.ros.parameters import ParamSpec, parameter_usage
 
 
 class BackgroundSpinner:
@@ -62,14 +67,47 @@ def publish_from_worker(node: Node, publish: Callable[[], None]) -> bool:
     return True
 
 
+def _asks_for_help(args: list[str] | None) -> bool:
+    """``-h`` / ``--help`` among the arguments before ``--ros-args`` (rclpy would ignore them)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if "--ros-args" in argv:
+        argv = argv[:argv.index("--ros-args")]
+    return "-h" in argv or "--help" in argv
+
+
+def _warn_about_unknown_parameters(node: Node, parameters: dict[str, ParamSpec] | None) -> None:
+    """A ``-p`` or params-file value for a parameter the node does not declare is ignored by rclpy
+    without a word; a misspelt name would then silently run with the default."""
+    overrides = getattr(node, "_parameter_overrides", {})  # rclpy keeps them there, declared or not
+    for unknown in sorted(name for name in overrides if not node.has_parameter(name)):
+        close = difflib.get_close_matches(unknown, list(parameters or ()), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        node.get_logger().warning(f"ignoring parameter {unknown!r}: {node.get_name()} has no such parameter{hint}; "
+                                  f"--help lists them")
+
+
 def run_node(make_node: Callable[[], Node], make_executor: Callable[[], Executor], name: str,
-             args: list[str] | None = None) -> int:
-    """Init rclpy, spin the node until Ctrl-C or shutdown, clean up; 0, or 1 when it cannot start."""
-    rclpy.init(args=args)
+             args: list[str] | None = None, usage: str = "",
+             parameters: dict[str, ParamSpec] | None = None) -> int:
+    """Init rclpy, spin the node until Ctrl-C or shutdown, clean up; 0, or 1 when it cannot start.
+    ``-h``/``--help`` prints ``usage`` and the ``parameters`` instead and returns 0."""
+    if _asks_for_help(args):
+        print(usage.strip())
+        if parameters:
+            print(f"\nParameters (--ros-args -p NAME:=VALUE ..., or --ros-args --params-file FILE.yaml):\n"
+                  f"{parameter_usage(parameters)}")
+        return 0
+    try:
+        rclpy.init(args=args)
+    except _rclpy.RCLError as error:  # e.g. a --params-file that is missing or not YAML
+        reason = str(error).splitlines()[0].split(", at /")[0]  # without rcl's source locations
+        print(f"[FATAL] [{name}]: cannot start: {reason}", file=sys.stderr)
+        return 1
     node = None
     status = 0
     try:
         node = make_node()
+        _warn_about_unknown_parameters(node, parameters)
         executor = make_executor()
         executor.add_node(node)
         executor.spin()

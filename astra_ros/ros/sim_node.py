@@ -27,7 +27,6 @@ import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
-from rcl_interfaces.msg import IntegerRange, ParameterDescriptor  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -39,6 +38,7 @@ from astra_ros.data.bags import COMMAND_TIMEOUT_NS  # noqa: E402
 from astra_ros.data.geometry import PinholeIntrinsics  # noqa: E402
 from astra_ros.data.record import ARM_BASE_FRAME_ID, CAMERA_FRAME_ID, ODOM_FRAME_ID, ROBOT_FRAME_ID, WORLD_FRAME_ID  # noqa: E402
 from astra_ros.data.scenes import SCENARIOS, BodyTwist, Pose, SimSettings, SimTick, make_scenario  # noqa: E402
+from astra_ros.ros.parameters import ParamSpec, descriptor  # noqa: E402
 from astra_ros.ros.runner import StartupError, run_node  # noqa: E402
 from astra_ros.ros.conversions import ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, twist_msg_to_vector  # noqa: E402
 
@@ -85,6 +85,16 @@ def camera_info_msg(intrinsics: PinholeIntrinsics, stamp_ns: int) -> CameraInfo:
     return msg
 
 
+PARAMETERS: dict[str, ParamSpec] = {
+    "scenario": ParamSpec("rover", "scene to simulate", read_only=True, choices=tuple(SCENARIOS)),
+    "seed": ParamSpec(0, "seed of the scene (textures, objects, lighting)", (0, 2**31 - 1), read_only=True),
+    "rate_hz": ParamSpec(10, "camera images per second [Hz]; must divide state_rate_hz", (1, 60), read_only=True),
+    "state_rate_hz": ParamSpec(30, "poses and odometry per second [Hz] (the simulation tick)", (1, 240),
+                               read_only=True),
+    "size": ParamSpec("128x128", "image size WIDTHxHEIGHT [px]", read_only=True),
+}
+
+
 class SimNode(Node):
     """Steps one scenario at ``state_rate_hz`` on a timer and publishes its state."""
 
@@ -97,14 +107,17 @@ class SimNode(Node):
         scenario = self.get_parameter("scenario").value
         if scenario not in SCENARIOS:
             raise StartupError(f"scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
+        rate_hz, state_rate_hz = self.get_parameter("rate_hz").value, self.get_parameter("state_rate_hz").value
+        if state_rate_hz % rate_hz:  # said in the node's parameter names, not the simulator's settings
+            raise StartupError(f"rate_hz ({rate_hz}) must divide state_rate_hz ({state_rate_hz}), "
+                               f"e.g. rate_hz:=10 or 15 with state_rate_hz:=30")
         try:
             width, height = parse_size(self.get_parameter("size").value)
-            rate_hz = self.get_parameter("rate_hz").value
             # The live node runs until stopped; an episode length only has to hold two frames to pass the checks.
             self._settings = SimSettings(
                 seconds=max(1.0, 2.0 / rate_hz), image_width=width, image_height=height,
                 camera_rate_hz=rate_hz,
-                state_rate_hz=self.get_parameter("state_rate_hz").value,
+                state_rate_hz=state_rate_hz,
             )
         except ValueError as error:
             raise StartupError(str(error)) from error
@@ -139,19 +152,8 @@ class SimNode(Node):
         )
 
     def _declare_parameters(self) -> None:
-        self.declare_parameter("scenario", "rover", ParameterDescriptor(
-            description=f"scene to simulate: {', '.join(SCENARIOS)}", read_only=True))
-        self.declare_parameter("seed", 0, ParameterDescriptor(
-            description="seed of the scene (textures, objects, lighting)", read_only=True,
-            integer_range=[IntegerRange(from_value=0, to_value=2**31 - 1, step=1)]))
-        self.declare_parameter("rate_hz", 10, ParameterDescriptor(
-            description="camera images per second [Hz]; must divide state_rate_hz", read_only=True,
-            integer_range=[IntegerRange(from_value=1, to_value=60, step=1)]))
-        self.declare_parameter("state_rate_hz", 30, ParameterDescriptor(
-            description="poses and odometry per second [Hz] (the simulation tick)", read_only=True,
-            integer_range=[IntegerRange(from_value=1, to_value=240, step=1)]))
-        self.declare_parameter("size", "128x128", ParameterDescriptor(
-            description="image size WIDTHxHEIGHT [px]", read_only=True))
+        for name, spec in PARAMETERS.items():
+            self.declare_parameter(name, spec.default, descriptor(name, spec))
 
     # ------------------------------------------------------------------ commands
     def _hold_still(self) -> None:
@@ -260,4 +262,4 @@ class SimNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the simulator node until Ctrl-C or ROS shutdown; 1 when it cannot start."""
-    return run_node(SimNode, SingleThreadedExecutor, NODE_NAME, args)
+    return run_node(SimNode, SingleThreadedExecutor, NODE_NAME, args, usage=__doc__, parameters=PARAMETERS)
