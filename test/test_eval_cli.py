@@ -9,7 +9,8 @@ import torch
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from astra_ros.cli.eval import main
+from astra_ros.cli.eval import main, summary_table
+from astra_ros.eval.report import write_report
 from astra_ros.data.bags import BagTopics, Episode, read_episode
 from astra_ros.data.record import record_episode
 from astra_ros.data.scenes import SimSettings
@@ -135,6 +136,12 @@ def test_end_to_end_writes_every_output_with_contract_keys(tmp_path, checkpoint,
     assert metrics["checkpoint"] == str(checkpoint) and metrics["seed"] == 0
     printed = capsys.readouterr().out
     assert "PSNR" in printed and "ceiling" in printed and "twist PSNR" in printed and "one-shot MSE" in printed
+    assert "copying beats the network" in printed  # the verdict follows the ratio (above 1 here)
+    assert metrics["shuffled_clips"] == 6 and "shuffled*" not in printed
+    # Where only some clips have shuffled actions, the column says it averages other clips.
+    partial = summary_table(metrics | {"shuffled_clips": 4})
+    assert "shuffled*" in partial and "* shuffled actions on 4 of 6 clips only" in partial
+    assert "averages only the 4 of 6 clips" in write_report(metrics | {"shuffled_clips": 4}, tmp_path).read_text()
 
 
 def test_a_folder_of_bags_is_every_bag_in_it_once(tmp_path, checkpoint, sim_bags, capsys):

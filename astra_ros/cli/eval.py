@@ -102,6 +102,10 @@ def summary_table(metrics: dict) -> str:
     psnr, ssim = metrics["psnr"], metrics["ssim"]
     columns = (("model", "model", 10), ("copy_last", "copy_last", 12), ("shuffled_actions", "shuffled", 10),
                ("codec_ceiling", "ceiling", 10))
+    shuffled_clips = metrics.get("shuffled_clips", metrics["clips"])
+    partial = shuffled_clips < metrics["clips"]
+    if partial:  # the shuffled column averages fewer clips than the others
+        columns = tuple((k, title + "*" if k == "shuffled_actions" else title, w) for k, title, w in columns)
     rows = [
         f"{metrics['clips']} clips, horizon {metrics['horizon_s'][-1]:.2f} s, "
         f"action sensitivity {_fmt(metrics['action_sensitivity'])} (1 = always follows actions)",
@@ -116,8 +120,9 @@ def summary_table(metrics: dict) -> str:
     probe = metrics.get("one_shot_latent_mse")
     if probe:
         rows.append(f"{'one-shot MSE':18}{_fmt(probe['model'], 4):>10}{_fmt(probe['copy_last'], 4):>12}"
-                    f"   (latents of the next chunk; ratio {_fmt(probe['ratio'], 2)}, below 1: the network beats "
-                    f"copying; {_fmt(probe['model_on_still_cells'], 4)} on the {100 * probe['still_cells']:.0f} % still cells)")
+                    f"   (latents of the next chunk; ratio {_fmt(probe['ratio'], 2)}: "
+                    f"{'the network beats copying' if probe['ratio'] < 1 else 'copying beats the network'}; "
+                    f"{_fmt(probe['model_on_still_cells'], 4)} on the {100 * probe['still_cells']:.0f} % still cells)")
         if "model_psnr" in probe:
             rows.append(f"{'one-shot PSNR':18}{_fmt(probe['model_psnr']):>10}{_fmt(probe['copy_last_psnr']):>12}"
                         "   (the same estimate decoded, against the real frames)")
@@ -125,6 +130,9 @@ def summary_table(metrics: dict) -> str:
         rows.append(f"{modality + ' PSNR':18}" + "".join(
             f"{_fmt(row.get('psnr_' + k, math.nan)):>{w}}" for k, _, w in columns)
             + f"   ({row['clips']} clips, sensitivity {_fmt(row['action_sensitivity'])})")
+    if partial:
+        rows.append(f"* shuffled actions on {shuffled_clips} of {metrics['clips']} clips only (a modality with one "
+                    "clip has none to borrow): compare per modality")
     if metrics.get("skipped"):
         rows.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(metrics["skipped"].items())))
     return "\n".join(rows)

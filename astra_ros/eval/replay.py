@@ -616,6 +616,7 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
         "translation_dir_error_deg": {k: mean(f"dir_{k}") for k in ("model", "ground_truth")},
         "motion_estimator": options.motion_estimator,
         "clips": len(clips),
+        "shuffled_clips": with_shuffled,  # the clips the shuffled columns and the sensitivity average over
         "checkpoint": options.checkpoint,
         "bags": [bag.path for bag in bags],
         "skipped": skipped,

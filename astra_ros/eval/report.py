@@ -348,6 +348,10 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
     lines.append("")
     lines.append("The codec ceiling is the real future encoded and decoded the way predictions are: what "
                  "predicting exactly the right latents would score.")
+    shuffled_clips, clips = metrics.get("shuffled_clips"), metrics.get("clips")
+    if shuffled_clips is not None and clips and shuffled_clips < clips:
+        lines.append(f"The shuffled-actions column averages only the {shuffled_clips} of {clips} clips that have "
+                     "another clip's actions to borrow, the other columns all of them: compare per modality below.")
     lines.append("")
     sens = metrics.get("action_sensitivity")
     lines.append(
