@@ -43,3 +43,11 @@ def test_rollout_arguments_out_of_range_are_usage_errors(args):
     with pytest.raises(SystemExit) as exit_info:
         main(["--checkpoint", "random"] + args)
     assert exit_info.value.code == 2
+
+
+def test_random_preset_is_spelt_as_the_other_tools_spell_it(tmp_path, capsys):
+    for spelling in (["--checkpoint", "random:tiny"], ["--checkpoint", "random", "--preset", "tiny"]):
+        assert main([*spelling, "--predict", "2", "--out", str(tmp_path / "s.png")]) == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["frames_predicted"] == 2
+    assert np.asarray(Image.open(tmp_path / "s.png")).shape[0] == 2 * 2 * 16  # tiny's 16 px frames
+    assert main(["--checkpoint", "random:nope", "--out", str(tmp_path / "s.png")]) == 2

@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="astra-rollout", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default="default",
-                   help="checkpoint directory, 'default' (embedded) or 'random' (random init of --preset)")
+                   help="checkpoint directory, 'default' (embedded), 'random:<preset>' or 'random' (random init of --preset)")
     p.add_argument("--preset", default="cpu_default", help="model preset for --checkpoint random")
     p.add_argument("--observe", type=positive_int, default=4,
                    help="observed frames before predicting (at least one chunk; whole chunks are kept)")
@@ -78,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     try:
-        if args.checkpoint == "random":
+        if args.checkpoint == "random" or args.checkpoint.startswith("random:"):
+            # random:<preset>, as astra-demo, astra-bench and the predictor node spell it, or random + --preset
+            name = args.checkpoint.split(":", 1)[1] if ":" in args.checkpoint else args.preset
+            wm = WorldModel(preset(name))
             log.info("using a randomly initialised '%s' model: predictions are noise until a trained checkpoint is used",
-                     args.preset)
-            wm = WorldModel(preset(args.preset))
+                     name)
         else:
             wm = WorldModel.from_pretrained(args.checkpoint)
     except (CheckpointError, ValueError) as err:
