@@ -22,7 +22,7 @@ fi
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e '.[test]'
 
-# ROS 2 Kilted from PyPI wheels (see docs in ../shared/ros-on-pip.md): the runtime for the nodes and
+# ROS 2 Kilted from PyPI wheels (they have no `ros2 launch`): the runtime for the nodes and
 # their tests, and the build tools for the package's own interfaces (msg/, srv/).
 ros_runtime=(ros-rclpy ros-rmw-fastrtps-cpp ros-sensor-msgs ros-geometry-msgs ros-nav-msgs ros-std-msgs
              ros-std-srvs ros-visualization-msgs ros-diagnostic-msgs)
