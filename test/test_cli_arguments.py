@@ -39,6 +39,7 @@ def test_numbers_out_of_range_are_refused(tmp_path, capsys):
         assert "--seconds" in _usage_error(demo.parse_args, ["--seconds", value, *out], capsys)
     assert "--publish-rate" in _usage_error(demo.parse_args, ["--publish-rate", "nan", *out], capsys)
     assert "--horizon" in _usage_error(demo.parse_args, ["--horizon", "-1", *out], capsys)
+    assert "--seed" in _usage_error(demo.parse_args, ["--seed", "-3", *out], capsys)
     train_args = ["--config", "r.yaml", "--data", "d", "--out", str(tmp_path / "run")]
     assert "--stop-after" in _usage_error(train.parse_args, [*train_args, "--stop-after", "-1"], capsys)
     assert train.parse_args([*train_args, "--stop-after", "0"]).stop_after == 0  # writes the starting weights

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astra_ros.cli.arguments import IMAGE_SUFFIXES, check_output_file, positive_float, positive_int
+from astra_ros.cli.arguments import IMAGE_SUFFIXES, check_output_file, non_negative_int, positive_float, positive_int
 
 # Largest domain whose Fast DDS ports (7400 + 250 x domain + up to 11) stay below the ephemeral range (32768).
 MAX_SAFE_DOMAIN_ID = 101
@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default="default", help="'default', a checkpoint directory or random:<preset>")
     p.add_argument("--seconds", type=positive_float, default=20.0, help="how long to drive, from the first prediction [s]")
-    p.add_argument("--seed", type=int, default=9000, help="simulator scene seed (9000+ are not in the training set)")
+    p.add_argument("--seed", type=non_negative_int, default=9000,
+                   help="simulator scene seed (9000+ are not in the training set)")
     p.add_argument("--horizon", type=positive_int, default=6, help="frames predicted ahead at each prediction")
     p.add_argument("--publish-rate", type=positive_float, default=1.0, help="predictions per second [Hz]")
     p.add_argument("--out", type=Path, default=Path("out/demo.png"),
