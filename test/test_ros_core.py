@@ -478,3 +478,39 @@ def test_predictor_core_and_sync_import_without_rclpy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_an_outlier_image_taken_back_leaves_the_states_the_next_images_need(hold):
+    """A glitched image stamp waits in the queue (no state after it) while states arrive; once the next
+    good image takes it back, that image must still find the states around it."""
+    guard = MonotonicStamps(strict=True, max_jump_ns=1000)
+    if hold:  # commands: the one in force at the image
+        pairer = ApproximateTimePairer(slop_ns=0, hold_ns=100, stale_state="ZERO")
+    else:  # poses: interpolated at the image's stamp
+        pairer = ApproximateTimePairer(slop_ns=3, interpolate=lambda a, b, f: a + f * (b - a))
+    state = (lambda ns: f"cmd{ns}") if hold else float
+    for ns in (0, 10, 20):
+        pairer.add_state(ns, state(ns))
+    for ns in (0, 10, 20):
+        assert guard.accept(ns) == "ok" and len(pairer.add_image(ns, f"i{ns}")) == 1
+    assert guard.accept(10_000) == "ok" and pairer.add_image(10_000, "glitch") == []
+    pairer.add_state(25, state(25))
+    pairer.add_state(30, state(30))
+    assert guard.accept(26) == "jump_undone"
+    assert [ns for ns, _ in pairer.discard_images_after(26)] == [10_000]
+    (pair,) = pairer.add_image(26, "i26")
+    assert pair.state == ("cmd25" if hold else pytest.approx(26.0)) and not pairer.dropped
+    if hold:
+        assert pairer.stale_pairs == 0  # not the zero command of a stream gone quiet
+
+
+def test_an_image_older_than_one_already_paired_is_refused_with_an_empty_queue():
+    pairer = ApproximateTimePairer(slop_ns=10)
+    for ns in (0, 10, 20, 30):
+        pairer.add_state(ns, f"s{ns}")
+    assert [p.state for p in pairer.add_image(20, "i20")] == ["s20"]
+    pairer.add_state(40, "s40")
+    assert pairer.pending_images == 0 and pairer.add_image(12, "i12") == []
+    assert pairer.dropped["image_stamp_backwards"] == 1
+    assert [p.state for p in pairer.add_image(31, "i31")] == ["s30"]  # later images pair as before

@@ -123,8 +123,8 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
 
     ``image_queue_size`` images may wait for their state. States are kept by time, not by count: a
     1 kHz joint-state topic and a camera whose images arrive 120 ms late need 120+ states, so a fixed
-    count would silently lose every image. A state is dropped once a later one is at or before every
-    image still to come (it can no longer be the nearest), or when it is more than ``state_history_ns``
+    count would silently lose every image. A state is dropped once a later one is at or before the last
+    image decided (no image still to pair can want it: queued images may yet be taken back), or when it is more than ``state_history_ns``
     older than the second-newest state (images that late cannot pair anyway); ``max_states`` bounds memory
     whatever the rates.
     Stamps are integers in [ns]; each stream must be in stamp order (filter with
@@ -163,6 +163,9 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         self._states: deque[tuple[int, StateT]] = deque(maxlen=max_states)
         # Stamp of the newest image accepted (queued or decided): later images are stamped after it.
         self._last_image_ns: int | None = None
+        # Stamp of the newest image decided (paired, dropped or taken): states are pruned by it, not by
+        # queued images, which are stamped after every state and may still be taken back as outliers.
+        self._last_decided_ns: int | None = None
         self.image_queue_size = image_queue_size
         self.dropped: Counter[str] = Counter()
         self.pairs = 0
@@ -177,13 +180,13 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
 
     def add_image(self, stamp_ns: int, image: ImageT) -> list[Pair[ImageT, StateT]]:
         """Queue an image; return the pairs (possibly including it) that are now decided."""
-        if self._images and stamp_ns <= self._images[-1][0]:
+        if self._last_image_ns is not None and stamp_ns <= self._last_image_ns:  # queued or already decided
             self.dropped[DROP_IMAGE_BACKWARDS] += 1
             return []
         self._images.append((int(stamp_ns), image))
         self._last_image_ns = int(stamp_ns)
         while len(self._images) > self.image_queue_size:
-            self._images.popleft()
+            self._last_decided_ns = self._images.popleft()[0]
             self.dropped[DROP_IMAGE_QUEUE_FULL] += 1
         return self._decide()
 
@@ -204,8 +207,10 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
 
     def _prune_states(self) -> None:
         states = self._states
-        # Every image still to come is stamped at or after this one: the oldest waiting, or after the last seen.
-        first_needed_ns = self._images[0][0] if self._images else self._last_image_ns
+        # Every image still to pair is stamped after the last one decided. Not the oldest waiting image: all
+        # states are before it, so pruning by it would keep only the newest, and if it is an outlier that
+        # discard_images_after takes back, the good images after it would find their states gone.
+        first_needed_ns = self._last_decided_ns
         if first_needed_ns is not None:
             while len(states) > 1 and states[1][0] <= first_needed_ns:
                 states.popleft()
@@ -221,13 +226,18 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         self._images.clear()
         self._states.clear()
         self._last_image_ns = None
+        self._last_decided_ns = None
 
     def discard_images_after(self, stamp_ns: int) -> list[tuple[int, ImageT]]:
         """Remove and return the queued images stamped after ``stamp_ns`` (an outlier stamp taken back)."""
         removed = [entry for entry in self._images if entry[0] > stamp_ns]
         self._images = deque(entry for entry in self._images if entry[0] <= stamp_ns)
-        if self._last_image_ns is not None:  # images between stamp_ns and the outlier may still come
-            self._last_image_ns = min(self._last_image_ns, int(stamp_ns))
+        if self._last_decided_ns is not None and self._last_decided_ns > stamp_ns:  # the outlier was decided
+            self._last_decided_ns = int(stamp_ns) - 1
+        # Images from stamp_ns on may come again: the newest accepted is the newest kept or decided.
+        kept = [self._images[-1][0]] if self._images else []
+        decided = [self._last_decided_ns] if self._last_decided_ns is not None else []
+        self._last_image_ns = max(kept + decided, default=None)
         return removed
 
     def discard_states_after(self, stamp_ns: int) -> int:
@@ -244,6 +254,8 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         """
         pending = list(self._images)
         self._images.clear()
+        if pending:
+            self._last_decided_ns = pending[-1][0]
         return pending
 
     def _decide(self) -> list[Pair[ImageT, StateT]]:
@@ -253,6 +265,7 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         newest_state_ns = self._states[-1][0]
         while self._images and self._images[0][0] <= newest_state_ns:
             image_ns, image = self._images.popleft()
+            self._last_decided_ns = image_ns
             if self.hold_ns is not None:
                 decided.append(self._held_pair(image_ns, image))
                 self.pairs += 1
