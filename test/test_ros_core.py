@@ -23,6 +23,7 @@ from astra_ros.ros.predictor_core import (
     load_world_model,
     montage,
     predict_window,
+    whole_chunks,
     window_actions,
 )
 from astra_ros.ros.sync import (
@@ -514,3 +515,27 @@ def test_an_image_older_than_one_already_paired_is_refused_with_an_empty_queue()
     assert pairer.pending_images == 0 and pairer.add_image(12, "i12") == []
     assert pairer.dropped["image_stamp_backwards"] == 1
     assert [p.state for p in pairer.add_image(31, "i31")] == ["s30"]  # later images pair as before
+
+
+def test_a_window_of_part_chunks_gives_the_model_camera_actions_relative_to_the_first_frame_it_keeps():
+    """start() keeps whole chunks: with 5 frames of 2-frame chunks the oldest is left out, and the
+    camera actions (window and future) must then be relative to the first frame kept, as in training."""
+    stamps = np.arange(5) * 100 * MS
+    poses = _camera_poses(7)
+    window = ObservationWindow(5, (16, 16))
+    for k in range(5):
+        window.add(int(stamps[k]), np.full((16, 16, 3), 10 * k, np.uint8), poses[k])
+    snapshot = window.snapshot("camera", 2)
+    frames, actions, future = whole_chunks(snapshot, 2)
+    np.testing.assert_array_equal(frames, snapshot.frames[1:])
+    expected = camera_actions(poses[1:])  # a clip that starts at the first frame kept
+    np.testing.assert_allclose(actions, expected[:4], atol=1e-5)
+    np.testing.assert_allclose(future, expected[4:6], atol=1e-5)
+    np.testing.assert_allclose(actions[0], np.eye(4)[:3].reshape(-1), atol=1e-6)
+    # Whole chunks, or modalities that are not relative to a frame, pass unchanged.
+    for modality, chunk in (("camera", 1), ("robot", 2)):
+        other = window.snapshot(modality, 2)
+        kept = whole_chunks(other, chunk)
+        assert len(kept[0]) == 5 - 5 % chunk
+        np.testing.assert_array_equal(kept[1], other.actions[5 % chunk:])
+        np.testing.assert_array_equal(kept[2], other.future_actions)

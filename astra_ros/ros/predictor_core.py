@@ -44,6 +44,7 @@ from astra_ros.data.actions import (
     check_modality,
     frame_intervals,
     keys_from_twist,
+    rebase_camera_actions,
     twist_actions,
 )
 from astra_ros.data.geometry import invert_transform, rotation_to_6d, scale_motion
@@ -277,6 +278,21 @@ class Prediction:
     latency_s: float  # [s] start + imagine
 
 
+def whole_chunks(snapshot: WindowSnapshot, frames_per_chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The window's newest whole chunks (frames, actions) and its future actions, as the model takes them.
+
+    ``WorldModel.start`` keeps whole chunks only. Camera actions are relative to the window's first
+    frame, so when that frame is left out they are re-expressed relative to the first frame kept, as
+    every training clip's are (to its own first frame).
+    """
+    drop = len(snapshot.frames) % frames_per_chunk
+    frames, actions, future = snapshot.frames[drop:], snapshot.actions[drop:], snapshot.future_actions
+    if drop and snapshot.modality == "camera":
+        both = rebase_camera_actions(np.concatenate([actions, future]))
+        actions, future = both[:len(actions)], both[len(actions):]
+    return frames, actions, future
+
+
 def predict_window(model: Any, snapshot: WindowSnapshot, *, seed: int | None = None,
                    guidance_scale: float | None = None, should_stop: Callable[[], bool] | None = None) -> Prediction:
     """Observe the window (``model.start``) and imagine its future actions; runs in the model worker.
@@ -285,8 +301,9 @@ def predict_window(model: Any, snapshot: WindowSnapshot, *, seed: int | None = N
     ``WorldModel.imagine``.
     """
     began = time.perf_counter()
-    model.start(snapshot.frames, snapshot.actions, modality=snapshot.modality, seed=seed)
-    frames = model.imagine(snapshot.future_actions[None], seed=seed, guidance_scale=guidance_scale,
+    observed, actions, future = whole_chunks(snapshot, model.frames_per_chunk)
+    model.start(observed, actions, modality=snapshot.modality, seed=seed)
+    frames = model.imagine(future[None], seed=seed, guidance_scale=guidance_scale,
                            should_stop=should_stop)[0]  # (horizon, h, w, 3)
     horizon = len(snapshot.future_actions)
     return Prediction(snapshot, frames, snapshot.future_stamps_ns(horizon), time.perf_counter() - began)
