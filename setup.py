@@ -52,9 +52,10 @@ setup(
             "astra-sim-node = astra_ros.ros.sim_node:main",
             "astra-demo = astra_ros.ros.demo:main",
             "astra-planner = astra_ros.ros.planner_node:main",
-            # `ros2 run astra_ros predictor` / `ros2 run astra_ros sim` (setup.cfg installs to lib/astra_ros)
+            # `ros2 run astra_ros predictor` / `sim` / `planner` (setup.cfg installs to lib/astra_ros)
             "predictor = astra_ros.ros.predictor_node:main",
             "sim = astra_ros.ros.sim_node:main",
+            "planner = astra_ros.ros.planner_node:main",
         ],
     },
 )

@@ -81,6 +81,7 @@ def test_launch_file_declares_arguments_and_starts_installed_executables(monkeyp
         assert kwargs["executable"] in scripts, f"{kwargs['executable']} is not a console script in setup.py"
     assert scripts["predictor"] == scripts["astra-predictor"] == "astra_ros.ros.predictor_node:main"
     assert scripts["sim"] == scripts["astra-sim-node"] == "astra_ros.ros.sim_node:main"
+    assert scripts["planner"] == scripts["astra-planner"] == "astra_ros.ros.planner_node:main"
     remapped = {source: target.args[0] for source, target in nodes["astra_predictor"]["remappings"]}
     assert remapped == {"image": "image_topic", "pose": "pose_topic", "twist": "twist_topic", "odom": "odom_topic"}
     assert nodes["astra_sim"]["condition"].args[0].args == ("sim",)
