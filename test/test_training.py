@@ -175,6 +175,11 @@ def test_resume_refuses_a_changed_recipe_but_not_a_longer_run(bags, tmp_path, ca
     assert train_main(["--config", str(changed), "--resume"] + common) == 2
     assert "batch_size: 2 -> 4" in caplog.text and "lr: 0.0003 -> 0.5" in caplog.text
     assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["batch_size"] == 2  # not overwritten
+    # The state is 1 step into the world phase (after 4 codec steps): that phase cannot end before it.
+    shorter = tmp_path / "shorter.yaml"
+    shorter.write_text(yaml.safe_dump({**RECIPE, "steps": 0}))
+    assert train_main(["--config", str(shorter), "--resume"] + common) == 2
+    assert "already run 1 world-model steps" in caplog.text
     longer = tmp_path / "longer.yaml"
     longer.write_text(yaml.safe_dump({**RECIPE, "steps": 8}))
     assert train_main(["--config", str(longer), "--resume"] + common) == 0
@@ -655,6 +660,14 @@ def test_decoder_phase_trains_only_the_anchor_decoder_and_resumes_exactly(bags, 
     longer_run = _recipe(tmp_path, **{**yaml.safe_load(recipe.read_text()), "decoder_steps": 8})
     assert train_main(["--config", str(longer_run), "--out", str(out), "--resume"] + common) == 0
     assert json.loads((out / "train_state" / "state.json").read_text())["step"] == 8
+    # But in the decoder phase the world phase before it is fixed (a new steps would move the boundary
+    # and count decoder steps as world steps), and the decoder cannot end before the steps it ran.
+    resumed_with = yaml.safe_load(longer_run.read_text())  # _recipe rewrites the same file
+    for change, message in (({"steps": 2}, "can no longer change"), ({"decoder_steps": 5}, "already run 8 decoder")):
+        changed = _recipe(tmp_path, **{**resumed_with, **change})
+        assert train_main(["--config", str(changed), "--out", str(out), "--resume"] + common) == 2
+        assert message in caplog.text
+    assert json.loads((out / "train_state" / "state.json").read_text())["step"] == 8  # left as it was
     # Longer windows than the world phase's clips get a dataset of their own; on real latents only
     # (the default share 0) the world model is never rolled out.
     def no_rollouts(*args, **kwargs):

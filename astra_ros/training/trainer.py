@@ -330,9 +330,29 @@ class Trainer:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in refused)
             raise ConfigError(f"--resume with a recipe that differs from the one {self.out / STATE_DIR} was trained "
                               f"with ({detail}); only {sorted(RESUME_MAY_CHANGE)} may change on resume")
+        self._check_phase_lengths(meta, saved)
         if changed:
             log.info("resuming with changed %s", ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
         return meta
+
+    def _check_phase_lengths(self, meta: dict[str, Any], saved: dict[str, Any]) -> None:
+        """A changed ``steps`` / ``decoder_steps`` may lengthen or shorten the phase the state is in, or a
+        later one, but not move a boundary the run has crossed: the phases are placed by step number, so
+        done decoder steps would be counted as world steps (and the decoder run again from its warm-up)."""
+        step, phase, r = int(meta.get("step", 0)), meta.get("phase"), self.recipe
+        world_done = max(0, step - r.codec_steps)  # codec_steps cannot change on resume
+        if phase == "world" and r.steps < world_done:
+            raise ConfigError(f"--resume with steps={r.steps}: the state has already run {world_done} world-model "
+                              f"steps (give steps >= {world_done})")
+        if phase == "decoder":
+            if r.steps != saved.get("steps"):
+                raise ConfigError(f"--resume with steps {saved.get('steps')} -> {r.steps}: the state is in the decoder "
+                                  f"phase, after its world-model steps, which can no longer change (start a new run "
+                                  f"with --init from this one to train the world model on)")
+            decoder_done = step - r.codec_steps - r.steps
+            if r.decoder_steps < decoder_done:
+                raise ConfigError(f"--resume with decoder_steps={r.decoder_steps}: the state has already run "
+                                  f"{decoder_done} decoder steps (give decoder_steps >= {decoder_done})")
 
     def _check_same_data(self, saved: list[str]) -> None:
         """Refuse --resume on other bags than the state was trained on (compared by name, so a moved
