@@ -222,3 +222,16 @@ def test_plan_eval_quick_writes_the_contract_keys(tmp_path):
     episode = result["per_episode"][0]
     assert len(episode["methods"]["cem"]["per_step"]) == result["settings"]["steps"]
     assert episode["goal_offset_deg"] >= 17.0  # the start is never a pose success
+
+
+def test_a_keys_plan_sends_the_key_the_model_was_shown():
+    """The planner searches (v, w), but with keys the model sees only the dominant key: sending the raw
+    (v, w) would turn the robot while the imagined future drove straight."""
+    keys = ActionEncoder("keys", 0.1, 2)  # thresholds 0.05 m/s, 0.15 rad/s
+    twist = ActionEncoder("twist", 0.1, 2)
+    cases = {(0.226, 0.271): (0.226, 0.0), (0.02, -0.5): (0.0, -0.5), (0.01, 0.1): (0.0, 0.0), (-0.3, 0.2): (-0.3, 0.0)}
+    for command, sent in cases.items():
+        assert keys.command_as_imagined(np.array(command)) == pytest.approx(sent)
+        # what is sent shows the model the same key as the plan it scored
+        np.testing.assert_array_equal(keys(np.array([[sent]])), keys(np.array([[command]])))
+        assert twist.command_as_imagined(np.array(command)) == pytest.approx(command)

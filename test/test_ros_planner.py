@@ -258,3 +258,31 @@ def test_keys_plans_use_the_key_thresholds_given():
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_a_keys_plan_is_published_as_the_keys_it_imagined():
+    """(v, w) = (0.226, 0.271) is 'forward' to the model (the dominant component); publishing it as is
+    would turn the robot while the imagined future drove straight."""
+    from types import SimpleNamespace
+
+    from rclpy.parameter import Parameter
+
+    from astra_ros.ros.planner_node import PlannerNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PlannerNode(context=context, parameter_overrides=[
+        Parameter("replan_rate_hz", value=0.01), Parameter("action_modality", value="keys")])
+    try:
+        params = dict(node._params)
+        real = node._make_planner(params)
+        plan = np.array([[0.226, 0.271], [0.02, -0.5], [0.01, 0.1]])
+        result = SimpleNamespace(plan=plan, command=plan[0], best_score=0.1, elite_score_per_iteration=[0.2, 0.1],
+                                 imagine_s=0.0)
+        planner = SimpleNamespace(encoder=real.encoder, plan=lambda *args, **kwargs: result)
+        node._plan_once(planner, None, params)
+        np.testing.assert_allclose(node._schedule.plan, [[0.226, 0.0], [0.0, -0.5], [0.0, 0.0]])
+        assert (node._last_plan["linear_x"], node._last_plan["angular_z"]) == pytest.approx((0.226, 0.0))
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from astra_ros.data.actions import KeyThresholds, keys_from_twist, twist_actions
+from astra_ros.data.actions import KEY_NAMES, KeyThresholds, keys_from_twist, twist_actions
 
 ImagineFn = Callable[[np.ndarray], np.ndarray]  # actions (B, N, D) -> uint8 frames (B, K, H, W, 3)
 CONTROL_NAMES = ("linear_x", "angular_z")  # [m/s], [rad/s]
@@ -119,6 +119,25 @@ class ActionEncoder:
         else:
             rows = keys_from_twist(linear, angular, self.thresholds)
         return rows.reshape(b, steps * self.frames_per_step, -1).astype(np.float32)
+
+
+    def command_as_imagined(self, command: np.ndarray) -> tuple[float, float]:
+        """The (v, w) to send for a planned step, so the robot does what the model was shown.
+
+        For twists the step itself. For keys the model saw only the dominant key of (v, w): the other
+        component is zeroed (both below their thresholds: stop), or the robot would turn while the
+        imagined future drove straight.
+        """
+        v, w = (float(x) for x in command)
+        if self.modality == "twist":
+            return v, w
+        key = keys_from_twist(np.array([[v, 0.0, 0.0]]), np.array([[0.0, 0.0, w]]), self.thresholds)[0]
+        name = KEY_NAMES[int(np.argmax(key))]
+        if name in ("forward", "back"):
+            return v, 0.0
+        if name in ("turn_left", "turn_right"):
+            return 0.0, w
+        return 0.0, 0.0
 
 
 def downsample(frames: np.ndarray, size: int) -> np.ndarray:

@@ -10,7 +10,8 @@ the predictor (``predictor`` parameter) from its live history (``from_live_histo
 holds the camera's history, so the planner needs no camera subscription), with shared noise and only
 each candidate's last frame returned; the frames are scored against the goal (16x16 pixel MSE, see
 :mod:`astra_ros.planning.cem` for why) and the plan is executed on ``cmd_vel`` (geometry_msgs/Twist:
-linear.x, angular.z) step by step, as it was imagined: each step's command, published at
+linear.x, angular.z) step by step, as it was imagined (with ``keys``, each step as the key the model
+was shown: the dominant component of (v, w) alone, or zero for stop): each step's command, published at
 ``command_rate_hz``, for frames_per_step x frame_interval_s seconds from the plan's publication,
 until a newer plan replaces it; a plan that runs out ends with one zero twist (nobody imagined what
 follows it). The next plan warm-starts from this one without the steps executed meanwhile. The
@@ -341,8 +342,10 @@ class PlannerNode(Node):
         steps_done = previous.steps_done(time.monotonic()) if previous is not None else 1
         result = planner.plan(scorer, imagine=partial(self._service_imagine, seed=seed, params=params),
                               steps_done=steps_done)
-        v, w = (float(x) for x in result.command)
-        schedule = PlanSchedule(result.plan.copy(), time.monotonic(), params["frames_per_step"] * params["frame_interval_s"])
+        # Each step as the model was shown it (keys: only the dominant key's component).
+        executed = np.array([planner.encoder.command_as_imagined(step) for step in result.plan])
+        v, w = (float(x) for x in executed[0])
+        schedule = PlanSchedule(executed, time.monotonic(), params["frames_per_step"] * params["frame_interval_s"])
         with self._lock:
             self._schedule = self._last_schedule = schedule
             if not publish_from_worker(self, partial(self._cmd_pub.publish, _twist((v, w)))):
