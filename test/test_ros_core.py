@@ -539,3 +539,33 @@ def test_a_window_of_part_chunks_gives_the_model_camera_actions_relative_to_the_
         assert len(kept[0]) == 5 - 5 % chunk
         np.testing.assert_array_equal(kept[1], other.actions[5 % chunk:])
         np.testing.assert_array_equal(kept[2], other.future_actions)
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_images_stamped_ahead_of_every_state_are_decided_not_left_to_fall_out(hold):
+    """A camera clock 100 s ahead of the states': no state ever comes after an image. Images pushed out
+    of the full queue pair with the command in force (hold: none within hold_ns, so the zero command)
+    or are dropped for no state within the slop, with the gap that names the clock mismatch."""
+    if hold:
+        pairer = ApproximateTimePairer(slop_ns=0, image_queue_size=3, hold_ns=500 * MS, stale_state="ZERO")
+    else:
+        pairer = ApproximateTimePairer(slop_ns=20 * MS, image_queue_size=3)
+    decided = []
+    for k in range(8):
+        decided += pairer.add_state(k * 100 * MS, f"s{k}")
+        decided += pairer.add_image(100_000 * MS + k * 100 * MS, k)
+    assert pairer.pending_images == 3 and pairer.dropped[DROP_IMAGE_QUEUE_FULL] == 0
+    assert pairer.last_unpaired_gap_ns == pytest.approx(100_000 * MS, rel=0.01)
+    if hold:
+        assert [p.image for p in decided] == [0, 1, 2, 3, 4] and {p.state for p in decided} == {"ZERO"}
+        assert pairer.stale_pairs == 5
+    else:
+        assert decided == [] and pairer.dropped[DROP_NO_STATE_IN_SLOP] == 5
+
+
+def test_an_image_pushed_out_with_a_state_within_the_slop_pairs_with_it():
+    pairer = ApproximateTimePairer(slop_ns=20 * MS, image_queue_size=2)
+    pairer.add_state(0, "s0")
+    assert pairer.add_image(10 * MS, "a") == [] and pairer.add_image(200 * MS, "b") == []
+    (pair,) = pairer.add_image(300 * MS, "c")  # "a" is pushed out: s0 is 10 ms before it
+    assert (pair.image, pair.state) == ("a", "s0") and pairer.pending_images == 2

@@ -121,7 +121,8 @@ class MonotonicStamps:
 class ApproximateTimePairer(Generic[ImageT, StateT]):
     """Pairs each image with the nearest-stamped state message within ``slop_ns``.
 
-    ``image_queue_size`` images may wait for their state. States are kept by time, not by count: a
+    ``image_queue_size`` images may wait for a state stamped after them; one pushed out of a full queue
+    (the states' clock lags the images') is decided with the states there are. States are kept by time, not by count: a
     1 kHz joint-state topic and a camera whose images arrive 120 ms late need 120+ states, so a fixed
     count would silently lose every image. A state is dropped once a later one is at or before the last
     image decided (no image still to pair can want it: queued images may yet be taken back), or when it is more than ``state_history_ns``
@@ -185,10 +186,14 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
             return []
         self._images.append((int(stamp_ns), image))
         self._last_image_ns = int(stamp_ns)
+        decided: list[Pair[ImageT, StateT]] = []
         while len(self._images) > self.image_queue_size:
-            self._last_decided_ns = self._images.popleft()[0]
-            self.dropped[DROP_IMAGE_QUEUE_FULL] += 1
-        return self._decide()
+            oldest_ns, oldest = self._images.popleft()
+            self._last_decided_ns = oldest_ns
+            pair = self._decide_without_a_later_state(oldest_ns, oldest)
+            if pair is not None:
+                decided.append(pair)
+        return decided + self._decide()
 
     def add_state(self, stamp_ns: int, state: StateT) -> list[Pair[ImageT, StateT]]:
         """Record a state message; return the pairs that are now decided."""
@@ -283,6 +288,25 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
             self.pairs += 1
         return decided
 
+    def _decide_without_a_later_state(self, image_ns: int, image: ImageT) -> Pair[ImageT, StateT] | None:
+        """An image pushed out of the full queue before a state stamped after it came: the states lag the
+        images (a camera clock ahead of the robot's). Decided with the states there are, so that it pairs
+        with what is in force or is dropped for no state within the slop, with its gap for the caller's
+        clock warning, not queued until it silently falls out. With no state at all it is queue-full."""
+        if not self._states:
+            self.dropped[DROP_IMAGE_QUEUE_FULL] += 1
+            return None
+        if self.hold_ns is not None:
+            self.pairs += 1
+            return self._held_pair(image_ns, image)
+        newest_ns, newest = self._states[-1]  # every state is before the image, or it would be decided
+        if image_ns - newest_ns > self.slop_ns:
+            self.dropped[DROP_NO_STATE_IN_SLOP] += 1
+            self.last_unpaired_gap_ns = image_ns - newest_ns
+            return None
+        self.pairs += 1
+        return Pair(image_ns, image, newest_ns, newest)
+
     def _held_pair(self, image_ns: int, image: ImageT) -> Pair[ImageT, StateT]:
         """The image with the state in force at its stamp (hold mode): the latest at or before it, if
         not older than ``hold_ns``; else ``stale_state``, stamped with the image."""
@@ -297,21 +321,23 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         self.last_unpaired_gap_ns = image_ns - self._nearest_state(image_ns)[0]
         return Pair(image_ns, image, image_ns, self.stale_state)
 
-    def _neighbours(self, image_ns: int) -> tuple[tuple[int, Any] | None, tuple[int, Any]]:
-        """The last queued state before ``image_ns`` (None if none) and the first at or after it (exists:
-        _decide checks)."""
+    def _neighbours(self, image_ns: int) -> tuple[tuple[int, Any] | None, tuple[int, Any] | None]:
+        """The last queued state before ``image_ns`` and the first at or after it (None where there is
+        none; _decide only asks when a later one exists)."""
         before: tuple[int, Any] | None = None
         for entry in self._states:
             if entry[0] >= image_ns:
                 return before, entry
             before = entry
-        raise AssertionError("unreachable: _decide checks that a state at or after the image exists")
+        return before, None
 
     def _nearest_state(self, image_ns: int) -> tuple[int, Any]:
-        """The queued state nearest to ``image_ns``; one stamped >= image_ns exists."""
+        """The queued state nearest to ``image_ns`` (there is at least one)."""
         return _nearer(*self._neighbours(image_ns), image_ns)
 
 
-def _nearer(before: tuple[int, Any] | None, after: tuple[int, Any], stamp_ns: int) -> tuple[int, Any]:
-    """Of the states around ``stamp_ns``, the nearer one (the later on a tie)."""
+def _nearer(before: tuple[int, Any] | None, after: tuple[int, Any] | None, stamp_ns: int) -> tuple[int, Any]:
+    """Of the states around ``stamp_ns`` (at least one), the nearer one (the later on a tie)."""
+    if after is None:
+        return before
     return after if before is None or stamp_ns - before[0] >= after[0] - stamp_ns else before
