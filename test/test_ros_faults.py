@@ -724,3 +724,34 @@ def test_a_misspelt_parameter_is_named_with_the_closest_declared_one(capfd):
     err = capfd.readouterr().err
     assert "ignoring parameter 'horizn'" in err and "did you mean horizon?" in err
     assert "'horizon'" not in err  # the declared one is not warned about
+
+
+def test_re_applying_a_parameter_value_changes_nothing():
+    """rqt or `ros2 param load` of the running file sets every parameter to the value it has: that must
+    not clear the history (a pause of a whole window) or restart the pairing; a real change still does."""
+    from rclpy.parameter import Parameter
+
+    from astra_ros.ros.predictor_node import PredictorNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PredictorNode(context=context, parameter_overrides=[
+        Parameter("checkpoint", value="random:tiny"), Parameter("action_modality", value="camera")])
+    try:
+        clears = []
+        node._clear_history = lambda: clears.append(1)
+        pairer = node._pairer
+        same = [Parameter(name, value=node._params[name]) for name in ("action_modality", "twist_source", "sync_slop_s")]
+        assert all(r.successful for r in node.set_parameters(same))
+        assert clears == [] and node._pairer is pairer
+        node.set_parameters([Parameter("twist_source", value="odom")])  # camera actions do not read twists
+        assert clears == [] and node._params["twist_source"] == "odom"
+        node.set_parameters([Parameter("action_modality", value="twist")])
+        assert clears == [1]
+        node.set_parameters([Parameter("twist_source", value="twist")])  # now it feeds the model
+        assert clears == [1, 1]
+        node.set_parameters([Parameter("sync_slop_s", value=0.2)])
+        assert node._pairer is not pairer
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -303,10 +303,13 @@ class PredictorNode(Node):
         return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, parameters: list[Parameter]) -> None:
-        changed = {p.name for p in parameters}
         with self._lock:
-            self._params.update({p.name: p.value for p in parameters if p.name in PARAMETERS})
-            if changed & {"action_modality", "twist_source"}:
+            # Only what really changed: re-applying the same values (rqt, `ros2 param load` of the running
+            # file) must not clear the history or restart the pairing.
+            changed = {p.name for p in parameters if p.name in PARAMETERS and self._params.get(p.name) != p.value}
+            self._params.update({p.name: p.value for p in parameters if p.name in changed})
+            twist_fed = state_kind(self._params["action_modality"]) == "twist"
+            if "action_modality" in changed or ("twist_source" in changed and twist_fed):
                 self._clear_history()
             if changed & {"sync_slop_s", "sync_queue_size"}:
                 self._ledger.skip("image_sync_changed", len(self._pairer.take_pending_images()))
@@ -319,7 +322,8 @@ class PredictorNode(Node):
             self.destroy_timer(self._predict_timer)
             self._predict_timer = self.create_timer(1.0 / self._params["publish_rate"], self._on_predict_tick,
                                                     self._timers_group)
-        self.get_logger().info(f"parameters changed: {', '.join(sorted(changed))}")
+        if changed:
+            self.get_logger().info(f"parameters changed: {', '.join(sorted(changed))}")
 
     # ------------------------------------------------------------------ inputs
     def _drop(self, reason: str, detail: str) -> None:
