@@ -161,7 +161,10 @@ def test_frame_interval_mismatch_names_the_predictors_rate():
 
     assert frame_interval_mismatch(0.1, 0.11, "twist") is None  # jitter within 25 %
     assert frame_interval_mismatch(0.1, 0.0, "twist") is None  # the predictor does not know yet
-    assert frame_interval_mismatch(0.1, 0.033, "keys") is None  # keys carry no time
+    # Keys carry no time, but each plan step is held for frames_per_step x frame_interval_s.
+    keys = frame_interval_mismatch(1.0, 0.1, "keys")
+    assert keys and "held 10x as long" in keys and "frame_interval_s:=0.1" in keys, keys
+    assert frame_interval_mismatch(0.1, 0.11, "keys") is None
     message = frame_interval_mismatch(0.1, 0.0333, "twist")
     assert message and "frame_interval_s:=0.0333" in message and "3x" in message, message
 
@@ -283,6 +286,38 @@ def test_a_keys_plan_is_published_as_the_keys_it_imagined():
         node._plan_once(planner, None, params)
         np.testing.assert_allclose(node._schedule.plan, [[0.226, 0.0], [0.0, -0.5], [0.0, 0.0]])
         assert (node._last_plan["linear_x"], node._last_plan["angular_z"]) == pytest.approx((0.226, 0.0))
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def test_goal_file_set_again_reloads_it_or_is_refused_with_a_reason(tmp_path):
+    """Setting goal_file to the same path is how an edited goal is reloaded: an unreadable file must be
+    refused with a reason, not crash the node (it did: the check only ran for a new path)."""
+    from rclpy.parameter import Parameter
+
+    from astra_ros.ros.planner_node import PlannerNode
+
+    from PIL import Image as PILImage
+
+    goal = tmp_path / "goal.png"
+    PILImage.fromarray(np.full((16, 16, 3), 40, np.uint8)).save(goal)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PlannerNode(context=context, parameter_overrides=[
+        Parameter("replan_rate_hz", value=0.01), Parameter("goal_file", value=str(goal)), Parameter("seed", value=5)])
+    try:
+        first = node._rng.random()
+        PILImage.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(goal)
+        assert node.set_parameters([Parameter("goal_file", value=str(goal))])[0].successful
+        assert node._goal.mean() > 150  # reloaded
+        goal.write_bytes(b"not an image")
+        (result,) = node.set_parameters([Parameter("goal_file", value=str(goal))])
+        assert not result.successful and "cannot read goal image" in result.reason
+        assert node._goal.mean() > 150  # the goal there was
+        # seed set at runtime restarts the planner's sampling as at start-up
+        node.set_parameters([Parameter("seed", value=5)])
+        assert node._rng.random() == first
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)

@@ -22,7 +22,8 @@ topic and the timers; a tick that arrives while a plan is still being searched i
 counted. Errors are reported on ``/diagnostics`` (1 Hz) and in the log (throttled): no goal yet,
 the ``~/imagine`` service missing, a failed or refused imagination (its message), a plan taking longer
 than ``imagine_timeout_s``, a ``frame_interval_s`` more than 25 % off the predictor's camera (twists
-would be scaled wrongly, so no plan is made; the message gives the value to set). With ``stop_on_error`` the node publishes a zero twist when it cannot
+would be scaled wrongly, keys held for the wrong time, so no plan is made; the message gives the value
+to set). With ``stop_on_error`` the node publishes a zero twist when it cannot
 plan, so the base does not keep following an old command.
 
 Every parameter, with its range, is declared below and listed in ``config/planner.yaml``.
@@ -135,13 +136,15 @@ def check_parameters(params: dict[str, Any]) -> str | None:
 
 def frame_interval_mismatch(planned_s: float, camera_s: float, modality: str) -> str | None:
     """Why plans made for ``planned_s`` per frame cannot drive a predictor whose camera runs at
-    ``camera_s`` per frame, or None (keys carry no time; 0 = the predictor does not say)."""
-    if modality != "twist" or camera_s <= 0:
+    ``camera_s`` per frame, or None (0 = the predictor does not say). Twists are scaled by the
+    interval; keys carry no time, but each plan step is still executed for frames_per_step x
+    frame_interval_s, so a wrong interval drives a key longer or shorter than it was imagined."""
+    if camera_s <= 0 or abs(planned_s - camera_s) <= FRAME_INTERVAL_TOLERANCE * camera_s:
         return None
-    if abs(planned_s - camera_s) <= FRAME_INTERVAL_TOLERANCE * camera_s:
-        return None
+    effect = (f"the imagined motion would be {planned_s / camera_s:.2g}x the real one" if modality == "twist" else
+              f"each key would be held {planned_s / camera_s:.2g}x as long as the model imagined it")
     return (f"frame_interval_s={planned_s:g} s but the predictor's camera delivers a frame every {camera_s:.3g} s: "
-            f"the imagined motion would be {planned_s / camera_s:.2g}x the real one; set frame_interval_s:={camera_s:.3g}")
+            f"{effect}; set frame_interval_s:={camera_s:.3g}")
 
 
 class ImagineError(RuntimeError):
@@ -222,7 +225,9 @@ class PlannerNode(Node):
                 return SetParametersResult(successful=False, reason=f"{parameter.name} is read-only: restart the node")
             proposed[parameter.name] = parameter.value
         reason = check_parameters(proposed)
-        if reason is None and proposed["goal_file"] and proposed["goal_file"] != self._params["goal_file"]:
+        # Setting goal_file again (even to the same path) reloads it: check the file now, whatever its name.
+        goal_file_set = any(parameter.name == "goal_file" for parameter in parameters)
+        if reason is None and proposed["goal_file"] and goal_file_set:
             try:
                 read_goal_file(proposed["goal_file"])
             except ValueError as error:
@@ -233,8 +238,14 @@ class PlannerNode(Node):
         changed = {p.name for p in parameters if p.name in PARAMETERS}
         with self._lock:
             self._params.update({p.name: p.value for p in parameters if p.name in PARAMETERS})
+        if "seed" in changed:  # the sampling restarts from the seed, as at start-up
+            with self._lock:
+                self._rng = np.random.default_rng(None if self._params["seed"] < 0 else self._params["seed"])
         if "goal_file" in changed and self._params["goal_file"]:
-            self._set_goal(read_goal_file(self._params["goal_file"]), f"file {self._params['goal_file']}")
+            try:
+                self._set_goal(read_goal_file(self._params["goal_file"]), f"file {self._params['goal_file']}")
+            except ValueError as error:  # gone or changed since the check: keep the goal there was
+                self.get_logger().error(f"goal_file: {error}; keeping the previous goal")
         elif "goal_file" in changed:
             self._clear_file_goal()
         if "replan_rate_hz" in changed:
