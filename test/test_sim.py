@@ -263,3 +263,25 @@ def test_arm_pose_and_view_belong_to_the_joints_at_their_stamp():
     recorded = scene.ee_pose_base().position.copy()
     mujoco.mj_forward(scene.model, scene.data)  # body and site poses of the current joints
     np.testing.assert_allclose(scene.ee_pose_base().position, recorded, atol=1e-12)
+
+
+def test_a_very_fast_command_does_not_carry_the_rover_through_an_obstacle():
+    """The hard limits are checked along each tick's step, not only where it ends."""
+    from astra_ros.data.scenes import BodyTwist, SimSettings, make_scenario
+
+    def crosses(a, b, obstacle):
+        centre, d = np.array([obstacle.x, obstacle.y]), b - a
+        t = np.clip(np.dot(centre - a, d) / max(np.dot(d, d), 1e-12), 0.0, 1.0)
+        return np.linalg.norm(a + t * d - centre) < obstacle.radius
+
+    settings = SimSettings(seconds=1.0, image_width=16, image_height=16, camera_rate_hz=10, state_rate_hz=30)
+    with make_scenario("rover", 0, settings) as rover:
+        for yaw, speed in ((yaw, speed) for yaw in np.linspace(-np.pi, np.pi, 73) for speed in (30.0, 60.0, 90.0)):
+            rover.rig.position, rover.rig.yaw = np.zeros(3), float(yaw)
+            rover.rig.command = type(rover.rig.command)()
+            rover.set_command(BodyTwist(np.array([speed, 0.0, 0.0]), np.zeros(3)))
+            for _ in range(10):
+                a = rover.rig.position[:2].copy()
+                rover.advance(1 / 30)
+                b = rover.rig.position[:2].copy()
+                assert not any(crosses(a, b, o) for o in rover.rig.obstacles), (yaw, a, b)

@@ -507,8 +507,11 @@ class _KinematicRig:
         )
         # Hard limits: drop the components that would leave the allowed volume within one tick, so
         # the published command stays the true motion.
-        next_position = self.position + self._linear_velocity_world(command) * seconds
-        if self._blocked(next_position, self.hard_margin_m, 0.3):
+        # Checked along the whole step, not only where it ends: a fast command would jump an obstacle.
+        move = self._linear_velocity_world(command) * seconds
+        samples = max(1, int(np.ceil(np.linalg.norm(move) / 0.05)))
+        if any(self._blocked(self.position + move * (k / samples), self.hard_margin_m, 0.3)
+               for k in range(1, samples + 1)):
             command = _Manoeuvre(yaw_rate=command.yaw_rate, pitch_rate=command.pitch_rate)
         low, high = self.height_range_m
         next_height = self.position[2] + self._linear_velocity_world(command)[2] * seconds
