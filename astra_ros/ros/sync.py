@@ -122,12 +122,12 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
     """Pairs each image with the nearest-stamped state message within ``slop_ns``.
 
     ``image_queue_size`` images may wait for a state stamped after them; one pushed out of a full queue
-    (the states' clock lags the images') is decided with the states there are. States are kept by time, not by count: a
-    1 kHz joint-state topic and a camera whose images arrive 120 ms late need 120+ states, so a fixed
-    count would silently lose every image. A state is dropped once a later one is at or before the last
-    image decided (no image still to pair can want it: queued images may yet be taken back), or when it is more than ``state_history_ns``
-    older than the second-newest state (images that late cannot pair anyway); ``max_states`` bounds memory
-    whatever the rates.
+    (the states' clock lags the images') is decided with the states there are. States are kept by time,
+    not by count: a 1 kHz joint-state topic and a camera whose images arrive 120 ms late need 120+
+    states, so a fixed count would silently lose every image. A state is dropped once a later one is at
+    or before the last image decided (no image still to pair can want it: queued images may yet be
+    taken back), or when it is more than ``state_history_ns`` older than the second-newest state
+    (images that late cannot pair anyway); ``max_states`` bounds memory whatever the rates.
     Stamps are integers in [ns]; each stream must be in stamp order (filter with
     :class:`MonotonicStamps` first: out-of-order messages are refused here and counted).
 
@@ -271,21 +271,9 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         while self._images and self._images[0][0] <= newest_state_ns:
             image_ns, image = self._images.popleft()
             self._last_decided_ns = image_ns
-            if self.hold_ns is not None:
-                decided.append(self._held_pair(image_ns, image))
-                self.pairs += 1
-                continue
-            before, after = self._neighbours(image_ns)
-            state_ns, state = _nearer(before, after, image_ns)
-            if abs(state_ns - image_ns) > self.slop_ns:
-                self.dropped[DROP_NO_STATE_IN_SLOP] += 1
-                self.last_unpaired_gap_ns = image_ns - state_ns
-                continue
-            if self.interpolate is not None and before is not None and before[0] < image_ns < after[0]:
-                fraction = (image_ns - before[0]) / (after[0] - before[0])
-                state_ns, state = image_ns, self.interpolate(before[1], after[1], fraction)
-            decided.append(Pair(image_ns, image, state_ns, state))
-            self.pairs += 1
+            pair = self._pair_one(image_ns, image)
+            if pair is not None:
+                decided.append(pair)
         return decided
 
     def _decide_without_a_later_state(self, image_ns: int, image: ImageT) -> Pair[ImageT, StateT] | None:
@@ -296,16 +284,27 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         if not self._states:
             self.dropped[DROP_IMAGE_QUEUE_FULL] += 1
             return None
+        return self._pair_one(image_ns, image)
+
+    def _pair_one(self, image_ns: int, image: ImageT) -> Pair[ImageT, StateT] | None:
+        """The image with its state from the queued ones (at least one): the one in force (hold mode), or
+        the nearest within the slop, interpolated when the image lies between two; None, counted, when
+        no state is within the slop."""
         if self.hold_ns is not None:
             self.pairs += 1
             return self._held_pair(image_ns, image)
-        newest_ns, newest = self._states[-1]  # every state is before the image, or it would be decided
-        if image_ns - newest_ns > self.slop_ns:
+        before, after = self._neighbours(image_ns)
+        state_ns, state = _nearer(before, after, image_ns)
+        if abs(state_ns - image_ns) > self.slop_ns:
             self.dropped[DROP_NO_STATE_IN_SLOP] += 1
-            self.last_unpaired_gap_ns = image_ns - newest_ns
+            self.last_unpaired_gap_ns = image_ns - state_ns
             return None
+        between = before is not None and after is not None and before[0] < image_ns < after[0]
+        if self.interpolate is not None and between:
+            fraction = (image_ns - before[0]) / (after[0] - before[0])
+            state_ns, state = image_ns, self.interpolate(before[1], after[1], fraction)
         self.pairs += 1
-        return Pair(image_ns, image, newest_ns, newest)
+        return Pair(image_ns, image, state_ns, state)
 
     def _held_pair(self, image_ns: int, image: ImageT) -> Pair[ImageT, StateT]:
         """The image with the state in force at its stamp (hold mode): the latest at or before it, if
@@ -322,8 +321,7 @@ class ApproximateTimePairer(Generic[ImageT, StateT]):
         return Pair(image_ns, image, image_ns, self.stale_state)
 
     def _neighbours(self, image_ns: int) -> tuple[tuple[int, Any] | None, tuple[int, Any] | None]:
-        """The last queued state before ``image_ns`` and the first at or after it (None where there is
-        none; _decide only asks when a later one exists)."""
+        """The last queued state before ``image_ns`` and the first at or after it (None where there is none)."""
         before: tuple[int, Any] | None = None
         for entry in self._states:
             if entry[0] >= image_ns:
