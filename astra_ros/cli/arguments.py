@@ -38,14 +38,6 @@ def positive_float(text: str) -> float:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0."""
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
 def _check_can_create(parser: argparse.ArgumentParser, folder: Path, option: str, shown: Path) -> None:
     """``parser.error`` unless ``folder`` is, or can be made as, a writable directory (nothing is created)."""
     existing = folder

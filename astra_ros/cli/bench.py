@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astra_ros.cli.arguments import check_output_file
+from astra_ros.cli.arguments import check_output_file, non_negative_int
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,10 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("out/astra_bench.json"),
                    help="JSON file of the figures (the README's are bench/results/astra_bench.json)")
     p.add_argument("--quick", action="store_true", help="small sweep that finishes in under a minute")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0 = torch's default)")
     args = p.parse_args(argv)
-    if args.threads < 0:
-        p.error(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
     check_output_file(p, args.out, (".json",))
     return args
 

@@ -120,7 +120,6 @@ class ActionEncoder:
             rows = keys_from_twist(linear, angular, self.thresholds)
         return rows.reshape(b, steps * self.frames_per_step, -1).astype(np.float32)
 
-
     def command_as_imagined(self, command: np.ndarray) -> tuple[float, float]:
         """The (v, w) to send for a planned step, so the robot does what the model was shown.
 

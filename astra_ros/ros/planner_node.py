@@ -147,6 +147,11 @@ def frame_interval_mismatch(planned_s: float, camera_s: float, modality: str) ->
             f"{effect}; set frame_interval_s:={camera_s:.3g}")
 
 
+def _sampling_rng(seed: int) -> np.random.Generator:
+    """The planner's sampling generator: seeded, or from the OS for a negative seed."""
+    return np.random.default_rng(None if seed < 0 else seed)
+
+
 class ImagineError(RuntimeError):
     """~/imagine could not answer (missing, timed out, refused or failed): the message says which."""
 
@@ -189,7 +194,7 @@ class PlannerNode(Node):
         self._last_plan: dict[str, Any] = {}
         self._schedule: PlanSchedule | None = None  # the plan being executed; None: nothing to publish
         self._last_schedule: PlanSchedule | None = None  # the newest plan, executed or not (warm start)
-        self._rng = np.random.default_rng(None if self._params["seed"] < 0 else self._params["seed"])
+        self._rng = _sampling_rng(self._params["seed"])
 
         services = ReentrantCallbackGroup()
         timers = MutuallyExclusiveCallbackGroup()
@@ -240,7 +245,7 @@ class PlannerNode(Node):
             self._params.update({p.name: p.value for p in parameters if p.name in PARAMETERS})
         if "seed" in changed:  # the sampling restarts from the seed, as at start-up
             with self._lock:
-                self._rng = np.random.default_rng(None if self._params["seed"] < 0 else self._params["seed"])
+                self._rng = _sampling_rng(self._params["seed"])
         if "goal_file" in changed and self._params["goal_file"]:
             try:
                 self._set_goal(read_goal_file(self._params["goal_file"]), f"file {self._params['goal_file']}")
