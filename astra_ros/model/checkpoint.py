@@ -48,7 +48,8 @@ def resolve_checkpoint(path_or_name: str | Path) -> Path:
 FIELDS_ADDED_LATER = frozenset({"guidance_scale_by_modality", "motion_loss_weight", "pixel_loss_weight",
                                 "pixel_loss_frames", "residual_decoding", "residual_change_scale",
                                 "latent_delta", "prediction", "action_motion",
-                                "anchor_decoder_width", "anchor_decoder_search"})
+                                "anchor_decoder_width", "anchor_decoder_search",
+                                "rotation_reference", "reference_fovy_deg"})
 
 
 def load_config(path: Path) -> AstraConfig:

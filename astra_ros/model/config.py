@@ -135,6 +135,14 @@ class AstraConfig:
     # (x_t - x0) / t for sampling. With x0 and latent_delta a zero output copies the last frame at
     # every noise level, so a zeroed output head starts a model at exactly copy-last.
     prediction: str = "velocity"
+    # With latent_delta: each predicted frame's change is taken from the newest observed frame *turned
+    # by the camera rotation its actions imply* (model/view_rotation.py: ``K R K^-1`` warps it exactly
+    # for a rotation, whatever the depth) and encoded, instead of from the newest latent frame; the
+    # anchor decoder starts from that turned view too. ``camera`` and ``twist`` actions turn it,
+    # ``robot`` and ``keys`` do not (the frame itself). Intrinsics: set per stream
+    # (``WorldModel.set_intrinsics``, the node's camera_info), else a camera of ``reference_fovy_deg``.
+    rotation_reference: bool = False
+    reference_fovy_deg: float = 67.5  # [deg] vertical field of view assumed without intrinsics
     # --- action input
     # Each frame's action also enters as its motion since the frame before (the camera's relative
     # transform, the change of any other modality's vector) through its own zero-initialised projector,
@@ -314,6 +322,10 @@ def _validate(cfg: AstraConfig) -> None:
         raise ConfigError(f"residual_change_scale must be in (0, 2], got {cfg.residual_change_scale}")
     if cfg.pixel_loss_frames < 1:
         raise ConfigError(f"pixel_loss_frames must be >= 1, got {cfg.pixel_loss_frames}")
+    if cfg.rotation_reference and not cfg.latent_delta:
+        raise ConfigError("rotation_reference needs latent_delta: true (it replaces the delta's reference frame)")
+    if not 0.0 < cfg.reference_fovy_deg < 180.0:
+        raise ConfigError(f"reference_fovy_deg must be in (0, 180), got {cfg.reference_fovy_deg}")
     if cfg.anchor_decoder_width < 0 or cfg.anchor_decoder_search < 0:
         raise ConfigError(f"anchor_decoder_width and anchor_decoder_search must be >= 0, got "
                           f"{cfg.anchor_decoder_width} and {cfg.anchor_decoder_search}")

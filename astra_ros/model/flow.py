@@ -90,6 +90,7 @@ def flow_matching_loss(
     history_noise_max: float | None = None,
     action_dropout: float | None = None,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    references: torch.Tensor | None = None,
 ) -> TrainingLoss:
     """Teacher-forced loss over every chunk of a clip in one block-causal pass.
 
@@ -101,8 +102,15 @@ def flow_matching_loss(
     With ``pixel_loss_weight`` > 0, ``decode`` (normalised latents (B, C, T, h, w) -> frames
     (B, T, 3, H, W): the frozen codec's decoder) adds :func:`pixel_loss` of the network's
     clean-latent estimate.
+
+    ``references`` (B, C, F, h, w): with ``latent_delta``, each frame's reference instead of the newest
+    latent frame before its chunk (``rotation_reference``: the anchor turned by the actions, encoded);
+    chunk 0's entries are unused.
     """
     cfg: AstraConfig = model.config
+    if references is not None and (not cfg.latent_delta or references.shape != latents.shape):
+        raise ValueError(f"references need latent_delta and the latents' shape {tuple(latents.shape)}, got "
+                         f"{tuple(references.shape)} (latent_delta={cfg.latent_delta})")
     if cfg.pixel_loss_weight > 0 and decode is None:
         raise ValueError("pixel_loss_weight > 0 needs the codec's decoder: pass decode=codec.decode")
     history_noise_max = cfg.history_noise_max if history_noise_max is None else history_noise_max
@@ -118,7 +126,10 @@ def flow_matching_loss(
     # 1. Noisy targets, one flow time per chunk
     t_target = sample_training_time((b, k), cfg.train_shift, generator).to(dev).repeat_interleave(cf, dim=1)  # (B, F)
     noise = torch.randn(latents.shape, generator=generator).to(dev)
-    x0 = latent_targets(latents, cf) if cfg.latent_delta else latents
+    if references is not None:
+        x0 = torch.cat([latents[:, :, :cf], latents[:, :, cf:] - references[:, :, cf:]], dim=2)
+    else:
+        x0 = latent_targets(latents, cf) if cfg.latent_delta else latents
     targets = add_noise(x0, noise, t_target)
     # 2. Noise-augmented history (the last chunk is never anyone's history)
     hf = (k - 1) * cf

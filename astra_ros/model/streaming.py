@@ -180,6 +180,7 @@ class StreamingRollout:
         batch: int | None = None,
         shared_noise: bool = False,
         noise: torch.Tensor | None = None,
+        reference: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoise the next chunk from noise; returns clean latents (B, C, chunk_frames, h, w).
 
@@ -187,6 +188,8 @@ class StreamingRollout:
         every action dropped. With guidance (scale != 1) both passes run as one batch of 2B.
         ``shared_noise`` starts every batch row from the same noise (common random numbers);
         ``noise`` (B, C, chunk_frames, h, w) gives the starting noise instead of drawing it.
+        ``reference`` (B or 1, C, chunk_frames, h, w): with ``latent_delta``, each frame's reference
+        instead of the newest history latent (``rotation_reference``).
         """
         cfg = self.config
         b = features.shape[0] if batch is None else batch
@@ -210,7 +213,9 @@ class StreamingRollout:
             if guided:
                 v = guided_velocity(v[:b], v[b:], guidance_scale)
             x = x + (times[i + 1] - times[i]) * v
-        if cfg.latent_delta:
+        if cfg.latent_delta and reference is not None:
+            x = x + reference.to(x).expand_as(x)
+        elif cfg.latent_delta:
             if self.reference is None:
                 raise ValueError("a model predicting latent deltas needs a history chunk before the first prediction")
             x = x + _tile(self.reference.to(x), b)

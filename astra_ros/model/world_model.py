@@ -25,6 +25,7 @@ from .config import AstraConfig
 from .precision import require_bf16_agrees, transformer_probe
 from .streaming import StreamingRollout, draw_noise
 from .transformer import AstraTransformer
+from .view_rotation import chain_rotations, intrinsics_from_fov, rotate_view
 
 
 class ImagineCancelled(RuntimeError):
@@ -82,6 +83,12 @@ class WorldModel(nn.Module):
         self._anchor: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         # Action of the newest frame in the history (None: it had none); the motion input's reference.
         self._last_action: torch.Tensor | None = None
+        # rotation_reference: the action of the newest frame in the history (None: it had none, so nothing
+        # turns) and that frame's camera rotation relative to the anchor (float64 (3, 3)).
+        self._turn_action: torch.Tensor | None = None
+        self._turn_rotation = torch.eye(3, dtype=torch.float64)
+        # Intrinsics (3, 3) at the model's resolution for rotation_reference; None: reference_fovy_deg.
+        self._intrinsics: torch.Tensor | None = None
         # The stream and last action as they were before the first step() since the newest observed
         # frame (None: no predictions in the history). observe() restores them, so real frames replace
         # predictions instead of following them (DESIGN §2), evicted observed chunks included.
@@ -191,7 +198,49 @@ class WorldModel(nn.Module):
         self._pending_actions.clear()
         self._anchor = None
         self._last_action = None
+        self._turn_action = None
+        self._turn_rotation = torch.eye(3, dtype=torch.float64)
         self._before_predictions = None
+
+    # ------------------------------------------------------------------ rotation reference
+    def set_intrinsics(self, K: np.ndarray | torch.Tensor | None) -> None:
+        """Camera intrinsics (3, 3) [px] *at the model's resolution* for ``rotation_reference`` (scale a
+        camera_info's with ``PinholeIntrinsics.scaled``); None: a centred camera of the config's
+        ``reference_fovy_deg``. Kept across ``start``."""
+        if K is None:
+            self._intrinsics = None
+            return
+        matrix = torch.as_tensor(np.asarray(K, dtype=np.float64))
+        if matrix.shape != (3, 3) or not torch.isfinite(matrix).all() or matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
+            raise ValueError(f"intrinsics must be a finite 3x3 matrix with positive focal lengths, got {np.asarray(K).tolist()}")
+        self._intrinsics = matrix
+
+    @property
+    def intrinsics(self) -> torch.Tensor:
+        """Intrinsics (3, 3) at the model's resolution that ``rotation_reference`` uses now."""
+        if self._intrinsics is not None:
+            return self._intrinsics
+        return intrinsics_from_fov(self.config.reference_fovy_deg, *self.resolution)
+
+    def turned_views(self, anchors: torch.Tensor, rotations: torch.Tensor,
+                     K: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``anchors`` (N, 3, H, W) in [-1, 1] as the camera would see them turned by ``rotations``
+        (N, 3, 3), and their latents (N, C, h, w): the references of ``rotation_reference``."""
+        turned = rotate_view(anchors, self.intrinsics if K is None else K, rotations)
+        return turned, self.codec.encode(turned[None])[0].transpose(0, 1)
+
+    def _rotations(self, modality: str, actions: torch.Tensor, before_action: torch.Tensor | None,
+                   before_rotation: torch.Tensor | None) -> torch.Tensor:
+        """Camera rotations (B, T, 3, 3) of ``actions`` (B, T, D) relative to the anchor."""
+        return chain_rotations(modality, actions, before_action, before_rotation)
+
+    def _references(self, rotations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The newest observed frame turned by ``rotations`` (B, T, 3, 3): pixels (B*T, 3, H, W) and
+        latents (B, C, T, h, w)."""
+        b, t = rotations.shape[:2]
+        pixels = self._anchor[0]
+        turned, latents = self.turned_views(pixels.expand(b * t, -1, -1, -1), rotations.flatten(0, 1))
+        return turned, latents.unflatten(0, (b, t)).transpose(1, 2)
 
     @torch.no_grad()
     def start(self, frames: np.ndarray, actions: np.ndarray | None = None, modality: str = "camera",
@@ -277,7 +326,11 @@ class WorldModel(nn.Module):
         target = self.codec.encode(x[None].to(self.device))
         features = self._features(actions_t[None], 1, previous=self._last_action)
         gen = _as_generator(seed, None, self._imagine_generator)
-        estimate = self.stream.predict_chunk(features, None, 1.0, steps=1, generator=gen)
+        reference = None
+        if self.config.rotation_reference:
+            rotations = self._rotations(self._modality, actions_t[None], self._turn_action, self._turn_rotation)
+            reference = self._references(rotations)[1]
+        estimate = self.stream.predict_chunk(features, None, 1.0, steps=1, generator=gen, reference=reference)
         copy = self.stream.reference.to(target).expand_as(target)
         estimate_cells = (estimate - target).pow(2).mean(dim=1)  # (1, frames, h, w)
         copy_cells = (copy - target).pow(2).mean(dim=1)
@@ -303,9 +356,11 @@ class WorldModel(nn.Module):
             self.stream.compute_dtype = compute_dtype  # set_precision() may have run since
             self._before_predictions = None
         latents = self.codec.encode(frames[None].to(self.device))  # (1, C, T, h, w)
-        if self.config.residual_decoding:
+        if self.config.residual_decoding or self.config.rotation_reference:
             newest = frames[-1:].to(self.device)
             self._anchor = (newest, self.codec.decode(latents[:, :, -1:])[:, 0], latents[:, :, -1])
+            self._turn_action = actions[-1] if actions is not None else None
+            self._turn_rotation = torch.eye(3, dtype=torch.float64)
         for i in range(latents.shape[2]):
             self._pending_frames.append(latents[:, :, i])
             self._pending_actions.append(actions[i] if actions is not None else None)
@@ -372,15 +427,24 @@ class WorldModel(nn.Module):
         gen = _as_generator(seed, generator, self._step_generator)
         if self._before_predictions is None:
             self._before_predictions = (self.stream.fork(), self._last_action)
-        frames = []
+        frames, turned = [], []
         for c in range(actions_t.shape[0] // n):
             chunk_actions = actions_t[None, c * n:(c + 1) * n]  # (1, n, D)
             features = self._features(chunk_actions, 1, previous=self._last_action)
             self._last_action = chunk_actions[0, -1]
-            latents = self._predict(self.stream, features, gen, guidance_scale)
+            reference = None
+            if self.config.rotation_reference:
+                rotations = self._rotations(self._modality, chunk_actions, self._turn_action, self._turn_rotation)
+                self._turn_action, self._turn_rotation = chunk_actions[0, -1], rotations[0, -1]
+                pixels, reference = self._references(rotations)
+                turned.append((pixels, reference))
+            latents = self._predict(self.stream, features, gen, guidance_scale, reference=reference)
             frames.append(latents)
             self.stream.append_history(latents, features, generator=gen)
-        return self._decode(torch.cat(frames, dim=2))[0]
+        views = None
+        if turned:
+            views = (torch.cat([p for p, _ in turned]), torch.cat([z for _, z in turned], dim=2))
+        return self._decode(torch.cat(frames, dim=2), turned=views)[0]
 
     @torch.no_grad()
     def roll_out_latents(self, history: torch.Tensor, actions: torch.Tensor, modality: str,
@@ -393,6 +457,9 @@ class WorldModel(nn.Module):
         history noised with ``history_generator``, default ``generator``). Leaves the live stream alone.
         """
         cf = self.config.chunk_frames
+        if self.config.rotation_reference:
+            raise ValueError("roll_out_latents() has latents only, and rotation_reference turns the newest observed "
+                             "frame's pixels: roll out through start() and imagine()")
         b, _, observed = history.shape[:3]
         if observed % cf or actions.shape[1] % cf or actions.shape[1] <= observed or actions.shape[0] != b:
             raise ValueError(f"roll_out_latents() takes whole chunks of {cf} frames, history and actions of the same "
@@ -474,6 +541,12 @@ class WorldModel(nn.Module):
             rows = slice(lo, min(b, lo + max_batch))
             branch = self.stream.fork()
             latents = []
+            turned_pixels = references = None
+            if self.config.rotation_reference:
+                known = modality == self._modality  # another modality's history says nothing of this one's turn
+                rotations = self._rotations(modality, actions_t[rows, :(last_needed + 1) * n],
+                                            self._turn_action if known else None, self._turn_rotation)
+                turned_pixels, references = self._references(rotations)
             for c in range(last_needed + 1):
                 _stop_if(should_stop)
                 chunk_actions = actions_t[rows, c * n:(c + 1) * n]
@@ -482,14 +555,21 @@ class WorldModel(nn.Module):
                 if c == 0 and modality != self._modality:
                     previous = None  # the history's actions are another modality's
                 features = self._features(chunk_actions, chunk_actions.shape[0], modality, previous=previous)
+                reference = references[:, :, c * n:(c + 1) * n] if references is not None else None
                 chunk = self._predict(branch, features, gen, guidance_scale, shared_noise,
-                                      steps=steps, noise=predict_noise[rows], modality=modality)
+                                      steps=steps, noise=predict_noise[rows], modality=modality, reference=reference)
                 latents.append(chunk)
                 if c < last_needed:
                     branch.append_history(chunk, features, noise=history_noise[rows])
             wanted = torch.cat(latents, dim=2)[:, :, frame_indices]
+            views = None
+            if references is not None:
+                total = references.shape[2]
+                picked = torch.tensor(frame_indices)
+                rows_pixels = turned_pixels.unflatten(0, (-1, total))[:, picked].flatten(0, 1)
+                views = (rows_pixels, references[:, :, picked])
             _stop_if(should_stop)
-            out.append(self._decode(wanted))
+            out.append(self._decode(wanted, turned=views))
         return np.concatenate(out, axis=0)
 
     @staticmethod
@@ -535,32 +615,42 @@ class WorldModel(nn.Module):
 
     def _predict(self, stream: StreamingRollout, features: torch.Tensor, gen: torch.Generator,
                  guidance_scale: float | None, shared_noise: bool = False, steps: int | None = None,
-                 noise: torch.Tensor | None = None, modality: str | None = None) -> torch.Tensor:
+                 noise: torch.Tensor | None = None, modality: str | None = None,
+                 reference: torch.Tensor | None = None) -> torch.Tensor:
         """One chunk's latents for action ``features`` (B, chunk_frames, A), the null features
-        of ``modality`` giving the action-free branch of guidance."""
+        of ``modality`` giving the action-free branch of guidance; ``reference`` (B, C, chunk_frames,
+        h, w) the per-frame delta reference (``rotation_reference``)."""
         scale = self.guidance_scale_for(modality) if guidance_scale is None else float(guidance_scale)
         null = self._features(None, features.shape[0], modality) if scale != 1.0 else None
         steps = self.config.denoise_steps if steps is None else steps
         return stream.predict_chunk(features, null, scale, steps, generator=gen,
-                                    shared_noise=shared_noise, noise=noise)
+                                    shared_noise=shared_noise, noise=noise, reference=reference)
 
     def guidance_scale_for(self, modality: str | None = None) -> float:
         """The guidance scale used when a call passes none: the config's for ``modality`` (default:
         the live stream's)."""
         return self.config.guidance_scale_for(modality or self._modality)
 
-    def _decode(self, latents: torch.Tensor, change_scale: float | None = None) -> np.ndarray:
+    def _decode(self, latents: torch.Tensor, change_scale: float | None = None,
+                turned: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
         """Latents -> uint8 frames, relative to the newest observed frame when the config says so: through
         the anchor decoder, or by residual decoding, which adds ``change_scale`` (default: the config's)
-        of the decoded change."""
+        of the decoded change. ``turned``: that frame turned for each decoded frame (pixels (B*T, 3, H, W),
+        latents (B, C, T, h, w); ``rotation_reference``), the anchor in its place."""
         frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
-        if self.anchor_decoder is not None and self._anchor is not None:
-            pixels, reconstructed, anchor_latents = self._anchor
+        anchor = self._anchor
+        if turned is not None and anchor is not None:
+            turned_latents = turned[1].transpose(1, 2).flatten(0, 1)  # (B*T, C, h, w)
+            anchor = (turned[0], self.codec.decode(turned[1]).flatten(0, 1), turned_latents)
+        if self.anchor_decoder is not None and anchor is not None:
+            pixels, reconstructed, anchor_latents = anchor
             flat = latents.transpose(1, 2).flatten(0, 1)  # (B*T, C, h, w)
             frames = self.anchor_decoder(pixels, anchor_latents, reconstructed, flat,
                                          frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
-        elif self.config.residual_decoding and self._anchor is not None:
-            pixels, reconstructed, _ = self._anchor
+        elif self.config.residual_decoding and anchor is not None:
+            pixels, reconstructed, _ = anchor
+            if turned is not None:
+                pixels, reconstructed = pixels.unflatten(0, frames.shape[:2]), reconstructed.unflatten(0, frames.shape[:2])
             scale = self.config.residual_change_scale if change_scale is None else change_scale
             frames = (pixels + scale * (frames - reconstructed)).clamp(-1, 1)
         return ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
