@@ -741,3 +741,50 @@ def test_the_default_checkpoint_ships_the_recipes_that_trained_it():
                                       ("train_default_x0_delta_more.yaml", "training_recipe_stage8b.yaml"),
                                       ("train_default_anchor_decoder.yaml", "training_recipe_stage9.yaml")):
         assert TrainRecipe.from_yaml(REPO / "config" / config_name) == TrainRecipe.from_yaml(shipped / shipped_name)
+
+
+def test_rotation_reference_fine_tune_starts_at_the_turned_view_and_trains_both_phases(bags, tmp_path, caplog):
+    """A zeroed head with ``rotation_reference`` predicts the newest frame turned by the commanded
+    rotation; the world and decoder phases train on such references (every modality in one batch);
+    rolled-out decoder inputs, which have no pixels to turn, are refused before any step."""
+    import numpy as np
+
+    from astra_ros.data.bags import read_episode
+    from astra_ros.model import WorldModel
+    from astra_ros.model.view_rotation import chain_rotations
+
+    common = ["--data", str(bags), "--no-progress"]
+    assert train_main(["--config", str(_recipe(tmp_path, steps=2, codec_steps=2)), "--out", str(tmp_path / "src")]
+                      + common) == 0
+    model_fields = {"latent_delta": True, "prediction": "x0", "residual_decoding": True, "rotation_reference": True}
+    recipe = _recipe(tmp_path, steps=2, codec_steps=0, reset_output_head=True, model=model_fields)
+    assert train_main(["--config", str(recipe), "--init", str(tmp_path / "src"), "--stop-after", "0",
+                       "--out", str(tmp_path / "turned")] + common) == 0
+    model = WorldModel.from_pretrained(tmp_path / "turned")
+    episode = read_episode(sorted(bags.glob("rover_*"))[0], resolution=model.resolution)
+    model.set_intrinsics(episode.camera_info.matrix())
+    actions = np.zeros((6, 6), dtype=np.float32)
+    actions[:, 5] = 0.15  # turning left
+    model.start(episode.frames[:4], actions[:4], modality="twist", seed=0)
+    future = model.imagine(actions[None, 4:], seed=1)[0]
+    anchor = torch.from_numpy(episode.frames[3]).permute(2, 0, 1)[None].float() / 127.5 - 1
+    rotations = chain_rotations("twist", torch.from_numpy(actions[None, 4:]).double(), torch.from_numpy(actions[3]))
+    turned = model.turned_views(anchor.expand(2, -1, -1, -1), rotations[0])[0]
+    expected = ((turned + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    assert np.abs(future.astype(int) - expected.astype(int)).max() <= 1
+    assert np.abs(future.astype(int) - episode.frames[3].astype(int)).mean() > 1  # not copy-last
+
+    both = _recipe(tmp_path, steps=2, codec_steps=0, reset_output_head=True, decoder_steps=2, decoder_clips=2,
+                   decoder_context_frames=2, decoder_horizon_frames=4,
+                   model={**model_fields, "anchor_decoder_width": 8})
+    assert train_main(["--config", str(both), "--init", str(tmp_path / "src"), "--out", str(tmp_path / "both")]
+                      + common) == 0
+    rows = [line.split(",") for line in (tmp_path / "both" / "loss.csv").read_text().splitlines()[1:]]
+    assert [r[1] for r in rows] == ["world"] * 2 + ["decoder"] * 2
+    assert all(np.isfinite(float(r[2])) and float(r[2]) > 0 for r in rows)
+    rolled = _recipe(tmp_path, steps=0, codec_steps=0, decoder_steps=2, decoder_clips=2, decoder_context_frames=2,
+                     decoder_horizon_frames=4, decoder_predicted_share=0.5,
+                     model={**model_fields, "anchor_decoder_width": 8})
+    assert train_main(["--config", str(rolled), "--init", str(tmp_path / "src"), "--out", str(tmp_path / "rolled")]
+                      + common) == 2
+    assert "decoder_predicted_share" in caplog.text

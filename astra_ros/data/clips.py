@@ -276,6 +276,9 @@ class ClipDataset(Dataset):
             "bag": str(self.bag_paths[bag_index]),
             "start": start,
             "stamps_ns": torch.from_numpy(episode.stamps_ns[start:stop].copy()),
+            # (3, 3) [px] at the frames' size; NaN when the bag had no usable camera_info
+            "intrinsics": (torch.from_numpy(episode.camera_info.matrix()).double() if episode.camera_info is not None
+                           else torch.full((3, 3), float("nan"), dtype=torch.float64)),
         }
 
     def _window_actions(self, episode: Episode, start: int) -> np.ndarray:

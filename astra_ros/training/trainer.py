@@ -37,6 +37,7 @@ from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
 from astra_ros.model.config import AstraConfig, ConfigError
 from astra_ros.model.flow import flow_matching_loss
+from astra_ros.model.view_rotation import chain_rotations
 from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees, transformer_probe
 
 from .recipe import TrainRecipe
@@ -89,9 +90,9 @@ class Objective(nn.Module):
         # The frozen codec's decoder for pixel_loss_weight; a plain function, so DDP sees no codec weights.
         self.decode = model.codec.decode if model.config.pixel_loss_weight > 0 else None
 
-    def forward(self, latents, actions, modality_ids, generator):
+    def forward(self, latents, actions, modality_ids, generator, references=None):
         loss = flow_matching_loss(self.transformer, latents, actions, modality_ids, generator=generator,
-                                  decode=self.decode)
+                                  decode=self.decode, references=references)
         return loss.total, loss.flow.detach(), loss.load_balance.detach()
 
 
@@ -261,6 +262,9 @@ class Trainer:
             self.model.transformer.zero_output_head()
         self.model.to(self.device)
         self.config = self.model.config
+        if self.config.rotation_reference and recipe.decoder_steps and recipe.decoder_predicted_share > 0:
+            raise ConfigError("decoder_predicted_share > 0 rolls the world model out from latents alone, and "
+                              "rotation_reference needs the observed frame's pixels: set it to 0")
         n = self.config.frames_per_chunk  # checked again here: --init may bring other chunks than the preset
         if recipe.clip_frames % n or recipe.clip_frames < 2 * n:
             raise ConfigError(f"clip_frames={recipe.clip_frames} must be a multiple of the model's frames_per_chunk={n} "
@@ -437,8 +441,9 @@ class Trainer:
                  ", ".join(fresh) if fresh else "none")
 
     # ------------------------------------------------------------------ data
-    def sample_batch(self, decoder: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Random windows: frames (B, T, 3, H, W), actions (B, T, Dmax) zero-padded, modality ids (B,).
+    def sample_batch(self, decoder: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random windows: frames (B, T, 3, H, W), actions (B, T, Dmax) zero-padded, modality ids (B,),
+        intrinsics (B, 3, 3) at the frames' size (NaN where a bag had none).
         ``decoder``: the decoder phase's ``decoder_clips`` longer windows, drawn uniformly."""
         enc = self.model.transformer.action_encoder
         dataset = self.decoder_dataset if decoder else self.dataset
@@ -453,7 +458,7 @@ class Trainer:
         for b, it in enumerate(items):
             actions[b, :, : it["actions"].shape[-1]] = it["actions"]
         ids = torch.tensor([enc.modality_index(it["modality"]) for it in items])
-        return frames, actions, ids
+        return frames, actions, ids, torch.stack([it["intrinsics"] for it in items])
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Path:
@@ -587,10 +592,10 @@ class Trainer:
         return nullcontext()
 
     def _train_step(self, phase: str, objective: nn.Module, optimizer, params) -> tuple[float, float, float]:
-        frames, actions, ids = self.sample_batch(decoder=phase == "decoder")
+        frames, actions, ids, intrinsics = self.sample_batch(decoder=phase == "decoder")
         if phase == "decoder":
             with torch.no_grad():  # fp32 throughout: a small network, and no bf16 check of its kernels
-                inputs = self._decoder_inputs(frames.to(self.device), actions, ids)
+                inputs = self._decoder_inputs(frames.to(self.device), actions, ids, intrinsics)
             loss, a, b = objective(*inputs)
         elif phase == "codec":
             images = frames.flatten(0, 1)
@@ -598,10 +603,16 @@ class Trainer:
             with self._autocast():
                 loss, a, b = objective(images[torch.from_numpy(pick)].to(self.device), self.torch_gen)
         else:
+            references = None
             with torch.no_grad():
                 latents = self.model.codec.encode(frames.to(self.device))  # (B, C, T, h, w), fp32 as at inference
+                if self.config.rotation_reference:  # every later frame's change from the anchor (frame cf - 1) turned
+                    cf = self.config.chunk_frames
+                    turned = self._turned_anchors(frames.to(self.device), actions, ids, intrinsics, cf - 1)[1]
+                    references = torch.cat([latents[:, :, :cf], turned], dim=2)
             with self._autocast():
-                loss, a, b = objective(latents, actions.to(self.device), ids.to(self.device), self.torch_gen)
+                loss, a, b = objective(latents, actions.to(self.device), ids.to(self.device), self.torch_gen,
+                                       references=references)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} in the {phase} phase; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
@@ -614,7 +625,29 @@ class Trainer:
         return float(loss.detach()), float(a), float(b)
 
     @torch.no_grad()
-    def _decoder_inputs(self, frames: torch.Tensor, actions: torch.Tensor, ids: torch.Tensor):
+    def _turned_anchors(self, frames: torch.Tensor, actions: torch.Tensor, ids: torch.Tensor,
+                        intrinsics: torch.Tensor, anchor: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame ``anchor`` of each clip (B, T, 3, H, W) turned by the camera rotation of every later
+        frame (``rotation_reference``, as at inference): pixels (B, N, 3, H, W), latents (B, C, N, h, w).
+        Clips without intrinsics take the model's default camera."""
+        model = self.model
+        b, t = frames.shape[:2]
+        later = t - anchor - 1
+        names = model.transformer.action_encoder.modality_names
+        rotations = torch.empty(b, later, 3, 3, dtype=torch.float64)
+        for index in ids.unique().tolist():
+            rows = (ids == index).nonzero().flatten()
+            acts = actions[rows][:, :, :model.action_dim(names[index])]
+            rotations[rows] = chain_rotations(names[index], acts[:, anchor + 1:], acts[:, anchor])
+        known = torch.isfinite(intrinsics).all(dim=-1).all(dim=-1)[:, None, None]
+        K = torch.where(known, intrinsics, model.intrinsics).repeat_interleave(later, dim=0)
+        pixels = frames[:, anchor].repeat_interleave(later, dim=0)
+        turned, latents = model.turned_views(pixels, rotations.flatten(0, 1), K)
+        return turned.unflatten(0, (b, later)), latents.unflatten(0, (b, later)).transpose(1, 2)
+
+    @torch.no_grad()
+    def _decoder_inputs(self, frames: torch.Tensor, actions: torch.Tensor, ids: torch.Tensor,
+                        intrinsics: torch.Tensor):
         """The anchor decoder's inputs for every future frame of the clips: the newest observed frame,
         its latents and their decoding; the future frame's latents (rolled out by the frozen world
         model with the true actions, or the real ones) and their decoding; the real frame; which
@@ -639,7 +672,12 @@ class Trainer:
         flat = future.transpose(1, 2).flatten(0, 1)  # (B*N, C, h, w), clip-major like the frames below
         coarse = model.codec.decode(future).flatten(0, 1)
         repeat = lambda x: x.repeat_interleave(horizon, dim=0)  # noqa: E731
-        return (repeat(anchor), repeat(anchor_latents), repeat(anchor_coarse), flat, coarse,
+        anchors = (repeat(anchor), repeat(anchor_latents), repeat(anchor_coarse))
+        if self.config.rotation_reference:  # the anchor turned for each future frame, as at inference
+            turned, turned_latents = self._turned_anchors(frames, actions, ids, intrinsics, context - 1)
+            anchors = (turned.flatten(0, 1), turned_latents.transpose(1, 2).flatten(0, 1),
+                       model.codec.decode(turned_latents).flatten(0, 1))
+        return (*anchors, flat, coarse,
                 frames[:, context:].flatten(0, 1), predicted.flatten().to(self.device))
 
     @torch.no_grad()
