@@ -237,6 +237,16 @@ def _intrinsics(path: str, episode: Episode, options: EvalOptions, resolution: t
     return None
 
 
+def _model_intrinsics(bag: _Bag, options: EvalOptions, resolution: tuple[int, int]) -> np.ndarray | None:
+    """Intrinsics at the model's resolution for a model's own use (``rotation_reference``): the flag, else
+    the bag's camera_info, else None (the model's default camera)."""
+    if bag.K is not None:
+        return bag.K
+    if options.intrinsics is not None or bag.episode.camera_info is not None:
+        return _intrinsics(bag.path, bag.episode, options, resolution, [])
+    return None
+
+
 def _load_bags(model: Any, bag_paths: Sequence[str], options: EvalOptions, notes: list[str]) -> list[_Bag]:
     known = list(model.modalities)
     resolution = tuple(model.resolution)
@@ -582,6 +592,8 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
                 plan.context_frames, plan.horizon_frames, 1 / plan.frame_interval_s)
     for i, ((b, _), clip) in enumerate(tqdm(list(zip(chosen, clips)), desc="astra-eval", unit="clip",
                                              disable=not options.progress)):
+        if hasattr(model, "set_intrinsics"):  # the bag's camera, for a model that turns its views (test doubles do not)
+            model.set_intrinsics(_model_intrinsics(bags[b], options, tuple(model.resolution)))
         predict_pair(model, clip, plan.context_frames, options.seed + i, options.guidance_scale)
         reconstruct_real(model, clip)
         probe_one_shot(model, clip, plan.context_frames, options.seed + i)
