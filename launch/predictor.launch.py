@@ -27,6 +27,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="camera or end-effector pose (geometry_msgs/PoseStamped)"),
         DeclareLaunchArgument("twist_topic", default_value="/cmd_vel", description="velocity commands (geometry_msgs/Twist)"),
         DeclareLaunchArgument("odom_topic", default_value="/odom", description="odometry (nav_msgs/Odometry)"),
+        DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info",
+                              description="camera intrinsics (sensor_msgs/CameraInfo; optional)"),
         DeclareLaunchArgument("sim", default_value="false", description="also start astra_sim as the camera source"),
         DeclareLaunchArgument("scenario", default_value="rover", description="astra_sim scene: explore, arm or rover"),
     ]
@@ -41,6 +43,7 @@ def generate_launch_description() -> LaunchDescription:
             ("pose", LaunchConfiguration("pose_topic")),
             ("twist", LaunchConfiguration("twist_topic")),
             ("odom", LaunchConfiguration("odom_topic")),
+            ("camera_info", LaunchConfiguration("camera_info_topic")),
         ],
     )
     simulator = Node(

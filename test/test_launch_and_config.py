@@ -18,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / "launch" / "predictor.launch.py"
 PARAMS_FILE = REPO / "config" / "predictor.yaml"
-ARGUMENTS = {"checkpoint", "params_file", "image_topic", "pose_topic", "twist_topic", "odom_topic", "sim"}
+ARGUMENTS = {"checkpoint", "params_file", "image_topic", "pose_topic", "twist_topic", "odom_topic", "camera_info_topic", "sim"}
 
 
 def _setup_py_console_scripts() -> dict[str, str]:
@@ -83,7 +83,8 @@ def test_launch_file_declares_arguments_and_starts_installed_executables(monkeyp
     assert scripts["sim"] == scripts["astra-sim-node"] == "astra_ros.ros.sim_node:main"
     assert scripts["planner"] == scripts["astra-planner"] == "astra_ros.ros.planner_node:main"
     remapped = {source: target.args[0] for source, target in nodes["astra_predictor"]["remappings"]}
-    assert remapped == {"image": "image_topic", "pose": "pose_topic", "twist": "twist_topic", "odom": "odom_topic"}
+    assert remapped == {"image": "image_topic", "pose": "pose_topic", "twist": "twist_topic", "odom": "odom_topic",
+                        "camera_info": "camera_info_topic"}
     assert nodes["astra_sim"]["condition"].args[0].args == ("sim",)
 
 

@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     pred_cmd = [_executable("astra-predictor"), "--ros-args", "-p", f"checkpoint:={args.checkpoint}",
                 "-p", "action_modality:=twist", "-p", f"horizon:={args.horizon}",
                 "-p", f"publish_rate:={float(args.publish_rate)}",
-                "-r", "image:=/camera/image_raw", "-r", "twist:=/cmd_vel", "-r", "odom:=/odom"]
+                "-r", "image:=/camera/image_raw", "-r", "twist:=/cmd_vel", "-r", "odom:=/odom",
+                "-r", "camera_info:=/camera/camera_info"]
     procs: list[tuple[str, subprocess.Popen]] = []
     # SIGTERM (a supervisor, `timeout`) must run the cleanup below too, or the nodes outlive the demo.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

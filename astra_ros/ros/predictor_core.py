@@ -33,7 +33,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -47,7 +47,7 @@ from astra_ros.data.actions import (
     rebase_camera_actions,
     twist_actions,
 )
-from astra_ros.data.geometry import invert_transform, rotation_to_6d, scale_motion
+from astra_ros.data.geometry import PinholeIntrinsics, invert_transform, rotation_to_6d, scale_motion
 from astra_ros.data.images import resize_rgb
 
 # The state each modality pairs with an image: a pose (4x4) or a twist (6).
@@ -250,6 +250,21 @@ class ObservationWindow:
 
 # ------------------------------------------------------------------------------------------ model
 RANDOM_PREFIX = "random:"
+
+
+def model_intrinsics(k: Sequence[float], width: int, height: int, resolution: tuple[int, int]) -> np.ndarray:
+    """Intrinsics (3, 3) [px] at the model's ``resolution = (height, width)`` from a camera_info's ``k``
+    (row-major 3x3) for images of ``width`` x ``height``: images are resized to the model without
+    cropping, so the focal lengths scale per axis. Raises ValueError naming what makes them unusable
+    (an uncalibrated driver's zeros, non-finite values, no image size)."""
+    matrix = np.asarray(k, dtype=np.float64)
+    if matrix.size != 9 or not np.isfinite(matrix).all():
+        raise ValueError(f"K must be 9 finite numbers, got {np.asarray(k).tolist()}")
+    matrix = matrix.reshape(3, 3)
+    if width <= 0 or height <= 0 or matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
+        raise ValueError(f"an uncalibrated camera_info: {width}x{height} px, fx={matrix[0, 0]}, fy={matrix[1, 1]}")
+    camera = PinholeIntrinsics(int(width), int(height), matrix[0, 0], matrix[1, 1], matrix[0, 2], matrix[1, 2])
+    return camera.scaled(tuple(resolution)).matrix()
 
 
 def load_world_model(checkpoint: str) -> Any:

@@ -3,7 +3,9 @@
     astra-predictor --ros-args -p checkpoint:=default -p action_modality:=twist -r image:=/camera/image_raw
 
 Subscribes (sensor-data QoS) ``image``, ``pose``, ``twist`` (Twist, or TwistStamped with
-``twist_stamped:=true``) and ``odom``; ``action_modality`` picks which feed the model (camera and
+``twist_stamped:=true``), ``odom`` and ``camera_info`` (sensor_msgs/CameraInfo, optional: the intrinsics
+with which a ``rotation_reference`` model turns the newest frame by the commanded rotation; without it
+the model assumes its config's ``reference_fovy_deg``, and ``/diagnostics`` says which it uses); ``action_modality`` picks which feed the model (camera and
 robot: ``pose``; twist and keys: ``twist``, or ``odom`` with ``twist_source:=odom``). Each image is
 paired with that stream by header stamp (:mod:`astra_ros.ros.sync`; a plain Twist has no header and is
 stamped on arrival with the node clock). The last ``context_frames`` pairs form the window.
@@ -75,7 +77,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
 from astra_ros.data.actions import MODALITIES, KeyThresholds
@@ -100,6 +102,7 @@ from astra_ros.ros.predictor_core import (
     imagine_job,
     live_job,
     load_world_model,
+    model_intrinsics,
     montage,
     state_kind,
 )
@@ -215,6 +218,9 @@ class PredictorNode(Node):
         self._last_error = ""
         self._expert_usage: dict[str, list[float]] = {}
         self._inputs = InputMonitor(INPUTS, time.monotonic())
+        # Where the intrinsics that turn predicted views come from (rotation_reference models).
+        self._intrinsics_source = "default (config reference_fovy_deg)"
+        self._intrinsics_key: tuple | None = None  # the camera_info (size, K) last applied or refused
 
         self._worker = ModelWorker(self._model, queue_size=1)
 
@@ -229,6 +235,8 @@ class PredictorNode(Node):
                                          ("twist", twist_type, self._on_twist), ("odom", Odometry, self._on_odom)):
             self.create_subscription(msg_type, name, callback, qos_profile_sensor_data, callback_group=inputs,
                                      event_callbacks=SubscriptionEventCallbacks(message_lost=partial(self._on_lost, name)))
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data,
+                                 callback_group=inputs)
 
         reliable = QoSProfile(depth=10)
         self._image_pub = self.create_publisher(Image, "~/predicted/image", reliable)
@@ -392,6 +400,25 @@ class PredictorNode(Node):
             self._unsent -= windowed
         elif self._feeds_model(stream):
             self._pairer.discard_states_after(stamp_ns)  # it was used (counted); it only leaves the queue
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        """The camera's intrinsics, for a model that turns the newest frame by the commanded rotation
+        (``rotation_reference``); without them it assumes its config's field of view."""
+        key = (msg.width, msg.height, tuple(float(v) for v in msg.k))
+        if key == self._intrinsics_key:
+            return
+        self._intrinsics_key = key
+        try:
+            K = model_intrinsics(msg.k, msg.width, msg.height, self._model.resolution)
+        except ValueError as error:
+            self.get_logger().warning(f"camera_info ignored, the model keeps its {self._intrinsics_source} intrinsics: "
+                                      f"{error}")
+            return
+        set_intrinsics = getattr(self._model, "set_intrinsics", None)
+        if set_intrinsics is not None:
+            set_intrinsics(K)  # one attribute: the worker reads it whole at its next prediction
+            self._intrinsics_source = (f"camera_info (at the model's size: fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} "
+                                       f"cx={K[0, 2]:.2f} cy={K[1, 2]:.2f} px)")
 
     def _on_image(self, msg: Image) -> None:
         self._arrived("image")
@@ -788,6 +815,8 @@ class PredictorNode(Node):
         prediction.values.append(KeyValue(key="latency_new_ms", value=",".join(f"{1e3 * t:.1f}" for t in new_latencies)))
         prediction.values += [KeyValue(key=f"skipped_{reason}", value=str(count)) for reason, count in sorted(skipped.items())]
         prediction.values += [KeyValue(key=f"imagine_{kind_}", value=str(count)) for kind_, count in sorted(imagine_calls.items())]
+        if getattr(getattr(self._model, "config", None), "rotation_reference", False):
+            prediction.values.append(KeyValue(key="intrinsics", value=self._intrinsics_source))
         experts = DiagnosticStatus(name=f"{NODE_NAME}: experts", hardware_id=NODE_NAME, level=DiagnosticStatus.OK,
                                    message="fraction of action tokens routed to each expert, per modality")
         experts.values = [KeyValue(key=f"{modality}_expert_{index}", value=f"{share:.3f}")
