@@ -427,3 +427,24 @@ def test_rotation_paired_compares_model_and_real_frames_on_the_same_pairs():
     assert nothing["pairs"] == 0 and nothing["model_deg"] is None and nothing["still_deg"] is None
     assert nothing["codec_ceiling"]["pairs"] == 0 and nothing["codec_ceiling"]["deg"] is None
     assert nothing["model_defined"] is None
+
+
+def test_a_model_that_turns_its_views_gets_each_bags_intrinsics(sim_bags):
+    from astra_ros.data.bags import read_episode
+    from astra_ros.eval.replay import EvalOptions, evaluate_bags
+
+    model = WorldModel(preset("tiny", resolution=(32, 32), latent_delta=True, prediction="x0",
+                             residual_decoding=True, rotation_reference=True))
+    seen = []
+    set_intrinsics = model.set_intrinsics
+    model.set_intrinsics = lambda K: (seen.append(None if K is None else np.array(K)), set_intrinsics(K))[1]
+    bags = [sim_bags["explore"], sim_bags["rover"]]
+    evaluate_bags(model, bags, EvalOptions(progress=False, max_clips=4, clips_per_bag=2))
+    expected = [read_episode(bag, resolution=(32, 32)).camera_info.matrix() for bag in bags]
+    assert len(seen) == 4 and all(K is not None for K in seen)
+    assert {tuple(K.round(6).ravel()) for K in seen} == {tuple(K.round(6).ravel()) for K in expected}
+    # --fx-fy-cx-cy overrides the bags' camera_info, scaled from the size it names to the model's.
+    seen.clear()
+    evaluate_bags(model, bags, EvalOptions(progress=False, max_clips=2, clips_per_bag=1,
+                                           intrinsics=(64.0, 64.0, 31.5, 31.5), intrinsics_size=(64, 64)))
+    assert all(np.allclose(K, [[32.0, 0, 15.5], [0, 32.0, 15.5], [0, 0, 1]]) for K in seen) and len(seen) == 2

@@ -238,7 +238,10 @@ class WorldModel(nn.Module):
         """The newest observed frame turned by ``rotations`` (B, T, 3, 3): pixels (B*T, 3, H, W) and
         latents (B, C, T, h, w)."""
         b, t = rotations.shape[:2]
-        pixels = self._anchor[0]
+        pixels, _, anchor_latents = self._anchor
+        if torch.equal(rotations, torch.eye(3, dtype=rotations.dtype).expand_as(rotations)):
+            # Nothing turns (robot, keys, unknown actions): the frame and its latents as they are, no encoding.
+            return pixels.expand(b * t, -1, -1, -1), anchor_latents[:, :, None].expand(b, -1, t, -1, -1)
         turned, latents = self.turned_views(pixels.expand(b * t, -1, -1, -1), rotations.flatten(0, 1))
         return turned, latents.unflatten(0, (b, t)).transpose(1, 2)
 
