@@ -178,3 +178,35 @@ def test_the_loss_measures_change_from_the_given_references():
     assert float(default.flow.detach()) > 0.1
     with pytest.raises(ValueError, match="references"):
         flow_matching_loss(model.transformer, latents, actions, ids, references=latents[:, :, :2])
+
+
+def test_without_a_turn_the_carried_reference_is_the_newest_frame_before_each_chunk():
+    from astra_ros.model.flow import latent_targets
+    from astra_ros.model.view_rotation import carried_references
+
+    latents = torch.randn(2, 4, 8, 3, 3)
+    anchor = latents[:, :, 1:2].expand(-1, -1, 6, -1, -1)  # frame cf - 1 turned by identity, for frames 2..7
+    references = carried_references(latents, anchor, 2)
+    assert torch.allclose((latents - references)[:, :, 2:], latent_targets(latents, 2)[:, :, 2:], atol=1e-6)
+    # With a turn, each chunk's reference is its turned views plus the change they missed at the frame before.
+    turned = torch.randn(2, 4, 6, 3, 3)
+    references = carried_references(latents, turned, 2)
+    assert torch.allclose(references[:, :, 2:4], turned[:, :, :2])  # chunk 1: the anchor's turned views
+    missed = latents[:, :, 5] - turned[:, :, 3]
+    assert torch.allclose(references[:, :, 6:8], turned[:, :, 4:6] + missed[:, :, None])
+
+
+def test_a_trained_rotation_reference_model_streams_as_it_imagines():
+    torch.manual_seed(3)
+    model = WorldModel(preset("tiny", latent_delta=True, prediction="x0", residual_decoding=True,
+                             rotation_reference=True))
+    with torch.no_grad():  # an output head that is not zero, so each chunk leaves a residual to carry
+        model.transformer.proj_out.weight.normal_(0, 0.05)
+    frames = np.random.default_rng(4).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
+    model.start(frames, _twist(4, 0.05), modality="twist", seed=0)
+    future = _twist(6, 0.1)
+    whole = model.imagine(future[None], seed=5, shared_noise=True)[0]
+    gen = torch.Generator().manual_seed(5)
+    # imagine draws each chunk's prediction noise and history noise from one generator; step() the same way
+    chunks = [model.step(future[i:i + 2], generator=gen) for i in range(0, 6, 2)]
+    assert np.abs(np.concatenate(chunks).astype(int) - whole.astype(int)).max() <= 1

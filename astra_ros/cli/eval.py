@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--twist-topic", default=defaults.twist, help="Twist, TwistStamped or Odometry (twist/keys)")
     p.add_argument("--odom-topic", default=defaults.odom, help="nav_msgs/Odometry of a mobile robot")
     p.add_argument("--fx-fy-cx-cy", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
-                   help="camera intrinsics [px] for the motion metrics; overrides the bag's camera_info")
+                   help="camera intrinsics [px] for the motion metrics and for a model that turns its views "
+                        "(rotation_reference); overrides the bag's camera_info")
     p.add_argument("--intrinsics-size", type=_parse_size, metavar="WxH",
                    help="image size [px] that --fx-fy-cx-cy refer to (default: the model's resolution)")
     p.add_argument("--motion-estimator", choices=MOTION_ESTIMATORS, default="sift",

@@ -87,6 +87,9 @@ class WorldModel(nn.Module):
         # turns) and that frame's camera rotation relative to the anchor (float64 (3, 3)).
         self._turn_action: torch.Tensor | None = None
         self._turn_rotation = torch.eye(3, dtype=torch.float64)
+        # ... and that frame's latents minus its turned view's: the change the rotation does not explain,
+        # carried into the next chunk's reference (None: zero, the newest frame is the anchor itself).
+        self._turn_residual: torch.Tensor | None = None
         # Intrinsics (3, 3) at the model's resolution for rotation_reference; None: reference_fovy_deg.
         self._intrinsics: torch.Tensor | None = None
         # The stream and last action as they were before the first step() since the newest observed
@@ -200,6 +203,7 @@ class WorldModel(nn.Module):
         self._last_action = None
         self._turn_action = None
         self._turn_rotation = torch.eye(3, dtype=torch.float64)
+        self._turn_residual = None
         self._before_predictions = None
 
     # ------------------------------------------------------------------ rotation reference
@@ -233,6 +237,13 @@ class WorldModel(nn.Module):
                    before_rotation: torch.Tensor | None) -> torch.Tensor:
         """Camera rotations (B, T, 3, 3) of ``actions`` (B, T, D) relative to the anchor."""
         return chain_rotations(modality, actions, before_action, before_rotation)
+
+    @staticmethod
+    def _carried(views: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """A chunk's delta references: its frames' turned views (B, C, n, h, w) plus the change the
+        rotation did not explain at the newest frame before the chunk (B or 1, C, h, w; None: none), so
+        the network predicts each chunk's change since that frame, as without a rotation reference."""
+        return views if residual is None else views + residual[:, :, None]
 
     def _references(self, rotations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The newest observed frame turned by ``rotations`` (B, T, 3, 3): pixels (B*T, 3, H, W) and
@@ -332,7 +343,7 @@ class WorldModel(nn.Module):
         reference = None
         if self.config.rotation_reference:
             rotations = self._rotations(self._modality, actions_t[None], self._turn_action, self._turn_rotation)
-            reference = self._references(rotations)[1]
+            reference = self._carried(self._references(rotations)[1], self._turn_residual)
         estimate = self.stream.predict_chunk(features, None, 1.0, steps=1, generator=gen, reference=reference)
         copy = self.stream.reference.to(target).expand_as(target)
         estimate_cells = (estimate - target).pow(2).mean(dim=1)  # (1, frames, h, w)
@@ -364,6 +375,7 @@ class WorldModel(nn.Module):
             self._anchor = (newest, self.codec.decode(latents[:, :, -1:])[:, 0], latents[:, :, -1])
             self._turn_action = actions[-1] if actions is not None else None
             self._turn_rotation = torch.eye(3, dtype=torch.float64)
+            self._turn_residual = None
         for i in range(latents.shape[2]):
             self._pending_frames.append(latents[:, :, i])
             self._pending_actions.append(actions[i] if actions is not None else None)
@@ -439,9 +451,12 @@ class WorldModel(nn.Module):
             if self.config.rotation_reference:
                 rotations = self._rotations(self._modality, chunk_actions, self._turn_action, self._turn_rotation)
                 self._turn_action, self._turn_rotation = chunk_actions[0, -1], rotations[0, -1]
-                pixels, reference = self._references(rotations)
-                turned.append((pixels, reference))
+                pixels, views = self._references(rotations)
+                turned.append((pixels, views))
+                reference = self._carried(views, self._turn_residual)
             latents = self._predict(self.stream, features, gen, guidance_scale, reference=reference)
+            if self.config.rotation_reference:
+                self._turn_residual = latents[:, :, -1] - views[:, :, -1]
             frames.append(latents)
             self.stream.append_history(latents, features, generator=gen)
         views = None
@@ -550,6 +565,7 @@ class WorldModel(nn.Module):
                 rotations = self._rotations(modality, actions_t[rows, :(last_needed + 1) * n],
                                             self._turn_action if known else None, self._turn_rotation)
                 turned_pixels, references = self._references(rotations)
+                residual = self._turn_residual if known else None
             for c in range(last_needed + 1):
                 _stop_if(should_stop)
                 chunk_actions = actions_t[rows, c * n:(c + 1) * n]
@@ -558,9 +574,13 @@ class WorldModel(nn.Module):
                 if c == 0 and modality != self._modality:
                     previous = None  # the history's actions are another modality's
                 features = self._features(chunk_actions, chunk_actions.shape[0], modality, previous=previous)
-                reference = references[:, :, c * n:(c + 1) * n] if references is not None else None
+                reference = None
+                if references is not None:
+                    reference = self._carried(references[:, :, c * n:(c + 1) * n], residual)
                 chunk = self._predict(branch, features, gen, guidance_scale, shared_noise,
                                       steps=steps, noise=predict_noise[rows], modality=modality, reference=reference)
+                if references is not None:
+                    residual = chunk[:, :, -1] - references[:, :, (c + 1) * n - 1]
                 latents.append(chunk)
                 if c < last_needed:
                     branch.append_history(chunk, features, noise=history_noise[rows])

@@ -37,7 +37,7 @@ from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
 from astra_ros.model.config import AstraConfig, ConfigError
 from astra_ros.model.flow import flow_matching_loss
-from astra_ros.model.view_rotation import chain_rotations
+from astra_ros.model.view_rotation import carried_references, chain_rotations
 from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees, transformer_probe
 
 from .recipe import TrainRecipe
@@ -606,10 +606,10 @@ class Trainer:
             references = None
             with torch.no_grad():
                 latents = self.model.codec.encode(frames.to(self.device))  # (B, C, T, h, w), fp32 as at inference
-                if self.config.rotation_reference:  # every later frame's change from the anchor (frame cf - 1) turned
+                if self.config.rotation_reference:  # as the model streams them (WorldModel.imagine)
                     cf = self.config.chunk_frames
                     turned = self._turned_anchors(frames.to(self.device), actions, ids, intrinsics, cf - 1)[1]
-                    references = torch.cat([latents[:, :, :cf], turned], dim=2)
+                    references = carried_references(latents, turned, cf)
             with self._autocast():
                 loss, a, b = objective(latents, actions.to(self.device), ids.to(self.device), self.torch_gen,
                                        references=references)
