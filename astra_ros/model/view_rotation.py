@@ -120,21 +120,3 @@ def rotate_view(images: torch.Tensor, K: torch.Tensor, rotations: torch.Tensor) 
     grid = grid.view(n, h, w, 2).to(images.dtype)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-
-def carried_references(latents: torch.Tensor, turned: torch.Tensor, chunk_frames: int) -> torch.Tensor:
-    """Teacher-forced delta references of a clip (B, C, F, h, w), as :class:`WorldModel` streams them.
-
-    ``latents`` (B, C, F, h, w) are the clip's; ``turned`` (B, C, F - cf, h, w) the latents of frame
-    ``cf - 1`` (the anchor) turned for each later frame. Frame k of chunk c >= 1 takes its turned view
-    plus what the rotation did not explain at the frame before the chunk (``z - turned`` there, zero at
-    the anchor): the network learns each chunk's change since the newest frame, as without a rotation
-    reference, and only the turn comes from geometry. Chunk 0's entries are the latents (unused).
-    """
-    cf = chunk_frames
-    views = torch.cat([latents[:, :, :cf], turned], dim=2)  # frame cf - 1 is the anchor: its own latents
-    out = views.clone()
-    for start in range(cf, latents.shape[2], cf):
-        before = start - 1
-        residual = latents[:, :, before] - views[:, :, before]
-        out[:, :, start:start + cf] = views[:, :, start:start + cf] + residual[:, :, None]
-    return out

@@ -87,9 +87,9 @@ class WorldModel(nn.Module):
         # turns) and that frame's camera rotation relative to the anchor (float64 (3, 3)).
         self._turn_action: torch.Tensor | None = None
         self._turn_rotation = torch.eye(3, dtype=torch.float64)
-        # ... and that frame's latents minus its turned view's: the change the rotation does not explain,
-        # carried into the next chunk's reference (None: zero, the newest frame is the anchor itself).
-        self._turn_residual: torch.Tensor | None = None
+        # ... and that frame's pixels (1, 3, H, W) and latents (1, C, h, w): observed, or decoded from a
+        # prediction. The next chunk's references are this frame turned (None before any frame).
+        self._turn_frame: tuple[torch.Tensor, torch.Tensor] | None = None
         # Intrinsics (3, 3) at the model's resolution for rotation_reference; None: reference_fovy_deg.
         self._intrinsics: torch.Tensor | None = None
         # The stream and last action as they were before the first step() since the newest observed
@@ -203,7 +203,7 @@ class WorldModel(nn.Module):
         self._last_action = None
         self._turn_action = None
         self._turn_rotation = torch.eye(3, dtype=torch.float64)
-        self._turn_residual = None
+        self._turn_frame = None
         self._before_predictions = None
 
     # ------------------------------------------------------------------ rotation reference
@@ -238,23 +238,24 @@ class WorldModel(nn.Module):
         """Camera rotations (B, T, 3, 3) of ``actions`` (B, T, D) relative to the anchor."""
         return chain_rotations(modality, actions, before_action, before_rotation)
 
-    @staticmethod
-    def _carried(views: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
-        """A chunk's delta references: its frames' turned views (B, C, n, h, w) plus the change the
-        rotation did not explain at the newest frame before the chunk (B or 1, C, h, w; None: none), so
-        the network predicts each chunk's change since that frame, as without a rotation reference."""
-        return views if residual is None else views + residual[:, :, None]
+    def _turned_reference(self, pixels: torch.Tensor, latents: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
+        """A chunk's delta references (B, C, n, h, w): the newest history frame, pixels (B or 1, 3, H, W)
+        and latents (B or 1, C, h, w), turned by each frame's rotation ``relative`` to it (B, n, 3, 3).
 
-    def _references(self, rotations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The newest observed frame turned by ``rotations`` (B, T, 3, 3): pixels (B*T, 3, H, W) and
-        latents (B, C, T, h, w)."""
-        b, t = rotations.shape[:2]
-        pixels, _, anchor_latents = self._anchor
-        if torch.equal(rotations, torch.eye(3, dtype=rotations.dtype).expand_as(rotations)):
-            # Nothing turns (robot, keys, unknown actions): the frame and its latents as they are, no encoding.
-            return pixels.expand(b * t, -1, -1, -1), anchor_latents[:, :, None].expand(b, -1, t, -1, -1)
-        turned, latents = self.turned_views(pixels.expand(b * t, -1, -1, -1), rotations.flatten(0, 1))
-        return turned, latents.unflatten(0, (b, t)).transpose(1, 2)
+        ``z + E(turn(x)) - E(x)``: for an observed frame exactly the turned view's latents (as in
+        training, where every frame is real), for a predicted one its own latents moved by the turn, so
+        the codec's round trip of its decoding adds nothing where the view does not turn. Without a turn
+        (robot, keys, unknown actions) the frame's latents, as without a rotation reference.
+        """
+        b, n = relative.shape[:2]
+        latents = latents.expand(b, -1, -1, -1)
+        if torch.equal(relative, torch.eye(3, dtype=relative.dtype).expand_as(relative)):
+            return latents[:, :, None].expand(-1, -1, n, -1, -1)
+        pixels = pixels.expand(b, -1, -1, -1)
+        turned = rotate_view(pixels.repeat_interleave(n, dim=0), self.intrinsics, relative.flatten(0, 1))
+        coded = self.codec.encode(torch.cat([turned, pixels])[None])[0].transpose(0, 1)  # (B*n + B, C, h, w)
+        views = coded[:b * n].unflatten(0, (b, n)).transpose(1, 2)
+        return latents[:, :, None] + views - coded[b * n:][:, :, None]
 
     @torch.no_grad()
     def start(self, frames: np.ndarray, actions: np.ndarray | None = None, modality: str = "camera",
@@ -340,10 +341,10 @@ class WorldModel(nn.Module):
         target = self.codec.encode(x[None].to(self.device))
         features = self._features(actions_t[None], 1, previous=self._last_action)
         gen = _as_generator(seed, None, self._imagine_generator)
-        reference = None
+        reference = rotations = None
         if self.config.rotation_reference:
             rotations = self._rotations(self._modality, actions_t[None], self._turn_action, self._turn_rotation)
-            reference = self._carried(self._references(rotations)[1], self._turn_residual)
+            reference = self._turned_reference(*self._turn_frame, self._turn_rotation.T @ rotations)
         estimate = self.stream.predict_chunk(features, None, 1.0, steps=1, generator=gen, reference=reference)
         copy = self.stream.reference.to(target).expand_as(target)
         estimate_cells = (estimate - target).pow(2).mean(dim=1)  # (1, frames, h, w)
@@ -355,7 +356,7 @@ class WorldModel(nn.Module):
         return {"one_shot": float(estimate_cells.mean()), "copy_last": float(copy_cells.mean()),
                 "still_cells": float(still.float().mean()),
                 "one_shot_still": float(estimate_cells[still].mean()) if still.any() else float("nan"),
-                "one_shot_psnr": float(psnr(self._decode(estimate)[0], real).mean()),
+                "one_shot_psnr": float(psnr(self._decode(estimate, rotations=rotations)[0], real).mean()),
                 "copy_last_psnr": float(psnr(self._decode(copy)[0], real).mean())}
 
     @property
@@ -375,7 +376,7 @@ class WorldModel(nn.Module):
             self._anchor = (newest, self.codec.decode(latents[:, :, -1:])[:, 0], latents[:, :, -1])
             self._turn_action = actions[-1] if actions is not None else None
             self._turn_rotation = torch.eye(3, dtype=torch.float64)
-            self._turn_residual = None
+            self._turn_frame = (newest, latents[:, :, -1])
         for i in range(latents.shape[2]):
             self._pending_frames.append(latents[:, :, i])
             self._pending_actions.append(actions[i] if actions is not None else None)
@@ -442,27 +443,23 @@ class WorldModel(nn.Module):
         gen = _as_generator(seed, generator, self._step_generator)
         if self._before_predictions is None:
             self._before_predictions = (self.stream.fork(), self._last_action)
-        frames, turned = [], []
+        frames = []
         for c in range(actions_t.shape[0] // n):
             chunk_actions = actions_t[None, c * n:(c + 1) * n]  # (1, n, D)
             features = self._features(chunk_actions, 1, previous=self._last_action)
             self._last_action = chunk_actions[0, -1]
-            reference = None
+            reference = rotations = None
             if self.config.rotation_reference:
                 rotations = self._rotations(self._modality, chunk_actions, self._turn_action, self._turn_rotation)
-                self._turn_action, self._turn_rotation = chunk_actions[0, -1], rotations[0, -1]
-                pixels, views = self._references(rotations)
-                turned.append((pixels, views))
-                reference = self._carried(views, self._turn_residual)
+                reference = self._turned_reference(*self._turn_frame, self._turn_rotation.T @ rotations)
             latents = self._predict(self.stream, features, gen, guidance_scale, reference=reference)
-            if self.config.rotation_reference:
-                self._turn_residual = latents[:, :, -1] - views[:, :, -1]
-            frames.append(latents)
+            decoded = self._decode_float(latents, rotations)  # (1, n, 3, H, W)
+            if rotations is not None:  # the next chunk turns this chunk's newest frame
+                self._turn_action, self._turn_rotation = chunk_actions[0, -1], rotations[0, -1]
+                self._turn_frame = (decoded[:, -1], latents[:, :, -1])
+            frames.append(decoded)
             self.stream.append_history(latents, features, generator=gen)
-        views = None
-        if turned:
-            views = (torch.cat([p for p, _ in turned]), torch.cat([z for _, z in turned], dim=2))
-        return self._decode(torch.cat(frames, dim=2), turned=views)[0]
+        return self._to_uint8(torch.cat(frames, dim=1))[0]
 
     @torch.no_grad()
     def roll_out_latents(self, history: torch.Tensor, actions: torch.Tensor, modality: str,
@@ -559,13 +556,12 @@ class WorldModel(nn.Module):
             rows = slice(lo, min(b, lo + max_batch))
             branch = self.stream.fork()
             latents = []
-            turned_pixels = references = None
+            rotations = None
             if self.config.rotation_reference:
                 known = modality == self._modality  # another modality's history says nothing of this one's turn
                 rotations = self._rotations(modality, actions_t[rows, :(last_needed + 1) * n],
                                             self._turn_action if known else None, self._turn_rotation)
-                turned_pixels, references = self._references(rotations)
-                residual = self._turn_residual if known else None
+                newest, newest_rotation = self._turn_frame, self._turn_rotation
             for c in range(last_needed + 1):
                 _stop_if(should_stop)
                 chunk_actions = actions_t[rows, c * n:(c + 1) * n]
@@ -575,24 +571,22 @@ class WorldModel(nn.Module):
                     previous = None  # the history's actions are another modality's
                 features = self._features(chunk_actions, chunk_actions.shape[0], modality, previous=previous)
                 reference = None
-                if references is not None:
-                    reference = self._carried(references[:, :, c * n:(c + 1) * n], residual)
+                if rotations is not None:
+                    span = rotations[:, c * n:(c + 1) * n]
+                    reference = self._turned_reference(*newest, newest_rotation.transpose(-1, -2)[:, None] @ span
+                                                       if newest_rotation.dim() == 3 else newest_rotation.T @ span)
                 chunk = self._predict(branch, features, gen, guidance_scale, shared_noise,
                                       steps=steps, noise=predict_noise[rows], modality=modality, reference=reference)
-                if references is not None:
-                    residual = chunk[:, :, -1] - references[:, :, (c + 1) * n - 1]
+                if rotations is not None and c < last_needed:  # the next chunk turns this chunk's newest frame
+                    newest_rotation = rotations[:, (c + 1) * n - 1]
+                    newest = (self._decode_float(chunk[:, :, -1:], rotations[:, (c + 1) * n - 1:(c + 1) * n])[:, 0],
+                              chunk[:, :, -1])
                 latents.append(chunk)
                 if c < last_needed:
                     branch.append_history(chunk, features, noise=history_noise[rows])
             wanted = torch.cat(latents, dim=2)[:, :, frame_indices]
-            views = None
-            if references is not None:
-                total = references.shape[2]
-                picked = torch.tensor(frame_indices)
-                rows_pixels = turned_pixels.unflatten(0, (-1, total))[:, picked].flatten(0, 1)
-                views = (rows_pixels, references[:, :, picked])
             _stop_if(should_stop)
-            out.append(self._decode(wanted, turned=views))
+            out.append(self._decode(wanted, rotations=rotations[:, frame_indices] if rotations is not None else None))
         return np.concatenate(out, axis=0)
 
     @staticmethod
@@ -655,16 +649,27 @@ class WorldModel(nn.Module):
         return self.config.guidance_scale_for(modality or self._modality)
 
     def _decode(self, latents: torch.Tensor, change_scale: float | None = None,
-                turned: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
-        """Latents -> uint8 frames, relative to the newest observed frame when the config says so: through
-        the anchor decoder, or by residual decoding, which adds ``change_scale`` (default: the config's)
-        of the decoded change. ``turned``: that frame turned for each decoded frame (pixels (B*T, 3, H, W),
-        latents (B, C, T, h, w); ``rotation_reference``), the anchor in its place."""
+                rotations: torch.Tensor | None = None) -> np.ndarray:
+        """Latents (B, C, T, h, w) -> uint8 frames (B, T, H, W, 3); see :meth:`_decode_float`."""
+        return self._to_uint8(self._decode_float(latents, rotations, change_scale))
+
+    @staticmethod
+    def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+        return ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+
+    def _decode_float(self, latents: torch.Tensor, rotations: torch.Tensor | None = None,
+                      change_scale: float | None = None) -> torch.Tensor:
+        """Latents -> frames (B, T, 3, H, W) in [-1, 1], relative to the newest observed frame when the
+        config says so: through the anchor decoder, or by residual decoding, which adds ``change_scale``
+        (default: the config's) of the decoded change. ``rotations`` (B, T, 3, 3) of the frames relative
+        to that frame (``rotation_reference``): each frame is decoded from that frame turned to it."""
         frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
         anchor = self._anchor
-        if turned is not None and anchor is not None:
-            turned_latents = turned[1].transpose(1, 2).flatten(0, 1)  # (B*T, C, h, w)
-            anchor = (turned[0], self.codec.decode(turned[1]).flatten(0, 1), turned_latents)
+        if (rotations is not None and anchor is not None
+                and not torch.equal(rotations, torch.eye(3, dtype=rotations.dtype).expand_as(rotations))):
+            turned, turned_latents = self.turned_views(anchor[0].expand(rotations.shape[0] * rotations.shape[1], -1, -1, -1),
+                                                       rotations.flatten(0, 1))
+            anchor = (turned, self.codec.decode(turned_latents.transpose(0, 1)[None])[0], turned_latents)
         if self.anchor_decoder is not None and anchor is not None:
             pixels, reconstructed, anchor_latents = anchor
             flat = latents.transpose(1, 2).flatten(0, 1)  # (B*T, C, h, w)
@@ -672,11 +677,11 @@ class WorldModel(nn.Module):
                                          frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
         elif self.config.residual_decoding and anchor is not None:
             pixels, reconstructed, _ = anchor
-            if turned is not None:
+            if pixels.shape[0] > 1:  # one turned anchor per frame
                 pixels, reconstructed = pixels.unflatten(0, frames.shape[:2]), reconstructed.unflatten(0, frames.shape[:2])
             scale = self.config.residual_change_scale if change_scale is None else change_scale
             frames = (pixels + scale * (frames - reconstructed)).clamp(-1, 1)
-        return ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+        return frames
 
     # ------------------------------------------------------------------ validation
     def _check_modality(self, modality: str | None) -> None:

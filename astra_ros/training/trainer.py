@@ -37,7 +37,7 @@ from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
 from astra_ros.model.config import AstraConfig, ConfigError
 from astra_ros.model.flow import flow_matching_loss
-from astra_ros.model.view_rotation import carried_references, chain_rotations
+from astra_ros.model.view_rotation import chain_rotations
 from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees, transformer_probe
 
 from .recipe import TrainRecipe
@@ -606,10 +606,8 @@ class Trainer:
             references = None
             with torch.no_grad():
                 latents = self.model.codec.encode(frames.to(self.device))  # (B, C, T, h, w), fp32 as at inference
-                if self.config.rotation_reference:  # as the model streams them (WorldModel.imagine)
-                    cf = self.config.chunk_frames
-                    turned = self._turned_anchors(frames.to(self.device), actions, ids, intrinsics, cf - 1)[1]
-                    references = carried_references(latents, turned, cf)
+                if self.config.rotation_reference:
+                    references = self._chunk_references(frames.to(self.device), actions, ids, intrinsics, latents)
             with self._autocast():
                 loss, a, b = objective(latents, actions.to(self.device), ids.to(self.device), self.torch_gen,
                                        references=references)
@@ -623,6 +621,29 @@ class Trainer:
                                      "lower the learning rate")
         optimizer.step()
         return float(loss.detach()), float(a), float(b)
+
+    @torch.no_grad()
+    def _chunk_references(self, frames: torch.Tensor, actions: torch.Tensor, ids: torch.Tensor,
+                          intrinsics: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """``rotation_reference`` targets (B, C, T, h, w), as the model streams them: each chunk's frames
+        from the newest frame before the chunk turned to them (``WorldModel.imagine``; here every frame is
+        real). Chunk 0 has no frame before it: its entries are its latents (unused)."""
+        model, cf = self.model, self.config.chunk_frames
+        b, t = frames.shape[:2]
+        names = model.transformer.action_encoder.modality_names
+        befores = list(range(cf - 1, t - 1, cf))  # the newest frame before chunks 1..K-1
+        rotations = torch.empty(b, len(befores), cf, 3, 3, dtype=torch.float64)
+        for index in ids.unique().tolist():
+            rows = (ids == index).nonzero().flatten()
+            acts = actions[rows][:, :, :model.action_dim(names[index])]
+            for i, before in enumerate(befores):
+                rotations[rows, i] = chain_rotations(names[index], acts[:, before + 1:before + 1 + cf], acts[:, before])
+        known = torch.isfinite(intrinsics).all(dim=-1).all(dim=-1)[:, None, None]
+        K = torch.where(known, intrinsics, model.intrinsics).repeat_interleave(len(befores) * cf, dim=0)
+        pixels = frames[:, befores].flatten(0, 1).repeat_interleave(cf, dim=0)  # (B * (K-1) * cf, 3, H, W)
+        turned = model.turned_views(pixels, rotations.flatten(0, 2), K)[1]  # (B * (K-1) * cf, C, h, w)
+        turned = turned.unflatten(0, (b, len(befores) * cf)).transpose(1, 2)
+        return torch.cat([latents[:, :, :cf], turned], dim=2)
 
     @torch.no_grad()
     def _turned_anchors(self, frames: torch.Tensor, actions: torch.Tensor, ids: torch.Tensor,
