@@ -204,3 +204,32 @@ def test_a_trained_rotation_reference_model_streams_as_it_imagines():
     # imagine draws each chunk's prediction noise and history noise from one generator; step() the same way
     chunks = [model.step(future[i:i + 2], generator=gen) for i in range(0, 6, 2)]
     assert np.abs(np.concatenate(chunks).astype(int) - whole.astype(int)).max() <= 1
+
+
+def test_delta_scale_shrinks_each_predicted_change_towards_its_reference():
+    torch.manual_seed(5)
+    config = dict(latent_delta=True, prediction="x0", residual_decoding=True, rotation_reference=True)
+    full = WorldModel(preset("tiny", **config))
+    half = WorldModel(preset("tiny", **config, delta_scale=0.5))
+    half.load_state_dict(full.state_dict())
+    frames = _smooth_frames(4)
+    for model in (full, half):
+        model.start(frames, _twist(4, 0.05), modality="twist", seed=0)
+    captured = {}
+    for name, model in (("full", full), ("half", half)):
+        original = model._predict
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            out = _original(*args, **kwargs)
+            captured[_name] = (out, kwargs["reference"])
+            return out
+        model._predict = spy
+        model.imagine(_twist(2, 0.1)[None], seed=3)
+    (z_full, ref_full), (z_half, ref_half) = captured["full"], captured["half"]
+    assert torch.allclose(ref_full, ref_half)
+    assert torch.allclose(z_half - ref_half, 0.5 * (z_full - ref_full), atol=1e-5)
+    assert (z_full - ref_full).abs().max() > 1e-3  # a change to shrink
+    with pytest.raises(ConfigError, match="delta_scale"):
+        preset("tiny", delta_scale=0.5)
+    with pytest.raises(ConfigError, match="delta_scale"):
+        preset("tiny", latent_delta=True, delta_scale=0.0)

@@ -142,6 +142,11 @@ class AstraConfig:
     # ``robot`` and ``keys`` do not (the frame itself). Intrinsics: set per stream
     # (``WorldModel.set_intrinsics``, the node's camera_info), else a camera of ``reference_fovy_deg``.
     rotation_reference: bool = False
+    # With latent_delta, each sampled chunk's change from its reference is multiplied by this before it
+    # is used (decoded and kept as history): a shrinkage of an uncertain estimate towards the reference
+    # (the last frame, or with rotation_reference the last frame turned), where an error as large as the
+    # change itself costs more than it gains. It trades responsiveness to actions for PSNR. 1 = as sampled.
+    delta_scale: float = 1.0
     reference_fovy_deg: float = 67.5  # [deg] vertical field of view assumed without intrinsics
     # --- action input
     # Each frame's action also enters as its motion since the frame before (the camera's relative
@@ -324,6 +329,10 @@ def _validate(cfg: AstraConfig) -> None:
         raise ConfigError(f"pixel_loss_frames must be >= 1, got {cfg.pixel_loss_frames}")
     if cfg.rotation_reference and not cfg.latent_delta:
         raise ConfigError("rotation_reference needs latent_delta: true (it replaces the delta's reference frame)")
+    if not 0.0 < cfg.delta_scale <= 2.0:
+        raise ConfigError(f"delta_scale must be in (0, 2], got {cfg.delta_scale}")
+    if cfg.delta_scale != 1.0 and not cfg.latent_delta:
+        raise ConfigError("delta_scale scales the predicted change of latent_delta: set latent_delta: true")
     if not 0.0 < cfg.reference_fovy_deg < 180.0:
         raise ConfigError(f"reference_fovy_deg must be in (0, 180), got {cfg.reference_fovy_deg}")
     if cfg.anchor_decoder_width < 0 or cfg.anchor_decoder_search < 0:

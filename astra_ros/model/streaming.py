@@ -213,13 +213,15 @@ class StreamingRollout:
             if guided:
                 v = guided_velocity(v[:b], v[b:], guidance_scale)
             x = x + (times[i + 1] - times[i]) * v
-        if cfg.latent_delta and reference is not None:
-            x = x + reference.to(x).expand_as(x)
-        elif cfg.latent_delta:
-            if self.reference is None:
-                raise ValueError("a model predicting latent deltas needs a history chunk before the first prediction")
-            x = x + _tile(self.reference.to(x), b)
-        return x
+        if not cfg.latent_delta:
+            return x
+        if cfg.delta_scale != 1.0:  # shrink the sampled change towards its reference
+            x = x * cfg.delta_scale
+        if reference is not None:
+            return x + reference.to(x).expand_as(x)
+        if self.reference is None:
+            raise ValueError("a model predicting latent deltas needs a history chunk before the first prediction")
+        return x + _tile(self.reference.to(x), b)
 
     def _recompute_velocity(self, x: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Velocity of the target chunk from one dense pass over the whole history (no cache)."""
