@@ -58,6 +58,8 @@ from __future__ import annotations
 
 import queue
 import secrets
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 import threading
 import time
 from collections import Counter
@@ -123,6 +125,7 @@ except ImportError:  # the node still predicts; ~/predicted/frames and ~/imagine
     Imagine = None
 
 NODE_NAME = "astra_predictor"
+AWAIT_SLICE_S = 0.2  # [s] how often a service waiting for the model checks that the node still runs
 TWIST_SOURCES = ("twist", "odom")
 INPUTS = ("image", "pose", "twist", "odom")
 LOG_THROTTLE_S = 5.0  # [s] the same warning at most this often
@@ -715,7 +718,7 @@ class PredictorNode(Node):
                                                  actions=actions, modality=modality, seed=seed,
                                                  from_live_history=bool(request.from_live_history), sampling=sampling,
                                                  should_stop=lambda: cancel.is_set() or stopping.is_set()), timeout_s)
-            frames, stamps_ns, frame_id, interval_s = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            frames, stamps_ns, frame_id, interval_s = self._await(future, deadline)
         except Exception as error:  # model busy past the timeout, or the model failed: tell the caller
             cancel.set()
             if future is not None:
@@ -827,6 +830,21 @@ class PredictorNode(Node):
         array = DiagnosticArray(status=[inputs, accounting, prediction, experts])
         array.header.stamp = stamp
         self._diagnostics_pub.publish(array)
+
+    def _await(self, future: Future, deadline: float) -> Any:
+        """``future.result()`` by ``deadline`` (monotonic [s]; TimeoutError past it), waited for in short
+        slices: Ctrl-C shuts the context down from rclpy's signal handler, which need not interrupt a
+        blocked wait, and a service callback waiting out its whole deadline would hold the executor, and
+        with it the node's exit, for that long."""
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return future.result(timeout=max(0.0, min(AWAIT_SLICE_S, remaining)))
+            except FutureTimeout:
+                if remaining <= AWAIT_SLICE_S:
+                    raise TimeoutError("deadline passed") from None
+                if not self.context.ok():
+                    raise ImagineCancelled("the node is shutting down") from None
 
     def destroy_node(self) -> None:
         # The running job stops at its next chunk; one still running at interpreter exit would abort it.
