@@ -739,7 +739,8 @@ def test_the_default_checkpoint_ships_the_recipes_that_trained_it():
                                       ("train_default_keys.yaml", "training_recipe_stage7.yaml"),
                                       ("train_default_x0_delta.yaml", "training_recipe_stage8.yaml"),
                                       ("train_default_x0_delta_more.yaml", "training_recipe_stage8b.yaml"),
-                                      ("train_default_anchor_decoder.yaml", "training_recipe_stage9.yaml")):
+                                      ("train_default_anchor_decoder.yaml", "training_recipe_stage9.yaml"),
+                                      ("train_default_rotation_reference.yaml", "training_recipe_stage10.yaml")):
         assert TrainRecipe.from_yaml(REPO / "config" / config_name) == TrainRecipe.from_yaml(shipped / shipped_name)
 
 
