@@ -233,3 +233,25 @@ def test_delta_scale_shrinks_each_predicted_change_towards_its_reference():
         preset("tiny", delta_scale=0.5)
     with pytest.raises(ConfigError, match="delta_scale"):
         preset("tiny", latent_delta=True, delta_scale=0.0)
+
+
+def test_without_a_turn_each_chunk_refers_to_the_newest_predicted_latents():
+    torch.manual_seed(6)
+    model = WorldModel(preset("tiny", latent_delta=True, prediction="x0", residual_decoding=True,
+                             rotation_reference=True))
+    with torch.no_grad():
+        model.transformer.proj_out.weight.normal_(0, 0.05)
+    frames = _smooth_frames(4)
+    robot = np.random.default_rng(0).normal(0, 0.1, size=(10, 10)).astype(np.float32)
+    model.start(frames, robot[:4], modality="robot", seed=0)
+    seen = []
+    original = model._predict
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.append((kwargs["reference"], out))
+        return out
+    model._predict = spy
+    model.imagine(robot[None, 4:], seed=1)
+    for (_, before), (reference, _) in zip(seen, seen[1:]):
+        assert torch.allclose(reference, before[:, :, -1:].expand_as(reference))  # stage 8's reference exactly

@@ -25,7 +25,7 @@ from .config import AstraConfig
 from .precision import require_bf16_agrees, transformer_probe
 from .streaming import StreamingRollout, draw_noise
 from .transformer import AstraTransformer
-from .view_rotation import chain_rotations, intrinsics_from_fov, rotate_view
+from .view_rotation import ROTATING_MODALITIES, chain_rotations, intrinsics_from_fov, rotate_view
 
 
 class ImagineCancelled(RuntimeError):
@@ -562,6 +562,8 @@ class WorldModel(nn.Module):
                 rotations = self._rotations(modality, actions_t[rows, :(last_needed + 1) * n],
                                             self._turn_action if known else None, self._turn_rotation)
                 newest, newest_rotation = self._turn_frame, self._turn_rotation
+            # Only camera and twist actions turn the view: otherwise no predicted frame need be decoded.
+            turns = rotations is not None and modality in ROTATING_MODALITIES and known
             for c in range(last_needed + 1):
                 _stop_if(should_stop)
                 chunk_actions = actions_t[rows, c * n:(c + 1) * n]
@@ -577,10 +579,11 @@ class WorldModel(nn.Module):
                                                        if newest_rotation.dim() == 3 else newest_rotation.T @ span)
                 chunk = self._predict(branch, features, gen, guidance_scale, shared_noise,
                                       steps=steps, noise=predict_noise[rows], modality=modality, reference=reference)
-                if rotations is not None and c < last_needed:  # the next chunk turns this chunk's newest frame
+                if rotations is not None and c < last_needed:  # the next chunk refers to this chunk's newest frame
                     newest_rotation = rotations[:, (c + 1) * n - 1]
-                    newest = (self._decode_float(chunk[:, :, -1:], rotations[:, (c + 1) * n - 1:(c + 1) * n])[:, 0],
-                              chunk[:, :, -1])
+                    pixels = (self._decode_float(chunk[:, :, -1:], rotations[:, (c + 1) * n - 1:(c + 1) * n])[:, 0]
+                              if turns else newest[0])  # pixels are only read to be turned
+                    newest = (pixels, chunk[:, :, -1])
                 latents.append(chunk)
                 if c < last_needed:
                     branch.append_history(chunk, features, noise=history_noise[rows])
