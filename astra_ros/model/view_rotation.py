@@ -88,6 +88,11 @@ def chain_rotations(modality: str, actions: torch.Tensor, before_action: torch.T
     return torch.stack(out, dim=1)
 
 
+def is_identity(rotations: torch.Tensor) -> bool:
+    """Whether every rotation of ``rotations`` (..., 3, 3) is exactly the identity (nothing turns)."""
+    return torch.equal(rotations, torch.eye(3, dtype=rotations.dtype, device=rotations.device).expand_as(rotations))
+
+
 def intrinsics_from_fov(fovy_deg: float, height: int, width: int) -> torch.Tensor:
     """Square-pixel intrinsics (3, 3) of a camera with vertical field of view ``fovy_deg``, centred."""
     focal = 0.5 * height / math.tan(math.radians(fovy_deg) / 2)

@@ -25,7 +25,7 @@ from .config import AstraConfig
 from .precision import require_bf16_agrees, transformer_probe
 from .streaming import StreamingRollout, draw_noise
 from .transformer import AstraTransformer
-from .view_rotation import ROTATING_MODALITIES, chain_rotations, intrinsics_from_fov, rotate_view
+from .view_rotation import ROTATING_MODALITIES, chain_rotations, intrinsics_from_fov, is_identity, rotate_view
 
 
 class ImagineCancelled(RuntimeError):
@@ -233,11 +233,6 @@ class WorldModel(nn.Module):
         turned = rotate_view(anchors, self.intrinsics if K is None else K, rotations)
         return turned, self.codec.encode(turned[None])[0].transpose(0, 1)
 
-    def _rotations(self, modality: str, actions: torch.Tensor, before_action: torch.Tensor | None,
-                   before_rotation: torch.Tensor | None) -> torch.Tensor:
-        """Camera rotations (B, T, 3, 3) of ``actions`` (B, T, D) relative to the anchor."""
-        return chain_rotations(modality, actions, before_action, before_rotation)
-
     def _turned_reference(self, pixels: torch.Tensor, latents: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
         """A chunk's delta references (B, C, n, h, w): the newest history frame, pixels (B or 1, 3, H, W)
         and latents (B or 1, C, h, w), turned by each frame's rotation ``relative`` to it (B, n, 3, 3).
@@ -249,7 +244,7 @@ class WorldModel(nn.Module):
         """
         b, n = relative.shape[:2]
         latents = latents.expand(b, -1, -1, -1)
-        if torch.equal(relative, torch.eye(3, dtype=relative.dtype).expand_as(relative)):
+        if is_identity(relative):
             return latents[:, :, None].expand(-1, -1, n, -1, -1)
         pixels = pixels.expand(b, -1, -1, -1)
         turned = rotate_view(pixels.repeat_interleave(n, dim=0), self.intrinsics, relative.flatten(0, 1))
@@ -343,7 +338,7 @@ class WorldModel(nn.Module):
         gen = _as_generator(seed, None, self._imagine_generator)
         reference = rotations = None
         if self.config.rotation_reference:
-            rotations = self._rotations(self._modality, actions_t[None], self._turn_action, self._turn_rotation)
+            rotations = chain_rotations(self._modality, actions_t[None], self._turn_action, self._turn_rotation)
             reference = self._turned_reference(*self._turn_frame, self._turn_rotation.T @ rotations)
         estimate = self.stream.predict_chunk(features, None, 1.0, steps=1, generator=gen, reference=reference)
         copy = self.stream.reference.to(target).expand_as(target)
@@ -450,7 +445,7 @@ class WorldModel(nn.Module):
             self._last_action = chunk_actions[0, -1]
             reference = rotations = None
             if self.config.rotation_reference:
-                rotations = self._rotations(self._modality, chunk_actions, self._turn_action, self._turn_rotation)
+                rotations = chain_rotations(self._modality, chunk_actions, self._turn_action, self._turn_rotation)
                 reference = self._turned_reference(*self._turn_frame, self._turn_rotation.T @ rotations)
             latents = self._predict(self.stream, features, gen, guidance_scale, reference=reference)
             decoded = self._decode_float(latents, rotations)  # (1, n, 3, H, W)
@@ -559,9 +554,9 @@ class WorldModel(nn.Module):
             rotations = None
             if self.config.rotation_reference:
                 known = modality == self._modality  # another modality's history says nothing of this one's turn
-                rotations = self._rotations(modality, actions_t[rows, :(last_needed + 1) * n],
+                rotations = chain_rotations(modality, actions_t[rows, :(last_needed + 1) * n],
                                             self._turn_action if known else None, self._turn_rotation)
-                newest, newest_rotation = self._turn_frame, self._turn_rotation
+                newest, newest_rotation = self._turn_frame, self._turn_rotation.expand(rotations.shape[0], 3, 3)
             # Only camera and twist actions turn the view: otherwise no predicted frame need be decoded.
             turns = rotations is not None and modality in ROTATING_MODALITIES and known
             for c in range(last_needed + 1):
@@ -575,8 +570,7 @@ class WorldModel(nn.Module):
                 reference = None
                 if rotations is not None:
                     span = rotations[:, c * n:(c + 1) * n]
-                    reference = self._turned_reference(*newest, newest_rotation.transpose(-1, -2)[:, None] @ span
-                                                       if newest_rotation.dim() == 3 else newest_rotation.T @ span)
+                    reference = self._turned_reference(*newest, newest_rotation.transpose(-1, -2)[:, None] @ span)
                 chunk = self._predict(branch, features, gen, guidance_scale, shared_noise,
                                       steps=steps, noise=predict_noise[rows], modality=modality, reference=reference)
                 if rotations is not None and c < last_needed:  # the next chunk refers to this chunk's newest frame
@@ -668,8 +662,7 @@ class WorldModel(nn.Module):
         to that frame (``rotation_reference``): each frame is decoded from that frame turned to it."""
         frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
         anchor = self._anchor
-        if (rotations is not None and anchor is not None
-                and not torch.equal(rotations, torch.eye(3, dtype=rotations.dtype).expand_as(rotations))):
+        if rotations is not None and anchor is not None and not is_identity(rotations):
             turned, turned_latents = self.turned_views(anchor[0].expand(rotations.shape[0] * rotations.shape[1], -1, -1, -1),
                                                        rotations.flatten(0, 1))
             anchor = (turned, self.codec.decode(turned_latents.transpose(0, 1)[None])[0], turned_latents)

@@ -622,6 +622,22 @@ class Trainer:
         optimizer.step()
         return float(loss.detach()), float(a), float(b)
 
+    def _clip_rotations(self, actions: torch.Tensor, ids: torch.Tensor, anchor: int, count: int) -> torch.Tensor:
+        """Camera rotations (B, count, 3, 3) of frames ``anchor + 1 ...`` relative to frame ``anchor`` of
+        each clip, from its own modality's actions (``actions`` zero-padded (B, T, Dmax))."""
+        names = self.model.transformer.action_encoder.modality_names
+        rotations = torch.empty(actions.shape[0], count, 3, 3, dtype=torch.float64)
+        for index in ids.unique().tolist():
+            rows = (ids == index).nonzero().flatten()
+            acts = actions[rows][:, :, :self.model.action_dim(names[index])]
+            rotations[rows] = chain_rotations(names[index], acts[:, anchor + 1:anchor + 1 + count], acts[:, anchor])
+        return rotations
+
+    def _clip_intrinsics(self, intrinsics: torch.Tensor) -> torch.Tensor:
+        """Each clip's intrinsics (B, 3, 3); the model's default camera for a bag that had none (NaN)."""
+        known = torch.isfinite(intrinsics).all(dim=-1).all(dim=-1)[:, None, None]
+        return torch.where(known, intrinsics, self.model.intrinsics)
+
     @torch.no_grad()
     def _chunk_references(self, frames: torch.Tensor, actions: torch.Tensor, ids: torch.Tensor,
                           intrinsics: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
@@ -630,16 +646,9 @@ class Trainer:
         real). Chunk 0 has no frame before it: its entries are its latents (unused)."""
         model, cf = self.model, self.config.chunk_frames
         b, t = frames.shape[:2]
-        names = model.transformer.action_encoder.modality_names
         befores = list(range(cf - 1, t - 1, cf))  # the newest frame before chunks 1..K-1
-        rotations = torch.empty(b, len(befores), cf, 3, 3, dtype=torch.float64)
-        for index in ids.unique().tolist():
-            rows = (ids == index).nonzero().flatten()
-            acts = actions[rows][:, :, :model.action_dim(names[index])]
-            for i, before in enumerate(befores):
-                rotations[rows, i] = chain_rotations(names[index], acts[:, before + 1:before + 1 + cf], acts[:, before])
-        known = torch.isfinite(intrinsics).all(dim=-1).all(dim=-1)[:, None, None]
-        K = torch.where(known, intrinsics, model.intrinsics).repeat_interleave(len(befores) * cf, dim=0)
+        rotations = torch.stack([self._clip_rotations(actions, ids, before, cf) for before in befores], dim=1)
+        K = self._clip_intrinsics(intrinsics).repeat_interleave(len(befores) * cf, dim=0)
         pixels = frames[:, befores].flatten(0, 1).repeat_interleave(cf, dim=0)  # (B * (K-1) * cf, 3, H, W)
         turned = model.turned_views(pixels, rotations.flatten(0, 2), K)[1]  # (B * (K-1) * cf, C, h, w)
         turned = turned.unflatten(0, (b, len(befores) * cf)).transpose(1, 2)
@@ -651,19 +660,12 @@ class Trainer:
         """Frame ``anchor`` of each clip (B, T, 3, H, W) turned by the camera rotation of every later
         frame (``rotation_reference``, as at inference): pixels (B, N, 3, H, W), latents (B, C, N, h, w).
         Clips without intrinsics take the model's default camera."""
-        model = self.model
         b, t = frames.shape[:2]
         later = t - anchor - 1
-        names = model.transformer.action_encoder.modality_names
-        rotations = torch.empty(b, later, 3, 3, dtype=torch.float64)
-        for index in ids.unique().tolist():
-            rows = (ids == index).nonzero().flatten()
-            acts = actions[rows][:, :, :model.action_dim(names[index])]
-            rotations[rows] = chain_rotations(names[index], acts[:, anchor + 1:], acts[:, anchor])
-        known = torch.isfinite(intrinsics).all(dim=-1).all(dim=-1)[:, None, None]
-        K = torch.where(known, intrinsics, model.intrinsics).repeat_interleave(later, dim=0)
+        rotations = self._clip_rotations(actions, ids, anchor, later)
+        K = self._clip_intrinsics(intrinsics).repeat_interleave(later, dim=0)
         pixels = frames[:, anchor].repeat_interleave(later, dim=0)
-        turned, latents = model.turned_views(pixels, rotations.flatten(0, 1), K)
+        turned, latents = self.model.turned_views(pixels, rotations.flatten(0, 1), K)
         return turned.unflatten(0, (b, later)), latents.unflatten(0, (b, later)).transpose(1, 2)
 
     @torch.no_grad()
