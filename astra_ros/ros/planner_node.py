@@ -468,7 +468,8 @@ def _twist(command) -> Twist:
 
 def main(args: list[str] | None = None) -> int:
     """Run the planner until Ctrl-C or ROS shutdown; 1 when it cannot start."""
-    return run_node(PlannerNode, SingleThreadedExecutor, NODE_NAME, args, usage=__doc__, parameters=PARAMETERS)
+    return run_node(PlannerNode, SingleThreadedExecutor, NODE_NAME, args, usage=__doc__, parameters=PARAMETERS,
+                    exit_at_once_if_not_started=True)
 
 
 if __name__ == "__main__":

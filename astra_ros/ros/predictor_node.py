@@ -862,4 +862,5 @@ def main(args: list[str] | None = None) -> int:
     # kept the main thread busy (~90 % of a core) re-polling inputs whose exclusive group was already
     # running, and the node then received 12 % of a 30 Hz camera's images with a p99 latency of 7.8 s;
     # single-threaded it received 86 % (the rest arrive before it subscribes) with a p99 of 36 ms.
-    return run_node(PredictorNode, SingleThreadedExecutor, NODE_NAME, args, usage=__doc__, parameters=PARAMETERS)
+    return run_node(PredictorNode, SingleThreadedExecutor, NODE_NAME, args, usage=__doc__, parameters=PARAMETERS,
+                    exit_at_once_if_not_started=True)

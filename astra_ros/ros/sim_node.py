@@ -262,4 +262,5 @@ class SimNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the simulator node until Ctrl-C or ROS shutdown; 1 when it cannot start."""
-    return run_node(SimNode, SingleThreadedExecutor, NODE_NAME, args, usage=__doc__, parameters=PARAMETERS)
+    return run_node(SimNode, SingleThreadedExecutor, NODE_NAME, args, usage=__doc__, parameters=PARAMETERS,
+                    exit_at_once_if_not_started=True)
