@@ -130,6 +130,22 @@ def test_find_bags_takes_files_counts_each_bag_once_and_skips_unfinished_recordi
         find_bags([tmp_path / "notes.txt"])
 
 
+def test_find_bags_follows_links_to_bags_and_ends_on_a_link_loop(bags, tmp_path):
+    """A data folder of symlinks to bags lost those bags without a word (Path.rglob skips symlinked
+    folders before Python 3.13): a training run then silently trained on part of its data."""
+    from astra_ros.data.bags import find_bags
+
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    originals = sorted(p for p in bags.iterdir() if (p / "metadata.yaml").is_file())
+    for bag in originals:
+        (linked / bag.name).symlink_to(bag.resolve(), target_is_directory=True)
+    (linked / "loop").symlink_to(linked, target_is_directory=True)  # must not recurse forever
+    found = find_bags([linked])
+    assert [bag.name for bag in found] == [bag.name for bag in originals]
+    assert {bag.resolve() for bag in found} == {bag.resolve() for bag in originals}
+
+
 def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_state_whole(bags, tmp_path, monkeypatch):
     """Written in place, a half-written ema.safetensors destroyed the last good state (or mixed two
     steps' weights); the state is now swapped in whole, and the run resumes as if never stopped."""

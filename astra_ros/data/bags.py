@@ -22,6 +22,7 @@ naming the bag, topic and stamp; frames whose pose is NaN keep NaN actions and a
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -144,6 +145,22 @@ def bag_topics(bag_path: Path | str) -> dict[str, str]:
         raise BagError(f"cannot open bag {path}: {error}") from error
 
 
+def _files_under(root: Path):
+    """Every file below ``root``, following symlinked folders (a data folder of links to bags is
+    common, and ``Path.rglob`` skips them before Python 3.13), each real folder visited once so that
+    a link loop ends."""
+    seen: set[str] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort()
+        for name in sorted(names):
+            yield Path(folder) / name
+
+
 def find_bags(paths: list[Path] | list[str]) -> list[Path]:
     """The bags named by ``paths``: each a bag directory (holding metadata.yaml), a bare .mcap/.db3
     file, or a folder searched for them. In the order given (a folder's bags sorted), each bag once
@@ -160,9 +177,9 @@ def find_bags(paths: list[Path] | list[str]) -> list[Path]:
         elif (root / "metadata.yaml").is_file():
             reached = [root]
         else:
-            bags = {meta.parent for meta in root.rglob("metadata.yaml")}
-            for suffix in BAG_FILE_SUFFIXES:
-                bags |= {f for f in root.rglob(f"*{suffix}") if not (f.parent / "metadata.yaml").is_file()}
+            files = list(_files_under(root))
+            bags = {f.parent for f in files if f.name == "metadata.yaml"}
+            bags |= {f for f in files if f.suffix in BAG_FILE_SUFFIXES and not (f.parent / "metadata.yaml").is_file()}
             reached = sorted(bags)
         for bag in reached:
             found.setdefault(bag.resolve(), bag)
