@@ -13,11 +13,13 @@ from astra_ros.eval.metrics import (
     SSIM_K1,
     SSIM_K2,
     action_sensitivity,
+    action_sensitivity_interval,
     copy_last_baseline,
     mse,
     psnr,
     shuffled_actions_indices,
     ssim,
+    wilson_interval,
 )
 from astra_ros.eval.motion import (
     MotionStatus,
@@ -172,6 +174,21 @@ def test_action_sensitivity_known_fraction() -> None:
     assert math.isnan(action_sensitivity([np.nan], [1.0]))
     with pytest.raises(ValueError):
         action_sensitivity([1.0, 2.0], [1.0])
+
+
+def test_sensitivity_interval_is_the_wilson_interval_and_narrows_with_clips() -> None:
+    # Reference values of the 95 % Wilson score interval (z = 1.96).
+    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    # 3 of 4 clips won (the NaN pair is left out, as in action_sensitivity).
+    lo, hi = action_sensitivity_interval([1.0, 1.0, 1.0, 2.0, np.nan], [2.0, 2.0, 2.0, 1.0, 1.0])
+    assert (lo, hi) == pytest.approx(wilson_interval(3, 4))
+    assert lo < action_sensitivity([1.0, 1.0, 1.0, 2.0], [2.0, 2.0, 2.0, 1.0]) < hi
+    # The same fraction over 16x the clips: a quarter of the width.
+    wide, narrow = wilson_interval(15, 20), wilson_interval(240, 320)
+    assert (narrow[1] - narrow[0]) < 0.3 * (wide[1] - wide[0])
 
 
 # ---------------------------------------------------------------------------- motion: synthetic room

@@ -93,6 +93,12 @@ def _fmt(value: float, digits: int = 2) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _interval(metrics: dict) -> str:
+    """`` (95 % 0.68-0.88)``: the sensitivity's uncertainty from its clip count, or nothing."""
+    lo, hi = metrics.get("action_sensitivity_ci95") or (math.nan, math.nan)
+    return f" (95 % {lo:.2f}-{hi:.2f})" if math.isfinite(lo) and math.isfinite(hi) else ""
+
+
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
@@ -109,7 +115,7 @@ def summary_table(metrics: dict) -> str:
         columns = tuple((k, title + "*" if k == "shuffled_actions" else title, w) for k, title, w in columns)
     rows = [
         f"{metrics['clips']} clips, horizon {metrics['horizon_s'][-1]:.2f} s, "
-        f"action sensitivity {_fmt(metrics['action_sensitivity'])} (1 = always follows actions)",
+        f"action sensitivity {_fmt(metrics['action_sensitivity'])}{_interval(metrics)} (1 = always follows actions)",
         f"{'':18}" + "".join(f"{title:>{w}}" for _, title, w in columns),
         f"{'PSNR [dB]':18}" + "".join(f"{_fmt(_mean(psnr[k])) if k in psnr else 'n/a':>{w}}" for k, _, w in columns),
         f"{'SSIM':18}" + "".join(f"{_fmt(_mean(ssim[k]), 3) if k in ssim else 'n/a':>{w}}" for k, _, w in columns),
@@ -130,7 +136,7 @@ def summary_table(metrics: dict) -> str:
     for modality, row in sorted((metrics.get("per_modality") or {}).items()):
         rows.append(f"{modality + ' PSNR':18}" + "".join(
             f"{_fmt(row.get('psnr_' + k, math.nan)):>{w}}" for k, _, w in columns)
-            + f"   ({row['clips']} clips, sensitivity {_fmt(row['action_sensitivity'])})")
+            + f"   ({row['clips']} clips, sensitivity {_fmt(row['action_sensitivity'])}{_interval(row)})")
     if partial:
         rows.append(f"* shuffled actions on {shuffled_clips} of {metrics['clips']} clips only (a modality with one "
                     "clip has none to borrow): compare per modality")

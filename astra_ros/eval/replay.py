@@ -31,7 +31,7 @@ from tqdm import tqdm
 from astra_ros.data.actions import rebase_camera_actions
 from astra_ros.data.bags import BagError, BagTopics, Episode, bag_topics, modality_from_topics, read_episode
 from astra_ros.data.geometry import PinholeIntrinsics
-from astra_ros.eval.metrics import (PSNR_CAP_DB, action_sensitivity, copy_last_baseline, mse, psnr,
+from astra_ros.eval.metrics import (PSNR_CAP_DB, action_sensitivity, action_sensitivity_interval, copy_last_baseline, mse, psnr,
                                    shuffled_actions_indices, ssim)
 from astra_ros.eval.motion import R_BODY_OPTICAL, motion_errors, motion_from_relative_pose, rotation_angle_deg
 
@@ -553,9 +553,10 @@ def _per_modality(clips: list[ClipResult], series: tuple[str, ...],
             per_horizon = np.array(_nanmean_rows([c.scores[f"psnr_{name}"] for c in members]))
             finite = per_horizon[np.isfinite(per_horizon)]
             row[f"psnr_{name}"] = float(finite.mean()) if finite.size else float("nan")
-        row["action_sensitivity"] = action_sensitivity(
-            np.array([c.scores["mse_model"] for c in members]),
-            np.array([c.scores["mse_shuffled_actions"] for c in members]))
+        errors = (np.array([c.scores["mse_model"] for c in members]),
+                  np.array([c.scores["mse_shuffled_actions"] for c in members]))
+        row["action_sensitivity"] = action_sensitivity(*errors)
+        row["action_sensitivity_ci95"] = list(action_sensitivity_interval(*errors))
         row["rotation_paired"] = rotation_paired(members)
         row["one_shot_latent_mse"] = one_shot_summary(members)
         out[modality] = row
@@ -614,13 +615,14 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
     series = ("model", "copy_last", "shuffled_actions")
     if all(c.reconstructed is not None for c in clips):
         series += ("codec_ceiling",)
+    sensitivity_errors = (np.array([c.scores["mse_model"] for c in clips]),
+                          np.array([c.scores["mse_shuffled_actions"] for c in clips]))
     metrics: dict[str, Any] = {
         "horizon_s": plan.horizon_s,
         "psnr": {k: mean(f"psnr_{k}") for k in series},
         "ssim": {k: mean(f"ssim_{k}") for k in series},
-        "action_sensitivity": action_sensitivity(
-            np.array([c.scores["mse_model"] for c in clips]), np.array([c.scores["mse_shuffled_actions"] for c in clips])
-        ),
+        "action_sensitivity": action_sensitivity(*sensitivity_errors),
+        "action_sensitivity_ci95": list(action_sensitivity_interval(*sensitivity_errors)),
         "per_modality": _per_modality(clips, series, lambda m: _scale_used(model, options, m)),
         "one_shot_latent_mse": one_shot_summary(clips),
         "rotation_error_deg": {k: mean(f"rot_{k}") for k in ("model", "ground_truth")},

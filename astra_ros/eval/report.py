@@ -283,6 +283,11 @@ def _fmt(value: float, digits: int) -> str:
     return f"{float(value):.{digits}f}"
 
 
+def _interval_cell(row: dict) -> str:
+    lo, hi = row.get("action_sensitivity_ci95") or (math.nan, math.nan)
+    return f" ({lo:.2f}-{hi:.2f})" if math.isfinite(lo) and math.isfinite(hi) else ""
+
+
 def _json_safe(value: Any) -> Any:
     """Replace NaN/inf by None and numpy scalars/arrays by Python types, recursively."""
     if isinstance(value, Mapping):
@@ -354,22 +359,26 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
                      "another clip's actions to borrow, the other columns all of them: compare per modality below.")
     lines.append("")
     sens = metrics.get("action_sensitivity")
+    lo, hi = metrics.get("action_sensitivity_ci95") or (math.nan, math.nan)
+    interval = (f"; 95 % interval {lo:.2f}-{hi:.2f} over {metrics.get('clips', '?')} clips"
+                if math.isfinite(lo) and math.isfinite(hi) else "")
     lines.append(
         f"**Action sensitivity: {_fmt(sens, 3)}** (fraction of clips whose prediction with the true actions "
-        "has a strictly lower MSE than with shuffled actions; a model that ignores its actions scores 0 (ties) to about 0.5)."
+        "has a strictly lower MSE than with shuffled actions; a model that ignores its actions scores 0 (ties) to about 0.5"
+        f"{interval})."
     )
     lines.append("")
     per_modality = metrics.get("per_modality") or {}
     if per_modality:
         lines += ["## Per action modality (PSNR [dB], mean over the horizon)", "",
                   "| modality | clips | guidance s | model | copy last | shuffled actions | codec ceiling "
-                  "| action sensitivity |",
+                  "| action sensitivity (95 %) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for modality, row in sorted(per_modality.items()):
             cells = [_fmt(row.get(f"psnr_{s}", math.nan), 2) for s in _PANELS[0][3]]
             lines.append(f"| {modality} | {row.get('clips', 'n/a')} | {_fmt(row.get('guidance_scale', math.nan), 2)} | "
                          + " | ".join(cells)
-                         + f" | {_fmt(row.get('action_sensitivity', math.nan), 2)} |")
+                         + f" | {_fmt(row.get('action_sensitivity', math.nan), 2)}{_interval_cell(row)} |")
         lines.append("")
 
     probe = metrics.get("one_shot_latent_mse")
