@@ -24,7 +24,7 @@ from astra_ros.cli.arguments import positive_int
 from astra_ros.data.actions import MODALITIES
 from astra_ros.data.bags import BagError, BagTopics, find_bags
 from astra_ros.eval.replay import MOTION_ESTIMATORS, EvalError, EvalOptions, EvalResult, evaluate_bags
-from astra_ros.eval.report import image_grid, write_metrics_json, write_report, write_video
+from astra_ros.eval.report import image_grid, sensitivity_interval, write_metrics_json, write_report, write_video
 
 GRID_CLIPS = 4  # clips shown in grid.png
 
@@ -95,8 +95,8 @@ def _fmt(value: float, digits: int = 2) -> str:
 
 def _interval(metrics: dict) -> str:
     """`` (95 % 0.68-0.88)``: the sensitivity's uncertainty from its clip count, or nothing."""
-    lo, hi = metrics.get("action_sensitivity_ci95") or (math.nan, math.nan)
-    return f" (95 % {lo:.2f}-{hi:.2f})" if math.isfinite(lo) and math.isfinite(hi) else ""
+    bounds = sensitivity_interval(metrics)
+    return f" (95 % {bounds[0]:.2f}-{bounds[1]:.2f})" if bounds else ""
 
 
 def _mean(values: list[float]) -> float:

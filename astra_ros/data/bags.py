@@ -178,8 +178,8 @@ def find_bags(paths: list[Path] | list[str]) -> list[Path]:
             reached = [root]
         else:
             files = list(_files_under(root))
-            bags = {f.parent for f in files if f.name == "metadata.yaml"}
-            bags |= {f for f in files if f.suffix in BAG_FILE_SUFFIXES and not (f.parent / "metadata.yaml").is_file()}
+            bag_folders = {f.parent for f in files if f.name == "metadata.yaml"}
+            bags = bag_folders | {f for f in files if f.suffix in BAG_FILE_SUFFIXES and f.parent not in bag_folders}
             reached = sorted(bags)
         for bag in reached:
             found.setdefault(bag.resolve(), bag)

@@ -232,14 +232,18 @@ def action_sensitivity(err_true: np.ndarray, err_shuffled: np.ndarray) -> float:
     Returns:
         the fraction in [0, 1], or NaN when no clip has both errors.
     """
+    wins, clips = _sensitivity_wins(err_true, err_shuffled)
+    return wins / clips if clips else math.nan
+
+
+def _sensitivity_wins(err_true: np.ndarray, err_shuffled: np.ndarray) -> tuple[int, int]:
+    """(clips whose true-action error is strictly lower, clips where neither error is NaN)."""
     a = np.asarray(err_true, dtype=np.float64).reshape(-1)
     b = np.asarray(err_shuffled, dtype=np.float64).reshape(-1)
     if a.shape != b.shape:
         raise ValueError(f"err_true and err_shuffled must have one value per clip, got {a.size} and {b.size}")
     valid = ~(np.isnan(a) | np.isnan(b))
-    if not np.any(valid):
-        return math.nan
-    return float(np.mean(a[valid] < b[valid]))
+    return int(np.sum(a[valid] < b[valid])), int(np.sum(valid))
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -259,9 +263,4 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
 def action_sensitivity_interval(err_true: np.ndarray, err_shuffled: np.ndarray) -> tuple[float, float]:
     """95 % Wilson interval of :func:`action_sensitivity`: with 20-64 clips a sensitivity is uncertain
     by about +-0.1, so two evaluations that differ by less than that have not shown a difference."""
-    a = np.asarray(err_true, dtype=np.float64).reshape(-1)
-    b = np.asarray(err_shuffled, dtype=np.float64).reshape(-1)
-    if a.shape != b.shape:
-        raise ValueError(f"err_true and err_shuffled must have one value per clip, got {a.size} and {b.size}")
-    valid = ~(np.isnan(a) | np.isnan(b))
-    return wilson_interval(int(np.sum(a[valid] < b[valid])), int(np.sum(valid)))
+    return wilson_interval(*_sensitivity_wins(err_true, err_shuffled))

@@ -283,9 +283,15 @@ def _fmt(value: float, digits: int) -> str:
     return f"{float(value):.{digits}f}"
 
 
-def _interval_cell(row: dict) -> str:
+def sensitivity_interval(row: Mapping[str, Any]) -> tuple[float, float] | None:
+    """A metrics row's ``action_sensitivity_ci95`` (lo, hi), or None when absent or undefined."""
     lo, hi = row.get("action_sensitivity_ci95") or (math.nan, math.nan)
-    return f" ({lo:.2f}-{hi:.2f})" if math.isfinite(lo) and math.isfinite(hi) else ""
+    return (lo, hi) if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def _interval_cell(row: Mapping[str, Any]) -> str:
+    interval = sensitivity_interval(row)
+    return f" ({interval[0]:.2f}-{interval[1]:.2f})" if interval else ""
 
 
 def _json_safe(value: Any) -> Any:
@@ -359,9 +365,8 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
                      "another clip's actions to borrow, the other columns all of them: compare per modality below.")
     lines.append("")
     sens = metrics.get("action_sensitivity")
-    lo, hi = metrics.get("action_sensitivity_ci95") or (math.nan, math.nan)
-    interval = (f"; 95 % interval {lo:.2f}-{hi:.2f} over {metrics.get('clips', '?')} clips"
-                if math.isfinite(lo) and math.isfinite(hi) else "")
+    bounds = sensitivity_interval(metrics)
+    interval = f"; 95 % interval {bounds[0]:.2f}-{bounds[1]:.2f} over {metrics.get('clips', '?')} clips" if bounds else ""
     lines.append(
         f"**Action sensitivity: {_fmt(sens, 3)}** (fraction of clips whose prediction with the true actions "
         "has a strictly lower MSE than with shuffled actions; a model that ignores its actions scores 0 (ties) to about 0.5"
