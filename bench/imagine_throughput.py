@@ -49,12 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_model(checkpoint: str):
-    from astra_ros.model import WorldModel, preset
+    from astra_ros.model import load_world_model
 
-    if checkpoint.startswith("random:"):
-        name = checkpoint.split(":", 1)[1]
-        return WorldModel(preset(name, **({"resolution": (32, 32)} if name == "tiny" else {})))
-    return WorldModel.from_pretrained(checkpoint)
+    return load_world_model(checkpoint)
 
 
 def time_call(model, actions: np.ndarray, repeats: int, **kwargs) -> float:

@@ -249,12 +249,9 @@ def summarise(episodes: list[dict], methods: list[str], budget: int) -> dict[str
 
 
 def load_model(checkpoint: str) -> Any:
-    from astra_ros.model import WorldModel, preset
+    from astra_ros.model import load_world_model
 
-    if checkpoint.startswith("random:"):
-        name = checkpoint.split(":", 1)[1]
-        return WorldModel(preset(name, **({"resolution": (32, 32)} if name == "tiny" else {})))
-    return WorldModel.from_pretrained(checkpoint)
+    return load_world_model(checkpoint)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

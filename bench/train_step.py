@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from astra_ros.model import WorldModel, preset
+    from astra_ros.model import load_world_model
     from astra_ros.model.flow import flow_matching_loss
 
     torch.set_num_threads(args.threads)
@@ -63,10 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from astra_ros.training.trainer import BF16_NORM_WARNING
 
     warnings.filterwarnings("ignore", message=BF16_NORM_WARNING)  # as astra-train does
-    if args.checkpoint.startswith("random:"):
-        model = WorldModel(preset(args.checkpoint.split(":", 1)[1]))
-    else:
-        model = WorldModel.from_pretrained(args.checkpoint)
+    model = load_world_model(args.checkpoint)
     model.train()
     model.codec.eval()
     h, w = model.resolution

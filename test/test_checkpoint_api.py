@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from astra_ros.model import CheckpointError, WorldModel, preset
+from astra_ros.model import CheckpointError, WorldModel, load_world_model, preset
 from astra_ros.model.config import ConfigError
 from astra_ros.model.world_model import STILL_CELL_MSE
 
@@ -484,3 +484,24 @@ def test_a_checkpoint_trained_without_motion_inputs_loads_with_them_and_predicts
         wm.start(_frames(4), acts[:4], modality="camera", seed=2)
         outs.append(wm.step(acts[4:8], seed=3))
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_one_reading_of_random_specs_reproducible_and_leaving_the_callers_rng_alone(model, tmp_path):
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a = load_world_model("random:tiny")
+    assert torch.equal(torch.rand(3), before)  # the caller's RNG did not move
+    b = load_world_model("random:tiny")
+    assert a.resolution == (32, 32)  # tiny is drawn at 32x32 for every tool, not the preset's 16x16
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(pa, pb), name
+    assert load_world_model("random:cpu_default").resolution == preset("cpu_default").resolution
+
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = load_world_model(tmp_path / "ckpt")
+    assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        load_world_model("random:nope")
+    with pytest.raises(CheckpointError):
+        load_world_model(tmp_path / "missing")

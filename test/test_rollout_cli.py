@@ -17,9 +17,10 @@ def test_rollout_streams_whole_chunks_and_writes_the_strip(tmp_path, capsys):
     assert summary["frames_predicted"] == 4  # 3 frames asked, rounded up to whole chunks of 2
     assert len(summary["chunk_latency_s"]) == 2
     image = np.asarray(Image.open(out))
-    assert image.shape == (2 * 2 * 16, 70 + 4 * 2 * 16, 3)  # 2 rows of 4 tiles, tiny's 16 px at 2x, a label column
-    observed, predicted = image[:32, 70:], image[32:, 70:]
-    frames, _ = panning_scene(8, (16, 16), seed=0)
+    # 2 rows of 4 tiles, random:tiny's 32 px (as every tool draws it) at 2x, a label column
+    assert image.shape == (2 * 2 * 32, 70 + 4 * 2 * 32, 3)
+    observed, predicted = image[:64, 70:], image[64:, 70:]
+    frames, _ = panning_scene(8, (32, 32), seed=0)
     np.testing.assert_array_equal(observed[::2, ::2], np.concatenate(list(frames[:4]), axis=1))
     assert (predicted != 255).any()  # the predictions are drawn, not left blank
 
@@ -49,5 +50,5 @@ def test_random_preset_is_spelt_as_the_other_tools_spell_it(tmp_path, capsys):
     for spelling in (["--checkpoint", "random:tiny"], ["--checkpoint", "random", "--preset", "tiny"]):
         assert main([*spelling, "--predict", "2", "--out", str(tmp_path / "s.png")]) == 0
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["frames_predicted"] == 2
-    assert np.asarray(Image.open(tmp_path / "s.png")).shape[0] == 2 * 2 * 16  # tiny's 16 px frames
+    assert np.asarray(Image.open(tmp_path / "s.png")).shape[0] == 2 * 2 * 32  # random:tiny is 32 px everywhere
     assert main(["--checkpoint", "random:nope", "--out", str(tmp_path / "s.png")]) == 2

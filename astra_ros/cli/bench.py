@@ -38,14 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_model(checkpoint: str, use_cache: bool = True):
-    import torch
+    from astra_ros.model import load_world_model
 
-    from astra_ros.model import WorldModel, preset
-
-    if checkpoint.startswith("random:"):
-        torch.manual_seed(0)
-        return WorldModel(preset(checkpoint.split(":", 1)[1]), use_cache=use_cache)
-    return WorldModel.from_pretrained(checkpoint, use_cache=use_cache)
+    return load_world_model(checkpoint, use_cache=use_cache)
 
 
 def _inputs(wm, frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:

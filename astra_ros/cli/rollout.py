@@ -74,18 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from astra_ros.model import CheckpointError, WorldModel, preset
+    from astra_ros.model import RANDOM_PREFIX, CheckpointError, load_world_model
 
     torch.manual_seed(args.seed)
+    # random:<preset>, as every other tool spells it, or random + --preset
+    spec = RANDOM_PREFIX + args.preset if args.checkpoint == "random" else args.checkpoint
     try:
-        if args.checkpoint == "random" or args.checkpoint.startswith("random:"):
-            # random:<preset>, as astra-demo, astra-bench and the predictor node spell it, or random + --preset
-            name = args.checkpoint.split(":", 1)[1] if ":" in args.checkpoint else args.preset
-            wm = WorldModel(preset(name))
+        wm = load_world_model(spec)
+        if spec.startswith(RANDOM_PREFIX):
             log.info("using a randomly initialised '%s' model: predictions are noise until a trained checkpoint is used",
-                     name)
-        else:
-            wm = WorldModel.from_pretrained(args.checkpoint)
+                     spec[len(RANDOM_PREFIX):])
     except (CheckpointError, ValueError) as err:
         log.error("cannot load checkpoint: %s", err)
         return 2

@@ -2,6 +2,8 @@
 
 from .checkpoint import CheckpointError
 from .config import CONTRACT_MODALITIES, AstraConfig, CodecConfig, ConfigError, preset
+from .loading import RANDOM_PREFIX, load_world_model
 from .world_model import WorldModel
 
-__all__ = ["AstraConfig", "CodecConfig", "CheckpointError", "ConfigError", "CONTRACT_MODALITIES", "WorldModel", "preset"]
+__all__ = ["AstraConfig", "CodecConfig", "CheckpointError", "ConfigError", "CONTRACT_MODALITIES", "RANDOM_PREFIX", "WorldModel",
+           "load_world_model", "preset"]

@@ -249,9 +249,6 @@ class ObservationWindow:
 
 
 # ------------------------------------------------------------------------------------------ model
-RANDOM_PREFIX = "random:"
-
-
 def model_intrinsics(k: Sequence[float], width: int, height: int, resolution: tuple[int, int]) -> np.ndarray:
     """Intrinsics (3, 3) [px] at the model's ``resolution = (height, width)`` from a camera_info's ``k``
     (row-major 3x3) for images of ``width`` x ``height``: images are resized to the model without
@@ -268,19 +265,12 @@ def model_intrinsics(k: Sequence[float], width: int, height: int, resolution: tu
 
 
 def load_world_model(checkpoint: str) -> Any:
-    """A ``WorldModel`` for the node's ``checkpoint`` parameter.
+    """A ``WorldModel`` for the node's ``checkpoint`` parameter: ``"default"``, a directory, or
+    ``"random:<preset>"`` (random weights; ``random:tiny`` is 32x32, fast enough for tests on one
+    CPU core). One reading for every tool: :func:`astra_ros.model.load_world_model`."""
+    from astra_ros.model import load_world_model as load
 
-    ``"default"``, a directory or a name go to ``WorldModel.from_pretrained``; ``"random:<preset>"``
-    builds a randomly initialised model of that preset (for tests and demos: its frames are noise).
-    ``random:tiny`` is the tiny preset at 32x32 pixels, fast enough for tests on one CPU core.
-    """
-    from astra_ros.model import WorldModel, preset
-
-    if checkpoint.startswith(RANDOM_PREFIX):
-        name = checkpoint[len(RANDOM_PREFIX):]
-        overrides = {"resolution": (32, 32)} if name == "tiny" else {}
-        return WorldModel(preset(name, **overrides))
-    return WorldModel.from_pretrained(checkpoint)
+    return load(checkpoint)
 
 
 @dataclass(frozen=True)

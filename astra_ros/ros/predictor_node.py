@@ -58,16 +58,15 @@ from __future__ import annotations
 
 import queue
 import secrets
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
