@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -805,3 +806,15 @@ def test_rotation_reference_fine_tune_starts_at_the_turned_view_and_trains_both_
     assert train_main(["--config", str(rolled), "--init", str(tmp_path / "src"), "--out", str(tmp_path / "rolled")]
                       + common) == 2
     assert "decoder_predicted_share" in caplog.text
+
+
+def test_a_corrupt_bag_among_good_ones_is_named_before_anything_is_written(bags, tmp_path, caplog):
+    broken = tmp_path / "broken" / "rover_s9"
+    shutil.copytree(next(bags.glob("rover_*")), broken)
+    for mcap in broken.glob("*.mcap"):
+        mcap.write_bytes(mcap.read_bytes()[:200])  # cut short: the copy cannot be read
+    out = tmp_path / "run"
+    assert train_main(["--config", str(_recipe(tmp_path)), "--out", str(out), "--no-progress",
+                       "--data", str(bags), str(broken.parent)]) == 2
+    assert f"cannot open bag {broken}" in caplog.text
+    assert not out.exists()  # no half-made run directory to mistake for a result
