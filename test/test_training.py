@@ -761,7 +761,8 @@ def test_the_default_checkpoint_ships_the_recipes_that_trained_it():
                                       ("train_default_arm_emphasis.yaml", "training_recipe_stage11.yaml"),
                                       ("train_default_arm_emphasis_more.yaml", "training_recipe_stage12.yaml"),
                                       ("train_default_arm_more_data.yaml", "training_recipe_stage13.yaml"),
-                                      ("train_default_more_data.yaml", "training_recipe_stage14.yaml")):
+                                      ("train_default_more_data.yaml", "training_recipe_stage14.yaml"),
+                                      ("train_default_more_data_more.yaml", "training_recipe_stage15.yaml")):
         assert TrainRecipe.from_yaml(REPO / "config" / config_name) == TrainRecipe.from_yaml(shipped / shipped_name)
 
 
