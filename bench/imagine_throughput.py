@@ -48,12 +48,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_model(checkpoint: str):
-    from astra_ros.model import load_world_model
-
-    return load_world_model(checkpoint)
-
-
 def time_call(model, actions: np.ndarray, repeats: int, **kwargs) -> float:
     """Median latency [s] of ``repeats`` calls; one call when it takes over LONG_CALL_S (timing noise is small then)."""
     times = []
@@ -72,7 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    model = load_model(args.checkpoint)
+    from astra_ros.model import load_world_model
+
+    model = load_world_model(args.checkpoint)
     rng = np.random.default_rng(0)
     height, width = model.resolution
     frames = rng.integers(0, 256, (4, height, width, 3), dtype=np.uint8)

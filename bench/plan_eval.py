@@ -248,12 +248,6 @@ def summarise(episodes: list[dict], methods: list[str], budget: int) -> dict[str
     return out
 
 
-def load_model(checkpoint: str) -> Any:
-    from astra_ros.model import load_world_model
-
-    return load_world_model(checkpoint)
-
-
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -289,7 +283,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     began = time.perf_counter()
-    model = load_model(args.checkpoint)
+    from astra_ros.model import load_world_model
+
+    model = load_world_model(args.checkpoint)
     fps = model.frames_per_chunk
     config = CEMConfig(horizon_steps=args.horizon_steps, frames_per_step=fps, candidates=args.candidates,
                        elites=args.elites, iterations=args.iterations)

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from astra_ros.cli.bench import load_model, time_step
-from astra_ros.model import WorldModel
+from astra_ros.cli.bench import time_step
+from astra_ros.model import WorldModel, load_world_model
 from astra_ros.model.checkpoint import DEFAULT_CHECKPOINT
 
 
@@ -36,8 +36,8 @@ def parse_args() -> argparse.Namespace:
 
 def load(checkpoint: str, use_cache: bool) -> WorldModel:
     if checkpoint == "random" or (checkpoint == "default" and not (DEFAULT_CHECKPOINT / "model.safetensors").exists()):
-        return load_model("random:cpu_default", use_cache)
-    return load_model(checkpoint, use_cache)
+        return load_world_model("random:cpu_default", use_cache=use_cache)
+    return load_world_model(checkpoint, use_cache=use_cache)
 
 
 def main() -> None:

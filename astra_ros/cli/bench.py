@@ -37,12 +37,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_model(checkpoint: str, use_cache: bool = True):
-    from astra_ros.model import load_world_model
-
-    return load_world_model(checkpoint, use_cache=use_cache)
-
-
 def _inputs(wm, frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
     rng = np.random.default_rng(seed)
     h, w = wm.resolution
@@ -173,11 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
+    from astra_ros.model import load_world_model
+
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
-        cached, dense = load_model(args.checkpoint, True), load_model(args.checkpoint, False)
+        cached, dense = (load_world_model(args.checkpoint, use_cache=True),
+                         load_world_model(args.checkpoint, use_cache=False))
     except ValueError as err:
         print(f"astra-bench: cannot load checkpoint: {err}", file=sys.stderr)
         return 2
