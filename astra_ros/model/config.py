@@ -75,6 +75,10 @@ class AstraConfig:
     cross_attn_norm: bool = True  # LayerNorm before cross-attention (only used when text_dim > 0)
     text_dim: int = 0  # width of an optional text/context embedding; 0 = no cross-attention (Astra default)
     rope_theta: float = 10000.0
+    # --- time base
+    # [s] time between the frames the model was trained on (the simulator records at 10 Hz): a live
+    # stream is resampled to it, and twist actions (velocity x interval) are taken over it.
+    frame_interval_s: float = 0.1
     # --- streaming
     chunk_frames: int = 2  # latent frames per autoregressive chunk
     max_history_chunks: int = 8  # KV cache bound: a chunk attends to at most this many chunks before it
@@ -210,6 +214,8 @@ class AstraConfig:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: not valid JSON ({err})") from err
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply to be a model config") from None
         try:
             return cls.from_dict(data)
         except ConfigError as err:
@@ -269,7 +275,39 @@ def coerce_field(hint: Any, value: Any, name: str) -> Any:
     raise ConfigError(f"unsupported config type {hint!r} for '{name}'")
 
 
+# What a config may ask for: beyond these a corrupt or hostile config.json would allocate until the
+# machine runs out of memory instead of failing with a reason (Wan2.1-14B, the largest of its family,
+# is 40 blocks of width 5120 with an FFN of 13824).
+CONFIG_LIMITS = {"num_layers": 128, "ffn_dim": 65536, "attention_head_dim": 1024, "num_attention_heads": 128,
+                 "freq_dim": 8192, "chunk_frames": 64, "max_history_chunks": 1024, "action_dim": 8192,
+                 "num_experts": 256, "expert_hidden_dim": 65536, "text_dim": 16384, "anchor_decoder_width": 1024}
+MAX_RESOLUTION_PX = 4096  # per side
+MAX_PARAMETERS = 50e9  # a rough count over the transformer's blocks
+
+
+def _check_limits(cfg: AstraConfig) -> None:
+    for name, limit in CONFIG_LIMITS.items():
+        value = getattr(cfg, name)
+        if not 0 <= value <= limit:
+            raise ConfigError(f"{name}={value} is outside [0, {limit}]")
+    if any(not 0 < side <= MAX_RESOLUTION_PX for side in cfg.resolution):
+        raise ConfigError(f"resolution {cfg.resolution} must be within 1..{MAX_RESOLUTION_PX} px per side")
+    widths = cfg.codec.levels
+    if max(widths, default=0) > 4096 or cfg.codec.latent_channels > 1024 or len(widths) > 16:
+        raise ConfigError(f"codec widths {widths} / latent_channels {cfg.codec.latent_channels} are beyond "
+                          "what a codec needs (<= 4096 channels, <= 16 levels, <= 1024 latent channels)")
+    inner = cfg.num_attention_heads * cfg.attention_head_dim
+    per_block = 4 * inner * inner + 2 * inner * cfg.ffn_dim
+    if cfg.num_layers * per_block > MAX_PARAMETERS:
+        raise ConfigError(f"the transformer would hold ~{cfg.num_layers * per_block / 1e9:.0f} billion parameters "
+                          f"(limit {MAX_PARAMETERS / 1e9:.0f} billion): num_layers={cfg.num_layers}, "
+                          f"width={inner}, ffn_dim={cfg.ffn_dim}")
+    if not (math.isfinite(cfg.frame_interval_s) and 1e-3 <= cfg.frame_interval_s <= 10.0):
+        raise ConfigError(f"frame_interval_s must be in [0.001, 10] s, got {cfg.frame_interval_s}")
+
+
 def _validate(cfg: AstraConfig) -> None:
+    _check_limits(cfg)
     c = cfg.codec
     if c.kind not in ("autoencoder_kl", "wan"):
         raise ConfigError(f"codec.kind must be 'autoencoder_kl' or 'wan', got {c.kind!r}")

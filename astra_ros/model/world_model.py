@@ -74,6 +74,11 @@ class WorldModel(nn.Module):
         self.anchor_decoder = (AnchorDecoder(config.codec.latent_channels, config.codec.spatial_factor,
                                              config.anchor_decoder_width, config.anchor_decoder_search)
                                if config.anchor_decoder_width else None)
+        self._init_stream_state(use_cache)
+        self.eval()
+
+    def _init_stream_state(self, use_cache: bool) -> None:
+        """Everything of the live stream (not the weights): what :meth:`twin` gives a fresh copy of."""
         self.stream = StreamingRollout(self.transformer, use_cache=use_cache)
         self._modality: str | None = None
         self._pending_frames: list[torch.Tensor] = []  # observed latent frames not yet a whole chunk
@@ -100,7 +105,18 @@ class WorldModel(nn.Module):
         self._observe_generator = torch.Generator().manual_seed(0)
         self._imagine_generator = torch.Generator().manual_seed(1)
         self._step_generator = torch.Generator().manual_seed(2)
-        self.eval()
+
+    def twin(self) -> "WorldModel":
+        """Another stream over the *same* weights (no copy): a second thread can roll it while this
+        one streams (a node's ``~/imagine`` beside its live predictions). The intrinsics are copied."""
+        twin = WorldModel.__new__(WorldModel)
+        nn.Module.__init__(twin)
+        twin.config = self.config
+        twin.codec, twin.transformer, twin.anchor_decoder = self.codec, self.transformer, self.anchor_decoder
+        twin._init_stream_state(self.stream.use_cache)
+        twin._intrinsics = self._intrinsics
+        twin.stream.compute_dtype = self.stream.compute_dtype
+        return twin.eval()
 
     # ------------------------------------------------------------------ checkpoints
     @classmethod

@@ -62,7 +62,7 @@ def state_kind(modality: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ actions
-def _robot_actions_from_transforms(transforms: np.ndarray) -> np.ndarray:
+def robot_actions_from_transforms(transforms: np.ndarray) -> np.ndarray:
     """Robot actions ``float32 [T, 10]`` from end-effector transforms ``[T, 4, 4]``, gripper 0."""
     transforms = np.asarray(transforms, dtype=np.float64)
     return np.concatenate(
@@ -79,20 +79,23 @@ def median_frame_interval_s(stamps_ns: np.ndarray) -> float:
 
 
 def window_actions(
-    modality: str, stamps_ns: np.ndarray, states: np.ndarray, thresholds: KeyThresholds = KeyThresholds()
+    modality: str, stamps_ns: np.ndarray, states: np.ndarray, thresholds: KeyThresholds = KeyThresholds(),
+    interval_s: float | None = None,
 ) -> np.ndarray:
     """Action vectors ``float32 [T, D]`` of the window's frames from their paired states.
 
     ``states`` is ``[T, 4, 4]`` for camera/robot and ``[T, 6]`` for twist/keys (see the module docstring).
+    Twists are taken over ``interval_s`` (the model's frame interval), else over the stamps' intervals.
     """
     check_modality(modality)
     states = np.asarray(states, dtype=np.float64)
     if modality == "camera":
         return camera_actions(states)
     if modality == "robot":
-        return _robot_actions_from_transforms(states)
+        return robot_actions_from_transforms(states)
     if modality == "twist":
-        return twist_actions(states[:, :3], states[:, 3:], frame_intervals(stamps_ns))
+        intervals = frame_intervals(stamps_ns) if interval_s is None else np.full(len(states), interval_s)
+        return twist_actions(states[:, :3], states[:, 3:], intervals)
     return keys_from_twist(states[:, :3], states[:, 3:], thresholds)
 
 
@@ -132,7 +135,7 @@ def future_actions(
         future.append(future[-1] @ step)
     future_poses = np.stack(future[1:])  # (horizon, 4, 4)
     if modality == "robot":
-        return _robot_actions_from_transforms(future_poses)
+        return robot_actions_from_transforms(future_poses)
     # Camera actions are relative to the window's first frame, like the window's own.
     return camera_actions(np.concatenate([states[:1], future_poses]))[1:]
 
@@ -159,6 +162,7 @@ class WindowSnapshot:
     future_actions: np.ndarray  # float32 [horizon, D]
     frame_interval_s: float  # [s]
     frame_id: str
+    states: np.ndarray | None = None  # the window's paired states ([T, 4, 4] poses or [T, 6] twists)
 
     @property
     def last_stamp_ns(self) -> int:
@@ -172,11 +176,13 @@ class WindowSnapshot:
 class ObservationWindow:
     """The last ``context_frames`` observations of one modality, in stamp order."""
 
-    def __init__(self, context_frames: int, resolution: tuple[int, int]) -> None:
+    def __init__(self, context_frames: int, resolution: tuple[int, int], resize_mode: str = "squash") -> None:
         if context_frames < 2:
             raise ValueError(f"context_frames must be >= 2 (a frame interval needs two frames), got {context_frames}")
+        check_resize_mode(resize_mode)
         self.context_frames = context_frames
         self.resolution = resolution
+        self.resize_mode = resize_mode
         self._observations: deque[Observation] = deque(maxlen=context_frames)
 
     def __len__(self) -> int:
@@ -195,7 +201,7 @@ class ObservationWindow:
 
         Returns the oldest observation when the window was full and it was pushed out, else None.
         """
-        frame = resize_rgb(np.ascontiguousarray(rgb, dtype=np.uint8), self.resolution)
+        frame = fit_to_model(np.ascontiguousarray(rgb, dtype=np.uint8), self.resolution, self.resize_mode)
         evicted = self._observations[0] if self.full else None
         self._observations.append(Observation(int(stamp_ns), frame, np.array(state, dtype=np.float64), frame_id))
         return evicted
@@ -228,8 +234,13 @@ class ObservationWindow:
         *,
         latest_command: np.ndarray | None = None,
         thresholds: KeyThresholds = KeyThresholds(),
+        interval_s: float | None = None,
     ) -> WindowSnapshot:
-        """Copy the window with its actions and future actions; the window must be full."""
+        """Copy the window with its actions and future actions; the window must be full.
+
+        ``interval_s``: the model's frame interval, which the window's frames were taken on (see
+        :class:`~astra_ros.ros.live_forecast.FrameGrid`); None: the median interval of their stamps.
+        """
         if not self.full:
             raise ValueError(f"the window has {len(self)} of {self.context_frames} frames")
         observations = list(self._observations)
@@ -239,28 +250,70 @@ class ObservationWindow:
             modality=modality,
             stamps_ns=stamps,
             frames=np.stack([o.frame for o in observations]),
-            actions=window_actions(modality, stamps, states, thresholds),
+            actions=window_actions(modality, stamps, states, thresholds, interval_s),
             future_actions=future_actions(
                 modality, stamps, states, horizon, latest_command=latest_command, thresholds=thresholds
             ),
-            frame_interval_s=median_frame_interval_s(stamps),
+            frame_interval_s=median_frame_interval_s(stamps) if interval_s is None else float(interval_s),
             frame_id=observations[-1].frame_id,
+            states=states,
         )
 
 
 # ------------------------------------------------------------------------------------------ model
-def model_intrinsics(k: Sequence[float], width: int, height: int, resolution: tuple[int, int]) -> np.ndarray:
+RESIZE_MODES = ("crop", "squash")
+# Focal lengths a camera_info may give, in multiples of the image width: below 0.05 is a field of view
+# beyond 170 degrees, above 1000 a telescope; either is a unit or calibration error, not a camera.
+FOCAL_RANGE_WIDTHS = (0.05, 1000.0)
+
+
+def check_resize_mode(mode: str) -> str:
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {mode!r}")
+    return mode
+
+
+def crop_box(width: int, height: int, resolution: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(x0, y0, w, h)``: the centred part of a ``width`` x ``height`` image with the model's aspect ratio."""
+    target = resolution[1] / resolution[0]  # width / height
+    if width / height > target:
+        w = max(1, int(round(height * target)))
+        return (width - w) // 2, 0, w, height
+    h = max(1, int(round(width / target)))
+    return 0, (height - h) // 2, width, h
+
+
+def fit_to_model(rgb: np.ndarray, resolution: tuple[int, int], mode: str = "crop") -> np.ndarray:
+    """An RGB image at the model's ``resolution = (height, width)``: centre-cropped to its aspect ratio
+    first (``crop``: the geometry stays true) or resized as it is (``squash``: nothing is cut off)."""
+    if mode == "crop":
+        x0, y0, w, h = crop_box(rgb.shape[1], rgb.shape[0], resolution)
+        rgb = rgb[y0:y0 + h, x0:x0 + w]
+    return resize_rgb(np.ascontiguousarray(rgb), resolution)
+
+
+def model_intrinsics(k: Sequence[float], width: int, height: int, resolution: tuple[int, int],
+                     resize_mode: str = "squash") -> np.ndarray:
     """Intrinsics (3, 3) [px] at the model's ``resolution = (height, width)`` from a camera_info's ``k``
-    (row-major 3x3) for images of ``width`` x ``height``: images are resized to the model without
-    cropping, so the focal lengths scale per axis. Raises ValueError naming what makes them unusable
-    (an uncalibrated driver's zeros, non-finite values, no image size)."""
+    (row-major 3x3) for images of ``width`` x ``height``, cropped (``crop``: the principal point moves)
+    or squashed (the focal lengths scale per axis) as :func:`fit_to_model` does. Raises ValueError
+    naming what makes them unusable (an uncalibrated driver's zeros, non-finite values, no image size,
+    focal lengths no camera has)."""
     matrix = np.asarray(k, dtype=np.float64)
     if matrix.size != 9 or not np.isfinite(matrix).all():
         raise ValueError(f"K must be 9 finite numbers, got {np.asarray(k).tolist()}")
     matrix = matrix.reshape(3, 3)
     if width <= 0 or height <= 0 or matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
         raise ValueError(f"an uncalibrated camera_info: {width}x{height} px, fx={matrix[0, 0]}, fy={matrix[1, 1]}")
-    camera = PinholeIntrinsics(int(width), int(height), matrix[0, 0], matrix[1, 1], matrix[0, 2], matrix[1, 2])
+    low, high = FOCAL_RANGE_WIDTHS[0] * width, FOCAL_RANGE_WIDTHS[1] * width
+    if not (low <= matrix[0, 0] <= high and low <= matrix[1, 1] <= high):
+        raise ValueError(f"focal lengths fx={matrix[0, 0]:.6g}, fy={matrix[1, 1]:.6g} px are outside "
+                         f"[{low:.4g}, {high:.4g}] px for a {width} px wide image (a unit or calibration error)")
+    cx, cy = matrix[0, 2], matrix[1, 2]
+    if check_resize_mode(resize_mode) == "crop":
+        x0, y0, w, h = crop_box(int(width), int(height), resolution)
+        width, height, cx, cy = w, h, cx - x0, cy - y0
+    camera = PinholeIntrinsics(int(width), int(height), matrix[0, 0], matrix[1, 1], cx, cy)
     return camera.scaled(tuple(resolution)).matrix()
 
 
@@ -281,6 +334,9 @@ class Prediction:
     frames: np.ndarray  # uint8 [horizon, h, w, 3]
     stamps_ns: np.ndarray  # int64 [horizon] the future times the frames show
     latency_s: float  # [s] start + imagine
+    actions: np.ndarray | None = None  # float32 [horizon, D] the actions of these frames (None: the snapshot's future)
+    anchor_ns: int | None = None  # the node-clock "now" the forecast was planned at
+    rolled_frames: int = 0  # frames the model rolled, catch-up included
 
 
 def whole_chunks(snapshot: WindowSnapshot, frames_per_chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -312,6 +368,20 @@ def predict_window(model: Any, snapshot: WindowSnapshot, *, seed: int | None = N
                            should_stop=should_stop)[0]  # (horizon, h, w, 3)
     horizon = len(snapshot.future_actions)
     return Prediction(snapshot, frames, snapshot.future_stamps_ns(horizon), time.perf_counter() - began)
+
+
+def forecast_window(model: Any, snapshot: WindowSnapshot, plan: Any, *, seed: int | None = None,
+                    guidance_scale: float | None = None, should_stop: Callable[[], bool] | None = None) -> Prediction:
+    """Observe the window and roll its future (``snapshot.future_actions``: one row per frame of ``plan``,
+    catch-up first), decoding only ``plan.decode_indices``; runs in the live loop's thread."""
+    began = time.perf_counter()
+    observed, actions, future = whole_chunks(snapshot, model.frames_per_chunk)
+    model.start(observed, actions, modality=snapshot.modality, seed=seed)
+    indices = plan.decode_indices
+    frames = model.imagine(future[None], seed=seed, guidance_scale=guidance_scale, decode=indices,
+                           should_stop=should_stop)[0]
+    return Prediction(snapshot, frames, plan.stamps_ns[indices], time.perf_counter() - began,
+                      actions=future[indices], anchor_ns=plan.anchor_ns, rolled_frames=len(future))
 
 
 def montage(observed: np.ndarray, predicted: np.ndarray, gap_px: int = 2) -> np.ndarray:
@@ -494,30 +564,30 @@ class ImagineSampling:
     max_batch: int | None = None  # sub-batch size (None: the model's memory estimate)
 
 
-def imagine_job(model: Any, *, live: LiveStream, generation: int, snapshot: Any, actions: np.ndarray, modality: str,
-                 seed: int, from_live_history: bool, sampling: ImagineSampling = ImagineSampling(),
-                 should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray, str, float]:
-    """Worker job: batched futures ``(B, N, h, w, 3)`` (N = 1 with ``last_frame_only``), their stamps [ns],
-    frame id and the frame interval [s] of the history they continue.
+def imagine_job(model: Any, *, snapshot: WindowSnapshot, catch_up: np.ndarray, actions: np.ndarray, modality: str,
+                seed: int, sampling: ImagineSampling = ImagineSampling(), started: dict | None = None,
+                should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+    """Worker job (the ``~/imagine`` model, a twin of the live one): batched futures ``(B, N, h, w, 3)``
+    (N = 1 with ``last_frame_only``).
 
-    ``from_live_history`` reuses the history the live stream already holds (as of the last live
-    prediction); otherwise, or before any live prediction, the current window is observed first.
-    Either way the next live prediction restarts from its own window, so it is not disturbed.
+    The model observes ``snapshot``'s window (skipped when ``started`` records that it already holds
+    it), rolls the ``catch_up`` rows ``[C, D]`` (the commands in force from the newest observed frame
+    up to now, the same for every candidate, not returned), then each candidate's ``actions``
+    ``[B, N, D]`` from now.
     """
-    if not (from_live_history and live.info is not None):
-        if snapshot is None:
-            raise ValueError("no history yet: the observation window is not full")
-        model.start(snapshot.frames, snapshot.actions, modality=snapshot.modality)
-        live.started(snapshot, generation)
-        last_ns, interval_s, frame_id = snapshot.last_stamp_ns, snapshot.frame_interval_s, snapshot.frame_id
-    else:
-        last_ns, interval_s, frame_id = live.info
-    frames = model.imagine(actions, modality=modality, seed=seed, steps=sampling.steps,
-                           guidance_scale=sampling.guidance_scale, shared_noise=sampling.shared_noise,
-                           max_batch=sampling.max_batch, decode="last" if sampling.last_frame_only else "all",
-                           should_stop=should_stop)
-    stamps = last_ns + np.round(np.arange(1, actions.shape[1] + 1) * interval_s * 1e9).astype(np.int64)
-    return frames, stamps[-frames.shape[1]:], frame_id, float(interval_s)
+    key = (snapshot.last_stamp_ns, snapshot.modality, snapshot.frames.shape)
+    if started is None or started.get("key") != key:
+        observed, window_actions_, _ = whole_chunks(snapshot, model.frames_per_chunk)
+        model.start(observed, window_actions_, modality=snapshot.modality)
+        if started is not None:
+            started["key"] = key
+    b, n = actions.shape[:2]
+    c = len(catch_up)
+    rows = np.concatenate([np.broadcast_to(catch_up[None], (b, c, actions.shape[2])), actions], axis=1) if c else actions
+    decode = [c + n - 1] if sampling.last_frame_only else list(range(c, c + n))
+    return model.imagine(rows, modality=modality, seed=seed, steps=sampling.steps,
+                         guidance_scale=sampling.guidance_scale, shared_noise=sampling.shared_noise,
+                         max_batch=sampling.max_batch, decode=decode, should_stop=should_stop)
 
 
 # ------------------------------------------------------------------------------------------ inputs

@@ -10,17 +10,22 @@ robot: ``pose``; twist and keys: ``twist``, or ``odom`` with ``twist_source:=odo
 paired with that stream by header stamp (:mod:`astra_ros.ros.sync`; a plain Twist has no header and is
 stamped on arrival with the node clock). The last ``context_frames`` pairs form the window.
 
-At ``publish_rate`` Hz, when a new frame has arrived, the window goes to the model worker thread
-(a bounded queue: a busy model skips the tick, it never blocks the executor), which calls
-``wm.start(window)`` and ``wm.imagine(future)`` for ``horizon`` frames. Future actions hold the latest
-command (twist, keys) or extrapolate the last pose step at constant velocity (camera, robot); see
-:mod:`astra_ros.ros.predictor_core`.
+Frames enter the window on the model's frame grid (its config's ``frame_interval_s``, chosen by stamp:
+a faster camera is thinned, a slower one's gaps are counted; non-square images are centre-cropped with
+``resize_mode:=crop``, the default). **Forecasts are anchored at now**
+(:mod:`astra_ros.ros.live_forecast`): a live loop in its own thread starts the next forecast as soon as
+the previous one is out and a newer frame exists (``publish_rate`` caps it); each rolls the model from
+the newest observed frame through the commands in force up to its expected publication (catch-up
+frames, not published), then ``horizon_s`` on under the command that holds now (twist, keys) or the
+last pose step at constant velocity (camera, robot).
 
-Publishes ``~/predicted/image`` (rgb8, one message per frame, stamped with the time it shows: last
-observed stamp + (i+1) x frame interval), ``~/predicted/frames`` (astra_ros_interfaces/PredictedFrames,
-the whole horizon), ``~/predicted/montage`` (last observed frame beside the predictions) and
-``/diagnostics`` (1 Hz). Serves ``~/reset`` (std_srvs/Trigger: forget the history) and ``~/imagine``
-(astra_ros_interfaces/Imagine: batched candidate futures for planners).
+Publishes ``~/predicted/image`` (rgb8, one message per frame, stamped with the time it shows, always
+after the moment it is published) with ``~/predicted/camera_info`` (the intrinsics at the model's
+resolution), ``~/predicted/frames`` (PredictedFrames: the whole forecast), ``~/predicted/montage``
+(last observed frame beside the forecast) and ``/diagnostics`` (1 Hz). Serves ``~/reset``
+(std_srvs/Trigger: forget the history) and ``~/imagine`` (Imagine: batched candidate futures for
+planners, actions in SI units, from now; served beside the live loop, see
+:mod:`astra_ros.ros.imagine_server`).
 
 Faults and how the node answers them (each is counted in ``/diagnostics``):
 
@@ -56,13 +61,11 @@ Faults and how the node answers them (each is counted in ``/diagnostics``):
 
 from __future__ import annotations
 
-import queue
-import secrets
+import os
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -90,18 +93,29 @@ from astra_ros.model.world_model import ImagineCancelled
 from astra_ros.ros.parameters import ParamSpec, descriptor  # noqa: E402
 from astra_ros.ros.runner import StartupError, publish_from_worker, run_node  # noqa: E402
 from astra_ros.ros.conversions import image_msg_to_rgb, ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, stamp_to_ns, twist_msg_to_vector
+from astra_ros.ros.imagine_server import ImagineServer
+from astra_ros.ros.live_forecast import (
+    SI_ACTION_DIMS,
+    SI_ACTION_UNITS,
+    FrameGrid,
+    LatencyEstimate,
+    LiveLoop,
+    actions_from_states,
+    check_action_range,
+    plan_forecast,
+    si_to_model_actions,
+    states_at,
+)
 from astra_ros.ros.predictor_core import (
+    RESIZE_MODES,
     ImagineLimits,
-    ImagineSampling,
+    check_imagine_request,
     InputLedger,
     InputMonitor,
     LiveStream,
-    ModelWorker,
     ObservationWindow,
     Prediction,
-    check_imagine_request,
-    imagine_job,
-    live_job,
+    forecast_window,
     load_world_model,
     model_intrinsics,
     montage,
@@ -124,13 +138,15 @@ except ImportError:  # the node still predicts; ~/predicted/frames and ~/imagine
     Imagine = None
 
 NODE_NAME = "astra_predictor"
-AWAIT_SLICE_S = 0.2  # [s] how often a service waiting for the model checks that the node still runs
 TWIST_SOURCES = ("twist", "odom")
 INPUTS = ("image", "pose", "twist", "odom")
 LOG_THROTTLE_S = 5.0  # [s] the same warning at most this often
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model's inputs are float32
 STAMP_JUMP_NS = 1_000_000_000  # [ns] a forward step this large is checked against the next stamp (a glitch?)
 CLOCK_MISMATCH_NS = 1_000_000_000  # [ns] images this far from every state: the streams use different clocks
+LOST_CHANGE_MAX = 100_000  # messages one lost-message event may report; more is a middleware's garbage
+QUATERNION_NORM_TOLERANCE = 0.1  # a pose quaternion whose norm is further from 1 is refused, not normalised
+TRACK_S = 5.0  # [s] feeding-stream states kept for catching forecasts up to now
 STATE_HISTORY_S = 2.0  # [s] states kept for pairing: covers images that arrive this late (camera latency)
 
 
@@ -147,9 +163,24 @@ PARAMETERS: dict[str, ParamSpec] = {
                           "(the odometry's twist)", choices=TWIST_SOURCES),
     "twist_stamped": ParamSpec(False, "the twist topic is geometry_msgs/TwistStamped (else Twist, stamped on arrival)",
                            read_only=True),
-    "context_frames": ParamSpec(4, "observed frames the model is started from (>= the model's frames per chunk)", (2, 64)),
-    "horizon": ParamSpec(4, "frames predicted at each tick", (1, 64)),
-    "publish_rate": ParamSpec(2.0, "predictions per second [Hz] (a tick without a new frame is skipped)", (0.05, 30.0)),
+    "context_frames": ParamSpec(4, "observed frames the model is started from (a multiple of the model's frames "
+                                "per chunk)", (2, 64)),
+    "horizon_s": ParamSpec(2.0, "each forecast covers at least this long [s] after its publication", (0.1, 30.0)),
+    "publish_rate": ParamSpec(10.0, "at most this many forecasts per second [Hz]: the next starts as soon as the "
+                              "previous is out and a newer frame exists, no sooner than 1/publish_rate after it",
+                              (0.05, 30.0)),
+    "max_catch_up_s": ParamSpec(3.0, "images older than this [s] against the node clock are not caught up to now "
+                                "(another clock: replay bags with --clock and use_sim_time:=true); the forecast "
+                                "then starts at the newest frame and /diagnostics warns", (0.0, 60.0)),
+    "resize_mode": ParamSpec("crop", "how images of another aspect ratio reach the square model input: crop (centre "
+                             "crop, intrinsics adjusted) or squash (resize as they are)", read_only=True,
+                             choices=RESIZE_MODES),
+    "device": ParamSpec("auto", "where the model runs: auto (cuda when available), cpu or cuda", read_only=True,
+                        choices=("auto", "cpu", "cuda")),
+    "num_threads": ParamSpec(0, "torch threads of each model thread (live loop, ~/imagine); 0: half the cores, "
+                             "at least 1", (0, 256), read_only=True),
+    "action_range_multiple": ParamSpec(3.0, "~/imagine refuses actions beyond this multiple of the speeds the model "
+                                       "was trained on (0.7 m/s, 1.1 rad/s)", (1.0, 100.0)),
     "sync_slop_s": ParamSpec(0.05, "largest stamp difference [s] between an image and its nearest pose (the pose is "
                              "then interpolated to the image; twists are held as in training: the latest at or "
                              "before the image, zero once 0.5 s old)", (0.0, 2.0)),
@@ -163,7 +194,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     "max_imagine_horizon": ParamSpec(16, "largest horizon an ~/imagine request may ask for", (1, 256)),
     "max_imagine_steps": ParamSpec(64, "most Euler steps per chunk an ~/imagine request may ask for (denoise_steps)",
                                    (1, 1024)),
-    "imagine_timeout_s": ParamSpec(30.0, "longest an ~/imagine call waits for the model, queue and answer together; then it is cancelled [s]", (0.1, 600.0)),
+    "imagine_timeout_s": ParamSpec(30.0, "longest an ~/imagine call waits for the model, queue and answer together; "
+                                   "then it is cancelled; a request estimated to take longer is refused at once [s]",
+                                   (0.1, 600.0)),
     "seed": ParamSpec(-1, "seed of the live predictions' noise; -1: the model's default stream seed", (-1, 2**31 - 1)),
     "guidance_scale": ParamSpec(0.0, "action-free guidance of the live predictions: 0 = the model's default (per action "
                                 "kind where its config sets one), 1 = off (one model pass, about 2x faster)", (0.0, 20.0)),
@@ -183,7 +216,7 @@ class PredictorNode(Node):
         except ParameterException as error:  # a -p or params-file value of the wrong type or out of range
             raise StartupError(str(error)) from error
         self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self._model = self._load_model(self._params["checkpoint"])
+        self._model = self._load_model(self._params["checkpoint"], self._params["device"])
         try:
             self._model.set_precision(self._params["precision"])
         except (ValueError, UnreliablePrecision) as error:  # unknown name, or bf16 kernels that compute wrongly
@@ -193,6 +226,13 @@ class PredictorNode(Node):
             if reason:
                 raise StartupError(f"parameter {name}={value!r}: {reason}")
         self._fail_if_unknown_modality(self._params["action_modality"])
+        self._interval_s = float(getattr(getattr(self._model, "config", None), "frame_interval_s", 0.1))
+        self._grid = FrameGrid(self._interval_s)
+        self._track: list[tuple[int, np.ndarray]] = []  # (stamp [ns], state) of the feeding stream, newest last
+        self._latency = LatencyEstimate()
+        self._forecast_stats: dict[str, float] = {}
+        self._live_snapshot = None  # the window the last published forecast started from (~/imagine's live history)
+        self._camera_info: CameraInfo | None = None  # at the model's resolution, published with each forecast
 
         self._lock = threading.Lock()  # guards everything the callbacks and the worker share below
         self._dropped: Counter[str] = Counter()  # input events by reason: silences (``<input>_timeout``)
@@ -207,7 +247,8 @@ class PredictorNode(Node):
         self._image_frame_id: str | None = None  # of the images in the history: another one restarts it
         self._fallback_in_window = False  # the window holds frames paired with the fallback state
         self._skipped: Counter[str] = Counter()  # prediction ticks without a prediction, by reason
-        self._window = ObservationWindow(self._params["context_frames"], self._model.resolution)
+        self._window = ObservationWindow(self._params["context_frames"], self._model.resolution,
+                                         self._params["resize_mode"])
         self._pairer = self._new_pairer()
         self._stamps = {name: MonotonicStamps(strict=(name == "image"), max_jump_ns=STAMP_JUMP_NS) for name in INPUTS}
         self._latest_command: np.ndarray | None = None
@@ -224,14 +265,14 @@ class PredictorNode(Node):
         self._intrinsics_source = "default (config reference_fovy_deg)"
         self._intrinsics_key: tuple | None = None  # the camera_info (size, K) last applied or refused
 
-        self._worker = ModelWorker(self._model, queue_size=1)
+        threads = self._params["num_threads"] or max(1, (os.cpu_count() or 2) // 2)
+        self._threads = threads
 
-        # The node spins on a single-threaded executor (see main); the groups only matter to a caller
-        # that adds the node to a multi-threaded one. The live model runs in its own worker thread;
-        # an ~/imagine call runs the model while the executor waits, so inputs queue meanwhile.
+        # The node spins on a single-threaded executor (see main): its callbacks never wait for the model.
+        # The live forecasts run in a thread of their own, ~/imagine in another with its own executor.
         inputs = MutuallyExclusiveCallbackGroup()
         timers = MutuallyExclusiveCallbackGroup()
-        services = ReentrantCallbackGroup()  # reentrant: ~/reset is served while ~/imagine waits
+        services = ReentrantCallbackGroup()
         twist_type = TwistStamped if self._params["twist_stamped"] else Twist
         for name, msg_type, callback in (("image", Image, self._on_image), ("pose", PoseStamped, self._on_pose),
                                          ("twist", twist_type, self._on_twist), ("odom", Odometry, self._on_odom)):
@@ -242,35 +283,47 @@ class PredictorNode(Node):
 
         reliable = QoSProfile(depth=10)
         self._image_pub = self.create_publisher(Image, "~/predicted/image", reliable)
+        self._info_pub = self.create_publisher(CameraInfo, "~/predicted/camera_info", reliable)
         self._montage_pub = self.create_publisher(Image, "~/predicted/montage", reliable)
         self._frames_pub = (
             self.create_publisher(PredictedFrames, "~/predicted/frames", reliable) if PredictedFrames is not None else None
         )
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=services)
+        self._imagine: ImagineServer | None = None
+        self._imagine_model = self._model.twin() if hasattr(self._model, "twin") else self._model
         if Imagine is not None:
-            self.create_service(Imagine, "~/imagine", self._on_imagine, callback_group=services)
+            self._imagine = ImagineServer(self, Imagine, self._imagine_model, self._prepare_imagine,
+                                          self._count_imagine, threads)
         else:
-            self.get_logger().warning("astra_ros_interfaces is not built: no ~/imagine and no ~/predicted/frames "
-                                      "(run scripts/setup.sh or build it with colcon)")
+            self.get_logger().warning("the package's interfaces are not built: no ~/imagine and no ~/predicted/frames "
+                                      "(run scripts/setup.sh or build the workspace with colcon)")
 
-        self._timers_group = timers
-        self._predict_timer = self.create_timer(1.0 / self._params["publish_rate"], self._on_predict_tick, timers)
         self.create_timer(1.0, self._on_diagnostics_tick, timers)
+        self._loop = LiveLoop(self._model, self._next_live_job, self._on_forecast, self._on_forecast_error,
+                              lambda: 1.0 / self._params["publish_rate"], threads)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
         self.get_logger().info(
-            f"predicting {self._params['horizon']} frames of {self._params['action_modality']} actions from "
-            f"{self._params['context_frames']} frames at {self._params['publish_rate']} Hz "
-            f"(model {self._params['checkpoint']}, {self._model.resolution[1]}x{self._model.resolution[0]} px)"
+            f"forecasting {self._params['horizon_s']:g} s ahead of now from {self._params['action_modality']} actions "
+            f"and {self._params['context_frames']} frames {self._interval_s:g} s apart, up to "
+            f"{self._params['publish_rate']:g} Hz (model {self._params['checkpoint']}, "
+            f"{self._model.resolution[1]}x{self._model.resolution[0]} px, {threads} thread(s) per model thread)"
         )
 
     # ------------------------------------------------------------------ set-up and parameters
-    def _load_model(self, checkpoint: str) -> Any:
+    def _load_model(self, checkpoint: str, device: str) -> Any:
+        import torch
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and not torch.cuda.is_available():
+            raise StartupError("parameter device='cuda' but torch sees no CUDA device (use auto or cpu)")
         try:
-            return load_world_model(checkpoint)
+            model = load_world_model(checkpoint)
         except Exception as error:  # any load failure stops the node with its reason
             raise StartupError(f"cannot load checkpoint {checkpoint!r}: {error}") from error
+        return model.to(device) if device != "cpu" and hasattr(model, "to") else model
 
     def _fail_if_unknown_modality(self, modality: str) -> None:
         if modality not in self._model.modalities:
@@ -299,8 +352,8 @@ class PredictorNode(Node):
             return reason
         if name == "action_modality" and value not in self._model.modalities:
             return f"the model knows {', '.join(self._model.modalities)}, not {value!r}"
-        if name == "context_frames" and value < self._model.frames_per_chunk:
-            return f"must be >= the model's frames per chunk ({self._model.frames_per_chunk}), got {value}"
+        if name == "context_frames" and (value < self._model.frames_per_chunk or value % self._model.frames_per_chunk):
+            return f"must be a multiple of the model's frames per chunk ({self._model.frames_per_chunk}), got {value}"
         return None
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
@@ -328,10 +381,6 @@ class PredictorNode(Node):
                 before = set(self._window.stamps_ns)
                 self._window.resize(self._params["context_frames"])
                 self._supersede(before - set(self._window.stamps_ns))
-        if "publish_rate" in changed:
-            self.destroy_timer(self._predict_timer)
-            self._predict_timer = self.create_timer(1.0 / self._params["publish_rate"], self._on_predict_tick,
-                                                    self._timers_group)
         if changed:
             self.get_logger().info(f"parameters changed: {', '.join(sorted(changed))}")
 
@@ -347,8 +396,12 @@ class PredictorNode(Node):
 
     def _on_lost(self, stream: str, info: QoSMessageLostInfo) -> None:
         """The middleware lost messages of ``stream`` before a callback saw them (a burst beyond the queue)."""
-        with self._lock:
-            self._lost[stream] += int(info.total_count_change)
+        # Some middlewares fill the change with garbage (2**31 after a few hundred images): only a
+        # plausible, non-negative change counts.
+        change = int(info.total_count_change)
+        if 0 <= change <= LOST_CHANGE_MAX:
+            with self._lock:
+                self._lost[stream] += change
 
     def _feeding_stream(self) -> str:
         """The input whose states are paired with the images: ``pose``, or the twist source."""
@@ -406,21 +459,31 @@ class PredictorNode(Node):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         """The camera's intrinsics, for a model that turns the newest frame by the commanded rotation
         (``rotation_reference``); without them it assumes its config's field of view."""
-        key = (msg.width, msg.height, tuple(float(v) for v in msg.k))
+        # Compared as bytes: a NaN in K is unequal to itself, and each such message warned again.
+        key = (msg.width, msg.height, np.asarray(msg.k, dtype=np.float64).tobytes())
         if key == self._intrinsics_key:
             return
         self._intrinsics_key = key
         try:
-            K = model_intrinsics(msg.k, msg.width, msg.height, self._model.resolution)
+            K = model_intrinsics(msg.k, msg.width, msg.height, self._model.resolution, self._params["resize_mode"])
         except ValueError as error:
             self.get_logger().warning(f"camera_info ignored, the model keeps its {self._intrinsics_source} intrinsics: "
                                       f"{error}")
             return
-        set_intrinsics = getattr(self._model, "set_intrinsics", None)
-        if set_intrinsics is not None:
-            set_intrinsics(K)  # one attribute: the worker reads it whole at its next prediction
-            self._intrinsics_source = (f"camera_info (at the model's size: fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} "
-                                       f"cx={K[0, 2]:.2f} cy={K[1, 2]:.2f} px)")
+        for model in (self._model, self._imagine_model):
+            set_intrinsics = getattr(model, "set_intrinsics", None)
+            if set_intrinsics is not None:
+                set_intrinsics(K)  # one attribute: each model thread reads it whole at its next chunk
+        self._intrinsics_source = (f"camera_info (at the model's size: fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} "
+                                   f"cx={K[0, 2]:.2f} cy={K[1, 2]:.2f} px)")
+        info = CameraInfo()
+        info.width, info.height = int(self._model.resolution[1]), int(self._model.resolution[0])
+        info.k = [float(v) for v in K.reshape(-1)]
+        info.p = [float(K[0, 0]), 0.0, float(K[0, 2]), 0.0, 0.0, float(K[1, 1]), float(K[1, 2]), 0.0, 0.0, 0.0, 1.0, 0.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.distortion_model = "plumb_bob"
+        info.d = [0.0] * 5
+        self._camera_info = info
 
     def _on_image(self, msg: Image) -> None:
         self._arrived("image")
@@ -444,6 +507,9 @@ class PredictorNode(Node):
                     self._restarts["image_frame_id"] += 1
                     self._restart_history("image", stamp_ns)
                 self._image_frame_id = msg.header.frame_id
+            if not self._grid.offer(stamp_ns):  # between two frames of the model's grid (a faster camera)
+                self._ledger.skip("image_off_grid")
+                return
             image = (rgb, msg.header.frame_id)
             if not self._state_silent(time.monotonic()):
                 self._pair(lambda: self._pairer.add_image(stamp_ns, image))
@@ -490,10 +556,21 @@ class PredictorNode(Node):
                 self._latest_command = state
             else:
                 self._last_pose = state
+            self._track.append((stamp_ns, state))
+            while self._track and self._track[-1][0] - self._track[0][0] > TRACK_S * 1e9:
+                self._track.pop(0)
 
     def _on_pose(self, msg: PoseStamped) -> None:
         self._arrived("pose")
-        self._on_state("pose", stamp_to_ns(msg.header.stamp), pose_msg_to_matrix(msg.pose))
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        o = msg.pose.orientation
+        norm = float(np.linalg.norm([o.x, o.y, o.z, o.w])) if np.isfinite([o.x, o.y, o.z, o.w]).all() else np.nan
+        if np.isfinite(norm) and abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
+            with self._lock:  # (1e200, 1e200, 0, 0) used to become the identity, silently
+                self._ledger.receive("pose")
+                self._drop("pose_quaternion_not_unit", f"pose at {stamp_ns} ns has a quaternion of norm {norm:.6g}")
+            return
+        self._on_state("pose", stamp_ns, pose_msg_to_matrix(msg.pose))
 
     def _on_twist(self, msg: Twist | TwistStamped) -> None:
         self._arrived("twist")
@@ -568,7 +645,10 @@ class PredictorNode(Node):
             guard.reset()
         self._latest_command = None
         self._last_predicted_stamp_ns = None
-        self._live.clear()  # the model's stream holds the old history too: ~/imagine must not continue it
+        self._live.clear()  # a forecast in flight from the old history is not published
+        self._live_snapshot = None  # ~/imagine must not continue the forgotten history
+        self._track.clear()
+        self._grid.reset()
         self._fallback_in_window = False
 
     def _restart_history(self, stream: str, stamp_ns: int) -> None:
@@ -586,76 +666,117 @@ class PredictorNode(Node):
             return np.zeros(6)
         return self._latest_command
 
-    def _on_predict_tick(self) -> None:
+    def _next_live_job(self) -> Any:
+        """The next forecast as a job for the live loop (its thread), or None when there is no newer frame."""
         with self._lock:
             if not self._window.full:
                 self._skipped["window_not_full"] += 1
-                return
+                return None
             if self._window.last.stamp_ns == self._last_predicted_stamp_ns:
                 self._skipped["no_new_frame"] += 1
-                return
-            snapshot = self._window.snapshot(
-                self._params["action_modality"], self._params["horizon"],
-                latest_command=self._future_command(), thresholds=self._thresholds(),
-            )
-            seed = self._params["seed"]
-            guidance = self._params["guidance_scale"]
+                return None
+            modality = self._params["action_modality"]
+            snapshot = self._window.snapshot(modality, 1, latest_command=self._future_command(),
+                                             thresholds=self._thresholds(), interval_s=self._interval_s)
+            now_ns = self.get_clock().now().nanoseconds
+            behind_s = (now_ns - snapshot.last_stamp_ns) * 1e-9
+            expected_s = self._latency.expected_s(self._params["horizon_s"], self._interval_s, behind_s)
+            plan = plan_forecast(snapshot.last_stamp_ns, now_ns, self._interval_s, self._params["horizon_s"],
+                                 expected_s, self._params["max_catch_up_s"])
+            if not plan.catching_up:
+                self._skipped["not_caught_up_clock"] += 1
+            rows = self._actions_at(snapshot, plan.stamps_ns, now_ns)
+            snapshot = replace(snapshot, future_actions=rows)
+            seed, guidance = self._params["seed"], self._params["guidance_scale"]
             generation = self._live.generation
-        future = self._worker.try_submit(partial(live_job, live=self._live, generation=generation, snapshot=snapshot,
-                                                 seed=None if seed < 0 else seed, guidance_scale=guidance or None,
-                                                 should_stop=self._worker.stopping.is_set))
-        if future is None:
-            with self._lock:
-                self._skipped["model_busy"] += 1
-            return
-        with self._lock:
             self._last_predicted_stamp_ns = snapshot.last_stamp_ns
             used = self._unsent & set(snapshot.stamps_ns.tolist())
             self._ledger.use("image", len(used))
             self._unsent -= used
-        future.add_done_callback(self._on_prediction_done)
+        stopping = self._loop.stopping
 
-    def _on_prediction_done(self, future: Any) -> None:
-        """Runs in the model worker thread: publish (rclpy publishers are thread-safe)."""
-        try:
-            result = future.result()
-        except ImagineCancelled:  # the node is shutting down
-            return
-        except Exception as error:  # a model failure is reported and the next tick tries again
-            with self._lock:
-                self._skipped["model_error"] += 1
-                self._last_error = str(error)
-            self.get_logger().error(f"prediction failed: {error}", throttle_duration_sec=LOG_THROTTLE_S)
-            return
+        def job(model: Any) -> Any:
+            prediction = forecast_window(model, snapshot, plan, seed=None if seed < 0 else seed,
+                                         guidance_scale=guidance or None, should_stop=stopping.is_set)
+            if not self._live.started(snapshot, generation):
+                return None
+            return prediction, model.expert_usage()
+        return job
+
+    def _actions_at(self, snapshot: Any, stamps_ns: np.ndarray, now_ns: int) -> np.ndarray:
+        """Model action rows for frames at ``stamps_ns`` after the window: the states received up to now
+        (the catch-up), then what holds now (the lock is held)."""
+        modality = snapshot.modality
+        kind = state_kind(modality)
+        track = [(int(t), s) for t, s in self._track if t > snapshot.last_stamp_ns]
+        times = [int(t) for t in snapshot.stamps_ns] + [t for t, _ in track]
+        states = list(snapshot.states) + [s for _, s in track]
+        future = states_at(stamps_ns, times, states, kind, now_ns,
+                           self._future_command() if kind == "twist" else None)
+        if kind == "twist" and self._future_command() is None:
+            future[np.asarray(stamps_ns) > now_ns] = snapshot.states[-1]
+        return actions_from_states(modality, future, self._interval_s, snapshot.states[0], self._thresholds())
+
+    def _on_forecast(self, result: Any) -> None:
+        """A forecast is out of the model (the live loop's thread): keep what is still ahead, publish it."""
         if result is None:  # its history was cleared (~/reset) while it ran: not published
             with self._lock:
                 self._skipped["history_cleared_while_predicting"] += 1
             return
         prediction, usage = result
+        now_ns = self.get_clock().now().nanoseconds
+        ahead = prediction.stamps_ns > now_ns
         with self._lock:
+            self._latency.add(prediction.latency_s, prediction.rolled_frames)
             self._predictions += 1
             self._latencies = (self._latencies + [prediction.latency_s])[-50:]
             self._new_latencies.append(prediction.latency_s)
             self._expert_usage = usage
-        publish_from_worker(self, partial(self._publish, prediction))
+            if not ahead.any():
+                self._skipped["forecast_already_past"] += 1
+                return
+            self._live_snapshot = prediction.snapshot
+            self._forecast_stats = {"lead_s": (int(prediction.stamps_ns[ahead][0]) - now_ns) * 1e-9,
+                                    "coverage_s": (int(prediction.stamps_ns[-1]) - now_ns) * 1e-9,
+                                    "catch_up_frames": float(prediction.rolled_frames - int(ahead.sum()))}
+        kept = replace(prediction, frames=prediction.frames[ahead], stamps_ns=prediction.stamps_ns[ahead],
+                       actions=prediction.actions[ahead])
+        publish_from_worker(self, partial(self._publish, kept))
+
+    def _on_forecast_error(self, error: BaseException) -> None:
+        if isinstance(error, ImagineCancelled) or not self.context.ok():  # the node is shutting down
+            return
+        detail = str(error) or type(error).__name__
+        with self._lock:
+            self._skipped["model_error"] += 1
+            self._last_error = detail
+        self.get_logger().error(f"prediction failed: {detail}", throttle_duration_sec=LOG_THROTTLE_S)
 
     def _publish(self, prediction: Prediction) -> None:
         snapshot = prediction.snapshot
         frame_id = snapshot.frame_id
         images = [rgb_to_image_msg(frame, int(stamp), frame_id) for frame, stamp in zip(prediction.frames, prediction.stamps_ns)]
+        info = self._camera_info
         for image in images:
             self._image_pub.publish(image)
-        self._montage_pub.publish(rgb_to_image_msg(montage(snapshot.frames[-1], prediction.frames), snapshot.last_stamp_ns, frame_id))
+            if info is not None:
+                info.header = image.header
+                self._info_pub.publish(info)
+        self._montage_pub.publish(rgb_to_image_msg(montage(snapshot.frames[-1], prediction.frames),
+                                                   int(prediction.stamps_ns[0]), frame_id))
         if self._frames_pub is not None:
             msg = PredictedFrames()
-            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.header.stamp = ns_to_stamp(int(prediction.anchor_ns))
             msg.header.frame_id = frame_id
             msg.observed_stamp = ns_to_stamp(snapshot.last_stamp_ns)
             msg.frames = images
             msg.stamps = [ns_to_stamp(int(s)) for s in prediction.stamps_ns]
+            msg.frame_interval_s = float(snapshot.frame_interval_s)
+            msg.catch_up_frames = int(round((int(prediction.stamps_ns[0]) - snapshot.last_stamp_ns)
+                                            / (snapshot.frame_interval_s * 1e9))) - 1
             msg.modality = snapshot.modality
-            msg.actions = snapshot.future_actions.astype(np.float32).reshape(-1).tolist()
-            msg.action_dim = int(snapshot.future_actions.shape[1])
+            msg.actions = prediction.actions.astype(np.float32).reshape(-1).tolist()
+            msg.action_dim = int(prediction.actions.shape[1])
             self._frames_pub.publish(msg)
 
     # ------------------------------------------------------------------ services
@@ -667,79 +788,58 @@ class PredictorNode(Node):
         self.get_logger().info("reset: history cleared")
         return response
 
-    def _on_imagine(self, request: Any, response: Any) -> Any:
-        response.success = False
-        response.batch, response.horizon = int(request.batch), int(request.horizon)
+    def _count_imagine(self, outcome: str) -> None:
         with self._lock:
-            modality = request.modality or self._params["action_modality"]
-            limits = ImagineLimits(self._params["max_imagine_batch"], self._params["max_imagine_horizon"],
-                                   self._params["max_imagine_steps"])
-            sub_batch = self._params["imagine_sub_batch"] or None
-            timeout_s = self._params["imagine_timeout_s"]
-            snapshot = None
-            if self._window.full:
-                snapshot = self._window.snapshot(self._params["action_modality"], 1, latest_command=self._future_command(),
-                                                 thresholds=self._thresholds())
-            elif not (request.from_live_history and self._live.info is not None):
-                self._imagine_calls["refused"] += 1
-                response.message = (f"no history yet: the window has {len(self._window)} of "
-                                    f"{self._window.context_frames} observed frames")
-                return response
-        try:
+            self._imagine_calls[outcome] += 1
+
+    def _prepare_imagine(self, request: Any) -> dict:
+        """Check an ``~/imagine`` request and gather what its job needs (the imagine server's thread).
+
+        Raises ValueError with the reason. Candidates apply from now: the catch-up rolls the states in
+        force from the window's newest frame up to now (when the request's modality is the live one).
+        """
+        with self._lock:
+            live_modality = self._params["action_modality"]
+            modality = request.modality or live_modality
             if modality not in self._model.modalities:
                 raise ValueError(f"unknown modality {modality!r}; the model knows {', '.join(self._model.modalities)}")
-            actions = check_imagine_request(
-                np.asarray(request.actions, dtype=np.float32), batch=request.batch, horizon=request.horizon,
-                action_dim=request.action_dim, expected_dim=self._model.action_dim(modality), limits=limits,
-                denoise_steps=int(request.denoise_steps), guidance_scale=float(request.guidance_scale),
-            )
-        except ValueError as error:
-            with self._lock:
-                self._imagine_calls["refused"] += 1
-            response.message = str(error)
-            return response
-        seed = secrets.randbelow(2**31) if request.seed < 0 else int(request.seed)
-        began = time.perf_counter()
-        # One deadline for waiting for the worker and for the answer; past it the job is cancelled
-        # (it stops at its next chunk), so an abandoned request does not hold the model for the next.
-        deadline = time.monotonic() + timeout_s
-        cancel = threading.Event()
-        future = None
-        try:
-            sampling = ImagineSampling(steps=int(request.denoise_steps) or None,
-                                       guidance_scale=float(request.guidance_scale) or None,
-                                       shared_noise=bool(request.shared_noise), last_frame_only=bool(request.last_frame_only),
-                                       max_batch=sub_batch)
-            with self._lock:
-                generation = self._live.generation
-            stopping = self._worker.stopping
-            future = self._worker.submit(partial(imagine_job, live=self._live, generation=generation, snapshot=snapshot,
-                                                 actions=actions, modality=modality, seed=seed,
-                                                 from_live_history=bool(request.from_live_history), sampling=sampling,
-                                                 should_stop=lambda: cancel.is_set() or stopping.is_set()), timeout_s)
-            frames, stamps_ns, frame_id, interval_s = self._await(future, deadline)
-        except Exception as error:  # model busy past the timeout, or the model failed: tell the caller
-            cancel.set()
-            if future is not None:
-                future.cancel()
-            with self._lock:
-                self._imagine_calls["failed"] += 1
-            if isinstance(error, (TimeoutError, queue.Full)):
-                response.message = (f"imagination failed: no answer within imagine_timeout_s={timeout_s:g} s "
-                                    "(the request was cancelled)")
+            if request.from_live_history and self._live_snapshot is not None:
+                snapshot = self._live_snapshot
+            elif self._window.full:
+                snapshot = self._window.snapshot(live_modality, 1, latest_command=self._future_command(),
+                                                 thresholds=self._thresholds(), interval_s=self._interval_s)
             else:
-                response.message = f"imagination failed: {str(error) or type(error).__name__}"
-            return response
-        response.frames = [rgb_to_image_msg(frame, int(stamps_ns[t]), frame_id)
-                           for candidate in frames for t, frame in enumerate(candidate)]
-        response.frames_per_candidate = int(frames.shape[1])
-        response.frame_interval_s = interval_s
-        response.latency_s = float(time.perf_counter() - began)
-        response.success = True
-        response.message = f"{len(frames)} futures of {frames.shape[1]} frames from {modality} actions"
-        with self._lock:
-            self._imagine_calls["served"] += 1
-        return response
+                raise ValueError(f"no history yet: the window has {len(self._window)} of "
+                                 f"{self._window.context_frames} observed frames")
+            now_ns = self.get_clock().now().nanoseconds
+            behind_s = (now_ns - snapshot.last_stamp_ns) * 1e-9
+            catch_up_frames = (int(behind_s // self._interval_s)
+                               if modality == live_modality and 0 <= behind_s <= self._params["max_catch_up_s"] else 0)
+            catch_stamps = snapshot.last_stamp_ns + np.round(
+                np.arange(1, catch_up_frames + 1) * self._interval_s * 1e9).astype(np.int64)
+            catch_up = (self._actions_at(snapshot, catch_stamps, now_ns) if catch_up_frames
+                        else np.zeros((0, self._model.action_dim(modality)), np.float32))
+            params = dict(self._params)
+        si_dim = SI_ACTION_DIMS[modality]
+        if int(request.action_dim) != si_dim:
+            raise ValueError(f"action_dim must be {si_dim} for {modality} actions ({SI_ACTION_UNITS[modality]}), "
+                             f"got {request.action_dim}")
+        limits = ImagineLimits(params["max_imagine_batch"], params["max_imagine_horizon"], params["max_imagine_steps"])
+        si = check_imagine_request(np.asarray(request.actions, dtype=np.float32), batch=request.batch,
+                                   horizon=request.horizon, action_dim=si_dim, expected_dim=si_dim, limits=limits,
+                                   denoise_steps=int(request.denoise_steps), guidance_scale=float(request.guidance_scale))
+        previous_pose = snapshot.states[-1] if modality in ("camera", "robot") and modality == live_modality else None
+        check_action_range(modality, si, self._interval_s, params["action_range_multiple"], previous_pose)
+        first_pose = snapshot.states[0] if modality == live_modality and snapshot.states.ndim == 3 else np.eye(4)
+        n = catch_up_frames + int(request.horizon)
+        stamps = snapshot.last_stamp_ns + np.round(np.arange(1, n + 1) * self._interval_s * 1e9).astype(np.int64)
+        live_chunk_s = self._latency.seconds_per_frame
+        return {"snapshot": snapshot, "catch_up": catch_up, "modality": modality, "limits": limits,
+                "model_actions": si_to_model_actions(modality, si, self._interval_s, first_pose),
+                "model_dim": self._model.action_dim(modality), "frames_per_chunk": self._model.frames_per_chunk,
+                "stamps_ns": stamps, "frame_id": snapshot.frame_id, "interval_s": self._interval_s,
+                "timeout_s": params["imagine_timeout_s"], "sub_batch": params["imagine_sub_batch"] or None,
+                "live_chunk_s": None if live_chunk_s is None else live_chunk_s * self._model.frames_per_chunk}
 
     # ------------------------------------------------------------------ diagnostics
     def _on_diagnostics_tick(self) -> None:
@@ -830,25 +930,13 @@ class PredictorNode(Node):
         array.header.stamp = stamp
         self._diagnostics_pub.publish(array)
 
-    def _await(self, future: Future, deadline: float) -> Any:
-        """``future.result()`` by ``deadline`` (monotonic [s]; TimeoutError past it), waited for in short
-        slices: Ctrl-C shuts the context down from rclpy's signal handler, which need not interrupt a
-        blocked wait, and a service callback waiting out its whole deadline would hold the executor, and
-        with it the node's exit, for that long."""
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                return future.result(timeout=max(0.0, min(AWAIT_SLICE_S, remaining)))
-            except FutureTimeout:
-                if remaining <= AWAIT_SLICE_S:
-                    raise TimeoutError("deadline passed") from None
-                if not self.context.ok():
-                    raise ImagineCancelled("the node is shutting down") from None
-
     def destroy_node(self) -> None:
         # The running job stops at its next chunk; one still running at interpreter exit would abort it.
-        if not self._worker.stop():
-            self.get_logger().warning("the model worker did not stop in time; exiting with it still running")
+        stopped = self._loop.stop()
+        if self._imagine is not None:
+            stopped = self._imagine.stop() and stopped
+        if not stopped:
+            self.get_logger().warning("a model thread did not stop in time; exiting with it still running")
         super().destroy_node()
 
 
@@ -856,7 +944,7 @@ def main(args: list[str] | None = None) -> int:
     """Run the predictor until Ctrl-C or ROS shutdown; 1 when it cannot start."""
     import torch
 
-    torch.set_num_threads(1)  # one core for the model, the other for the callbacks
+    torch.set_num_threads(1)  # the model threads set their own (num_threads); this one only converts messages
     # A single-threaded executor: measured on an idle 2-core machine, rclpy's MultiThreadedExecutor
     # kept the main thread busy (~90 % of a core) re-polling inputs whose exclusive group was already
     # running, and the node then received 12 % of a 30 Hz camera's images with a p99 latency of 7.8 s;
