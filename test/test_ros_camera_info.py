@@ -106,7 +106,8 @@ def test_camera_info_sets_the_intrinsics_and_an_uncalibrated_one_is_ignored(tmp_
             harness.info = _camera_info(120.0, 90.0)
         harness.wait_for(lambda: harness.intrinsics().startswith("camera_info") or process.poll() is not None, 20.0,
                          "diagnostics naming the camera_info")
-        assert "fx=30.00 fy=30.00" in harness.intrinsics()  # 120 px / 4 and 90 px / 3 at the model's 16x16
+        # Centre-cropped to 48x48 (resize_mode crop), then 16/48: 120 px / 3 and 90 px / 3 at the model's 16x16.
+        assert "fx=40.00 fy=30.00" in harness.intrinsics()
         count = len(harness.predicted)
         harness.wait_for(lambda: len(harness.predicted) >= count + 2 or process.poll() is not None, 20.0,
                          "predictions with the camera_info's intrinsics")

@@ -447,10 +447,25 @@ def test_imagine_stops_when_asked_and_leaves_the_live_stream_as_it_was():
         model.imagine(actions, seed=5, should_stop=lambda: next(calls) >= 1)  # stops before the second chunk
     assert np.array_equal(model.imagine(actions, seed=5), full)  # the history is untouched by the cancelled call
 
-    live = LiveStream()
     with pytest.raises(ImagineCancelled):
-        imagine_job(model, live=live, generation=live.generation, snapshot=snapshot, actions=actions, modality="twist",
-                    seed=5, from_live_history=False, should_stop=lambda: True)
+        imagine_job(model, snapshot=snapshot, catch_up=np.zeros((0, 6), np.float32), actions=actions,
+                    modality="twist", seed=5, should_stop=lambda: True)
+
+
+def test_imagine_job_rolls_the_catch_up_first_and_returns_only_the_candidates():
+    model = load_world_model("random:tiny")
+    snapshot = _tiny_snapshot(model)
+    n = model.frames_per_chunk
+    actions = np.zeros((2, 2 * n, 6), dtype=np.float32)
+    catch_up = np.full((3, 6), 0.02, np.float32)
+    started = {}
+    frames = imagine_job(model, snapshot=snapshot, catch_up=catch_up, actions=actions, modality="twist", seed=5,
+                         started=started)
+    assert frames.shape == (2, 2 * n, 32, 32, 3) and started
+    # The same as one imagine over catch-up + candidates, decoding only the candidates' frames.
+    rows = np.concatenate([np.broadcast_to(catch_up[None], (2, 3, 6)), actions], axis=1)
+    whole = model.imagine(rows, seed=5, decode=list(range(3, 3 + 2 * n)))
+    np.testing.assert_array_equal(frames, whole)
 
 
 def test_model_worker_stop_ends_a_long_job_that_polls_stopping():

@@ -36,12 +36,12 @@ class ImagineCost:
     def __init__(self) -> None:
         self.per_candidate_chunk_s: float | None = None
 
-    def add(self, seconds: float, candidates: int, chunks: int) -> None:
+    def add(self, seconds: float, candidates: int, chunks: float) -> None:
         sample = seconds / max(1, candidates * chunks)
         previous = self.per_candidate_chunk_s
         self.per_candidate_chunk_s = sample if previous is None else 0.5 * previous + 0.5 * sample
 
-    def estimate_s(self, candidates: int, chunks: int, live_chunk_s: float | None) -> float | None:
+    def estimate_s(self, candidates: int, chunks: float, live_chunk_s: float | None) -> float | None:
         """Expected seconds for a request; from the live forecasts' chunk cost (a batch of one, so an
         upper bound per candidate) until a request has been measured; None when nothing is known."""
         per = self.per_candidate_chunk_s
@@ -68,8 +68,10 @@ class ImagineServer:
         self.cost = ImagineCost()
         self.worker = ModelWorker(model, queue_size=1, num_threads=num_threads)
         self.service_name = node.resolve_service_name("~/imagine")
+        # No global arguments: a `-r __node:=...` meant for the predictor must not rename this node too.
         self._node = rclpy.create_node(f"_{node.get_name()}_imagine", context=node.context,
-                                       namespace=node.get_namespace(), start_parameter_services=False)
+                                       namespace=node.get_namespace(), start_parameter_services=False,
+                                       use_global_arguments=False)
         self._node.create_service(srv_type, self.service_name, self._on_imagine)
         self._executor = SingleThreadedExecutor(context=node.context)
         self._executor.add_node(self._node)
@@ -92,7 +94,8 @@ class ImagineServer:
                 expected_dim=job["model_dim"], limits=job["limits"], denoise_steps=int(request.denoise_steps),
                 guidance_scale=float(request.guidance_scale))
             chunks = -(-(len(job["catch_up"]) + actions.shape[1]) // job["frames_per_chunk"])
-            estimate = self.cost.estimate_s(actions.shape[0], chunks, job["live_chunk_s"])
+            steps = int(request.denoise_steps) or job["default_steps"]
+            estimate = self.cost.estimate_s(actions.shape[0], chunks * steps / job["default_steps"], job["live_chunk_s"])
             if estimate is not None and estimate > job["timeout_s"]:
                 raise ValueError(f"this request would take about {estimate:.1f} s ({actions.shape[0]} candidates x "
                                  f"{chunks} chunks, {len(job['catch_up'])} frames of them catching up to now), "
@@ -131,7 +134,7 @@ class ImagineServer:
                 response.message = f"imagination failed: {str(error) or type(error).__name__}"
             return response
         seconds = time.perf_counter() - began
-        self.cost.add(seconds, actions.shape[0], chunks)
+        self.cost.add(seconds, actions.shape[0], chunks * steps / job["default_steps"])
         stamps = job["stamps_ns"][-frames.shape[1]:]
         response.frames = [rgb_to_image_msg(frame, int(stamps[t]), job["frame_id"])
                            for candidate in frames for t, frame in enumerate(candidate)]

@@ -69,10 +69,18 @@ class FrameGrid:
         self._target_ns: int | None = None
         self._last_offer_ns: int | None = None
         self._period_ns: float | None = None  # the camera's own period, smoothed
+        self._before_last: tuple | None = None  # the state before the last offer (see undo_last)
+
+    def undo_last(self) -> None:
+        """Forget the last offer (a stamp taken back as a glitch): the grid continues from before it."""
+        if self._before_last is not None:
+            self._target_ns, self._last_offer_ns, self._period_ns, self.gaps = self._before_last
+            self._before_last = None
 
     def offer(self, stamp_ns: int) -> bool:
         """True when the frame stamped ``stamp_ns`` is taken into the model's history."""
         stamp_ns = int(stamp_ns)
+        self._before_last = (self._target_ns, self._last_offer_ns, self._period_ns, self.gaps)
         if self._last_offer_ns is not None and stamp_ns > self._last_offer_ns:
             gap = stamp_ns - self._last_offer_ns
             self._period_ns = gap if self._period_ns is None else 0.8 * self._period_ns + 0.2 * gap
@@ -254,7 +262,8 @@ def check_action_range(modality: str, si_actions: np.ndarray, interval_s: float,
 def si_poses_to_transforms(poses: np.ndarray) -> np.ndarray:
     """``[..., 7]`` (x y z [m], qx qy qz qw) -> ``[..., 4, 4]``; quaternions must be unit (within 1e-3)."""
     poses = np.asarray(poses, dtype=np.float64)
-    norms = np.linalg.norm(poses[..., 3:7], axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e200 squared is inf: refused below
+        norms = np.linalg.norm(poses[..., 3:7], axis=-1)
     if not np.all(np.abs(norms - 1.0) <= 1e-3):
         worst = float(norms.flat[int(np.argmax(np.abs(norms - 1.0)))])
         raise ValueError(f"pose quaternions must be unit quaternions (x, y, z, w); one has norm {worst:.6g}")

@@ -337,6 +337,7 @@ class Prediction:
     actions: np.ndarray | None = None  # float32 [horizon, D] the actions of these frames (None: the snapshot's future)
     anchor_ns: int | None = None  # the node-clock "now" the forecast was planned at
     rolled_frames: int = 0  # frames the model rolled, catch-up included
+    caught_up: bool = True  # False: the images are on another clock; the forecast starts at the newest frame
 
 
 def whole_chunks(snapshot: WindowSnapshot, frames_per_chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -381,7 +382,8 @@ def forecast_window(model: Any, snapshot: WindowSnapshot, plan: Any, *, seed: in
     frames = model.imagine(future[None], seed=seed, guidance_scale=guidance_scale, decode=indices,
                            should_stop=should_stop)[0]
     return Prediction(snapshot, frames, plan.stamps_ns[indices], time.perf_counter() - began,
-                      actions=future[indices], anchor_ns=plan.anchor_ns, rolled_frames=len(future))
+                      actions=future[indices], anchor_ns=plan.anchor_ns, rolled_frames=len(future),
+                      caught_up=plan.catching_up)
 
 
 def montage(observed: np.ndarray, predicted: np.ndarray, gap_px: int = 2) -> np.ndarray:

@@ -144,6 +144,7 @@ LOG_THROTTLE_S = 5.0  # [s] the same warning at most this often
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model's inputs are float32
 STAMP_JUMP_NS = 1_000_000_000  # [ns] a forward step this large is checked against the next stamp (a glitch?)
 CLOCK_MISMATCH_NS = 1_000_000_000  # [ns] images this far from every state: the streams use different clocks
+PUBLISH_MARGIN_S = 0.01  # [s] a published frame shows a time at least this far ahead (the way to a subscriber)
 LOST_CHANGE_MAX = 100_000  # messages one lost-message event may report; more is a middleware's garbage
 QUATERNION_NORM_TOLERANCE = 0.1  # a pose quaternion whose norm is further from 1 is refused, not normalised
 TRACK_S = 5.0  # [s] feeding-stream states kept for catching forecasts up to now
@@ -231,6 +232,7 @@ class PredictorNode(Node):
         self._track: list[tuple[int, np.ndarray]] = []  # (stamp [ns], state) of the feeding stream, newest last
         self._latency = LatencyEstimate()
         self._forecast_stats: dict[str, float] = {}
+        self._not_caught_up = 0  # forecasts from images too far behind the node clock to catch up
         self._live_snapshot = None  # the window the last published forecast started from (~/imagine's live history)
         self._camera_info: CameraInfo | None = None  # at the model's resolution, published with each forecast
 
@@ -449,6 +451,7 @@ class PredictorNode(Node):
         self.get_logger().warning(f"{stream} stamp {outlier_ns} ns was {(outlier_ns - stamp_ns) / 1e9:.1f} s ahead of "
                                   f"the stream around it: taken back as a glitch", throttle_duration_sec=LOG_THROTTLE_S)
         if stream == "image":
+            self._grid.undo_last()  # the grid must not wait for a time the outlier claimed
             queued = len(self._pairer.discard_images_after(stamp_ns))
             windowed = set(self._window.discard_after(stamp_ns))
             self._ledger.skip("image_stamp_jump", queued + len(self._unsent & windowed))
@@ -684,7 +687,7 @@ class PredictorNode(Node):
             plan = plan_forecast(snapshot.last_stamp_ns, now_ns, self._interval_s, self._params["horizon_s"],
                                  expected_s, self._params["max_catch_up_s"])
             if not plan.catching_up:
-                self._skipped["not_caught_up_clock"] += 1
+                self._not_caught_up += 1
             rows = self._actions_at(snapshot, plan.stamps_ns, now_ns)
             snapshot = replace(snapshot, future_actions=rows)
             seed, guidance = self._params["seed"], self._params["guidance_scale"]
@@ -725,7 +728,10 @@ class PredictorNode(Node):
             return
         prediction, usage = result
         now_ns = self.get_clock().now().nanoseconds
-        ahead = prediction.stamps_ns > now_ns
+        # Frames still ahead when published (a margin for the way to the subscriber). Images on another
+        # clock (not caught up) give a forecast of what followed the newest frame: published whole.
+        ahead = (prediction.stamps_ns > now_ns + int(PUBLISH_MARGIN_S * 1e9) if prediction.caught_up
+                 else np.ones(len(prediction.stamps_ns), bool))
         with self._lock:
             self._latency.add(prediction.latency_s, prediction.rolled_frames)
             self._predictions += 1
@@ -737,6 +743,7 @@ class PredictorNode(Node):
                 return
             self._live_snapshot = prediction.snapshot
             self._forecast_stats = {"lead_s": (int(prediction.stamps_ns[ahead][0]) - now_ns) * 1e-9,
+                                    "latency_s": prediction.latency_s,
                                     "coverage_s": (int(prediction.stamps_ns[-1]) - now_ns) * 1e-9,
                                     "catch_up_frames": float(prediction.rolled_frames - int(ahead.sum()))}
         kept = replace(prediction, frames=prediction.frames[ahead], stamps_ns=prediction.stamps_ns[ahead],
@@ -799,10 +806,20 @@ class PredictorNode(Node):
         force from the window's newest frame up to now (when the request's modality is the live one).
         """
         with self._lock:
-            live_modality = self._params["action_modality"]
-            modality = request.modality or live_modality
-            if modality not in self._model.modalities:
-                raise ValueError(f"unknown modality {modality!r}; the model knows {', '.join(self._model.modalities)}")
+            params = dict(self._params)
+        live_modality = params["action_modality"]
+        modality = request.modality or live_modality
+        if modality not in self._model.modalities:
+            raise ValueError(f"unknown modality {modality!r}; the model knows {', '.join(self._model.modalities)}")
+        si_dim = SI_ACTION_DIMS[modality]
+        if int(request.action_dim) != si_dim:
+            raise ValueError(f"action_dim must be {si_dim} for {modality} actions ({SI_ACTION_UNITS[modality]}), "
+                             f"got {request.action_dim}")
+        limits = ImagineLimits(params["max_imagine_batch"], params["max_imagine_horizon"], params["max_imagine_steps"])
+        si = check_imagine_request(np.asarray(request.actions, dtype=np.float32), batch=request.batch,
+                                   horizon=request.horizon, action_dim=si_dim, expected_dim=si_dim, limits=limits,
+                                   denoise_steps=int(request.denoise_steps), guidance_scale=float(request.guidance_scale))
+        with self._lock:
             if request.from_live_history and self._live_snapshot is not None:
                 snapshot = self._live_snapshot
             elif self._window.full:
@@ -819,16 +836,8 @@ class PredictorNode(Node):
                 np.arange(1, catch_up_frames + 1) * self._interval_s * 1e9).astype(np.int64)
             catch_up = (self._actions_at(snapshot, catch_stamps, now_ns) if catch_up_frames
                         else np.zeros((0, self._model.action_dim(modality)), np.float32))
-            params = dict(self._params)
-        si_dim = SI_ACTION_DIMS[modality]
-        if int(request.action_dim) != si_dim:
-            raise ValueError(f"action_dim must be {si_dim} for {modality} actions ({SI_ACTION_UNITS[modality]}), "
-                             f"got {request.action_dim}")
-        limits = ImagineLimits(params["max_imagine_batch"], params["max_imagine_horizon"], params["max_imagine_steps"])
-        si = check_imagine_request(np.asarray(request.actions, dtype=np.float32), batch=request.batch,
-                                   horizon=request.horizon, action_dim=si_dim, expected_dim=si_dim, limits=limits,
-                                   denoise_steps=int(request.denoise_steps), guidance_scale=float(request.guidance_scale))
-        previous_pose = snapshot.states[-1] if modality in ("camera", "robot") and modality == live_modality else None
+        newest_pose = self._last_pose if self._last_pose is not None else snapshot.states[-1]
+        previous_pose = newest_pose if modality in ("camera", "robot") and modality == live_modality else None
         check_action_range(modality, si, self._interval_s, params["action_range_multiple"], previous_pose)
         first_pose = snapshot.states[0] if modality == live_modality and snapshot.states.ndim == 3 else np.eye(4)
         n = catch_up_frames + int(request.horizon)
@@ -839,6 +848,7 @@ class PredictorNode(Node):
                 "model_dim": self._model.action_dim(modality), "frames_per_chunk": self._model.frames_per_chunk,
                 "stamps_ns": stamps, "frame_id": snapshot.frame_id, "interval_s": self._interval_s,
                 "timeout_s": params["imagine_timeout_s"], "sub_batch": params["imagine_sub_batch"] or None,
+                "default_steps": int(getattr(getattr(self._model, "config", None), "denoise_steps", 1)),
                 "live_chunk_s": None if live_chunk_s is None else live_chunk_s * self._model.frames_per_chunk}
 
     # ------------------------------------------------------------------ diagnostics
@@ -863,6 +873,7 @@ class PredictorNode(Node):
             fallback_frames, feeding = self._fallback_frames, self._feeding_stream()
             skipped = Counter(self._skipped)
             latencies = list(self._latencies)
+            forecast_stats, not_caught_up, gaps = dict(self._forecast_stats), self._not_caught_up, self._grid.gaps
             new_latencies, self._new_latencies = self._new_latencies, []
             usage = dict(self._expert_usage)
             predictions, window_len = self._predictions, len(self._window)
@@ -909,7 +920,12 @@ class PredictorNode(Node):
         prediction.level = DiagnosticStatus.ERROR if skipped["model_error"] and not predictions else (
             DiagnosticStatus.OK if predictions else DiagnosticStatus.WARN)
         prediction.message = f"{predictions} predictions" + (f"; last error: {last_error}" if last_error else "")
-        prediction.values = [KeyValue(key="predictions", value=str(predictions))]
+        prediction.values = [KeyValue(key="predictions", value=str(predictions)),
+                             KeyValue(key="frame_interval_s", value=f"{self._interval_s:g}"),
+                             KeyValue(key="frame_gaps", value=str(gaps)),
+                             KeyValue(key="forecasts_not_caught_up", value=str(not_caught_up))]
+        # The newest forecast against the clock when it was published: how far ahead its first and last frame lie.
+        prediction.values += [KeyValue(key=f"last_{name}", value=f"{value:.3f}") for name, value in forecast_stats.items()]
         if latencies:
             prediction.values += [KeyValue(key="latency_last_s", value=f"{latencies[-1]:.4f}"),
                                   KeyValue(key="latency_mean_s", value=f"{np.mean(latencies):.4f}")]
@@ -923,6 +939,10 @@ class PredictorNode(Node):
                                    message="fraction of action tokens routed to each expert, per modality")
         experts.values = [KeyValue(key=f"{modality}_expert_{index}", value=f"{share:.3f}")
                           for modality, shares in sorted(usage.items()) for index, share in enumerate(shares)]
+        if not_caught_up and prediction.level == DiagnosticStatus.OK and forecast_stats.get("lead_s", 0.0) < 0:
+            prediction.level = DiagnosticStatus.WARN
+            prediction.message += ("; images are more than max_catch_up_s behind the node clock: forecasts start at "
+                                   "the newest frame (replay bags with --clock and use_sim_time:=true)")
         if fallback_silent and prediction.level == DiagnosticStatus.OK:
             prediction.level = DiagnosticStatus.WARN
             prediction.message += f"; fallback: no {feeding}, assuming no motion"
