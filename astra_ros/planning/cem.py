@@ -120,6 +120,12 @@ class ActionEncoder:
             rows = keys_from_twist(linear, angular, self.thresholds)
         return rows.reshape(b, steps * self.frames_per_step, -1).astype(np.float32)
 
+    def to_si(self, rows: np.ndarray) -> np.ndarray:
+        """Model action rows ``(..., D)`` as ``~/imagine`` takes them, in SI units: twist rows are
+        velocities x frame_interval_s, so they become [m/s, rad/s] again; keys are one-hot as they are."""
+        rows = np.asarray(rows, dtype=np.float64)
+        return (rows / self.frame_interval_s if self.modality == "twist" else rows).astype(np.float32)
+
     def command_as_imagined(self, command: np.ndarray) -> tuple[float, float]:
         """The (v, w) to send for a planned step, so the robot does what the model was shown.
 

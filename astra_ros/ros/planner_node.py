@@ -379,7 +379,8 @@ class PlannerNode(Node):
     def _service_imagine(self, actions: np.ndarray, *, seed: int, params: dict[str, Any]) -> np.ndarray:
         """The planner's ``imagine``: one ~/imagine call for the whole batch; frames (B, 1, H, W, 3)."""
         b, n, d = actions.shape
-        request = Imagine.Request(modality=params["action_modality"], actions=actions.reshape(-1).tolist(), batch=b,
+        si = ActionEncoder(params["action_modality"], params["frame_interval_s"]).to_si(actions)  # [m/s, rad/s]
+        request = Imagine.Request(modality=params["action_modality"], actions=si.reshape(-1).tolist(), batch=b,
                                   horizon=n, action_dim=d, seed=seed, from_live_history=True,
                                   denoise_steps=int(params["denoise_steps"]),
                                   guidance_scale=float(params["guidance_scale"]), shared_noise=True,
