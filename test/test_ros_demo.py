@@ -15,12 +15,14 @@ def test_demo_drives_the_simulator_and_saves_predictions_next_to_reality(tmp_pat
     out = tmp_path / "demo.png"
     exe = Path(sys.executable).parent / "astra-demo"
     proc = subprocess.run([str(exe), "--checkpoint", "random:tiny", "--seconds", "8", "--publish-rate", "2.0",
-                           "--horizon", "4", "--out", str(out)], capture_output=True, text=True, timeout=180)
+                           "--horizon-s", "0.6", "--out", str(out)], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["camera_frames"] > 40  # 10 Hz camera for 8 s
     assert summary["predictions"] >= 3
     assert 0 < summary["model_latency_s"]["p50"] < 5.0
+    # Forecasts of what is to come, read against the demo's own clock when they arrived.
+    assert summary["lead_s"]["p10"] > 0 and summary["coverage_s"]["p50"] >= 0.5
     from PIL import Image
 
     strip = Image.open(out)

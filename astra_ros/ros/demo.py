@@ -47,8 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=positive_float, default=20.0, help="how long to drive, from the first prediction [s]")
     p.add_argument("--seed", type=non_negative_int, default=9000,
                    help="simulator scene seed (9000+ are not in the training set)")
-    p.add_argument("--horizon", type=positive_int, default=6, help="frames predicted ahead at each prediction")
-    p.add_argument("--publish-rate", type=positive_float, default=1.0, help="predictions per second [Hz]")
+    p.add_argument("--horizon-s", type=positive_float, default=2.0,
+                   help="each forecast covers at least this long after its publication [s]")
+    p.add_argument("--publish-rate", type=positive_float, default=10.0, help="at most this many forecasts per second [Hz]")
     p.add_argument("--out", type=Path, default=Path("out/demo.png"),
                    help="image strip to write, .png or .jpg (and a .json beside it)")
     p.add_argument("--domain-id", type=int, default=None,
@@ -131,11 +132,15 @@ def _drive(args: argparse.Namespace, check_children, node) -> tuple[Recording, l
         rec.camera[stamp_to_ns(msg.header.stamp)] = image_msg_to_rgb(msg)
 
     def on_prediction(msg: PredictedFrames) -> None:
+        received_ns = node.get_clock().now().nanoseconds  # the client's clock, as a planner would read it
+        stamps = [stamp_to_ns(s) for s in msg.stamps]
         rec.predictions.append({
             "observed_ns": stamp_to_ns(msg.observed_stamp),
-            "stamps_ns": [stamp_to_ns(s) for s in msg.stamps],
+            "received_ns": received_ns,
+            "stamps_ns": stamps,
             "frames": [image_msg_to_rgb(f) for f in msg.frames],
-            "age_s": (stamp_to_ns(msg.header.stamp) - stamp_to_ns(msg.observed_stamp)) / 1e9,
+            "lead_s": (stamps[0] - received_ns) / 1e9,  # the first frame shows this long after it arrived
+            "coverage_s": (stamps[-1] - received_ns) / 1e9,
         })
 
     def on_diagnostics(msg) -> None:
@@ -202,23 +207,31 @@ def _strip(rec: Recording, rows: int, tolerance_ns: int):
     if not chosen:
         return None
     h, w = chosen[0]["frames"][0].shape[:2]
-    cols = 1 + max(len(p["frames"]) for p in chosen)
-    label_w = 90
+    h, w = max(h, 64), max(w, 64)
+    shown = 8  # forecast frames per row, evenly spread over the forecast
+    cols = 1 + min(shown, max(len(p["frames"]) for p in chosen))
+    label_w = 110
+    t0 = min(rec.camera)
     canvas = Image.new("RGB", (label_w + cols * (w + 2), len(chosen) * 2 * (h + 2)), "white")
     draw = ImageDraw.Draw(canvas)
     for r, pred in enumerate(chosen):
         y_pred, y_real = r * 2 * (h + 2), r * 2 * (h + 2) + h + 2
-        t_obs = pred["observed_ns"]
-        draw.text((4, y_pred + 4), f"predicted\n@ t={(t_obs - min(rec.camera)) / 1e9:.1f}s", fill="black")
+        t_obs, t_got = pred["observed_ns"], pred["received_ns"]
+        draw.text((4, y_pred + 4), f"forecast\nreceived\nt={(t_got - t0) / 1e9:.2f}s\n(last seen\nt={(t_obs - t0) / 1e9:.2f}s)",
+                  fill="black")
         draw.text((4, y_real + 4), "real", fill="black")
         observed = _nearest(rec.camera, t_obs, tolerance_ns)
-        if observed is not None:
+        if observed is not None:  # the newest frame the forecast was made from
             tile = Image.fromarray(observed).resize((w, h))
             canvas.paste(tile, (label_w, y_pred))
             canvas.paste(tile, (label_w, y_real))
-        for i, (frame, stamp) in enumerate(zip(pred["frames"], pred["stamps_ns"])):
+        picks = np.unique(np.linspace(0, len(pred["frames"]) - 1, min(shown, len(pred["frames"]))).round().astype(int))
+        for i, k in enumerate(picks):
+            frame, stamp = pred["frames"][k], pred["stamps_ns"][k]
             x = label_w + (i + 1) * (w + 2)
-            canvas.paste(Image.fromarray(frame), (x, y_pred))
+            canvas.paste(Image.fromarray(frame).resize((w, h)), (x, y_pred))
+            # How far after its arrival each frame's time lies: all positive, a forecast of what is to come.
+            draw.text((x + 2, y_pred + 2), f"+{(stamp - t_got) / 1e9:.2f}s", fill="yellow")
             real = _nearest(rec.camera, stamp, tolerance_ns)
             if real is not None:
                 canvas.paste(Image.fromarray(real).resize((w, h)), (x, y_real))
@@ -238,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     sim_cmd = [_executable("astra-sim-node"), "--ros-args", "-p", "scenario:=rover", "-p", f"seed:={args.seed}",
                "-p", "size:=128x128"]
     pred_cmd = [_executable("astra-predictor"), "--ros-args", "-p", f"checkpoint:={args.checkpoint}",
-                "-p", "action_modality:=twist", "-p", f"horizon:={args.horizon}",
+                "-p", "action_modality:=twist", "-p", f"horizon_s:={float(args.horizon_s)}",
                 "-p", f"publish_rate:={float(args.publish_rate)}",
                 "-r", "image:=/camera/image_raw", "-r", "twist:=/cmd_vel", "-r", "odom:=/odom",
                 "-r", "camera_info:=/camera/camera_info"]
@@ -266,13 +279,19 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
     tolerance_ns = 60_000_000  # half a camera period at 10 Hz
     strip = _strip(rec, rows=3, tolerance_ns=tolerance_ns)
-    ages = [p["age_s"] for p in rec.predictions]
+    leads = [p["lead_s"] for p in rec.predictions]
+    coverage = [p["coverage_s"] for p in rec.predictions]
+    span_s = ((rec.predictions[-1]["received_ns"] - rec.predictions[0]["received_ns"]) / 1e9
+              if len(rec.predictions) > 1 else 0.0)
     summary = {
         "checkpoint": args.checkpoint,
         "camera_frames": len(rec.camera),
         "predictions": len(rec.predictions),
         "model_latency_s": {"p50": float(np.median(model_latency)), "max": float(np.max(model_latency))} if model_latency else None,
-        "prediction_age_s": {"p50": float(np.median(ages)), "max": float(np.max(ages))} if ages else None,
+        # Against the demo's own clock when each forecast arrived: lead = first frame's time - arrival.
+        "lead_s": {"p10": float(np.percentile(leads, 10)), "p50": float(np.median(leads))} if leads else None,
+        "coverage_s": {"p50": float(np.median(coverage))} if coverage else None,
+        "predictions_per_s": (len(rec.predictions) - 1) / span_s if span_s > 0 else None,
         "out": str(args.out),
     }
     if strip is None:
