@@ -138,30 +138,32 @@ def plan_forecast(last_observed_ns: int, now_ns: int, interval_s: float, horizon
 
 
 class LatencyEstimate:
-    """What the next forecast will take [s]: the largest of the recent latencies, with a margin."""
+    """What the next forecast will take [s], from the recent cost per rolled frame (their median, with
+    a margin: one slow forecast must not lengthen the next plan, which would make it slower still)."""
 
-    def __init__(self, initial_s: float = 1.0, keep: int = 5, margin: float = 1.15) -> None:
+    def __init__(self, initial_s: float = 1.0, keep: int = 7, margin: float = 1.2, most_s: float = 3.0) -> None:
         self._recent: deque[float] = deque(maxlen=keep)
         self._initial_s = initial_s
         self._margin = margin
+        self.most_s = most_s
 
     def add(self, seconds: float, frames: int) -> None:
         self._recent.append(seconds / max(1, frames))  # per rolled frame: plans differ in length
 
     def expected_s(self, horizon_s: float, interval_s: float, behind_s: float) -> float:
-        """Expected latency for a plan whose length depends on the latency itself (the fixed point of
-        latency = per-frame cost x (behind + latency + horizon) / interval), bounded to 30 s."""
+        """Expected latency for a plan whose length depends on the latency itself: the fixed point of
+        latency = cost per frame x (behind + latency + horizon) / interval, at most ``most_s`` (a model
+        slower than real time cannot catch up; its forecasts then start late rather than never)."""
         if not self._recent:
-            return self._initial_s
-        per_frame_s = max(self._recent) * self._margin
-        rate = per_frame_s / interval_s  # seconds of compute per second of forecast
-        if rate >= 0.9:
-            return 30.0
-        return min(30.0, rate * (max(0.0, behind_s) + horizon_s) / (1.0 - rate))
+            return min(self._initial_s, self.most_s)
+        rate = float(np.median(self._recent)) * self._margin / interval_s  # compute seconds per forecast second
+        if rate >= 0.95:
+            return self.most_s
+        return min(self.most_s, rate * (max(0.0, behind_s) + horizon_s) / (1.0 - rate))
 
     @property
     def seconds_per_frame(self) -> float | None:
-        return max(self._recent) if self._recent else None
+        return float(np.median(self._recent)) if self._recent else None
 
 
 # ------------------------------------------------------------------------------------------ actions
@@ -306,8 +308,10 @@ class LiveLoop:
 
     def __init__(self, model: Any, next_job: Callable[[], Callable[[Any], Any] | None],
                  on_result: Callable[[Any], None], on_error: Callable[[BaseException], None],
-                 min_period_s: Callable[[], float], num_threads: int = 1) -> None:
+                 min_period_s: Callable[[], float], num_threads: int = 1,
+                 warm_up: Callable[[Any], None] | None = None) -> None:
         self.model = model
+        self._warm_up = warm_up
         self._next_job, self._on_result, self._on_error = next_job, on_result, on_error
         self._min_period_s = min_period_s
         self._num_threads = num_threads
@@ -325,6 +329,11 @@ class LiveLoop:
 
         if self._num_threads > 0:
             torch.set_num_threads(self._num_threads)
+        if self._warm_up is not None:  # the first run of a model is slow: it must not set the first plan's length
+            try:
+                self._warm_up(self.model)
+            except Exception as error:  # reported; the forecasts will show whether the model works
+                self._on_error(error)
         last_start = -math.inf
         ran = False
         while not self.stopping.is_set():
@@ -336,7 +345,11 @@ class LiveLoop:
             wait_s = last_start + self._min_period_s() - time.monotonic()
             if wait_s > 0 and self.stopping.wait(wait_s):
                 return
-            job = self._next_job()
+            try:
+                job = self._next_job()
+            except Exception as error:  # a job that cannot be planned is reported, the loop goes on
+                self._on_error(error)
+                job = None
             ran = job is not None
             if job is None:
                 continue

@@ -302,8 +302,9 @@ class PredictorNode(Node):
                                       "(run scripts/setup.sh or build the workspace with colcon)")
 
         self.create_timer(1.0, self._on_diagnostics_tick, timers)
+        self._latency.most_s = self._params["max_catch_up_s"]
         self._loop = LiveLoop(self._model, self._next_live_job, self._on_forecast, self._on_forecast_error,
-                              lambda: 1.0 / self._params["publish_rate"], threads)
+                              lambda: 1.0 / self._params["publish_rate"], threads, warm_up=self._warm_up)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
         self.get_logger().info(
@@ -668,6 +669,19 @@ class PredictorNode(Node):
         if state_kind(self._params["action_modality"]) == "twist" and self._state_silent(time.monotonic()):
             return np.zeros(6)
         return self._latest_command
+
+    def _warm_up(self, model: Any) -> None:
+        """One short forecast on blank frames before the first real one (in the live loop's thread)."""
+        if not hasattr(model, "start"):
+            return
+        # Twists of zero are a valid "stand still" in any model that knows them; a camera pose of zeros is not.
+        modality = "twist" if "twist" in model.modalities else self._params["action_modality"]
+        n = model.frames_per_chunk
+        frames = np.zeros((n, *model.resolution, 3), np.uint8)
+        actions = np.zeros((n, model.action_dim(modality)), np.float32)
+        model.start(frames, actions, modality=modality)
+        model.imagine(np.zeros((1, 2 * n, actions.shape[1]), np.float32), decode="all")
+        model.reset()
 
     def _next_live_job(self) -> Any:
         """The next forecast as a job for the live loop (its thread), or None when there is no newer frame."""
