@@ -49,7 +49,7 @@ FIELDS_ADDED_LATER = frozenset({"guidance_scale_by_modality", "motion_loss_weigh
                                 "pixel_loss_frames", "residual_decoding", "residual_change_scale",
                                 "latent_delta", "prediction", "action_motion",
                                 "anchor_decoder_width", "anchor_decoder_search",
-                                "rotation_reference", "reference_fovy_deg", "delta_scale"})
+                                "rotation_reference", "reference_fovy_deg", "delta_scale", "context_bias"})
 
 
 def load_config(path: Path) -> AstraConfig:
