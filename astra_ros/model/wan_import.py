@@ -323,7 +323,9 @@ def wan_model_config(directory: str | Path, config: AstraConfig | None = None) -
     if codec is not None and codec != config.codec:
         wrong.append(f"codec: config {config.codec}, Wan VAE {codec}")
     if wrong:
-        raise ConfigError(f"the model config does not match the Wan weights in {directory}: " + "; ".join(wrong))
+        hint = (" (set context_bias: true to fold Wan's text cross-attention, as the wan2.1-1.3b preset does)"
+                if not config.context_bias and not config.text_dim and wan_cfg.get("text_dim") else "")
+        raise ConfigError(f"the model config does not match the Wan weights in {directory}: " + "; ".join(wrong) + hint)
     return config
 
 
