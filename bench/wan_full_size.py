@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vae-frames", type=int, default=5, help="pixel frames (1 + 4k) through the VAE")
     p.add_argument("--vae-size", type=int, nargs=2, default=(64, 96), help="pixel rows, cols through the VAE")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--atol", type=float, default=1e-3, help="tolerance on the largest absolute difference")
+    p.add_argument("--atol", type=float, default=1e-5, help="tolerance on the largest absolute difference")
     p.add_argument("--out", type=Path, default=Path("bench/results/wan_full_size.json"))
     return p.parse_args(argv)
 

@@ -8,15 +8,16 @@ diffusers key                                          astra_ros key
 patch_embedding.{weight,bias}                          same
 condition_embedder.time_embedder.linear_{1,2}.*        same
 condition_embedder.time_proj.*                         same
-condition_embedder.text_embedder.linear_{1,2}.*        same (needs ``text_dim`` > 0)
+condition_embedder.text_embedder.linear_{1,2}.*        same (``text_dim`` > 0) or folded (``context_bias``)
 blocks.N.attn1.{to_q,to_k,to_v,to_out.0,norm_q,norm_k}.*  same
-blocks.N.attn2.{to_q,to_k,to_v,to_out.0,norm_q,norm_k}.*  same (needs ``text_dim`` > 0)
-blocks.N.norm2.{weight,bias}                           same (``cross_attn_norm``)
+blocks.N.attn2.{to_q,to_k,to_v,to_out.0,norm_q,norm_k}.*  same (``text_dim`` > 0) or folded (``context_bias``)
+blocks.N.norm2.{weight,bias}                           same (``cross_attn_norm``) or folded
 blocks.N.ffn.net.0.proj.*, blocks.N.ffn.net.2.*        same
 blocks.N.scale_shift_table                             same
 scale_shift_table, proj_out.*                          same
 condition_embedder.image_embedder.*,                   not supported (Wan I2V image branch): rejected
 blocks.N.attn2.{add_k_proj,add_v_proj,norm_added_k}.*
+-- (folded text branch)                                blocks.N.context_bias
 -- (new in Astra)                                      blocks.N.act_adapter.* (identity),
                                                        blocks.N.action_proj.* (zero),
                                                        action_encoder.* (MoAE, random)
