@@ -49,7 +49,10 @@ FIELDS_ADDED_LATER = frozenset({"guidance_scale_by_modality", "motion_loss_weigh
                                 "pixel_loss_frames", "residual_decoding", "residual_change_scale",
                                 "latent_delta", "prediction", "action_motion",
                                 "anchor_decoder_width", "anchor_decoder_search",
-                                "rotation_reference", "reference_fovy_deg", "delta_scale", "context_bias"})
+                                "rotation_reference", "reference_fovy_deg", "delta_scale"})
+
+# Added with the Wan2.1 import (model/wan_import.py); older checkpoints have no folded cross-attention.
+FIELDS_ADDED_LATER |= {"context_bias"}
 
 
 def load_config(path: Path) -> AstraConfig:
