@@ -104,7 +104,8 @@ def vae_flops() -> dict[str, float]:
 
 def measure_block_efficiency(cfg, threads: int) -> dict[str, float]:
     """Achieved FLOP/s of one full-width block on a real streamed shape (1 latent frame of 1560 tokens
-    against 4 frames of cached keys) as a fraction of this CPU's fp32 matmul peak (4096^3)."""
+    against 4 frames of cached keys) as a fraction of this CPU's fp32 matmul peak (4096^3); best of 5
+    runs, with the range over them (the machine is shared)."""
     import dataclasses
 
     import torch
@@ -127,14 +128,15 @@ def measure_block_efficiency(cfg, threads: int) -> dict[str, float]:
     with torch.no_grad():
         model(x, torch.full((1, 1), 0.5), torch.tensor([4]), feats, past_kv=kv)  # warm-up
         times = []
-        for _ in range(3):
+        for _ in range(5):
             start = time.perf_counter()
             model(x, torch.full((1, 1), 0.5), torch.tensor([4]), feats, past_kv=kv)
             times.append(time.perf_counter() - start)
     flops = forward_flops(small, n, 5 * n)["total"]
     best = min(times)
     return {"matmul_peak_gflops": peak / 1e9, "block_gflops": flops / best / 1e9, "block_s": best,
-            "efficiency": flops / best / peak, "threads": threads}
+            "block_s_all": times, "efficiency": flops / best / peak,
+            "efficiency_range": [flops / max(times) / peak, flops / best / peak], "threads": threads}
 
 
 def main(argv: list[str] | None = None) -> int:
