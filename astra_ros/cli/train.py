@@ -2,6 +2,7 @@
 
     astra-train --config config/train_default.yaml --data bags/ --out runs/default
     torchrun --nproc_per_node 2 -m astra_ros.cli.train --config ... --data ... --out ...   # DDP
+    astra-train --config RECIPE_WITH_PRESET_wan2.1-1.3b --init-wan Wan2.1-T2V-1.3B-Diffusers/ --data ... --out ...
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -33,6 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init-transformer", default=None,
                    help="start the transformer from this checkpoint's wherever names and shapes match (the rest "
                         "fresh), e.g. with --init-codec when the codec or the patch size changes")
+    p.add_argument("--init-wan", default=None, metavar="DIR",
+                   help="start from Wan2.1 weights in diffusers format: a WanTransformer3DModel folder, or a pipeline "
+                        "folder with transformer/ (and vae/, which then becomes the codec). The recipe's model must "
+                        "match them (preset wan2.1-1.3b); the text cross-attention is folded for an all-zero context "
+                        "(docs/SCALE.md) and Astra's action layers start at their initialisation")
     p.add_argument("--stop-after", type=non_negative_int, default=None,
                    help="stop after this many total steps (resume later; 0 writes the starting weights)")
     p.add_argument("--device", default="auto",
@@ -49,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.init and (args.init_codec or args.init_transformer):
         log.error("astra-train: --init takes the whole checkpoint; give it or --init-codec / --init-transformer")
+        return 2
+    if args.init_wan and (args.init or args.init_transformer):
+        log.error("astra-train: --init-wan gives the transformer; it cannot be combined with --init or --init-transformer")
         return 2
     import torch.distributed as dist
 
@@ -72,9 +82,13 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         recipe = TrainRecipe.from_yaml(args.config)
-        trainer = Trainer(recipe, args.data, args.out, resume=args.resume, init_checkpoint=args.init,
-                          init_codec=args.init_codec, init_transformer=args.init_transformer,
-                          stop_after=args.stop_after, progress=not args.no_progress, device=args.device)
+        with tempfile.TemporaryDirectory(prefix="astra_init_wan_") as wan_checkpoint:
+            init_codec, init_transformer = args.init_codec, args.init_transformer
+            if args.init_wan and not args.resume:
+                init_codec, init_transformer = _wan_checkpoint(args, recipe.model_config(), Path(wan_checkpoint))
+            trainer = Trainer(recipe, args.data, args.out, resume=args.resume, init_checkpoint=args.init,
+                              init_codec=init_codec, init_transformer=init_transformer,
+                              stop_after=args.stop_after, progress=not args.no_progress, device=args.device)
         trainer.run()
     except (BagError, CheckpointError, ConfigError, FileNotFoundError) as err:
         log.error("astra-train: %s", err)
@@ -87,6 +101,25 @@ def _train(args: argparse.Namespace) -> int:
             log.error("astra-train: %s; no checkpoint was written before it: start again with a lower lr", err)
         return 2
     return 0
+
+
+def _wan_checkpoint(args: argparse.Namespace, config, folder: Path) -> tuple[str | None, str]:
+    """Import ``--init-wan`` into an Astra checkpoint in ``folder`` for the trainer's --init-transformer
+    (and --init-codec where the Wan folder has a VAE); returns (init_codec, init_transformer)."""
+    from astra_ros.model import CheckpointError, ConfigError
+    from astra_ros.model.wan_import import load_wan_diffusers
+
+    try:
+        model, report = load_wan_diffusers(args.init_wan, config)
+    except ConfigError:  # a recipe that does not match the weights: reported as it is
+        raise
+    except ValueError as err:  # weights that cannot be imported
+        raise CheckpointError(f"--init-wan {args.init_wan}: {err}") from err
+    log.info("%s", report.summary())
+    if report.vae_loaded and args.init_codec:
+        raise CheckpointError(f"--init-wan {args.init_wan} has a VAE, which becomes the codec: drop --init-codec")
+    model.save_pretrained(folder)
+    return (str(folder) if report.vae_loaded else args.init_codec), str(folder)
 
 
 def _leave_process_group_and_exit(code: int) -> None:

@@ -52,6 +52,9 @@ FIELDS_ADDED_LATER = frozenset({"guidance_scale_by_modality", "motion_loss_weigh
                                 "rotation_reference", "reference_fovy_deg", "delta_scale",
                                 "frame_interval_s"})
 
+# Added with the Wan2.1 import (model/wan_import.py); older checkpoints have no folded cross-attention.
+FIELDS_ADDED_LATER |= {"context_bias"}
+
 
 def load_config(path: Path) -> AstraConfig:
     file = path / CONFIG_NAME

@@ -74,6 +74,10 @@ class AstraConfig:
     eps: float = 1e-6  # norm epsilon
     cross_attn_norm: bool = True  # LayerNorm before cross-attention (only used when text_dim > 0)
     text_dim: int = 0  # width of an optional text/context embedding; 0 = no cross-attention (Astra default)
+    # Each block adds a constant vector (``blocks.N.context_bias``) to its residual stream where Wan puts
+    # its text cross-attention: Wan2.1's cross-attention folded for a fixed all-zero text context, whose
+    # output is exactly that constant (model/wan_import.py). Needs text_dim 0.
+    context_bias: bool = False
     rope_theta: float = 10000.0
     # --- time base
     # [s] time between the frames the model was trained on (the simulator records at 10 Hz): a live
@@ -333,6 +337,8 @@ def _validate(cfg: AstraConfig) -> None:
     if h <= 0 or w <= 0 or h % fh or w % fw:
         raise ConfigError(f"resolution {cfg.resolution} must be positive multiples of codec factor x patch = "
                           f"({fh}, {fw})")
+    if cfg.context_bias and cfg.text_dim:
+        raise ConfigError("context_bias replaces the cross-attention: it needs text_dim 0")
     if cfg.patch_size[0] != 1:
         raise ConfigError("patch_size[0] must be 1: chunks are cut on latent frames")
     if cfg.attention_head_dim < 6 or cfg.attention_head_dim % 2:
@@ -400,6 +406,23 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu_default": dict(
         codec=CodecConfig(latent_channels=16, block_out_channels=(16, 32, 64, 64), norm_num_groups=8),
         num_attention_heads=4, attention_head_dim=64, ffn_dim=768, num_layers=8, max_history_chunks=4,
+    ),
+    # The paper's scale (docs/SCALE.md): Wan2.1-T2V-1.3B's transformer (dim 1536 = 12 heads x 128,
+    # 30 blocks, FFN 8960) and VAE (base 96, 16 channels, 8x spatial), 832x480 as the official code.
+    # Chunks of 4 latent frames behind 4 chunks of history: 20 latent frames in view, inside the
+    # 21 (81 pixel frames) Wan2.1 was trained on. Shift 5 and 50 Euler steps are Wan2.1's text-to-video
+    # sampling defaults; guidance 3 is the paper's action-free guidance. The text cross-attention is
+    # folded for an all-zero context (context_bias). Frames are still coded one by one by the codec
+    # (model/wan_vae.py streams Wan's 4x causal temporal compression; not yet the WorldModel's codec).
+    "wan2.1-1.3b": dict(
+        resolution=(480, 832),
+        codec=CodecConfig(kind="wan", latent_channels=16, base_dim=96, dim_mult=(1, 2, 4, 4), num_res_blocks=2,
+                          temporal_downsample=(False, True, True)),
+        patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30,
+        freq_dim=256, eps=1e-6, text_dim=0, context_bias=True,
+        chunk_frames=4, max_history_chunks=4,
+        action_dim=256, num_experts=4, expert_hidden_dim=512,
+        train_shift=5.0, sample_shift=5.0, denoise_steps=50, guidance_scale=3.0,
     ),
 }
 

@@ -166,6 +166,8 @@ class AstraBlock(nn.Module):
         if config.text_dim > 0:
             self.attn2 = Attention(dim, config.num_attention_heads, config.attention_head_dim, eps)
             self.norm2 = nn.LayerNorm(dim, eps=eps, elementwise_affine=True) if config.cross_attn_norm else nn.Identity()
+        # A Wan text cross-attention folded for a fixed all-zero context: a constant (config.context_bias)
+        self.context_bias = nn.Parameter(torch.zeros(dim)) if config.context_bias else None
         # 3. Feed-forward
         self.ffn = FeedForward(dim, config.ffn_dim)
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
@@ -202,6 +204,8 @@ class AstraBlock(nn.Module):
         if self.attn2 is not None:
             h = self.norm2(x.float()).type_as(x)
             x = x + self.attn2(h, context=context)[0]
+        elif self.context_bias is not None:
+            x = x + self.context_bias
         # 3. Feed-forward
         h = (per_frame(_layer_norm(x, self.eps)) * (1 + c_scale) + c_shift).view(b, length, dim)
         x = x + (per_frame(self.ffn(h)) * c_gate).view(b, length, dim)
