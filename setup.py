@@ -1,4 +1,9 @@
-"""astra_ros: an ament_python package that also installs with plain pip (see README)."""
+"""astra_ros with plain pip (`pip install -e .` for development, `pip install .`).
+
+In a ROS workspace colcon builds the package from CMakeLists.txt instead (package.xml: ament_cmake), which
+also generates astra_ros.msg / astra_ros.srv and installs the scripts below to lib/astra_ros and bin.
+`pip install -e` installs no data_files (no share/astra_ros, no lib/astra_ros): see docs/ROS_WORKSPACE.md.
+"""
 
 from glob import glob
 
@@ -22,11 +27,9 @@ setup(
         # Pinned: a CPU build of this version is on local disk; a loose "torch" pulls a multi-GB CUDA build.
         "torch==2.13.0",
         "diffusers>=0.35",
-        "einops",
         "safetensors",
         "numpy",
         "scipy",
-        "transforms3d",
         "pillow",
         "tqdm",
         "pyyaml",
@@ -52,7 +55,7 @@ setup(
             "astra-sim-node = astra_ros.ros.sim_node:main",
             "astra-demo = astra_ros.ros.demo:main",
             "astra-planner = astra_ros.ros.planner_node:main",
-            # `ros2 run astra_ros predictor` / `sim` / `planner` (setup.cfg installs to lib/astra_ros)
+            # `ros2 run astra_ros predictor` / `sim` / `planner`: CMakeLists.txt installs these to lib/astra_ros
             "predictor = astra_ros.ros.predictor_node:main",
             "sim = astra_ros.ros.sim_node:main",
             "planner = astra_ros.ros.planner_node:main",

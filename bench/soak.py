@@ -42,7 +42,7 @@ from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from astra_ros.ros.runner import BackgroundSpinner  # noqa: E402
-from astra_ros_interfaces.msg import PredictedFrames  # noqa: E402
+from astra_ros.msg import PredictedFrames  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = "/astra_predictor"

@@ -17,9 +17,9 @@ def console_script(name: str) -> str:
     return str(path) if path.exists() else name
 
 
-def start_node(command: list[str], cwd) -> subprocess.Popen:
+def start_node(command: list[str], cwd, env: dict[str, str] | None = None) -> subprocess.Popen:
     log = tempfile.TemporaryFile(mode="w+")
-    process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     process.log = log
     return process
 

@@ -17,8 +17,8 @@ from rclpy.qos import QoSProfile
 from astra_ros.ros.runner import BackgroundSpinner
 
 try:
-    from astra_ros_interfaces.msg import PredictedFrames
-    from astra_ros_interfaces.srv import Imagine
+    from astra_ros.msg import PredictedFrames
+    from astra_ros.srv import Imagine
 except ImportError:  # not built: scripts/setup.sh builds it; the tests needing it skip
     PredictedFrames = Imagine = None
 

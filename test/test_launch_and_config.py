@@ -1,99 +1,103 @@
-"""launch/predictor.launch.py and config/predictor.yaml, checked without launch_ros (no PyPI wheel).
+"""launch/predictor.launch.py, config/*.yaml and the install rules, checked from the source tree.
 
-The launch file runs against recording stand-ins for the launch modules, so its arguments, executables,
-parameters and remappings are checked here; where launch_ros is importable it is also loaded for real.
+No launch library is needed or faked: launch_model.py evaluates the launch file's AST. The same file is
+checked against a real colcon install space and running nodes in test_colcon_workspace.py; here the
+fast checks run against the source tree (config/ and launch/ are what share/astra_ros holds).
 """
 
-import ast
-import configparser
+import importlib
 import importlib.util
 import re
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import yaml
+from launch_model import LaunchModel, setup_py_console_scripts
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / "launch" / "predictor.launch.py"
-PARAMS_FILE = REPO / "config" / "predictor.yaml"
-ARGUMENTS = {"checkpoint", "params_file", "image_topic", "pose_topic", "twist_topic", "odom_topic", "camera_info_topic", "sim"}
+ARGUMENTS = {"checkpoint", "params_file", "image_topic", "pose_topic", "twist_topic", "odom_topic", "camera_info_topic",
+             "sim", "scenario", "use_sim_time", "namespace", "action_modality"}
+NODE_MODULES = {"predictor": "astra_ros.ros.predictor_node", "sim": "astra_ros.ros.sim_node",
+                "planner": "astra_ros.ros.planner_node"}
 
 
-def _setup_py_console_scripts() -> dict[str, str]:
-    tree = ast.parse((REPO / "setup.py").read_text())
-    scripts = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.match(r"^[\w-]+ = [\w.]+:\w+$", node.value):
-            name, target = (part.strip() for part in node.value.split("="))
-            scripts[name] = target
-    return scripts
+def _source_share(package: str) -> Path:
+    assert package == "astra_ros", package
+    return REPO  # share/astra_ros/{config,launch} are installed from the repository's config/ and launch/
 
 
-class _Recorder:
-    """Stands in for every launch class: remembers its arguments."""
-
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
+def _cmake_console_scripts() -> dict[str, str]:
+    text = (REPO / "CMakeLists.txt").read_text()
+    return dict(re.findall(r'"([\w-]+)=([\w.]+:\w+)"', text))
 
 
-def _fake_launch_modules() -> dict[str, types.ModuleType]:
-    modules = {}
-    for name in ("launch", "launch.actions", "launch.conditions", "launch.substitutions",
-                 "launch_ros", "launch_ros.actions", "launch_ros.substitutions"):
-        module = types.ModuleType(name)
-        module.__getattr__ = lambda attribute, _name=name: type(attribute, (_Recorder,), {})
-        modules[name] = module
-    return modules
+def test_launch_file_declares_described_arguments_and_uses_them_all():
+    model = LaunchModel(LAUNCH_FILE)
+    assert ARGUMENTS <= set(model.arguments)
+    assert all(argument.description for argument in model.arguments.values())
+    commands = model.node_commands({}, _source_share)
+    assert set(model.arguments) == set().union(*(c.used_configurations for c in commands))
+    assert {c.name: c.condition for c in commands} == {"astra_predictor": True, "astra_sim": False}  # sim:=false
 
 
-def _load_launch_file(monkeypatch):
-    for name, module in _fake_launch_modules().items():
-        monkeypatch.setitem(sys.modules, name, module)
-    spec = importlib.util.spec_from_file_location("predictor_launch", LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.generate_launch_description()
+def test_launch_arguments_reach_the_nodes():
+    model = LaunchModel(LAUNCH_FILE)
+    commands = {c.name: c for c in model.node_commands(
+        {"sim": "true", "use_sim_time": "true", "namespace": "robot1", "action_modality": "camera",
+         "twist_stamped": "true", "pose_topic": "/robot1/camera/pose"}, _source_share)}
+    predictor, simulator = commands["astra_predictor"], commands["astra_sim"]
+    assert simulator.condition is True
+    assert predictor.namespace == simulator.namespace == "robot1"
+    assert predictor.parameters["use_sim_time"] is True and predictor.parameters["action_modality"] == "camera"
+    assert predictor.parameters["twist_stamped"] is True and simulator.parameters["cmd_vel_stamped"] is True
+    assert "use_sim_time" not in simulator.parameters  # the /clock source must not wait for /clock
+    assert ("pose", "/robot1/camera/pose") in predictor.remappings
+    assert predictor.parameter_files == [REPO / "config" / "predictor.yaml"]
+    args = predictor.ros_args()
+    assert args[:5] == ["--ros-args", "-r", "__node:=astra_predictor", "-r", "__ns:=/robot1"]
+    assert "use_sim_time:=true" in args and "pose:=/robot1/camera/pose" in args
 
 
-def test_launch_file_parses_and_imports_launch_ros():
-    tree = ast.parse(LAUNCH_FILE.read_text())
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert {"launch", "launch_ros.actions"} <= imported
-    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+def test_launch_file_refuses_what_it_does_not_model(tmp_path):
+    """A construct the check does not know (here a made-up launch action) fails instead of passing unseen."""
+    changed = tmp_path / "changed.launch.py"
+    changed.write_text(LAUNCH_FILE.read_text().replace(
+        "from launch_ros.actions import Node", "from launch_ros.actions import Node, LifecycleNode"))
+    with pytest.raises(AssertionError, match="LifecycleNode"):
+        LaunchModel(changed)
+    renamed = tmp_path / "renamed.launch.py"
+    renamed.write_text(LAUNCH_FILE.read_text().replace('LaunchConfiguration("scenario")', 'LaunchConfiguration("scene")'))
+    with pytest.raises(AssertionError, match="scene"):
+        LaunchModel(renamed).node_commands({"sim": "true"}, _source_share)
 
 
-def test_launch_file_declares_arguments_and_starts_installed_executables(monkeypatch):
-    description = _load_launch_file(monkeypatch)
-    entities = description.args[0]
-    declared = {e.args[0]: e.kwargs for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
-    assert ARGUMENTS <= set(declared)
-    assert all(kwargs.get("description") for kwargs in declared.values())
-    params_default = declared["params_file"]["default_value"]  # share/astra_ros/config/predictor.yaml
-    assert params_default.args[0][1:] == ["config", "predictor.yaml"]
-    assert params_default.args[0][0].args == ("astra_ros",)
-    nodes = {e.kwargs["name"]: e.kwargs for e in entities if type(e).__name__ == "Node"}
-    assert set(nodes) == {"astra_predictor", "astra_sim"}
-    scripts = _setup_py_console_scripts()
-    for kwargs in nodes.values():
-        assert kwargs["package"] == "astra_ros"
-        assert kwargs["executable"] in scripts, f"{kwargs['executable']} is not a console script in setup.py"
-    assert scripts["predictor"] == scripts["astra-predictor"] == "astra_ros.ros.predictor_node:main"
-    assert scripts["sim"] == scripts["astra-sim-node"] == "astra_ros.ros.sim_node:main"
-    assert scripts["planner"] == scripts["astra-planner"] == "astra_ros.ros.planner_node:main"
-    remapped = {source: target.args[0] for source, target in nodes["astra_predictor"]["remappings"]}
-    assert remapped == {"image": "image_topic", "pose": "pose_topic", "twist": "twist_topic", "odom": "odom_topic",
-                        "camera_info": "camera_info_topic"}
-    assert nodes["astra_sim"]["condition"].args[0].args == ("sim",)
+def test_nodes_run_console_scripts_that_setup_py_and_cmake_both_install():
+    model = LaunchModel(LAUNCH_FILE)
+    scripts, cmake = setup_py_console_scripts(), _cmake_console_scripts()
+    assert cmake == scripts, "CMakeLists.txt and setup.py must install the same console scripts"
+    for command in model.node_commands({"sim": "true"}, _source_share):
+        assert command.package == "astra_ros"
+        assert scripts[command.executable] == f"{NODE_MODULES[command.executable]}:main"
+    assert scripts["astra-predictor"] == scripts["predictor"] and scripts["astra-sim-node"] == scripts["sim"]
 
 
-def test_setup_installs_launch_and_config_and_scripts_for_ros2_run():
-    text = (REPO / "setup.py").read_text()
-    assert '"/launch", glob("launch/*.launch.py")' in text and '"/config", glob("config/*.yaml")' in text
-    config = configparser.ConfigParser()
-    config.read(REPO / "setup.cfg")
-    assert config["install"]["install_scripts"] == "$base/lib/astra_ros"
+@pytest.mark.parametrize("node", ["predictor", "sim"])
+def test_launch_parameters_are_declared_by_the_nodes(node):
+    pytest.importorskip("rclpy")
+    declared = set(importlib.import_module(NODE_MODULES[node]).PARAMETERS) | {"use_sim_time"}  # rclpy declares it
+    model = LaunchModel(LAUNCH_FILE)
+    name = {"predictor": "astra_predictor", "sim": "astra_sim"}[node]
+    (command,) = [c for c in model.node_commands({"sim": "true"}, _source_share) if c.name == name]
+    assert set(command.parameters) <= declared, set(command.parameters) - declared
+
+
+def test_cmake_installs_launch_config_and_the_interfaces():
+    text = (REPO / "CMakeLists.txt").read_text()
+    assert re.search(r'install\(DIRECTORY launch/ DESTINATION "share/\$\{PROJECT_NAME\}/launch"', text)
+    assert 'install(FILES ${config_files} DESTINATION "share/${PROJECT_NAME}/config")' in text
+    assert '"msg/PredictedFrames.msg"' in text and '"srv/Imagine.srv"' in text
+    assert not (REPO / "interfaces").exists()  # one package: nothing for colcon to need --base-paths for
 
 
 @pytest.mark.parametrize("node", ["predictor", "planner"])

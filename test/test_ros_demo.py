@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("rclpy")
-pytest.importorskip("astra_ros_interfaces")
+pytest.importorskip("astra_ros.msg")
 
 
 def test_demo_drives_the_simulator_and_saves_predictions_next_to_reality(tmp_path):

@@ -127,7 +127,7 @@ class Feeder(TestNode):
 def node():
     """The predictor (random:tiny, twist modality on TwistStamped) and a feeder publishing into it."""
     if PredictedFrames is None:
-        pytest.skip("astra_ros_interfaces not built (scripts/setup.sh builds it)")
+        pytest.skip("astra_ros.msg and astra_ros.srv not built (scripts/setup.sh builds it)")
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     command = [
         console_script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "action_modality:=twist",
@@ -287,7 +287,7 @@ def test_a_camera_with_another_frame_id_restarts_the_history(node):
     assert process.poll() is None
 
 
-@pytest.mark.skipif(Imagine is None, reason="astra_ros_interfaces not built")
+@pytest.mark.skipif(Imagine is None, reason="astra_ros.msg and astra_ros.srv not built")
 def test_imagine_refuses_bad_requests_and_bounds_their_size(node):
     feeder, process = node
 
@@ -642,7 +642,7 @@ def test_run_node_treats_an_error_from_a_shut_down_context_as_a_clean_stop():
     assert not rclpy.ok()  # shut down on the way out all the same
 
 
-@pytest.mark.skipif(Imagine is None, reason="astra_ros_interfaces not built")
+@pytest.mark.skipif(Imagine is None, reason="astra_ros.msg and astra_ros.srv not built")
 def test_ctrl_c_during_a_long_imagine_exits_cleanly_and_soon(node):
     """Ctrl-C while ~/imagine runs a long job: the worker used to be left running torch while the
     interpreter shut down (exit 134 after a 5 s join). The job now stops at its next chunk."""

@@ -13,7 +13,7 @@ import pytest
 from node_process import console_script, start_node, stop_node, wait_until
 
 rclpy = pytest.importorskip("rclpy")
-pytest.importorskip("astra_ros_interfaces.srv")
+pytest.importorskip("astra_ros.srv")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import Twist  # noqa: E402

@@ -168,7 +168,7 @@ def test_forecasts_lead_the_clock_and_cover_the_horizon(predictor):
         assert round(steps[0]) == msg.catch_up_frames + 1
 
 
-@pytest.mark.skipif(PredictedFrames is None, reason="astra_ros_interfaces not built (scripts/setup.sh builds it)")
+@pytest.mark.skipif(PredictedFrames is None, reason="astra_ros.msg and astra_ros.srv not built (scripts/setup.sh builds it)")
 def test_predicted_frames_message_holds_the_whole_horizon(predictor):
     harness, _ = predictor
     harness.wait_for(lambda: harness.count(harness.frames) >= 1, 30.0, "a PredictedFrames message")
@@ -246,7 +246,7 @@ def test_bad_parameter_values_are_refused_with_a_reason(predictor):
     harness.wait_for(lambda: harness.count(harness.predicted) >= before + 3, 20.0, "predictions at the new rate")
 
 
-@pytest.mark.skipif(Imagine is None, reason="astra_ros_interfaces not built (scripts/setup.sh builds it)")
+@pytest.mark.skipif(Imagine is None, reason="astra_ros.msg and astra_ros.srv not built (scripts/setup.sh builds it)")
 def test_imagine_returns_a_batch_of_futures_and_refuses_malformed_requests(predictor):
     harness, _ = predictor
     harness.wait_for(lambda: harness.count(harness.predicted) >= 3, 40.0, "first predictions")
@@ -293,7 +293,7 @@ def test_reset_clears_the_history_and_prediction_resumes(predictor):
     harness.wait_for(lambda: harness.count(harness.predicted) >= before + 3, 20.0, "predictions after reset")
 
 
-@pytest.mark.skipif(PredictedFrames is None, reason="astra_ros_interfaces not built (scripts/setup.sh builds it)")
+@pytest.mark.skipif(PredictedFrames is None, reason="astra_ros.msg and astra_ros.srv not built (scripts/setup.sh builds it)")
 def test_switching_to_camera_actions_predicts_from_poses(predictor):
     harness, process = predictor
     harness.send_pose.set()
@@ -314,7 +314,7 @@ def test_switching_to_camera_actions_predicts_from_poses(predictor):
     assert process.poll() is None
 
 
-@pytest.mark.skipif(PredictedFrames is None, reason="astra_ros_interfaces not built (scripts/setup.sh builds it)")
+@pytest.mark.skipif(PredictedFrames is None, reason="astra_ros.msg and astra_ros.srv not built (scripts/setup.sh builds it)")
 def test_poses_that_start_late_do_not_read_as_a_jump(predictor):
     """Camera actions with no pose yet: the window is filled with the identity pose (no motion). The
     first real pose is metres away (the harness's camera has been moving all along); kept next to the

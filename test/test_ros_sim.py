@@ -13,15 +13,25 @@ from node_process import console_script, start_node, stop_node, wait_until
 
 rclpy = pytest.importorskip("rclpy")
 
-from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
+from geometry_msgs.msg import PoseStamped, Twist, TwistStamped  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
-from rclpy.qos import QoSProfile  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+
+from astra_ros.data.geometry import pose_to_matrix  # noqa: E402
 
 from astra_ros.ros.runner import BackgroundSpinner  # noqa: E402
 
+try:
+    from tf2_msgs.msg import TFMessage
+except ImportError:  # scripts/setup.sh builds it on pip-only machines
+    TFMessage = None
+
 REPO = Path(__file__).resolve().parents[1]
 RATE_HZ = 10
+# In-process simulator nodes run on a domain of their own: their /tf would otherwise mix into the rover's.
+PRIVATE_DOMAIN = (int(os.environ["ROS_DOMAIN_ID"]) + 101) % 232
 
 
 def _stop(process: subprocess.Popen) -> str:
@@ -45,7 +55,7 @@ def rover():
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("astra_sim_test", context=context)
-    record = {"images": [], "infos": [], "odom": [], "poses": [], "predicted": []}
+    record = {"images": [], "infos": [], "odom": [], "poses": [], "predicted": [], "tf": [], "tf_static": [], "clock": []}
     lock = threading.Lock()
 
     def keep(name):
@@ -60,6 +70,12 @@ def rover():
     node.create_subscription(Odometry, "/odom", keep("odom"), qos)
     node.create_subscription(PoseStamped, "/camera/pose", keep("poses"), qos)
     node.create_subscription(Image, "/astra_predictor/predicted/image", keep("predicted"), qos)
+    node.create_subscription(Clock, "/clock", keep("clock"), qos)
+    if TFMessage is not None:
+        node.create_subscription(TFMessage, "/tf", keep("tf"), QoSProfile(depth=100))
+        # as tf2_ros listens: transient local, so the latched static transforms arrive whenever we join
+        node.create_subscription(TFMessage, "/tf_static", keep("tf_static"),
+                                 QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL))
     cmd_vel = node.create_publisher(Twist, "/cmd_vel", qos)
     spinner = BackgroundSpinner(node)
     try:
@@ -91,7 +107,7 @@ def test_sim_publishes_images_at_about_rate_hz(rover):
         image = rover["record"]["images"][-1][1]
         info = rover["record"]["infos"][-1][1]
         odom = rover["record"]["odom"][-1][1]
-    assert (image.width, image.height, image.encoding, image.header.frame_id) == (64, 48, "rgb8", "camera_optical")
+    assert (image.width, image.height, image.encoding, image.header.frame_id) == (64, 48, "rgb8", "camera_optical_frame")
     assert (info.width, info.height) == (64, 48) and info.k[0] > 0
     assert (odom.header.frame_id, odom.child_frame_id) == ("odom", "base_link")
     assert np.frombuffer(bytes(image.data), np.uint8).std() > 5.0  # a rendered room, not a blank frame
@@ -136,7 +152,7 @@ def test_predictor_predicts_from_the_simulated_camera(rover):
     with rover["lock"]:
         predicted = rover["record"]["predicted"][-1][1]
     assert (predicted.width, predicted.height, predicted.encoding) == (32, 32, "rgb8")
-    assert predicted.header.frame_id == "camera_optical"
+    assert predicted.header.frame_id == "camera_optical_frame"
 
 
 def test_arm_node_at_one_hertz_starts_and_holds_the_arm_until_a_target():
@@ -147,7 +163,7 @@ def test_arm_node_at_one_hertz_starts_and_holds_the_arm_until_a_target():
     from astra_ros.ros.sim_node import SimNode
 
     context = rclpy.Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, domain_id=PRIVATE_DOMAIN)  # its /tf must not reach the rover's listeners
     try:
         node = SimNode(context=context, parameter_overrides=[
             Parameter("scenario", value="arm"), Parameter("rate_hz", value=1), Parameter("size", value="32x32")])
@@ -186,9 +202,106 @@ def test_a_camera_rate_that_does_not_divide_the_state_rate_is_said_in_parameter_
     from astra_ros.ros.sim_node import SimNode
 
     context = rclpy.Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, domain_id=PRIVATE_DOMAIN)
     try:
         with pytest.raises(StartupError, match=r"rate_hz \(7\) must divide state_rate_hz \(30\)"):
             SimNode(context=context, parameter_overrides=[Parameter("rate_hz", value=7), Parameter("size", value="32x32")])
     finally:
         rclpy.shutdown(context=context)
+
+
+def _ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def _transform(t) -> np.ndarray:
+    r, q = t.transform.translation, t.transform.rotation
+    return pose_to_matrix(np.array([r.x, r.y, r.z]), np.array([q.x, q.y, q.z, q.w]))
+
+
+@pytest.mark.skipif(TFMessage is None, reason="tf2_msgs not installed (scripts/setup.sh builds it)")
+def test_tf_chain_from_odom_to_the_optical_frame_matches_the_camera_pose(rover):
+    wait_until(lambda: _count(rover, "tf_static") >= 1 and _count(rover, "tf") >= 5, 40.0, "/tf and /tf_static")
+    with rover["lock"]:
+        static = rover["record"]["tf_static"][0][1]
+        tf = [msg for _, msg in rover["record"]["tf"]]
+        poses = {_ns(msg.header.stamp): msg for _, msg in rover["record"]["poses"]}
+    edges = {t.child_frame_id: (t.header.frame_id, _transform(t)) for t in static.transforms}
+    assert {child: parent for child, (parent, _) in edges.items()} == {
+        "camera_link": "base_link", "camera_optical_frame": "camera_link"}
+    matched = 0
+    for message in tf:
+        (odom_to_base,) = message.transforms
+        assert (odom_to_base.header.frame_id, odom_to_base.child_frame_id) == ("odom", "base_link")
+        pose = poses.get(_ns(odom_to_base.header.stamp))
+        if pose is None:
+            continue
+        chain = _transform(odom_to_base) @ edges["camera_link"][1] @ edges["camera_optical_frame"][1]
+        p, q = pose.pose.position, pose.pose.orientation
+        camera = pose_to_matrix(np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))
+        assert pose.header.frame_id == "odom"
+        np.testing.assert_allclose(chain, camera, atol=1e-6)
+        matched += 1
+    assert matched >= 3
+
+
+def test_clock_carries_simulated_time_and_the_stamps_follow_it(rover):
+    wait_until(lambda: _count(rover, "clock") >= 30, 40.0, "/clock")
+    with rover["lock"]:
+        clock = np.array([_ns(msg.clock) for _, msg in rover["record"]["clock"]])
+        odom = [_ns(msg.header.stamp) for _, msg in rover["record"]["odom"]]
+    steps = np.diff(clock)
+    assert (steps > 0).all()
+    # Simulated ticks of 1/30 s; a tick that overran makes up at most 3 steps and publishes the last.
+    tick_ns = 1_000_000_000 // 30
+    assert set(np.unique(steps // tick_ns)) <= {1, 2, 3}, np.unique(steps)
+    assert set(odom) & set(clock.tolist())  # the data is stamped with the simulated time it was published at
+    assert abs(clock[-1] - time.time_ns()) < 60e9  # started at the wall clock, so stamps look familiar
+
+
+def test_cmd_vel_takes_twist_stamped_when_asked(monkeypatch):
+    """Nav2 (Jazzy and later) sends TwistStamped: with cmd_vel_stamped:=true the explore rig follows it."""
+    domain = (int(os.environ["ROS_DOMAIN_ID"]) + 151) % 232  # away from the rover fixture's /cmd_vel and poses
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    sim = start_node([console_script("astra-sim-node"), "--ros-args", "-p", "scenario:=explore", "-p", "size:=32x32",
+                      "-p", "cmd_vel_stamped:=true", "-p", "publish_clock:=false"], REPO)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    node = rclpy.create_node("astra_twist_stamped_test", context=context)
+    poses, clocks, lock = [], [], threading.Lock()
+
+    def keep(store):
+        def callback(msg):
+            with lock:
+                store.append(msg)
+        return callback
+
+    node.create_subscription(PoseStamped, "/camera/pose", keep(poses), QoSProfile(depth=50))
+    node.create_subscription(Clock, "/clock", keep(clocks), QoSProfile(depth=50))
+    cmd_vel = node.create_publisher(TwistStamped, "/cmd_vel", QoSProfile(depth=10))
+    spinner = BackgroundSpinner(node)
+    try:
+        wait_until(lambda: len(poses) >= 3 or sim.poll() is not None, 40.0, "camera poses")
+        assert sim.poll() is None, "the simulator exited"
+        wait_until(lambda: cmd_vel.get_subscription_count() > 0, 10.0, "the simulator's /cmd_vel subscription")
+        with lock:
+            start = poses[-1].pose.position
+        command = TwistStamped()
+        command.header.frame_id = "base_link"
+        command.twist.linear.x = 0.5
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            command.header.stamp = node.get_clock().now().to_msg()
+            cmd_vel.publish(command)
+            time.sleep(0.05)
+        with lock:
+            now = poses[-1].pose.position
+            clock_count = len(clocks)
+        moved = np.linalg.norm([now.x - start.x, now.y - start.y, now.z - start.z])
+        assert 0.1 < moved < 1.5, moved
+        assert clock_count == 0  # publish_clock:=false
+    finally:
+        spinner.stop()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        print(_stop(sim))

@@ -20,11 +20,12 @@ SECONDS = 2.0
 SETTINGS = SimSettings(seconds=SECONDS, image_width=96, image_height=96)
 
 EXPECTED_TOPICS = {
-    "explore": {"/camera/image_raw", "/camera/camera_info", "/camera/pose", "/cmd_vel"},
-    "arm": {"/camera/image_raw", "/camera/camera_info", "/camera/pose", "/robot/ee_pose", "/robot/gripper"},
-    "rover": {"/camera/image_raw", "/camera/camera_info", "/camera/pose", "/cmd_vel", "/odom"},
+    "explore": {"/camera/image_raw", "/camera/camera_info", "/camera/pose", "/cmd_vel", "/tf", "/tf_static"},
+    "arm": {"/camera/image_raw", "/camera/camera_info", "/camera/pose", "/robot/ee_pose", "/robot/gripper", "/tf",
+            "/tf_static"},
+    "rover": {"/camera/image_raw", "/camera/camera_info", "/camera/pose", "/cmd_vel", "/odom", "/tf", "/tf_static"},
 }
-HEADERLESS = {"/cmd_vel", "/robot/gripper"}
+HEADERLESS = {"/cmd_vel", "/tf", "/tf_static"}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,9 @@ def test_episode_topics_counts_rates_and_stamps(recorded, scenario):
         assert stamps[0] == SIM_EPOCH_NS
         assert np.all(np.diff(stamps) > 0), topic
         np.testing.assert_array_equal(stamps, bag_stamps)  # bag time is the header stamp
+        if topic == "/tf_static":  # once, at the first stamp
+            assert len(entries) == 1
+            continue
         rate_hz = 1e9 / np.mean(np.diff(stamps))
         if topic.startswith("/camera/image") or topic == "/camera/camera_info":
             assert rate_hz == pytest.approx(10.0)
@@ -69,12 +73,12 @@ def test_episode_topics_counts_rates_and_stamps(recorded, scenario):
             assert len(entries) == int(SECONDS * 30)
     image = images[0][2]
     assert (image.width, image.height, image.encoding, image.step) == (96, 96, "rgb8", 96 * 3)
-    assert image.header.frame_id == "camera_optical"
-    assert messages["/camera/pose"][0][2].header.frame_id == "world"
+    assert image.header.frame_id == "camera_optical_frame"
+    assert messages["/camera/pose"][0][2].header.frame_id == "odom"
     info = messages["/camera/camera_info"][0][2]
     assert info.k[0] > 0 and info.k[2] == pytest.approx(47.5) and info.p[10] == 1.0
     if scenario == "arm":
-        assert messages["/robot/ee_pose"][0][2].header.frame_id == "base"
+        assert messages["/robot/ee_pose"][0][2].header.frame_id == "base_link"
     if scenario == "rover":
         odometry = messages["/odom"][0][2]
         assert (odometry.header.frame_id, odometry.child_frame_id) == ("odom", "base_link")
@@ -150,7 +154,8 @@ def test_arm_ee_pose_moves_and_gripper_in_range(recorded):
     messages = read_all(recorded["arm"])
     positions = np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for _, _, m, _ in messages["/robot/ee_pose"]])
     assert np.ptp(positions, axis=0).max() > 0.03
-    gripper = np.array([m.data for _, _, m, _ in messages["/robot/gripper"]])
+    assert {tuple(m.name) for _, _, m, _ in messages["/robot/gripper"]} == {("gripper_joint",)}
+    gripper = np.array([m.position[0] for _, _, m, _ in messages["/robot/gripper"]])
     assert np.all((gripper >= -1e-3) & (gripper <= 0.081))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-pytest.importorskip("astra_ros_interfaces", reason="astra_ros_interfaces not built (scripts/setup.sh builds it)")
+pytest.importorskip("astra_ros.msg", reason="astra_ros.msg and astra_ros.srv not built (scripts/setup.sh builds it)")
 
 REPO = Path(__file__).resolve().parents[1]
 MINUTES = 0.5

@@ -9,7 +9,8 @@ simulated ones. Each image is paired with the pose/twist at its header stamp:
 * commands (Twist, TwistStamped, Odometry's twist): zero-order hold, i.e. the latest command at or
   before the image, and zero before the first command (the robot was not commanded yet) or once the
   latest is older than :data:`COMMAND_TIMEOUT_NS` (the controller has stopped the robot);
-* the gripper opening (std_msgs/Float32 or Float64): held, since grippers publish their state on change:
+* the gripper opening (sensor_msgs/JointState, or std_msgs/Float32 or Float64 as older bags have it):
+  held, since grippers publish their state on change:
   the latest value at or before the image (the first one up to ``max_extrapolation_ns`` before it).
 
 Messages without a header (Twist, Float32) are timed by their bag timestamp, everything else by its
@@ -53,6 +54,10 @@ POSE_MSGTYPES = (
 )
 TWIST_MSGTYPES = ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped", "nav_msgs/msg/Odometry")
 SCALAR_MSGTYPES = ("std_msgs/msg/Float32", "std_msgs/msg/Float64")
+JOINT_STATE_MSGTYPE = "sensor_msgs/msg/JointState"
+# The gripper: a JointState (astra-sim record, astra_sim), or a bare scalar (bags recorded before).
+GRIPPER_MSGTYPES = (JOINT_STATE_MSGTYPE, *SCALAR_MSGTYPES)
+GRIPPER_JOINT = "gripper_joint"  # read by name when a JointState carries several joints (else the first)
 IMAGE_MSGTYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 BAG_FILE_SUFFIXES = (".mcap", ".db3")  # rosbag2's storage files (MCAP, SQLite)
 # An episode astra-sim record has not finished lives under "<bag>.partial" (astra_ros.data.record).
@@ -85,7 +90,7 @@ class BagTopics:
     camera_info: str = "/camera/camera_info"  # sensor_msgs/CameraInfo; optional
     camera_pose: str = "/camera/pose"  # camera optical frame in the world: PoseStamped, PoseWithCovarianceStamped or Odometry
     ee_pose: str = "/robot/ee_pose"  # end-effector in the robot base frame: PoseStamped (or the other pose types)
-    gripper: str = "/robot/gripper"  # std_msgs/Float32 or Float64 gripper opening [m]; optional (0 when absent)
+    gripper: str = "/robot/gripper"  # JointState (or Float32/Float64) gripper opening [m]; optional (0 when absent)
     twist: str = "/cmd_vel"  # body-frame velocity command: Twist, TwistStamped or Odometry
     odom: str = "/odom"  # nav_msgs/Odometry; only used to recognise a mobile-robot bag
 
@@ -569,7 +574,7 @@ def _check_msgtypes(path: Path, connections: list, modality: str, topics: BagTop
         expectations.append((topics.camera_pose, "the camera pose", POSE_MSGTYPES))
     elif modality == "robot":
         expectations += [(topics.ee_pose, "the end-effector pose", POSE_MSGTYPES),
-                         (topics.gripper, "the gripper opening", SCALAR_MSGTYPES)]
+                         (topics.gripper, "the gripper opening", GRIPPER_MSGTYPES)]
     else:
         expectations.append((topics.twist, "the velocity command", TWIST_MSGTYPES))
     found: dict[str, set[str]] = {}
@@ -663,6 +668,10 @@ def _numeric_value(message: Any, msgtype: str) -> np.ndarray:
     """Pose -> [x, y, z, qx, qy, qz, qw]; twist -> [vx, vy, vz, wx, wy, wz]; scalar -> [value]."""
     if msgtype in SCALAR_MSGTYPES:
         return np.array([float(message.data)])
+    if msgtype == JOINT_STATE_MSGTYPE:  # a gripper: its joint position; NaN (a skipped frame) when missing
+        names, positions = list(message.name), np.asarray(message.position, dtype=np.float64)
+        index = names.index(GRIPPER_JOINT) if GRIPPER_JOINT in names else 0
+        return np.array([positions[index] if index < len(positions) else np.nan])
     if msgtype == "nav_msgs/msg/Odometry":
         # Odometry serves as a pose and as a twist source: keep both.
         return np.concatenate([_pose_vector(message.pose.pose), _twist_vector(message.twist.twist)])

@@ -1,15 +1,22 @@
 """Writing simulated episodes as ROS 2 bags (rosbags' Writer, no rclpy).
 
-Topics written (DESIGN.md §3, contract), as they apply to the scenario:
+Topics written (DESIGN.md §3, contract), as they apply to the scenario; frames as REP-103/105 name them
+(:mod:`astra_ros.data.frames`), the same as the live simulator node publishes:
 
-* ``/camera/image_raw`` (sensor_msgs/Image, rgb8, frame_id ``camera_optical``) at the camera rate;
+* ``/camera/image_raw`` (sensor_msgs/Image, rgb8, frame_id ``camera_optical_frame``) at the camera rate;
 * ``/camera/camera_info`` (sensor_msgs/CameraInfo, pinhole intrinsics from MuJoCo's fovy), one per image;
-* ``/camera/pose`` (geometry_msgs/PoseStamped, frame_id ``world``): the camera *optical* frame
+* ``/camera/pose`` (geometry_msgs/PoseStamped, frame_id ``odom``): the camera *optical* frame
   (z forward, x right, y down) in the world, at the state rate (all scenarios; fixed for ``arm``);
-* ``/robot/ee_pose`` (PoseStamped, frame_id ``base``) and ``/robot/gripper`` (std_msgs/Float32: distance
-  the fingers are open [m]) for ``arm``;
+* ``/robot/ee_pose`` (PoseStamped, frame_id ``base_link``) and ``/robot/gripper`` (sensor_msgs/JointState,
+  joint ``gripper_joint``: distance the fingers are open [m]) for ``arm``;
 * ``/cmd_vel`` (geometry_msgs/Twist, body frame x forward, y left, z up) for ``explore`` and ``rover``;
-* ``/odom`` (nav_msgs/Odometry, frame_id ``odom`` = world, child_frame_id ``base_link``) for ``rover``.
+* ``/odom`` (nav_msgs/Odometry, frame_id ``odom`` = world, child_frame_id ``base_link``) for ``rover``;
+* ``/tf`` (tf2_msgs/TFMessage) every state tick and ``/tf_static`` once, at the first stamp: the tree of
+  :mod:`astra_ros.data.frames` (odom -> base_link -> camera_link -> camera_optical_frame; base_link ->
+  ee_link for ``arm``).
+
+Bags written before (``world``/``base``/``camera_optical`` frames, a std_msgs/Float32 gripper, no tf)
+still read: :mod:`astra_ros.data.bags` takes both.
 
 Stamps are simulated time from the fixed epoch :data:`SIM_EPOCH_NS`, and each message's bag
 timestamp equals its header stamp, so the same seed gives byte-identical message data.
@@ -23,11 +30,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from astra_ros.data.bags import PARTIAL_SUFFIX, BagTopics
+from astra_ros.data.frames import (
+    BASE_FRAME_ID, CAMERA_FRAME_ID, GRIPPER_JOINT, ODOM_FRAME_ID, Transform, dynamic_transforms, static_transforms)
 from astra_ros.data.geometry import PinholeIntrinsics
 from astra_ros.data.scenes import BodyTwist, Pose, SimSettings, SimTick, make_scenario
 
@@ -36,11 +46,11 @@ logger = logging.getLogger(__name__)
 SIM_EPOCH_NS = 1_700_000_000 * 1_000_000_000  # [ns] stamp of every episode's first tick
 STORAGE_PLUGINS: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
-CAMERA_FRAME_ID = "camera_optical"
-WORLD_FRAME_ID = "world"
-ARM_BASE_FRAME_ID = "base"
-ODOM_FRAME_ID = "odom"
-ROBOT_FRAME_ID = "base_link"
+TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
+_NEVER = QosTime(0, 0)
+# /tf_static as recorded from tf2_ros' static broadcaster: reliable, transient local, so a player latches it.
+_LATCHED = (Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, _NEVER, _NEVER,
+                QosLiveliness.AUTOMATIC, _NEVER, False),)
 
 
 def episode_bag_path(out_dir: Path | str, scenario: str, seed: int) -> Path:
@@ -86,7 +96,7 @@ class _MessageFactory:
         covariance = np.zeros(36, dtype=np.float64)
         return self.types["nav_msgs/msg/Odometry"](
             header=self.header(stamp_ns, ODOM_FRAME_ID),
-            child_frame_id=ROBOT_FRAME_ID,
+            child_frame_id=BASE_FRAME_ID,
             pose=self.types["geometry_msgs/msg/PoseWithCovariance"](pose=self.pose(pose), covariance=covariance),
             twist=self.types["geometry_msgs/msg/TwistWithCovariance"](twist=self.twist(twist), covariance=covariance.copy()),
         )
@@ -122,21 +132,37 @@ class _MessageFactory:
             roi=roi,
         )
 
-    def float32(self, value: float):
-        return self.types["std_msgs/msg/Float32"](data=float(value))
+    def joint_state(self, stamp_ns: int, name: str, position: float):
+        return self.types["sensor_msgs/msg/JointState"](
+            header=self.header(stamp_ns, ""), name=[name], position=np.array([float(position)]),
+            velocity=np.zeros(0), effort=np.zeros(0))
+
+    def tf_message(self, stamp_ns: int, transforms: list[Transform]):
+        vector, quaternion = self.types["geometry_msgs/msg/Vector3"], self.types["geometry_msgs/msg/Quaternion"]
+        stamped = [self.types["geometry_msgs/msg/TransformStamped"](
+            header=self.header(stamp_ns, t.parent), child_frame_id=t.child,
+            transform=self.types["geometry_msgs/msg/Transform"](
+                translation=vector(*(float(v) for v in t.pose.position)),
+                rotation=quaternion(*(float(v) for v in t.pose.quat_xyzw))))
+            for t in transforms]
+        return self.types["tf2_msgs/msg/TFMessage"](transforms=stamped)
 
 
-def _tick_messages(factory: _MessageFactory, tick: SimTick, stamp_ns: int, intrinsics: PinholeIntrinsics, topics: BagTopics):
-    """(topic, message) pairs of one tick in a fixed order."""
+def _tick_messages(factory: _MessageFactory, tick: SimTick, stamp_ns: int, intrinsics: PinholeIntrinsics, topics: BagTopics,
+                   scenario: str, static: list[Transform] | None = None):
+    """(topic, message) pairs of one tick in a fixed order; ``static`` transforms (first tick) lead."""
     messages = []
+    if static is not None:
+        messages.append((TF_STATIC_TOPIC, factory.tf_message(stamp_ns, static)))
+    messages.append((TF_TOPIC, factory.tf_message(stamp_ns, dynamic_transforms(scenario, tick))))
     if tick.image is not None:
         messages.append((topics.image, factory.image(stamp_ns, tick.image)))
         messages.append((topics.camera_info, factory.camera_info(stamp_ns, intrinsics)))
-    messages.append((topics.camera_pose, factory.pose_stamped(stamp_ns, WORLD_FRAME_ID, tick.camera_pose)))
+    messages.append((topics.camera_pose, factory.pose_stamped(stamp_ns, ODOM_FRAME_ID, tick.camera_pose)))
     if tick.ee_pose is not None:
-        messages.append((topics.ee_pose, factory.pose_stamped(stamp_ns, ARM_BASE_FRAME_ID, tick.ee_pose)))
+        messages.append((topics.ee_pose, factory.pose_stamped(stamp_ns, BASE_FRAME_ID, tick.ee_pose)))
     if tick.gripper_opening_m is not None:
-        messages.append((topics.gripper, factory.float32(tick.gripper_opening_m)))
+        messages.append((topics.gripper, factory.joint_state(stamp_ns, GRIPPER_JOINT, tick.gripper_opening_m)))
     if tick.command is not None:
         messages.append((topics.twist, factory.twist(tick.command)))
     if tick.odom_pose is not None and tick.odom_twist is not None:
@@ -190,7 +216,9 @@ def _write_episode(scenario: str, seed: int, bag_path: Path, settings: SimSettin
         topics.camera_info: "sensor_msgs/msg/CameraInfo",
         topics.camera_pose: "geometry_msgs/msg/PoseStamped",
         topics.ee_pose: "geometry_msgs/msg/PoseStamped",
-        topics.gripper: "std_msgs/msg/Float32",
+        topics.gripper: "sensor_msgs/msg/JointState",
+        TF_TOPIC: "tf2_msgs/msg/TFMessage",
+        TF_STATIC_TOPIC: "tf2_msgs/msg/TFMessage",
         topics.twist: "geometry_msgs/msg/Twist",
         topics.odom: "nav_msgs/msg/Odometry",
     }
@@ -199,13 +227,21 @@ def _write_episode(scenario: str, seed: int, bag_path: Path, settings: SimSettin
     ) as writer:
         intrinsics = simulation.intrinsics
         connections = {}
+        static = None
         for tick in tqdm(
             simulation.ticks(), total=settings.num_ticks, desc=bag_path.name, unit="tick", disable=not progress, leave=False
         ):
             stamp_ns = SIM_EPOCH_NS + tick.stamp_ns
-            for topic, message in _tick_messages(factory, tick, stamp_ns, intrinsics, topics):
+            first = static is None
+            if first:
+                static = static_transforms(scenario, tick, simulation.base_pose_world() if scenario == "arm" else None)
+            for topic, message in _tick_messages(factory, tick, stamp_ns, intrinsics, topics, scenario,
+                                                 static if first else None):
                 if topic not in connections:
                     # Connections are added on first use so each scenario's bag holds only its topics.
-                    connections[topic] = writer.add_connection(topic, msgtypes[topic], typestore=factory.typestore)
+                    # /tf_static is latched (transient local), as tf2_ros' static broadcaster offers it.
+                    connections[topic] = writer.add_connection(
+                        topic, msgtypes[topic], typestore=factory.typestore,
+                        offered_qos_profiles=_LATCHED if topic == TF_STATIC_TOPIC else ())
                 data = factory.typestore.serialize_cdr(message, msgtypes[topic])
                 writer.write(connections[topic], stamp_ns, data)

@@ -886,6 +886,11 @@ class ArmScenario(Scenario):
         # joints before its last integration; recompute them for the joints at this tick's stamp.
         mujoco.mj_forward(self.model, self.data)
 
+    def base_pose_world(self) -> Pose:
+        """The arm's ``base`` body in the world frame (fixed; the tf tree's odom -> base_link)."""
+        rotation = self.data.xmat[self._base_id].reshape(3, 3)
+        return Pose(self.data.xpos[self._base_id].copy(), matrix_to_quaternion(rotation))
+
     def ee_pose_base(self) -> Pose:
         """End-effector pose in the arm's ``base`` frame."""
         base_rotation = self.data.xmat[self._base_id].reshape(3, 3)

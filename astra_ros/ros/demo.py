@@ -122,7 +122,7 @@ def _drive(args: argparse.Namespace, check_children, node) -> tuple[Recording, l
     from sensor_msgs.msg import Image
 
     from astra_ros.ros.conversions import image_msg_to_rgb, stamp_to_ns
-    from astra_ros_interfaces.msg import PredictedFrames
+    from astra_ros.msg import PredictedFrames
 
     rec = Recording()
     model_latency: list[float] = []

@@ -57,7 +57,7 @@ from astra_ros.ros.parameters import ParamSpec, descriptor
 from astra_ros.ros.runner import StartupError, publish_from_worker, run_node
 
 try:  # built by scripts/setup.sh (or colcon) from srv/
-    from astra_ros_interfaces.srv import Imagine
+    from astra_ros.srv import Imagine
 except ImportError:
     Imagine = None
 
@@ -166,8 +166,8 @@ class PlannerNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         if Imagine is None:
-            raise StartupError("astra_ros_interfaces is not built: the planner needs the ~/imagine service type "
-                               "(run scripts/setup.sh or build interfaces/ with colcon)")
+            raise StartupError("the astra_ros interfaces (astra_ros.srv) are not built: the planner needs the ~/imagine service type "
+                               "(run scripts/setup.sh, or colcon build the workspace)")
         try:
             for name, spec in PARAMETERS.items():
                 self.declare_parameter(name, spec.default, descriptor(name, spec))

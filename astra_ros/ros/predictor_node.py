@@ -131,8 +131,8 @@ from astra_ros.ros.sync import (
 )
 
 try:  # built by scripts/setup.sh (or colcon) from msg/ and srv/
-    from astra_ros_interfaces.msg import PredictedFrames
-    from astra_ros_interfaces.srv import Imagine
+    from astra_ros.msg import PredictedFrames
+    from astra_ros.srv import Imagine
 except ImportError:  # the node still predicts; ~/predicted/frames and ~/imagine are left out
     PredictedFrames = None
     Imagine = None

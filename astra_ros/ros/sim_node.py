@@ -2,16 +2,24 @@
 
     astra-sim-node --ros-args -p scenario:=rover -p seed:=0 -p rate_hz:=10 -p size:=128x128
 
-Publishes (DESIGN §3; frames as in the recorded bags): ``/camera/image_raw`` (rgb8) and
-``/camera/camera_info`` at ``rate_hz``; ``/camera/pose`` (camera optical frame in ``world``) at
-``state_rate_hz``; ``/robot/ee_pose`` (in ``base``) and ``/robot/gripper`` (std_msgs/Float32 [m])
-for ``arm``; ``/odom`` (``odom`` -> ``base_link``) for ``rover``. Stamps are the node clock.
+Publishes (DESIGN §3; topics and frames as in the recorded bags, frames per REP-103/105, see
+:mod:`astra_ros.data.frames`): ``/camera/image_raw`` (rgb8, ``camera_optical_frame``) and
+``/camera/camera_info`` at ``rate_hz``; ``/camera/pose`` (camera optical frame in ``odom``) at
+``state_rate_hz``; ``/robot/ee_pose`` (in ``base_link``) and ``/robot/gripper`` (sensor_msgs/JointState,
+joint ``gripper_joint``, position = finger opening [m]) for ``arm``; ``/odom`` (``odom`` -> ``base_link``)
+for ``rover``; ``/tf`` every tick and ``/tf_static`` once (transient local): odom -> base_link ->
+camera_link -> camera_optical_frame, and base_link -> ee_link for ``arm``.
 
-Follows ``/cmd_vel`` (geometry_msgs/Twist, body frame: linear x/y/z, angular z = yaw rate and
-y = pitch rate; the rover uses linear x and angular z) in ``explore`` and ``rover``, and
-``/robot/ee_target`` (geometry_msgs/PoseStamped in the arm's ``base`` frame) in ``arm``. Unlike the
-recorded episodes, nothing moves on its own: before the first command, and whenever no ``/cmd_vel``
-arrived for 0.5 s, the camera / rover holds still (zero twist). The arm moves to each target and holds.
+Time is simulated: tick n is stamped start + n / state_rate_hz (start = the wall clock when the node
+starts), and ``/clock`` (rosgraph_msgs/Clock) carries it every tick (``publish_clock``), so nodes run with
+``use_sim_time:=true`` follow the simulation even when it runs slower than real time.
+
+Follows ``/cmd_vel`` (geometry_msgs/Twist, or TwistStamped with ``cmd_vel_stamped:=true`` as Nav2 sends;
+body frame: linear x/y/z, angular z = yaw rate and y = pitch rate; the rover uses linear x and angular z)
+in ``explore`` and ``rover``, and ``/robot/ee_target`` (geometry_msgs/PoseStamped in ``base_link``) in
+``arm``. Unlike the recorded episodes, nothing moves on its own: before the first command, and whenever no
+``/cmd_vel`` arrived for 0.5 s, the camera / rover holds still (zero twist). The arm moves to each target
+and holds.
 """
 
 from __future__ import annotations
@@ -24,22 +32,29 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
+from geometry_msgs.msg import PoseStamped, TransformStamped, Twist, TwistStamped  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-from rclpy.qos import QoSProfile  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
-from std_msgs.msg import Float32  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 
 from astra_ros.data.bags import COMMAND_TIMEOUT_NS  # noqa: E402
+from astra_ros.data.frames import (  # noqa: E402
+    BASE_FRAME_ID, CAMERA_FRAME_ID, GRIPPER_JOINT, LEGACY_FRAME_IDS, ODOM_FRAME_ID, Transform, dynamic_transforms,
+    static_transforms)
 from astra_ros.data.geometry import PinholeIntrinsics  # noqa: E402
-from astra_ros.data.record import ARM_BASE_FRAME_ID, CAMERA_FRAME_ID, ODOM_FRAME_ID, ROBOT_FRAME_ID, WORLD_FRAME_ID  # noqa: E402
 from astra_ros.data.scenes import SCENARIOS, BodyTwist, Pose, SimSettings, SimTick, make_scenario  # noqa: E402
 from astra_ros.ros.parameters import ParamSpec, descriptor  # noqa: E402
 from astra_ros.ros.runner import StartupError, run_node  # noqa: E402
 from astra_ros.ros.conversions import ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, twist_msg_to_vector  # noqa: E402
+
+try:  # a ROS install has tf2_msgs; on pip-only machines scripts/setup.sh builds it (no wheel exists)
+    from tf2_msgs.msg import TFMessage  # noqa: E402
+except ImportError:
+    TFMessage = None
 
 NODE_NAME = "astra_sim"
 COMMAND_TIMEOUT_S = COMMAND_TIMEOUT_NS / 1e9  # [s] without /cmd_vel the rig holds still, as bags assume
@@ -70,6 +85,16 @@ def _twist_fields(msg_twist: Any, twist: BodyTwist) -> None:
     msg_twist.angular.x, msg_twist.angular.y, msg_twist.angular.z = (float(v) for v in twist.angular)
 
 
+def _transform_msg(transform: Transform, stamp_ns: int) -> TransformStamped:
+    msg = TransformStamped(child_frame_id=transform.child)
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.header.frame_id = transform.parent
+    t, q = msg.transform.translation, msg.transform.rotation
+    t.x, t.y, t.z = (float(v) for v in transform.pose.position)
+    q.x, q.y, q.z, q.w = (float(v) for v in transform.pose.quat_xyzw)
+    return msg
+
+
 def camera_info_msg(intrinsics: PinholeIntrinsics, stamp_ns: int) -> CameraInfo:
     msg = CameraInfo(width=intrinsics.width, height=intrinsics.height, distortion_model="plumb_bob")
     msg.header.stamp = ns_to_stamp(stamp_ns)
@@ -91,6 +116,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     "state_rate_hz": ParamSpec(30, "poses and odometry per second [Hz] (the simulation tick)", (1, 240),
                                read_only=True),
     "size": ParamSpec("128x128", "image size WIDTHxHEIGHT [px]", read_only=True),
+    "cmd_vel_stamped": ParamSpec(False, "take /cmd_vel as geometry_msgs/TwistStamped (Nav2 on Jazzy and later) "
+                                 "instead of Twist", read_only=True),
+    "publish_clock": ParamSpec(True, "publish the simulated time on /clock (for use_sim_time:=true)", read_only=True),
 }
 
 
@@ -129,18 +157,30 @@ class SimNode(Node):
         self._realtime_since: tuple[float, int] | None = None  # (monotonic [s], tick) of the last real-time check
         self._last_command_s: float | None = None
         self._holding = False
+        self._start_ns: int | None = None  # [ns] simulated time of tick 0: the wall clock at the first tick
 
         qos = QoSProfile(depth=10)
         self._image_pub = self.create_publisher(Image, "/camera/image_raw", qos)
         self._info_pub = self.create_publisher(CameraInfo, "/camera/camera_info", qos)
         self._camera_pose_pub = self.create_publisher(PoseStamped, "/camera/pose", qos)
+        self._clock_pub = self.create_publisher(Clock, "/clock", qos) if self.get_parameter("publish_clock").value else None
+        if TFMessage is None:
+            self.get_logger().warning("tf2_msgs is not installed: no /tf and /tf_static (scripts/setup.sh builds it)")
+            self._tf_pub = self._tf_static_pub = None
+        else:
+            self._tf_pub = self.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))
+            # As tf2_ros' static broadcaster: one latched message that late listeners still get.
+            self._tf_static_pub = self.create_publisher(
+                TFMessage, "/tf_static", QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self._static_sent = False
         if scenario == "arm":
             self._ee_pub = self.create_publisher(PoseStamped, "/robot/ee_pose", qos)
-            self._gripper_pub = self.create_publisher(Float32, "/robot/gripper", qos)
+            self._gripper_pub = self.create_publisher(JointState, "/robot/gripper", qos)
             self.create_subscription(PoseStamped, "/robot/ee_target", self._on_ee_target, qos)
             self._scenario.hold()  # the recorded episodes' random pushes are not commands
         else:
-            self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, qos)
+            stamped = self.get_parameter("cmd_vel_stamped").value
+            self.create_subscription(TwistStamped if stamped else Twist, "/cmd_vel", self._on_cmd_vel, qos)
             self._hold_still()
         if scenario == "rover":
             self._odom_pub = self.create_publisher(Odometry, "/odom", qos)
@@ -159,7 +199,12 @@ class SimNode(Node):
         self._scenario.set_command(BodyTwist(np.zeros(3), np.zeros(3)))
         self._holding = True
 
-    def _on_cmd_vel(self, msg: Twist) -> None:
+    def _on_cmd_vel(self, msg: Twist | TwistStamped) -> None:
+        if isinstance(msg, TwistStamped):
+            if msg.header.frame_id not in ("", BASE_FRAME_ID):
+                self.get_logger().warning(f"/cmd_vel is taken in '{BASE_FRAME_ID}', not '{msg.header.frame_id}'",
+                                          throttle_duration_sec=5.0)
+            msg = msg.twist
         twist = twist_msg_to_vector(msg)
         if not np.isfinite(twist).all():
             self.get_logger().warning("ignoring a /cmd_vel with NaN or inf values", throttle_duration_sec=5.0)
@@ -173,8 +218,8 @@ class SimNode(Node):
         if not np.isfinite(transform).all():
             self.get_logger().warning("ignoring an /robot/ee_target with NaN or inf values", throttle_duration_sec=5.0)
             return
-        if msg.header.frame_id not in ("", ARM_BASE_FRAME_ID):
-            self.get_logger().warning(f"/robot/ee_target is taken in '{ARM_BASE_FRAME_ID}', not '{msg.header.frame_id}'",
+        if LEGACY_FRAME_IDS.get(msg.header.frame_id, msg.header.frame_id) not in ("", BASE_FRAME_ID):
+            self.get_logger().warning(f"/robot/ee_target is taken in '{BASE_FRAME_ID}', not '{msg.header.frame_id}'",
                                       throttle_duration_sec=5.0)
         p, o = msg.pose.position, msg.pose.orientation
         self._scenario.set_ee_target(Pose(np.array([p.x, p.y, p.z]), np.array([o.x, o.y, o.z, o.w])))
@@ -187,8 +232,8 @@ class SimNode(Node):
         """One timer tick at monotonic ``now_s``: advance the physics by the ticks that are due and publish.
 
         Each step is a fixed 1 / state_rate_hz (the scenes' physics are tuned for it); a tick that
-        overran its period is made up by extra steps (at most MAX_CATCHUP_STEPS at once), so the motion
-        keeps pace with the stamps, which are the clock's.
+        overran its period is made up by extra steps (at most MAX_CATCHUP_STEPS at once), so simulated
+        time keeps pace with the wall clock; what is published is stamped with its simulated time.
         """
         if (self._name != "arm" and not self._holding and self._last_command_s is not None
                 and now_s - self._last_command_s > COMMAND_TIMEOUT_S):
@@ -206,14 +251,19 @@ class SimNode(Node):
             self._tick += 1
         if due - self._tick > 0:  # too far behind to make up: go on from here (the real-time check warns)
             self._wall_start_s = now_s - (self._tick - 1) / rate
-        self._publish(self._scenario.state(self.get_clock().now().nanoseconds, render))
+        if self._start_ns is None:
+            self._start_ns = time.time_ns()  # sim time starts at the wall clock, so stamps look familiar
+        stamp_ns = self._start_ns + self._settings.tick_stamp_ns(self._tick - 1)
+        if self._clock_pub is not None:  # before the data stamped with it
+            self._clock_pub.publish(Clock(clock=ns_to_stamp(stamp_ns)))
+        self._publish(self._scenario.state(stamp_ns, render))
         self._check_realtime(now_s)
 
     def _check_realtime(self, now_s: float) -> float | None:
         """Every REALTIME_CHECK_S: the simulated seconds per wall second since the last check; a warning
-        below MIN_REALTIME_FACTOR. Steps are fixed but stamped with the clock: when ticks overrun their
-        period (large images, busy cores) by more than the catch-up makes good, the motion is slower
-        than its stamps say."""
+        below MIN_REALTIME_FACTOR. Stamps are simulated time: when ticks overrun their period (large
+        images, busy cores) by more than the catch-up makes good, they fall behind the wall clock, which
+        only nodes with use_sim_time:=true (following /clock) do not mind."""
         if self._realtime_since is None:
             self._realtime_since = (now_s, self._tick)
             return None
@@ -225,26 +275,41 @@ class SimNode(Node):
         if factor < MIN_REALTIME_FACTOR:
             self.get_logger().warning(
                 f"simulating at {factor:.2f}x real time: ticks overrun their {1e3 / self._settings.state_rate_hz:.0f} ms "
-                "period, so motion per stamped second is too slow; lower size, rate_hz or state_rate_hz")
+                "period, so simulated time falls behind the wall clock (run other nodes with use_sim_time:=true); "
+                "lower size, rate_hz or state_rate_hz")
         return factor
 
     def _publish(self, tick: SimTick) -> None:
         stamp_ns = tick.stamp_ns
+        self._publish_tf(tick)
         if tick.image is not None:
             self._image_pub.publish(rgb_to_image_msg(tick.image, stamp_ns, CAMERA_FRAME_ID))
             self._info_pub.publish(camera_info_msg(self._intrinsics, stamp_ns))
-        self._camera_pose_pub.publish(self._pose_stamped(tick.camera_pose, stamp_ns, WORLD_FRAME_ID))
+        self._camera_pose_pub.publish(self._pose_stamped(tick.camera_pose, stamp_ns, ODOM_FRAME_ID))
         if tick.ee_pose is not None:
-            self._ee_pub.publish(self._pose_stamped(tick.ee_pose, stamp_ns, ARM_BASE_FRAME_ID))
+            self._ee_pub.publish(self._pose_stamped(tick.ee_pose, stamp_ns, BASE_FRAME_ID))
         if tick.gripper_opening_m is not None:
-            self._gripper_pub.publish(Float32(data=float(tick.gripper_opening_m)))
+            joint = JointState(name=[GRIPPER_JOINT], position=[float(tick.gripper_opening_m)])
+            joint.header.stamp = ns_to_stamp(stamp_ns)
+            self._gripper_pub.publish(joint)
         if tick.odom_pose is not None and tick.odom_twist is not None:
-            odom = Odometry(child_frame_id=ROBOT_FRAME_ID)
+            odom = Odometry(child_frame_id=BASE_FRAME_ID)
             odom.header.stamp = ns_to_stamp(stamp_ns)
             odom.header.frame_id = ODOM_FRAME_ID
             _pose_fields(odom.pose.pose, tick.odom_pose)
             _twist_fields(odom.twist.twist, tick.odom_twist)
             self._odom_pub.publish(odom)
+
+    def _publish_tf(self, tick: SimTick) -> None:
+        if self._tf_pub is None:
+            return
+        if not self._static_sent:
+            base = self._scenario.base_pose_world() if self._name == "arm" else None
+            static = static_transforms(self._name, tick, base)
+            self._tf_static_pub.publish(TFMessage(transforms=[_transform_msg(t, tick.stamp_ns) for t in static]))
+            self._static_sent = True
+        self._tf_pub.publish(TFMessage(
+            transforms=[_transform_msg(t, tick.stamp_ns) for t in dynamic_transforms(self._name, tick)]))
 
     @staticmethod
     def _pose_stamped(pose: Pose, stamp_ns: int, frame_id: str) -> PoseStamped:
