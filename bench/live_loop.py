@@ -41,8 +41,8 @@ from rcl_interfaces.srv import GetParameters  # noqa: E402
 
 from astra_ros.ros.conversions import stamp_to_ns  # noqa: E402
 from astra_ros.ros.runner import BackgroundSpinner  # noqa: E402
-from astra_ros_interfaces.msg import PredictedFrames  # noqa: E402
-from astra_ros_interfaces.srv import Imagine  # noqa: E402
+from astra_ros.msg import PredictedFrames  # noqa: E402
+from astra_ros.srv import Imagine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = "/astra_predictor"

@@ -148,7 +148,7 @@ def test_predicted_frames_arrive_with_future_stamps(predictor):
     assert _stamp_ns(montages[0]) not in published  # a forecast, not an observed frame
 
 
-@pytest.mark.skipif(PredictedFrames is None, reason="astra_ros_interfaces not built (scripts/setup.sh builds it)")
+@pytest.mark.skipif(PredictedFrames is None, reason="the interfaces are not built (scripts/setup.sh builds them)")
 def test_forecasts_lead_the_clock_and_cover_the_horizon(predictor):
     harness, _ = predictor
     harness.wait_for(lambda: harness.count(harness.received_frames) >= 3, 30.0, "PredictedFrames messages")
