@@ -42,6 +42,26 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     )
 
 
+def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (jpeg or png, as image_transport's compressed plugin sends it:
+    ``format`` "jpeg", "png" or "rgb8; jpeg compressed bgr8") -> ``uint8 [H, W, 3]`` RGB.
+
+    Raises :class:`astra_ros.data.images.ImageDecodeError` for another format or bytes that do not decode.
+    """
+    import cv2
+
+    from astra_ros.data.images import ImageDecodeError
+
+    fmt = str(msg.format).lower()
+    if "jpeg" not in fmt and "jpg" not in fmt and "png" not in fmt:
+        raise ImageDecodeError(f"unsupported compressed image format {msg.format!r}; supported: jpeg, png")
+    data = np.frombuffer(bytes(msg.data) if isinstance(msg.data, list) else msg.data, dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise ImageDecodeError(f"{len(data)} bytes of {msg.format!r} that do not decode as an image")
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
 def rgb_to_image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str) -> Any:
     """``uint8 [H, W, 3]`` RGB -> ``sensor_msgs/Image`` rgb8 (data assigned as bytes: fast)."""
     from sensor_msgs.msg import Image

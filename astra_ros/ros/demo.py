@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astra_ros.cli.arguments import IMAGE_SUFFIXES, check_output_file, non_negative_int, positive_float, positive_int
+from astra_ros.cli.arguments import IMAGE_SUFFIXES, check_output_file, non_negative_int, positive_float
 
 # Largest domain whose Fast DDS ports (7400 + 250 x domain + up to 11) stay below the ephemeral range (32768).
 MAX_SAFE_DOMAIN_ID = 101

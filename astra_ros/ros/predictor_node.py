@@ -81,7 +81,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from astra_ros.data.actions import MODALITIES, KeyThresholds
@@ -92,7 +92,7 @@ from astra_ros.model.precision import UnreliablePrecision
 from astra_ros.model.world_model import ImagineCancelled
 from astra_ros.ros.parameters import ParamSpec, descriptor  # noqa: E402
 from astra_ros.ros.runner import StartupError, publish_from_worker, run_node  # noqa: E402
-from astra_ros.ros.conversions import image_msg_to_rgb, ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, stamp_to_ns, twist_msg_to_vector
+from astra_ros.ros.conversions import compressed_msg_to_rgb, image_msg_to_rgb, ns_to_stamp, pose_msg_to_matrix, rgb_to_image_msg, stamp_to_ns, twist_msg_to_vector
 from astra_ros.ros.imagine_server import ImagineServer
 from astra_ros.ros.live_forecast import (
     SI_ACTION_DIMS,
@@ -162,6 +162,9 @@ PARAMETERS: dict[str, ParamSpec] = {
                              choices=MODALITIES),
     "twist_source": ParamSpec("twist", "where twist/keys actions come from: 'twist' (the twist topic) or 'odom' "
                           "(the odometry's twist)", choices=TWIST_SOURCES),
+    "image_transport": ParamSpec("raw", "raw: sensor_msgs/Image on `image`; compressed: sensor_msgs/CompressedImage "
+                                 "(jpeg, png) on `<image>/compressed` (image_transport's name, after remapping `image`)",
+                                 read_only=True, choices=("raw", "compressed")),
     "twist_stamped": ParamSpec(False, "the twist topic is geometry_msgs/TwistStamped (else Twist, stamped on arrival)",
                            read_only=True),
     "context_frames": ParamSpec(4, "observed frames the model is started from (a multiple of the model's frames "
@@ -267,8 +270,12 @@ class PredictorNode(Node):
         self._intrinsics_source = "default (config reference_fovy_deg)"
         self._intrinsics_key: tuple | None = None  # the camera_info (size, K) last applied or refused
 
+        intrinsics = getattr(self._model, "intrinsics", None)  # the model's assumed camera until a camera_info comes
+        if intrinsics is not None:
+            self._camera_info = self._predicted_camera_info(np.asarray(intrinsics, dtype=np.float64))
         threads = self._params["num_threads"] or max(1, (os.cpu_count() or 2) // 2)
         self._threads = threads
+        self._topics: dict[str, str] = {}  # input -> resolved topic name
 
         # The node spins on a single-threaded executor (see main): its callbacks never wait for the model.
         # The live forecasts run in a thread of their own, ~/imagine in another with its own executor.
@@ -276,10 +283,17 @@ class PredictorNode(Node):
         timers = MutuallyExclusiveCallbackGroup()
         services = ReentrantCallbackGroup()
         twist_type = TwistStamped if self._params["twist_stamped"] else Twist
-        for name, msg_type, callback in (("image", Image, self._on_image), ("pose", PoseStamped, self._on_pose),
-                                         ("twist", twist_type, self._on_twist), ("odom", Odometry, self._on_odom)):
-            self.create_subscription(msg_type, name, callback, qos_profile_sensor_data, callback_group=inputs,
-                                     event_callbacks=SubscriptionEventCallbacks(message_lost=partial(self._on_lost, name)))
+        if self._params["image_transport"] == "compressed":
+            image_sub = (CompressedImage, self.resolve_topic_name("image") + "/compressed", self._on_image)
+        else:
+            image_sub = (Image, "image", self._on_image)
+        for name, (msg_type, topic, callback) in (("image", image_sub), ("pose", (PoseStamped, "pose", self._on_pose)),
+                                                  ("twist", (twist_type, "twist", self._on_twist)),
+                                                  ("odom", (Odometry, "odom", self._on_odom))):
+            subscription = self.create_subscription(
+                msg_type, topic, callback, qos_profile_sensor_data, callback_group=inputs,
+                event_callbacks=SubscriptionEventCallbacks(message_lost=partial(self._on_lost, name)))
+            self._topics[name] = subscription.topic_name  # logs and diagnostics name what the user remapped to
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data,
                                  callback_group=inputs)
 
@@ -480,20 +494,24 @@ class PredictorNode(Node):
                 set_intrinsics(K)  # one attribute: each model thread reads it whole at its next chunk
         self._intrinsics_source = (f"camera_info (at the model's size: fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} "
                                    f"cx={K[0, 2]:.2f} cy={K[1, 2]:.2f} px)")
+        self._camera_info = self._predicted_camera_info(K)
+
+    def _predicted_camera_info(self, K: np.ndarray) -> CameraInfo:
+        """The camera_info published with each predicted image: its intrinsics at the model's resolution."""
         info = CameraInfo()
         info.width, info.height = int(self._model.resolution[1]), int(self._model.resolution[0])
-        info.k = [float(v) for v in K.reshape(-1)]
+        info.k = [float(v) for v in np.asarray(K, dtype=np.float64).reshape(-1)]
         info.p = [float(K[0, 0]), 0.0, float(K[0, 2]), 0.0, 0.0, float(K[1, 1]), float(K[1, 2]), 0.0, 0.0, 0.0, 1.0, 0.0]
         info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
         info.distortion_model = "plumb_bob"
         info.d = [0.0] * 5
-        self._camera_info = info
+        return info
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage) -> None:
         self._arrived("image")
         stamp_ns = stamp_to_ns(msg.header.stamp)
         try:
-            rgb = image_msg_to_rgb(msg)
+            rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else image_msg_to_rgb(msg)
         except ImageDecodeError as error:
             with self._lock:
                 self._ledger.receive("image")
@@ -521,7 +539,8 @@ class PredictorNode(Node):
             # Fallback: the feeding stream is silent; pair this image (and any still waiting) with no motion.
             if not self._fallback_active:
                 self._fallback_active = True
-                self.get_logger().warning(
+                # Info, not a warning: the silence itself is warned about once (diagnostics tick).
+                self.get_logger().info(
                     f"no {self._feeding_stream()} for {self._params['input_timeout_s']} s: predicting with "
                     + ("a zero twist" if state_kind(self._params["action_modality"]) == "twist" else "the last pose held")
                     + " until it returns")
@@ -780,8 +799,8 @@ class PredictorNode(Node):
         info = self._camera_info
         for image in images:
             self._image_pub.publish(image)
-            if info is not None:
-                info.header = image.header
+            if info is not None:  # same stamp and frame_id as its image, as image_transport pairs them
+                info.header.stamp, info.header.frame_id = image.header.stamp, image.header.frame_id
                 self._info_pub.publish(info)
         self._montage_pub.publish(rgb_to_image_msg(montage(snapshot.frames[-1], prediction.frames),
                                                    int(prediction.stamps_ns[0]), frame_id))
@@ -896,18 +915,21 @@ class PredictorNode(Node):
         if went_silent:
             consequence = ("predictions pause until images return" if "image" in went_silent
                            else "predictions continue assuming no motion until it returns")
-            self.get_logger().warning(f"no messages on {', '.join(went_silent)} for {self._params['input_timeout_s']} s; "
+            names = ", ".join(self._topics.get(name, name) for name in went_silent)
+            self.get_logger().warning(f"no messages on {names} for {self._params['input_timeout_s']} s; "
                                       f"{consequence}")
         stamp = self.get_clock().now().to_msg()
         inputs = DiagnosticStatus(name=f"{NODE_NAME}: inputs", hardware_id=NODE_NAME)
         inputs.level = DiagnosticStatus.WARN if silent else DiagnosticStatus.OK
-        inputs.message = f"silent: {', '.join(silent)}" if silent else "inputs arriving"
+        inputs.message = (f"silent: {', '.join(self._topics.get(n, n) for n in silent)}" if silent
+                          else "inputs arriving")
         if fallback_silent:
             inputs.message += (f"; fallback: {feeding} silent, images paired with "
                                + ("a zero twist" if kind == "twist" else "the last pose held"))
         inputs.values = [KeyValue(key=f"rate_{name}_hz", value=f"{rate:.2f}") for name, rate in rates.items()]
         inputs.values += [KeyValue(key=f"dropped_{reason}", value=str(count)) for reason, count in sorted(dropped.items())]
         inputs.values.append(KeyValue(key="window_frames", value=str(window_len)))
+        inputs.values += [KeyValue(key=f"topic_{name}", value=topic) for name, topic in sorted(self._topics.items())]
         inputs.values += [KeyValue(key="fallback_active", value=str(fallback_silent).lower()),
                           KeyValue(key="fallback_frames", value=str(fallback_frames))]
         inputs.values += [KeyValue(key=f"restarts_{name}", value=str(count)) for name, count in sorted(restarts.items())]
