@@ -1,10 +1,12 @@
 """Soak test of the predictor node: hours of input compressed into ``--minutes``, with the node's own counts.
 
-    python bench/soak.py --minutes 10 --out bench/results/soak_10min.json [--checkpoint random:tiny|default|DIR]
+    python bench/soak.py --minutes 10 --out bench/results/soak_10min.json [--checkpoint default|random:tiny|DIR]
 
-Starts ``astra-predictor`` as a subprocess (twist actions by default) and publishes into it from this
-script's node: a synthetic moving camera image at ``--camera-hz`` (30) and poses and twists at
-``--state-hz`` (100) each. While it runs it samples the node process's resident memory (VmRSS from
+Starts ``astra-predictor`` (the default model, twist actions) as a subprocess. With ``--source sim``
+(the default) the simulator node feeds it: ``astra-sim-node`` (rover driving on its own, a camera at
+``--camera-hz`` (30), odometry at three times that), the predictor taking its twists from the
+odometry. With ``--source synthetic`` this script's node publishes a synthetic moving camera image at
+``--camera-hz`` and poses and twists at ``--state-hz`` (100) each. While it runs it samples the node process's resident memory (VmRSS from
 /proc), records every ``~/predicted/frames`` message (count and age: publication time minus the
 observed frame's stamp) and every ``/diagnostics`` message (the model latency of each prediction, the
 input accounting). At the end the publishers stop, the queues drain, and the node's last diagnostics
@@ -53,12 +55,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, required=True, help="how long inputs are published [min]")
     p.add_argument("--out", type=Path, required=True, help="JSON to write; the plot goes next to it (.png)")
-    p.add_argument("--checkpoint", default="random:tiny", help="'random:tiny' (runs anywhere), 'default' or a directory")
+    p.add_argument("--checkpoint", default="default", help="'default', 'random:tiny' (fast) or a directory")
+    p.add_argument("--source", default="sim", choices=("sim", "synthetic"),
+                   help="what feeds the node: the simulator node, or this script's synthetic camera and states")
     p.add_argument("--modality", default="twist", choices=("twist", "camera"), help="actions the node feeds the model")
     p.add_argument("--camera-hz", type=float, default=30.0, help="image rate [Hz]")
     p.add_argument("--state-hz", type=float, default=100.0, help="pose and twist rate [Hz] (each)")
     p.add_argument("--size", default="128x96", help="published image size WxH")
-    p.add_argument("--publish-rate", type=float, default=2.0, help="the node's predictions per second [Hz]")
+    p.add_argument("--publish-rate", type=float, default=10.0, help="the node's cap on forecasts per second [Hz]")
+    p.add_argument("--horizon-s", type=float, default=2.0, help="the node's horizon_s [s]")
     p.add_argument("--sample-s", type=float, default=2.0, help="RSS sampling interval [s]")
     p.add_argument("--startup-timeout-s", type=float, default=120.0, help="longest wait for the node's first prediction [s]")
     return p.parse_args(argv)
@@ -108,6 +113,7 @@ class SoakClient:
         self.lock = threading.Lock()
         self.t0 = time.monotonic()
         self.predictions: list[tuple[float, float]] = []  # (t [s] since start, age [ms])
+        self.leads_ms: list[float] = []  # first frame's time minus arrival, on this client's clock
         self.latencies_ms: list[float] = []
         self.diagnostics: dict[str, str] = {}
         self.diagnostics_count = 0
@@ -128,10 +134,13 @@ class SoakClient:
         return time.monotonic() - self.t0
 
     def _on_frames(self, msg) -> None:
-        published_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        received_ns = self.node.get_clock().now().nanoseconds
+        anchor_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec  # the present it was planned at
         observed_ns = msg.observed_stamp.sec * 1_000_000_000 + msg.observed_stamp.nanosec
+        first_ns = msg.stamps[0].sec * 1_000_000_000 + msg.stamps[0].nanosec
         with self.lock:
-            self.predictions.append((self.now(), (published_ns - observed_ns) * 1e-6))
+            self.predictions.append((self.now(), (anchor_ns - observed_ns) * 1e-6))
+            self.leads_ms.append((first_ns - received_ns) * 1e-6)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         if not any(status.hardware_id == "astra_predictor" for status in msg.status):
@@ -212,10 +221,28 @@ def start_node(args: argparse.Namespace, log_path: Path) -> subprocess.Popen:
         str(script) if script.exists() else "astra-predictor", "--ros-args",
         "--params-file", str(REPO / "config" / "predictor.yaml"),
         "-p", f"checkpoint:={args.checkpoint}", "-p", f"action_modality:={args.modality}",
-        "-p", f"publish_rate:={float(args.publish_rate)}",
-        "-r", "image:=/soak/image", "-r", "pose:=/soak/pose", "-r", "twist:=/soak/cmd_vel", "-r", "odom:=/soak/odom",
+        "-p", f"publish_rate:={float(args.publish_rate)}", "-p", f"horizon_s:={float(args.horizon_s)}",
     ]
+    if args.source == "sim":  # the simulator's topics; twists from its odometry (it drives itself)
+        command += ["-p", "twist_source:=odom", "-r", "image:=/camera/image_raw", "-r", "pose:=/camera/pose",
+                    "-r", "odom:=/odom", "-r", "camera_info:=/camera/camera_info", "-r", "twist:=/cmd_vel"]
+    else:
+        command += ["-r", "image:=/soak/image", "-r", "pose:=/soak/pose", "-r", "twist:=/soak/cmd_vel",
+                    "-r", "odom:=/soak/odom"]
     return subprocess.Popen(command, cwd=REPO, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+
+
+def start_simulator(args: argparse.Namespace, log_path: Path) -> subprocess.Popen | None:
+    if args.source != "sim":
+        return None
+    script = Path(sys.executable).parent / "astra-sim-node"
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    rate = int(round(args.camera_hz))
+    command = [str(script) if script.exists() else "astra-sim-node", "--ros-args", "-p", "scenario:=rover",
+               "-p", "seed:=9300", "-p", f"rate_hz:={rate}", "-p", f"state_rate_hz:={3 * rate}",
+               "-p", f"size:={width}x{height}"]
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    return subprocess.Popen(command, cwd=REPO, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
 def plot(path: Path, rss: list[dict[str, float]], predictions: list[tuple[float, float]], title: str) -> None:
@@ -247,11 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     # Should anything hang (DDS, a thread), stop with every thread's stack on stderr instead of silently.
     faulthandler.dump_traceback_later(args.startup_timeout_s + 60.0 * args.minutes + 90.0, exit=True)
     process = start_node(args, log_path)
+    simulator = start_simulator(args, args.out.with_suffix(".sim.log"))
     client = SoakClient(args)
     rss: list[dict[str, float]] = []
     try:
         # 1. Start: publish until the first prediction (the node loads its model meanwhile).
-        client.start_publishing()
+        if simulator is None:
+            client.start_publishing()
         deadline = time.monotonic() + args.startup_timeout_s
         while not client.predictions:
             if process.poll() is not None or time.monotonic() > deadline:
@@ -274,15 +303,21 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.05)
         # 3. Drain: stop the inputs, let the node settle, read its last accounting.
         client.publishing.clear()
+        if simulator is not None:
+            simulator.send_signal(2)
+            simulator.wait(timeout=15)
         time.sleep(DRAIN_S)
         alive = process.poll() is None
         with client.lock:
             values = dict(client.diagnostics)
             predictions = [(t - started, age) for t, age in client.predictions]
             latencies = list(client.latencies_ms)
+            leads = list(client.leads_ms)
             sent = dict(client.sent)
     finally:
         client.close()
+        if simulator is not None and simulator.poll() is None:
+            simulator.kill()
         if process.poll() is None:
             process.terminate()
             try:
@@ -299,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     gaps = np.diff([0.0] + soak_times + [60.0 * args.minutes]) if soak_times else np.array([60.0 * args.minutes])
     result = {
         "config": {"minutes": args.minutes, "checkpoint": args.checkpoint, "modality": args.modality,
+                   "source": args.source,
                    "camera_hz": args.camera_hz, "state_hz": args.state_hz, "size": args.size,
                    "publish_rate_hz": args.publish_rate, "machine_cpus": os.cpu_count()},
         "rss_mb": rss,
@@ -306,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                 "max_mb": max((s["rss_mb"] for s in rss), default=None),
                 "slope_mb_per_min_second_half": slope_mb_per_min(rss)},
         "latency_ms": percentiles(latencies),  # model time per prediction (start + imagine), from /diagnostics
-        "age_ms": percentiles([age for _, age in predictions]),  # publication minus observed frame stamp
+        "age_ms": percentiles([age for _, age in predictions]),  # newest observed frame's age when planned
+        "lead_ms": percentiles(leads),  # first forecast frame's time minus its arrival (>= 0: ahead of the clock)
         "published": len(predictions),
         "predictions_longest_gap_s": round(float(gaps.max()), 2),
         "inputs": {
