@@ -224,7 +224,7 @@ def start_node(args: argparse.Namespace, log_path: Path) -> subprocess.Popen:
         "-p", f"publish_rate:={float(args.publish_rate)}", "-p", f"horizon_s:={float(args.horizon_s)}",
     ]
     if args.source == "sim":  # the simulator's topics; twists from its odometry (it drives itself)
-        command += ["-p", "twist_source:=odom", "-r", "image:=/camera/image_raw", "-r", "pose:=/camera/pose",
+        command += ["-p", "twist_source:=odom", "-r", "image:=/camera/image_raw",
                     "-r", "odom:=/odom", "-r", "camera_info:=/camera/camera_info", "-r", "twist:=/cmd_vel"]
     else:
         command += ["-r", "image:=/soak/image", "-r", "pose:=/soak/pose", "-r", "twist:=/soak/cmd_vel",
