@@ -292,8 +292,8 @@ MAX_PARAMETERS = 50e9  # a rough count over the transformer's blocks
 def _check_limits(cfg: AstraConfig) -> None:
     for name, limit in CONFIG_LIMITS.items():
         value = getattr(cfg, name)
-        if not 0 <= value <= limit:
-            raise ConfigError(f"{name}={value} is outside [0, {limit}]")
+        if value > limit:  # (negative values are refused below, with the reason for each field)
+            raise ConfigError(f"{name}={value} is above the limit of {limit}")
     if any(not 0 < side <= MAX_RESOLUTION_PX for side in cfg.resolution):
         raise ConfigError(f"resolution {cfg.resolution} must be within 1..{MAX_RESOLUTION_PX} px per side")
     widths = cfg.codec.levels
