@@ -388,6 +388,7 @@ def test_saved_frames_hold_every_clip_and_recompute_the_dynamics(tmp_path, check
     assert json.loads(write_metrics_json(recomputed, tmp_path / "again.json").read_text()) == dynamics
     # 1.2 s: second 1 has frames 0.1-1.0 s, second 2 the two frames at 1.1 and 1.2 s.
     assert [(s["second"], s["frames"]) for s in dynamics["overall"]["per_second"]] == [(1, 10), (2, 2)]
+    assert (out / "per_second.png").stat().st_size > 0 and "per_second.png" in (out / "report.md").read_text()
     assert set(dynamics["per_scenario"]) == {"explore", "rover"}
     for row in [dynamics["overall"], *dynamics["per_scenario"].values()]:
         lo, hi = row["pooled_psnr"]["gain_ci95"]

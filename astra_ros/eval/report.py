@@ -32,6 +32,8 @@ __all__ = [
     "write_metrics_json",
     "dynamics_lines",
     "dynamics_markdown",
+    "plot_per_second",
+    "PER_SECOND_PNG",
 ]
 
 # Default file names inside the output directory.
@@ -39,6 +41,7 @@ METRICS_PNG = "metrics.png"
 GRID_PNG = "grid.png"
 VIDEO_MP4 = "video.mp4"
 REPORT_MD = "report.md"
+PER_SECOND_PNG = "per_second.png"
 
 # (metrics key, subplot title, y-axis label, series keys) for each subplot vs horizon.
 _PANELS = (
@@ -333,6 +336,35 @@ def dynamics_lines(dynamics: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def plot_per_second(dynamics: Mapping[str, Any], path_png: str | os.PathLike) -> Path:
+    """The pooled and changed-pixel gains over copy-last per second of the horizon, with their 95 % intervals,
+    one line per scenario and one for all clips."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3.8))
+    axes = fig.subplots(1, 2)
+    for ax, key, title in zip(axes, ("pooled_psnr", "changed_psnr"), ("pooled-MSE PSNR", "changed-pixel PSNR")):
+        for name, row in _dynamics_groups(dynamics):
+            seconds = [s["second"] for s in row["per_second"]]
+            gains = np.array([np.nan if s[key]["gain"] is None else s[key]["gain"] for s in row["per_second"]], float)
+            bounds = [s[key].get("gain_ci95") or (np.nan, np.nan) for s in row["per_second"]]
+            low = gains - np.array([b[0] for b in bounds], float)
+            high = np.array([b[1] for b in bounds], float) - gains
+            ax.errorbar(seconds, gains, yerr=np.nan_to_num(np.stack([low, high])), marker="o", capsize=3,
+                        label=f"{name} ({row['clips']} clips)", linewidth=2 if name == "all" else 1)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_title(f"{title}: gain over copy-last (95 %)")
+        ax.set_xlabel("second of the horizon")
+        ax.set_ylabel("gain [dB]")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path_png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def dynamics_markdown(dynamics: Mapping[str, Any]) -> list[str]:
     """Markdown tables of ``metrics["dynamics"]`` (see :func:`dynamics_lines`)."""
     lines = ["| set | clips | pooled PSNR model | copy last | gain (95 %) | changed-pixel PSNR model | copy last "
@@ -479,6 +511,8 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
                   f"intervals: {dynamics['bootstrap']['resamples']} bootstrap resamples of the clips "
                   "(sensitivity: Wilson).", ""]
         lines += dynamics_markdown(dynamics) + [""]
+        if len(dynamics["overall"]["per_second"]) > 1:  # linked under "Figures" below
+            plot_per_second(dynamics, out / PER_SECOND_PNG)
 
     # 2. Camera-motion alignment.
     lines += ["## Camera-motion alignment (mean over the horizon)", ""]
