@@ -9,7 +9,10 @@ same noise: with the actions that really followed, and with the horizon actions 
 the model, the copy-last baseline and the shuffled actions, the action sensitivity, and how well
 the camera motion seen in the predicted (and real) frames matches the recorded motion. A cheap
 health check of the network rides along: its one-step estimate of the first horizon chunk's
-latents from pure noise against a copy of the last latent (``one_shot_latent_mse``).
+latents from pure noise against a copy of the last latent (``one_shot_latent_mse``). Each clip's
+per-frame error sums (all pixels and the changed ones) feed ``metrics["dynamics"]``
+(:mod:`astra_ros.eval.dynamics`: pooled-MSE and changed-pixel PSNR with bootstrap intervals, per
+scenario and per second).
 
     result = evaluate_bags(WorldModel.from_pretrained(ckpt), bags, EvalOptions(horizon_s=1.0))
     result.metrics  # the metrics.json dictionary of DESIGN.md section 4
@@ -23,7 +26,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
