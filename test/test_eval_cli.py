@@ -9,14 +9,17 @@ import torch
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from astra_ros.cli.eval import main, summary_table
-from astra_ros.eval.report import write_report
+from astra_ros.cli.eval import grid_clips, main, parse_args, summary_table
+from astra_ros.eval.report import write_metrics_json, write_report
 from astra_ros.data.bags import BagTopics, Episode, read_episode
 from astra_ros.data.record import record_episode
 from astra_ros.data.scenes import SimSettings
+from astra_ros.eval.dynamics import clip_errors, dynamics_summary
+from astra_ros.eval.frames import load_clip_frames
 from astra_ros.eval.metrics import psnr
-from astra_ros.eval.replay import (EvalError, EvalOptions, ReplayPlan, _Bag, _windows, evaluate_bags, predict_pair,
-                                   rotation_paired)
+from astra_ros.eval.replay import (ClipResult, EvalError, EvalOptions, ReplayPlan, _Bag, _windows, evaluate_bags,
+                                   predict_pair)
+from astra_ros.eval.summaries import rotation_paired
 from astra_ros.model import WorldModel, preset
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -94,7 +97,7 @@ def write_foreign_bag(path: Path, frames: int = 30, gap_after: int | None = None
 def test_end_to_end_writes_every_output_with_contract_keys(tmp_path, checkpoint, sim_bags, capsys):
     out = tmp_path / "out"
     rc = main([str(sim_bags["explore"]), str(sim_bags["rover"]), "--checkpoint", str(checkpoint), "--out", str(out),
-               *FAST])
+               *[a for a in FAST if a != "--quiet"]])
     assert rc == 0, capsys.readouterr().err
     for name in OUTPUTS:
         assert (out / name).stat().st_size > 0, name
@@ -136,6 +139,12 @@ def test_end_to_end_writes_every_output_with_contract_keys(tmp_path, checkpoint,
     assert metrics["checkpoint"] == str(checkpoint) and metrics["seed"] == 0
     printed = capsys.readouterr().out
     assert "PSNR" in printed and "ceiling" in printed and "twist PSNR" in printed and "one-shot MSE" in printed
+    assert "pooled-MSE PSNR" in printed and "  explore     3 clips" in printed and "  rover       3 clips" in printed
+    assert "## Dynamics" in report and "| rover | 3 |" in report
+    # The bags' scenarios come from their names, and the flow estimator is the default.
+    assert metrics["scenario_per_bag"] == {str(sim_bags["explore"]): "explore", str(sim_bags["rover"]): "rover"}
+    assert [w["scenario"] for w in metrics["clip_windows"]] == ["explore", "rover"] * 3
+    assert metrics["motion_estimator"] == "flow" and parse_args(["b", "--out", "o"]).motion_estimator == "flow"
     assert "copying beats the network" in printed  # the verdict follows the ratio (above 1 here)
     assert metrics["shuffled_clips"] == 6 and "shuffled*" not in printed
     # Where only some clips have shuffled actions, the column says it averages other clips.
@@ -152,6 +161,7 @@ def test_a_folder_of_bags_is_every_bag_in_it_once(tmp_path, checkpoint, sim_bags
     metrics = json.loads((out / "metrics.json").read_text())
     assert sorted(metrics["bags"]) == sorted([str(sim_bags["explore"]), str(sim_bags["rover"])])
     assert metrics["clips"] == 6
+    assert capsys.readouterr() == ("", "")  # --quiet: no bar, no log line, no summary
     rc = main([str(tmp_path), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o2"), "--quiet"])
     assert rc == 2 and "no ROS 2 bags found" in capsys.readouterr().err
 
@@ -334,6 +344,62 @@ def test_missing_topic_lists_the_bags_topics(tmp_path, checkpoint, sim_bags, cap
     assert rc == 2
     assert "/nope/image" in err and "/camera/image_raw" in err and "/camera/pose" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_every_missing_topic_of_every_bag_is_named_in_one_error(tmp_path, checkpoint, sim_bags, capsys):
+    bags = [str(sim_bags["explore"]), str(sim_bags["rover"])]
+    rc, err = _run([*bags, "--checkpoint", str(checkpoint), "--out", str(tmp_path), "--modality", "camera",
+                    "--image-topic", "/nope/image", "--pose-topic", "/nope/pose", "--quiet"], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    for bag in bags:  # both bags, each with both topics it lacks
+        assert f"bag {bag} has no topic '/nope/image' nor '/nope/pose', needed for modality 'camera'" in err
+
+
+def test_the_grid_shows_every_scenario_not_the_first_clips():
+    def clip(scenario):
+        return ClipResult("bag", 0, 0, "camera", np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 4, 4, 3), np.uint8),
+                          np.zeros((2, 12), np.float32), scenario=scenario)
+
+    clips = [clip("explore")] * 6 + [clip("arm")] * 3 + [clip("rover")]
+    assert [c.scenario for c in grid_clips(clips)] == ["arm", "explore", "rover", "arm"]
+    many = [clip(f"s{i}") for i in range(6)]  # more scenarios than grid rows: one of each
+    assert len(grid_clips(many)) == 6
+
+
+def test_saved_frames_hold_every_clip_and_recompute_the_dynamics(tmp_path, checkpoint, sim_bags, capsys):
+    out, frames = tmp_path / "out", tmp_path / "frames"
+    rc = main([str(sim_bags["explore"]), str(sim_bags["rover"]), "--checkpoint", str(checkpoint), "--out", str(out),
+               "--horizon-s", "1.2", "--context-frames", "2", "--stride-s", "0.5", "--clips-per-bag", "2",
+               "--save-frames", str(frames), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    files = sorted(frames.glob("*.npz"))
+    assert len(files) == metrics["clips"] == 4 and metrics["frames_files"] == [f.name for f in files]
+    saved = [load_clip_frames(f) for f in files]
+    for data, window in zip(saved, metrics["clip_windows"]):
+        assert data["observed_last"].shape == (32, 32, 3)  # the model's resolution, not the bags' 64x64
+        for name in ("real", "model", "shuffled"):
+            assert data[name].shape == (12, 32, 32, 3) and data[name].dtype == np.uint8
+        assert data["scenario"] == window["scenario"] and data["start_frame"] == window["start_frame"]
+    # Anyone can recompute the metrics from the files: here all of metrics["dynamics"], exactly.
+    recomputed = dynamics_summary([clip_errors(d["observed_last"], d["real"], d["model"], d["shuffled"],
+                                               d["scenario"]) for d in saved], saved[0]["frame_interval_s"], seed=0)
+    dynamics = metrics["dynamics"]
+    assert json.loads(write_metrics_json(recomputed, tmp_path / "again.json").read_text()) == dynamics
+    # 1.2 s: second 1 has frames 0.1-1.0 s, second 2 the two frames at 1.1 and 1.2 s.
+    assert [(s["second"], s["frames"]) for s in dynamics["overall"]["per_second"]] == [(1, 10), (2, 2)]
+    assert (out / "per_second.png").stat().st_size > 0 and "per_second.png" in (out / "report.md").read_text()
+    assert set(dynamics["per_scenario"]) == {"explore", "rover"}
+    for row in [dynamics["overall"], *dynamics["per_scenario"].values()]:
+        lo, hi = row["pooled_psnr"]["gain_ci95"]
+        assert lo <= row["pooled_psnr"]["gain"] <= hi
+        assert row["action_sensitivity_ci95"][0] <= row["action_sensitivity"] <= row["action_sensitivity_ci95"][1]
+    # The random model predicts noise: worse than copying, also where the scene changed.
+    assert dynamics["overall"]["pooled_psnr"]["gain"] < 0 and dynamics["overall"]["changed_psnr"]["gain"] < 0
+    # The pooled PSNR is that of the pooled MSE, recomputed from the frames by hand.
+    se = sum(((d["model"].astype(float) - d["real"]) ** 2).sum() for d in saved)
+    pixels = sum(d["real"].size for d in saved)
+    assert dynamics["overall"]["pooled_psnr"]["model"] == pytest.approx(10 * np.log10(255**2 * pixels / se))
 
 
 def test_modality_mismatch(tmp_path, sim_bags, capsys):

@@ -2,9 +2,11 @@
 
     astra-eval data/sim/explore_s0 data/sim/rover_s0 --checkpoint default --out out/eval
 
-writes ``out/eval/metrics.json`` (DESIGN.md section 4), ``metrics.png``, ``grid.png`` (observed |
-predicted | real for up to four clips), ``rollout.mp4`` (real next to predicted for one clip) and
-``report.md``. The evaluation itself is :func:`astra_ros.eval.replay.evaluate_bags`.
+writes ``out/eval/metrics.json`` (DESIGN.md section 4; ``dynamics``: pooled-MSE and changed-pixel PSNR
+with bootstrap intervals, per scenario and per second, docs/EVALUATION.md), ``metrics.png``,
+``grid.png`` (observed | predicted | real for clips of every scenario), ``rollout.mp4`` (real next to
+predicted for one clip), ``report.md``, and with ``--save-frames DIR`` one ``.npz`` of frames per clip
+(:mod:`astra_ros.eval.frames`). The evaluation itself is :func:`astra_ros.eval.replay.evaluate_bags`.
 Exit status: 0 on success, 2 when the checkpoint, a bag or the options cannot be used.
 """
 
@@ -23,10 +25,14 @@ import numpy as np
 from astra_ros.cli.arguments import positive_int
 from astra_ros.data.actions import MODALITIES
 from astra_ros.data.bags import BagError, BagTopics, find_bags
-from astra_ros.eval.replay import MOTION_ESTIMATORS, EvalError, EvalOptions, EvalResult, evaluate_bags
-from astra_ros.eval.report import image_grid, sensitivity_interval, write_metrics_json, write_report, write_video
+from astra_ros.eval.dynamics import CHANGE_THRESHOLD
+from astra_ros.eval.frames import save_clip_frames
+from astra_ros.eval.replay import (MOTION_ESTIMATORS, ClipResult, EvalError, EvalOptions, EvalResult,
+                                   evaluate_bags)
+from astra_ros.eval.report import (dynamics_lines, image_grid, sensitivity_interval, write_metrics_json, write_report,
+                                   write_video)
 
-GRID_CLIPS = 4  # clips shown in grid.png
+GRID_CLIPS = 4  # clips shown in grid.png, more where the set has more scenarios (one of each at least)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -72,15 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "(rotation_reference); overrides the bag's camera_info")
     p.add_argument("--intrinsics-size", type=_parse_size, metavar="WxH",
                    help="image size [px] that --fx-fy-cx-cy refer to (default: the model's resolution)")
-    p.add_argument("--motion-estimator", choices=MOTION_ESTIMATORS, default="sift",
-                   help="correspondences of the camera-motion estimator behind the rotation errors: 'sift' "
-                        "keypoints or dense optical 'flow' (finds a motion in many more small frames)")
+    p.add_argument("--motion-estimator", choices=MOTION_ESTIMATORS, default=EvalOptions.motion_estimator,
+                   help="correspondences of the camera-motion estimator behind the rotation errors: dense optical "
+                        "'flow' (finds a motion in most small rendered frames) or 'sift' keypoints (in few)")
+    p.add_argument("--change-threshold", type=float, default=CHANGE_THRESHOLD,
+                   help="a pixel counts as changed for the changed-pixel PSNR where some channel of the real "
+                        "future differs from the last observed frame by more than this [grey levels of 255]")
+    p.add_argument("--save-frames", type=Path, metavar="DIR",
+                   help="write one .npz per clip into DIR: uint8 observed_last, real, model, shuffled and the "
+                        "scenario, at the model's resolution, from which every metric can be recomputed")
     p.add_argument("--guidance-scale", type=float, default=None,
                    help="action-free guidance s (default: the checkpoint's; 1 = guidance off; 0 = the "
                         "action-free prediction alone, which the ~/imagine service's 0 = default does not mean)")
     p.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda, cuda:N)")
     p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing but errors: no progress bar, no log lines, no summary (the files hold it all)")
     return p
 
 
@@ -142,7 +155,31 @@ def summary_table(metrics: dict) -> str:
                     "clip has none to borrow): compare per modality")
     if metrics.get("skipped"):
         rows.append("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(metrics["skipped"].items())))
+    if metrics.get("dynamics"):
+        rows += dynamics_lines(metrics["dynamics"])
     return "\n".join(rows)
+
+
+def grid_clips(clips: Sequence[ClipResult], count: int = GRID_CLIPS) -> list[ClipResult]:
+    """Clips for grid.png: round-robin over the scenarios (sorted), so that every scenario of the set shows,
+    ``count`` in all or one per scenario where there are more scenarios than that."""
+    by_scenario: dict[str, list[ClipResult]] = {}
+    for clip in clips:
+        by_scenario.setdefault(clip.scenario or clip.modality, []).append(clip)
+    queues = [by_scenario[name] for name in sorted(by_scenario)]
+    chosen: list[ClipResult] = []
+    for rank in range(max(len(q) for q in queues)):
+        chosen += [q[rank] for q in queues if rank < len(q)]
+    return chosen[:max(count, len(queues))]
+
+
+def save_frames(result: EvalResult, directory: Path) -> list[Path]:
+    """``--save-frames``: ``clip_0000.npz`` ... in ``directory``, one per clip (:mod:`astra_ros.eval.frames`)."""
+    return [save_clip_frames(directory / f"clip_{i:04d}.npz", observed_last=clip.observed[-1], real=clip.real,
+                             model=clip.predicted, shuffled=clip.predicted_shuffled, scenario=clip.scenario,
+                             bag=clip.bag, start_frame=clip.start, modality=clip.modality,
+                             frame_interval_s=result.plan.frame_interval_s)
+            for i, clip in enumerate(result.clips)]
 
 
 def write_outputs(result: EvalResult, out: Path) -> dict[str, Path]:
@@ -151,7 +188,7 @@ def write_outputs(result: EvalResult, out: Path) -> dict[str, Path]:
     clips = result.clips
     paths = {"metrics": write_metrics_json(result.metrics, out / "metrics.json")}
     paths["grid"] = image_grid(
-        [{"observed": c.observed, "predicted": c.predicted, "real": c.real} for c in clips[:GRID_CLIPS]],
+        [{"observed": c.observed, "predicted": c.predicted, "real": c.real} for c in grid_clips(clips)],
         out / "grid.png",
     )
     first = clips[0]
@@ -182,18 +219,19 @@ def _usable_device(torch: Any, name: str) -> str:
     return name
 
 
-def _writable_directory(path: Path) -> None:
+def _writable_directory(path: Path, flag: str = "--out") -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise EvalError(f"--out {path} cannot be used as the output directory: {error}") from error
+        raise EvalError(f"{flag} {path} cannot be used as the output directory: {error}") from error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``astra-eval`` console script; returns the exit status."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("astra_ros").setLevel(logging.INFO)
     args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # --quiet: errors only (printed below); the notes a run logs as warnings are in metrics.json and report.md.
+    logging.getLogger("astra_ros").setLevel(logging.ERROR if args.quiet else logging.INFO)
     started = time.perf_counter()
     # torch is imported after argument parsing, so --help stays fast.
     import torch
@@ -226,9 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             checkpoint=str(args.checkpoint),
             guidance_scale=args.guidance_scale,
             motion_estimator=args.motion_estimator,
+            change_threshold=args.change_threshold,
         )
         device = _usable_device(torch, args.device)
         _writable_directory(args.out)  # before the evaluation, not after it
+        if args.save_frames is not None:
+            _writable_directory(args.save_frames, "--save-frames")
         model = WorldModel.from_pretrained(args.checkpoint, device=device)
         bags = [str(bag) for bag in find_bags(args.bags)]  # folders of bags too; .partial leftovers skipped
         result = evaluate_bags(model, bags, options)
@@ -241,9 +282,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     result.metrics["wall_time_s"] = time.perf_counter() - started
+    if args.save_frames is not None:
+        result.metrics["frames_dir"] = str(args.save_frames)
+        result.metrics["frames_files"] = [path.name for path in save_frames(result, args.save_frames)]
     paths = write_outputs(result, args.out)
-    print(summary_table(result.metrics))
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    if args.save_frames is not None:
+        paths["frames"] = args.save_frames
+    if not args.quiet:
+        print(summary_table(result.metrics))
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 
 

@@ -30,6 +30,10 @@ __all__ = [
     "write_video",
     "write_report",
     "write_metrics_json",
+    "dynamics_lines",
+    "dynamics_markdown",
+    "plot_per_second",
+    "PER_SECOND_PNG",
 ]
 
 # Default file names inside the output directory.
@@ -37,6 +41,7 @@ METRICS_PNG = "metrics.png"
 GRID_PNG = "grid.png"
 VIDEO_MP4 = "video.mp4"
 REPORT_MD = "report.md"
+PER_SECOND_PNG = "per_second.png"
 
 # (metrics key, subplot title, y-axis label, series keys) for each subplot vs horizon.
 _PANELS = (
@@ -294,6 +299,95 @@ def _interval_cell(row: Mapping[str, Any]) -> str:
     return f" ({interval[0]:.2f}-{interval[1]:.2f})" if interval else ""
 
 
+def _ci(bounds: Sequence[float] | None, sign: bool = True) -> str:
+    if not bounds or bounds[0] is None or bounds[1] is None:
+        return "(n/a)"
+    return f"({bounds[0]:+.2f} to {bounds[1]:+.2f})" if sign else f"({bounds[0]:.2f}-{bounds[1]:.2f})"
+
+
+def _gain(block: Mapping[str, Any]) -> str:
+    """``+1.23 (+0.80 to +1.60)``: a gain over copy-last [dB] and its 95 % interval."""
+    gain = block.get("gain")
+    if gain is None or not math.isfinite(float(gain)):
+        return "n/a"
+    return f"{float(gain):+.2f} {_ci(block.get('gain_ci95'))}"
+
+
+def _dynamics_groups(dynamics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    return [("all", dynamics["overall"])] + sorted((dynamics.get("per_scenario") or {}).items())
+
+
+def dynamics_lines(dynamics: Mapping[str, Any]) -> list[str]:
+    """Terminal lines of ``metrics["dynamics"]``: pooled and changed-pixel PSNR with the gain over copy-last and
+    its 95 % interval, the sensitivity per scenario, and the pooled gain per second of the horizon."""
+    lines = [f"pooled-MSE PSNR [dB] (changed pixels: > {dynamics['change_threshold']:g} grey levels from the last "
+             "observed frame); gains over copy-last with 95 % bootstrap intervals over clips"]
+    for name, row in _dynamics_groups(dynamics):
+        pooled, changed = row["pooled_psnr"], row["changed_psnr"]
+        lines.append(f"  {name:8} {row['clips']:4d} clips  pooled {_fmt(pooled['model'], 2)} vs "
+                     f"{_fmt(pooled['copy_last'], 2)}: {_gain(pooled)}  changed {_fmt(changed['model'], 2)} vs "
+                     f"{_fmt(changed['copy_last'], 2)}: {_gain(changed)}  sensitivity "
+                     f"{_fmt(row['action_sensitivity'], 2)} {_ci(row.get('action_sensitivity_ci95'), sign=False)}")
+    seconds = dynamics["overall"]["per_second"]
+    if len(seconds) > 1:
+        for name, row in _dynamics_groups(dynamics):
+            cells = [f"{s['second']} s {_gain(s['pooled_psnr'])}" for s in row["per_second"]]
+            lines.append(f"  per second, pooled gain, {name}: " + "; ".join(cells))
+    return lines
+
+
+def plot_per_second(dynamics: Mapping[str, Any], path_png: str | os.PathLike) -> Path:
+    """The pooled and changed-pixel gains over copy-last per second of the horizon, with their 95 % intervals,
+    one line per scenario and one for all clips."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3.8))
+    axes = fig.subplots(1, 2)
+    for ax, key, title in zip(axes, ("pooled_psnr", "changed_psnr"), ("pooled-MSE PSNR", "changed-pixel PSNR")):
+        for name, row in _dynamics_groups(dynamics):
+            seconds = [s["second"] for s in row["per_second"]]
+            gains = np.array([np.nan if s[key]["gain"] is None else s[key]["gain"] for s in row["per_second"]], float)
+            bounds = [s[key].get("gain_ci95") or (np.nan, np.nan) for s in row["per_second"]]
+            low = gains - np.array([b[0] for b in bounds], float)
+            high = np.array([b[1] for b in bounds], float) - gains
+            ax.errorbar(seconds, gains, yerr=np.nan_to_num(np.stack([low, high])), marker="o", capsize=3,
+                        label=f"{name} ({row['clips']} clips)", linewidth=2 if name == "all" else 1)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_title(f"{title}: gain over copy-last (95 %)")
+        ax.set_xlabel("second of the horizon")
+        ax.set_ylabel("gain [dB]")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path_png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def dynamics_markdown(dynamics: Mapping[str, Any]) -> list[str]:
+    """Markdown tables of ``metrics["dynamics"]`` (see :func:`dynamics_lines`)."""
+    lines = ["| set | clips | pooled PSNR model | copy last | gain (95 %) | changed-pixel PSNR model | copy last "
+             "| gain (95 %) | changed pixels | action sensitivity (95 %) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, row in _dynamics_groups(dynamics):
+        pooled, changed = row["pooled_psnr"], row["changed_psnr"]
+        lines.append(f"| {name} | {row['clips']} | {_fmt(pooled['model'], 2)} | {_fmt(pooled['copy_last'], 2)} | "
+                     f"{_gain(pooled)} | {_fmt(changed['model'], 2)} | {_fmt(changed['copy_last'], 2)} | "
+                     f"{_gain(changed)} | {100 * changed['pixel_fraction']:.0f} % | "
+                     f"{_fmt(row['action_sensitivity'], 2)} {_ci(row.get('action_sensitivity_ci95'), sign=False)} |")
+    lines.append("")
+    groups = _dynamics_groups(dynamics)
+    lines += ["Gain over copy-last per second of the horizon [dB], pooled (changed pixels in brackets):", "",
+              "| second | " + " | ".join(name for name, _ in groups) + " |",
+              "|---" + "|---:" * len(groups) + "|"]
+    for i, second in enumerate(dynamics["overall"]["per_second"]):
+        cells = [f"{_gain(row['per_second'][i]['pooled_psnr'])} [{_gain(row['per_second'][i]['changed_psnr'])}]"
+                 for _, row in groups]
+        lines.append(f"| {second['second']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _json_safe(value: Any) -> Any:
     """Replace NaN/inf by None and numpy scalars/arrays by Python types, recursively."""
     if isinstance(value, Mapping):
@@ -407,6 +501,18 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
                          f"{_fmt(row['model_on_still_cells'], 4)} | {_fmt(row.get('model_psnr', math.nan), 2)} | "
                          f"{_fmt(row.get('copy_last_psnr', math.nan), 2)} |")
         lines.append("")
+
+    dynamics = metrics.get("dynamics")
+    if dynamics:
+        lines += ["## Dynamics: pooled and changed-pixel PSNR (95 % intervals)", "",
+                  "PSNR of the squared error pooled over every frame of every clip (no frame's cap decides it), "
+                  f"and over the pixels where the real future differs from the last observed frame by more than "
+                  f"{dynamics['change_threshold']:g} grey levels in some channel (where copying is wrong); "
+                  f"intervals: {dynamics['bootstrap']['resamples']} bootstrap resamples of the clips "
+                  "(sensitivity: Wilson).", ""]
+        lines += dynamics_markdown(dynamics) + [""]
+        if len(dynamics["overall"]["per_second"]) > 1:  # linked under "Figures" below
+            plot_per_second(dynamics, out / PER_SECOND_PNG)
 
     # 2. Camera-motion alignment.
     lines += ["## Camera-motion alignment (mean over the horizon)", ""]

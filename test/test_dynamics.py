@@ -1,0 +1,160 @@
+"""Known-answer tests for astra_ros.eval.dynamics and astra_ros.eval.frames (issue 37's metrics)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from astra_ros.eval.dynamics import (ClipErrors, bootstrap_gain, changed_mask, clip_errors, dynamics_summary,
+                                     pooled_psnr)
+from astra_ros.eval.frames import load_clip_frames, save_clip_frames, scenario_of
+from astra_ros.eval.metrics import psnr, wilson_interval
+
+
+def _hand_clip():
+    """2x2 frames: the real future changes one pixel by 20 (and another by 5, under the threshold) in its
+    first frame and stands still in the second; the model misses the first change by 10 and adds 4 elsewhere."""
+    last = np.full((2, 2, 3), 100, np.uint8)
+    real = np.stack([last, last]).copy()
+    real[0, 0, 0, 0] = 120
+    real[0, 0, 1, 1] = 105
+    model = real.copy()
+    model[0, 0, 0, 0] = 110
+    model[0, 1, 1, :] = 104
+    model[1] = last
+    return last, real, model
+
+
+def test_changed_pixels_are_those_some_channel_of_which_moved_more_than_the_threshold():
+    last, real, _ = _hand_clip()
+    mask = changed_mask(last, real)
+    assert mask.shape == (2, 2, 2)
+    assert mask[0].tolist() == [[True, False], [False, False]] and not mask[1].any()
+    assert changed_mask(last, real, threshold=4)[0, 0, 1]  # a change of 5 counts above 4
+    assert not changed_mask(last, real, threshold=20)[0, 0, 0]  # strictly more than the threshold
+    with pytest.raises(ValueError, match="differ in size"):
+        changed_mask(last[:1], real)
+
+
+def test_clip_errors_and_pooled_psnr_known_answer():
+    last, real, model = _hand_clip()
+    errors = clip_errors(last, real, model, scenario="arm")
+    np.testing.assert_allclose(errors.model_se, [10**2 + 3 * 4**2, 0])
+    np.testing.assert_allclose(errors.copy_se, [20**2 + 5**2, 0])
+    np.testing.assert_allclose(errors.count, [12, 12])
+    # Only pixel (0, 0) of frame 0 changed: its three channels, where the model is off by 10 in one.
+    np.testing.assert_allclose(errors.changed_count, [3, 0])
+    np.testing.assert_allclose(errors.changed_model_se, [100, 0])
+    np.testing.assert_allclose(errors.changed_copy_se, [400, 0])
+    assert errors.shuffled_se is None and math.isnan(errors.mse_shuffled)
+    assert errors.mse_model == pytest.approx((148 / 12 + 0) / 2)
+    model_db = pooled_psnr(errors.model_se, errors.count)
+    copy_db = pooled_psnr(errors.copy_se, errors.count)
+    assert model_db == pytest.approx(10 * math.log10(255**2 * 24 / 148))
+    assert copy_db == pytest.approx(10 * math.log10(255**2 * 24 / 425))
+    changed_gain = (pooled_psnr(errors.changed_model_se, errors.changed_count)
+                    - pooled_psnr(errors.changed_copy_se, errors.changed_count))
+    assert changed_gain == pytest.approx(10 * math.log10(4))  # error 10 against 20 on the changed pixel
+    # The mean of per-frame PSNR gives copy-last the 100 dB cap on the still frame, which decides it.
+    copy = np.stack([last, last])
+    assert psnr(copy, real).mean() > 60 > copy_db
+    assert pooled_psnr(0.0, 12) == math.inf and math.isnan(pooled_psnr(0.0, 0))
+
+
+def test_shuffled_frames_are_scored_and_bad_shapes_refused():
+    last, real, model = _hand_clip()
+    shuffled = np.full_like(real, 90)
+    errors = clip_errors(last, real, model, shuffled)
+    np.testing.assert_allclose(errors.shuffled_se, ((90 - real.astype(float)) ** 2).sum(axis=(1, 2, 3)))
+    assert clip_errors(last, real, model, np.zeros((0, 2, 2, 3), np.uint8)).shuffled_se is None  # none saved
+    with pytest.raises(ValueError, match="differ in shape"):
+        clip_errors(last, real, model[:1])
+    with pytest.raises(ValueError, match=r"\[N, H, W, 3\]"):
+        clip_errors(last, real[0], model)
+
+
+def test_bootstrap_interval_is_seeded_and_collapses_on_identical_clips():
+    rng = np.random.default_rng
+    same = bootstrap_gain(np.full(5, 10.0), np.full(5, 40.0), np.full(5, 12.0), rng(0), resamples=200)
+    assert same["gain"] == pytest.approx(10 * math.log10(4))
+    assert same["gain_ci95"] == pytest.approx([same["gain"]] * 2)
+    model_se = np.array([5.0, 10.0, 20.0, 40.0, 80.0, 1.0])
+    copy_se = np.array([40.0, 30.0, 25.0, 40.0, 60.0, 30.0])
+    count = np.full(6, 12.0)
+    first = bootstrap_gain(model_se, copy_se, count, rng(3), resamples=300)
+    assert first == bootstrap_gain(model_se, copy_se, count, rng(3), resamples=300)  # same seed, same interval
+    lo, hi = first["gain_ci95"]
+    assert lo < first["gain"] < hi
+    # The pooled gain is of the sums, not a mean of per-clip gains.
+    assert first["gain"] == pytest.approx(10 * math.log10(copy_se.sum() / model_se.sum()))
+    # By hand: the percentile interval of the gains of the same resamples.
+    draw = rng(3).integers(0, 6, size=(300, 6))
+    gains = 10 * np.log10(copy_se[draw].sum(1) / model_se[draw].sum(1))
+    assert [lo, hi] == pytest.approx([np.percentile(gains, 2.5), np.percentile(gains, 97.5)])
+    assert bootstrap_gain(model_se[:1], copy_se[:1], count[:1], rng(0))["gain_ci95"] is None  # one clip
+
+
+def _errors(scenario: str, model_db: np.ndarray, copy_db: float = 20.0, mse_shuffled: float | None = None):
+    """A clip whose frame h has PSNR model_db[h] and copy-last copy_db (one 'pixel' per frame)."""
+    n = len(model_db)
+    to_se = lambda db: 255.0**2 / 10 ** (np.asarray(db, float) / 10)  # noqa: E731
+    errors = ClipErrors(scenario, to_se(model_db), to_se(np.full(n, copy_db)), np.ones(n),
+                        to_se(model_db), to_se(np.full(n, copy_db)), np.ones(n))
+    if mse_shuffled is not None:
+        errors.shuffled_se = np.full(n, mse_shuffled)
+    return errors
+
+
+def test_per_second_gains_of_a_four_second_horizon():
+    seconds = np.repeat([1.0, 2.0, 3.0, -1.0], 10)  # 40 frames at 0.1 s: the model gains k dB in second k, then loses
+    clips = [_errors("rover", 20 + seconds) for _ in range(3)]
+    summary = dynamics_summary(clips, 0.1, resamples=100)
+    per_second = summary["overall"]["per_second"]
+    assert [s["second"] for s in per_second] == [1, 2, 3, 4] and all(s["frames"] == 10 for s in per_second)
+    assert [s["pooled_psnr"]["gain"] for s in per_second] == pytest.approx([1, 2, 3, -1])
+    assert [s["changed_psnr"]["gain"] for s in per_second] == pytest.approx([1, 2, 3, -1])
+    assert summary["per_scenario"]["rover"]["per_second"][3]["pooled_psnr"]["gain"] == pytest.approx(-1)
+    # A 1 s horizon has one second, and its gain is the whole horizon's.
+    one = dynamics_summary([_errors("arm", np.full(10, 22.0)), _errors("arm", np.full(10, 23.0))], 0.1)
+    assert len(one["overall"]["per_second"]) == 1
+    assert one["overall"]["per_second"][0]["pooled_psnr"]["gain"] == pytest.approx(
+        one["overall"]["pooled_psnr"]["gain"])
+
+
+def test_sensitivity_per_scenario_with_its_wilson_interval():
+    model_db = np.full(10, 30.0)
+    mse = 255.0**2 / 10**3  # the model's per-pixel MSE at 30 dB
+    clips = [_errors("arm", model_db, mse_shuffled=2 * mse), _errors("arm", model_db, mse_shuffled=2 * mse),
+             _errors("arm", model_db, mse_shuffled=0.5 * mse), _errors("arm", model_db),  # no shuffled: left out
+             _errors("explore", model_db, mse_shuffled=3 * mse), _errors("explore", model_db, mse_shuffled=mse)]
+    summary = dynamics_summary(clips, 0.1, resamples=50)
+    arm, explore = summary["per_scenario"]["arm"], summary["per_scenario"]["explore"]
+    assert arm["clips"] == 4 and arm["action_sensitivity_clips"] == 3
+    assert arm["action_sensitivity"] == pytest.approx(2 / 3)
+    assert arm["action_sensitivity_ci95"] == pytest.approx(list(wilson_interval(2, 3)))
+    assert explore["action_sensitivity"] == pytest.approx(1 / 2)  # a tie is no win
+    assert summary["overall"]["action_sensitivity"] == pytest.approx(3 / 5)
+    assert summary["overall"]["pooled_psnr"]["shuffled_clips"] == 5
+    with pytest.raises(ValueError, match="same number of horizon frames"):
+        dynamics_summary([_errors("arm", model_db), _errors("arm", model_db[:4])], 0.1)
+
+
+def test_saved_frames_round_trip_and_the_scenario_comes_from_the_bag_name(tmp_path):
+    last, real, model = _hand_clip()
+    path = save_clip_frames(tmp_path / "f" / "clip_0000.npz", observed_last=last, real=real, model=model,
+                            shuffled=None, scenario="arm", bag="/d/arm_s20000", start_frame=7, modality="robot",
+                            frame_interval_s=0.1)
+    data = load_clip_frames(path)
+    np.testing.assert_array_equal(data["model"], model)
+    assert data["shuffled"].shape == (0, 2, 2, 3) and data["shuffled"].dtype == np.uint8
+    assert (data["scenario"], data["bag"], data["start_frame"], data["frame_interval_s"]) == ("arm", "/d/arm_s20000", 7,
+                                                                                                0.1)
+    with pytest.raises(ValueError, match="uint8"):
+        save_clip_frames(tmp_path / "x.npz", observed_last=last, real=real, model=model.astype(float), shuffled=None,
+                         scenario="arm")
+    assert scenario_of("/data/test/rover_s20003", "twist") == "rover"
+    assert scenario_of("/data/test/explore_s7/explore_s7.mcap", "camera") == "explore"
+    assert scenario_of("/data/foreign_bag", "twist") == "twist"
+    assert scenario_of("/data/kitchen_s3", "robot") == "robot"  # not a simulator scenario
