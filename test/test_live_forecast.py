@@ -59,14 +59,18 @@ def test_plan_does_not_catch_up_images_on_another_clock():
 
 
 def test_latency_estimate_is_the_fixed_point_of_its_own_plan():
-    estimate = LatencyEstimate(initial_s=1.0, margin=1.0)
+    estimate = LatencyEstimate(initial_s=1.0, margin=1.0, most_s=3.0)
     assert estimate.expected_s(2.0, 0.1, 0.1) == 1.0
-    estimate.add(1.0, 40)  # 25 ms per rolled frame: a quarter of real time
+    for _ in range(3):
+        estimate.add(1.0, 40)  # 25 ms per rolled frame: a quarter of real time
     latency = estimate.expected_s(2.0, 0.1, 0.1)
     # latency = 0.25 * (0.1 + latency + 2.0)
     assert latency == pytest.approx(0.25 * (0.1 + latency + 2.0))
-    estimate.add(10.0, 40)  # slower than real time: capped
-    assert estimate.expected_s(2.0, 0.1, 0.1) == 30.0
+    estimate.add(8.0, 40)  # one slow forecast does not lengthen the next plan: the median decides
+    assert estimate.expected_s(2.0, 0.1, 0.1) == pytest.approx(latency)
+    for _ in range(3):
+        estimate.add(10.0, 40)  # slower than real time now: capped, so forecasts start late rather than never
+    assert estimate.expected_s(2.0, 0.1, 0.1) == 3.0
 
 
 def test_catch_up_twists_follow_the_commands_in_force_then_the_one_of_now():

@@ -40,7 +40,7 @@ from astra_ros.data.geometry import (
 )
 from astra_ros.ros.predictor_core import robot_actions_from_transforms
 
-# The commands the simulator's scenes were trained with (astra_ros/data/scenes.py): forward speeds up to
+# The commands the simulator's scenes were trained with (astra_ros/data/scenes/): forward speeds up to
 # 0.7 m/s, yaw rates up to 1.1 rad/s. Requests beyond ``action_range_multiple`` times these are refused.
 TRAINED_LINEAR_SPEED_MPS = 0.7
 TRAINED_ANGULAR_SPEED_RADPS = 1.1
