@@ -148,6 +148,35 @@ def test_integer_weights_for_float_parameters_are_refused(model, tmp_path):
     assert torch.equal(half.state_dict()[name], expected)
 
 
+def test_a_partly_float16_checkpoint_loads_upcast_to_float32_and_an_overflow_is_refused(model, tmp_path):
+    """How releases are stored (docs/CHECKPOINTS.md): the transformer blocks in float16, the rest float32."""
+    from safetensors.torch import load_file, save_file
+
+    path = model.save_pretrained(tmp_path / "ckpt")
+    state = load_file(str(path / "model.safetensors"))
+    mixed = {k: v.half() if k.startswith("transformer.blocks.") and v.is_floating_point() else v for k, v in state.items()}
+    assert any(v.dtype == torch.float16 for v in mixed.values()) and any(v.dtype == torch.float32 for v in mixed.values())
+    save_file(mixed, str(path / "model.safetensors"))
+    loaded = WorldModel.from_pretrained(path)
+    loaded_state = loaded.state_dict()
+    assert all(v.dtype == torch.float32 for v in loaded_state.values() if v.is_floating_point())
+    for name, value in mixed.items():
+        assert torch.equal(loaded_state[name], value.float()), name
+    name = next(k for k in mixed if k.startswith("transformer.blocks.") and k.endswith("action_proj.weight"))
+    changed = (loaded_state[name] - state[name]).abs().max()
+    assert 0 < changed <= state[name].abs().max() * 2**-11  # float16 rounding, nothing more
+    frames, actions = _frames(4), np.zeros((4, model.action_dim("camera")), dtype=np.float32)
+    model.start(frames, actions, seed=0)
+    loaded.start(frames, actions, seed=0)
+    future = np.zeros((1, 4, model.action_dim("camera")), dtype=np.float32)
+    diff = np.abs(model.imagine(future, seed=1).astype(int) - loaded.imagine(future, seed=1).astype(int))
+    assert diff.max() <= 8 and diff.mean() < 0.5  # a random tiny model, but only rounding apart
+    # A weight beyond float16's range becomes inf when stored: refused, not loaded as garbage.
+    save_file({**mixed, name: (state[name] * 1e6).half()}, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="non-finite"):
+        WorldModel.from_pretrained(path)
+
+
 def test_a_config_json_that_is_not_text_is_a_checkpoint_error(model, tmp_path):
     path = model.save_pretrained(tmp_path / "ckpt")
     (path / "config.json").write_bytes(b"\xff\xfe{" + bytes(range(128, 256)))

@@ -722,7 +722,8 @@ def test_init_applies_the_recipes_model_fields_to_the_checkpoint(tmp_path):
         Trainer._init_from(str(tmp_path / "ckpt"), {"codec": {"latent_channels": 8}})
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "config").glob("train_*.yaml")) + sorted((REPO / "config" / "ablations").glob("*.yaml")),
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("train_*.yaml")) + sorted((REPO / "config" / "default").glob("*.yaml"))
+                         + sorted((REPO / "config" / "ablations").glob("*.yaml")),
                          ids=lambda p: str(p.relative_to(REPO / "config")))
 def test_every_shipped_recipe_loads(path):
     from astra_ros.training.recipe import TrainRecipe
@@ -748,22 +749,15 @@ def test_the_default_checkpoint_ships_the_recipes_that_trained_it():
     from astra_ros.training.recipe import TrainRecipe
 
     shipped = REPO / "astra_ros" / "checkpoints" / "default"
-    for config_name, shipped_name in (("train_default.yaml", "training_recipe.yaml"),
-                                      ("train_default_stage2.yaml", "training_recipe_stage2.yaml"),
-                                      ("train_default_codec.yaml", "training_recipe_codec.yaml"),
-                                      ("train_default_stage4.yaml", "training_recipe_stage4.yaml"),
-                                      ("train_default_action_motion.yaml", "training_recipe_stage6.yaml"),
-                                      ("train_default_keys.yaml", "training_recipe_stage7.yaml"),
-                                      ("train_default_x0_delta.yaml", "training_recipe_stage8.yaml"),
-                                      ("train_default_x0_delta_more.yaml", "training_recipe_stage8b.yaml"),
-                                      ("train_default_anchor_decoder.yaml", "training_recipe_stage9.yaml"),
-                                      ("train_default_rotation_reference.yaml", "training_recipe_stage10.yaml"),
-                                      ("train_default_arm_emphasis.yaml", "training_recipe_stage11.yaml"),
-                                      ("train_default_arm_emphasis_more.yaml", "training_recipe_stage12.yaml"),
-                                      ("train_default_arm_more_data.yaml", "training_recipe_stage13.yaml"),
-                                      ("train_default_more_data.yaml", "training_recipe_stage14.yaml"),
-                                      ("train_default_more_data_more.yaml", "training_recipe_stage15.yaml")):
-        assert TrainRecipe.from_yaml(REPO / "config" / config_name) == TrainRecipe.from_yaml(shipped / shipped_name)
+    chain = sorted((REPO / "config" / "default").glob("*.yaml"))
+    shipped_names = ["training_recipe.yaml", "training_recipe_stage2.yaml", "training_recipe_codec.yaml",
+                     "training_recipe_stage4.yaml", *(f"training_recipe_stage{n}.yaml" for n in
+                                                      ("6", "7", "8", "8b", "9", "10", "11", "12", "13", "14", "15"))]
+    # config/default/ is the whole chain, in training order (file names sort as the stages ran).
+    assert [path.name.split("-")[0] for path in chain] == ["01", "02", "03", "04", "06", "07", "08", "08b", "09",
+                                                            "10", "11", "12", "13", "14", "15"]
+    for path, shipped_name in zip(chain, shipped_names, strict=True):
+        assert TrainRecipe.from_yaml(path) == TrainRecipe.from_yaml(shipped / shipped_name), path.name
 
 
 def test_rotation_reference_fine_tune_starts_at_the_turned_view_and_trains_both_phases(bags, tmp_path, caplog):

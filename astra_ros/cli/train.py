@@ -1,6 +1,6 @@
 """``astra-train``: train an Astra world model on ROS 2 bags.
 
-    astra-train --config config/train_default.yaml --data bags/ --out runs/default
+    astra-train --config config/default/01-base.yaml --data bags/ --out runs/default
     torchrun --nproc_per_node 2 -m astra_ros.cli.train --config ... --data ... --out ...   # DDP
     astra-train --config RECIPE_WITH_PRESET_wan2.1-1.3b --init-wan Wan2.1-T2V-1.3B-Diffusers/ --data ... --out ...
 """

@@ -2,7 +2,7 @@
 
 Submodules: :mod:`~astra_ros.data.geometry` (pose maths), :mod:`~astra_ros.data.actions` (action vectors
 per modality), :mod:`~astra_ros.data.images` (Image bytes to numpy), :mod:`~astra_ros.data.bags`
-(bag to episode), :mod:`~astra_ros.data.clips` (clip dataset), :mod:`~astra_ros.data.scenes` and
+(bag to episode), :mod:`~astra_ros.data.clips` (clip dataset), :mod:`~astra_ros.data.scenes` (a package: one module per scenario) and
 :mod:`~astra_ros.data.record` (MuJoCo simulation to bags; these import mujoco).
 """
 

@@ -74,7 +74,9 @@ def load_config(path: Path) -> AstraConfig:
 
 def load_weights(module: nn.Module, path: Path) -> None:
     """Load ``model.safetensors`` into ``module``; every key and shape must match (except that
-    :data:`OPTIONAL_TENSORS` may be absent)."""
+    :data:`OPTIONAL_TENSORS` may be absent). Floating-point tensors stored in another precision
+    (float16 or bfloat16, all of them or some: released checkpoints store most weights in float16,
+    docs/CHECKPOINTS.md) are upcast to the module's own dtype."""
     file = path / WEIGHTS_NAME
     try:
         state = load_file(str(file))
@@ -109,6 +111,8 @@ def load_weights(module: nn.Module, path: Path) -> None:
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{file} holds non-finite values in {bad[:3]}")
+    state = {k: v.to(expected[k].dtype) if v.is_floating_point() and v.dtype != expected[k].dtype else v
+             for k, v in state.items()}
     module.load_state_dict(state, strict=True)
 
 

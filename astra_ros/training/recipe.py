@@ -116,7 +116,7 @@ class TrainRecipe:
     def from_yaml(cls, path: str | Path) -> "TrainRecipe":
         data = _read_yaml(Path(path))
         if data is None:  # an empty file would train 1,000 steps of defaults nobody chose
-            raise ConfigError(f"{path}: the recipe is empty; see config/train_default.yaml for one")
+            raise ConfigError(f"{path}: the recipe is empty; see config/default/01-base.yaml for one")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a training recipe must be a mapping")
         known = {f.name for f in dataclasses.fields(cls)}
