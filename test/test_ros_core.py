@@ -10,9 +10,9 @@ import pytest
 from astra_ros.data.actions import MODALITY_DIMS, camera_actions, keys_from_twist
 from astra_ros.data.geometry import pose_to_matrix, yaw_pitch_to_matrix
 from astra_ros.model.world_model import ImagineCancelled
+from astra_ros.ros.input_accounting import InputMonitor
 from astra_ros.ros.predictor_core import (
     ImagineLimits,
-    InputMonitor,
     LiveStream,
     ModelWorker,
     ObservationWindow,

@@ -662,7 +662,7 @@ def test_ctrl_c_during_a_long_imagine_exits_cleanly_and_soon(node):
         assert probe.wait_for_service(timeout_sec=60.0), "the node's ~/imagine did not come up"  # a loaded machine
         feeder.node.destroy_client(probe)
         feeder.wait_for(lambda: feeder.call(Imagine, f"/{name}/imagine", small).success, 60.0, "a full window")
-        horizon, batch = 256, 64
+        horizon, batch = 256, 16  # minutes of work, under imagine_timeout_s by the cost estimate
         big = Imagine.Request(modality="twist", actions=[0.1] * (batch * horizon * 6), batch=batch, horizon=horizon,
                               action_dim=6, seed=1)
         client = feeder.node.create_client(Imagine, f"/{name}/imagine")
