@@ -380,3 +380,22 @@ def test_a_bag_given_through_two_profiles_is_refused(sim_bags, tmp_path):
     assert pairs == sorted([(sim_bags["rover"], rover), (sim_bags["arm"], None)], key=lambda pair: pair[0])
     with pytest.raises(BagError):
         resolve_sources([tmp_path / "nothing"])
+
+
+def test_resume_refuses_the_same_bags_read_through_another_profile(foreign, tmp_path, caplog):
+    from astra_ros.cli.train import main as train_main
+
+    folder, profile = foreign
+    recipe = _write(tmp_path, {**RECIPE, "steps": 3}, "recipe.yaml")
+    out = tmp_path / "run"
+    assert train_main(["--config", str(recipe), "--data", str(folder), "--profile", str(profile), "--out", str(out),
+                       "--no-progress", "--stop-after", "1"]) == 0, caplog.text
+    unflipped = _write(tmp_path, {**FOREIGN_PROFILE, "twist_signs": {"angular": [1, 1, 1]}}, "unflipped.yaml")
+    caplog.clear()
+    assert train_main(["--config", str(recipe), "--data", str(folder), "--profile", str(unflipped), "--out", str(out),
+                       "--no-progress", "--resume"]) == 2
+    assert "--resume with 2 bags read through another profile" in caplog.text
+    # The same reading under another file name resumes.
+    renamed = _write(tmp_path, {**FOREIGN_PROFILE, "name": "other_name"}, "renamed.yaml")
+    assert train_main(["--config", str(recipe), "--data", str(folder), "--profile", str(renamed), "--out", str(out),
+                       "--no-progress", "--resume"]) == 0, caplog.text

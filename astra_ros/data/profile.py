@@ -21,8 +21,9 @@ missing, in all bags, in one error. No rclpy here: the node maps the fields onto
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -87,6 +88,12 @@ class RobotProfile:
         twist = t.twist if t.twist is not None else t.odom  # odometry's twist stands in for commands
         return BagTopics(image=t.image, camera_info=t.camera_info or "", camera_pose=t.pose or "",
                          ee_pose=t.ee_pose or "", gripper=t.gripper or "", twist=twist or "", odom=t.odom or "")
+
+    def reading(self) -> dict[str, Any]:
+        """What decides the actions read from a bag (modality, topic names, conventions), as JSON types:
+        two profiles that read bags alike give equal readings, whatever their names or files."""
+        return json.loads(json.dumps({"modality": self.modality, "topics": asdict(self.bag_topics()),
+                                      "conventions": asdict(self.conventions)}))
 
     def missing_topics(self, available: dict[str, str]) -> list[str]:
         """The problems of one bag (``{topic: msgtype}``): topics it lacks, and a twist topic whose type is

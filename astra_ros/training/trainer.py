@@ -138,8 +138,10 @@ class Trainer:
         # not depend on the order the data is given in. Missing topics of every profile fail here, at once.
         sources = resolve_sources(data)
         self.bags = [bag for bag, _ in sources]
+        # How each bag is read (its profile's modality, topics and conventions; None: the defaults).
+        self.readings = {bag.name: profile.reading() if profile else None for bag, profile in sources}
         if saved is not None and saved.get("bags") is not None:
-            self._check_same_data(saved["bags"])
+            self._check_same_data(saved["bags"], saved.get("readings"))
         # Rank 0 decodes the bags into the shared cache first; the others then read it.
         if not self.dist.is_main:
             dist.barrier()
@@ -219,15 +221,22 @@ class Trainer:
                 raise ConfigError(f"--resume with decoder_steps={r.decoder_steps}: the state has already run "
                                   f"{decoder_done} decoder steps (give decoder_steps >= {decoder_done})")
 
-    def _check_same_data(self, saved: list[str]) -> None:
+    def _check_same_data(self, saved: list[str], saved_readings: dict[str, Any] | None) -> None:
         """Refuse --resume on other bags than the state was trained on (compared by name, so a moved
-        data directory still resumes): other data would make its clips neither the old run's nor a new one's."""
+        data directory still resumes), or on the same bags read through other profiles: other data would
+        make its clips neither the old run's nor a new one's."""
         now = sorted(bag.name for bag in self.bags)
         if now != sorted(saved):
             missing, added = sorted(set(saved) - set(now)), sorted(set(now) - set(saved))
             raise ConfigError(f"--resume with other data than {self.out / STATE_DIR} was trained on: {len(saved)} bags "
                               f"then, {len(now)} now (missing {missing[:3]}, added {added[:3]}); give the same --data, "
                               "or start a new run from its checkpoint with --init")
+        if saved_readings is not None:  # states before profiles did not record them
+            changed = sorted(name for name in now if saved_readings.get(name) != self.readings[name])
+            if changed:
+                raise ConfigError(f"--resume with {len(changed)} bags read through another profile than "
+                                  f"{self.out / STATE_DIR} was trained with ({', '.join(changed[:3])}): give the same "
+                                  "--profile, or start a new run from its checkpoint with --init")
 
     def _window_probabilities(self, weights: dict[str, float]) -> np.ndarray | None:
         """Each window's sampling probability under ``modality_weights`` (None: uniform)."""
@@ -570,7 +579,8 @@ class Trainer:
         if not self.dist.is_main:
             return
         extra = {"recipe": dataclasses.asdict(self.recipe), "elapsed_s": time.perf_counter() - self._t_start,
-                 "model_config": self.config.to_dict(), "bags": [bag.name for bag in self.bags]}
+                 "model_config": self.config.to_dict(), "bags": [bag.name for bag in self.bags],
+                 "readings": self.readings}
         save_train_state(self.out / STATE_DIR, model=self.model, ema=self.ema.model, optimizer=optimizer,
                          step=step, phase=phase, generators=generators, extra=extra)
         self.ema.model.save_pretrained(self.out)
