@@ -399,3 +399,24 @@ def test_resume_refuses_the_same_bags_read_through_another_profile(foreign, tmp_
     renamed = _write(tmp_path, {**FOREIGN_PROFILE, "name": "other_name"}, "renamed.yaml")
     assert train_main(["--config", str(recipe), "--data", str(folder), "--profile", str(renamed), "--out", str(out),
                        "--no-progress", "--resume"]) == 0, caplog.text
+
+
+def test_the_yard_world_is_read_back_through_its_profile_with_the_yaw_undone(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("yard_world", REPO / "scripts" / "experiments" / "yard_world.py")
+    yard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(yard)
+    bag = yard.record_yard_episode(5, tmp_path, seconds=2.0)
+    profile = load_profile(REPO / "config" / "robots" / "yard_bot.yaml")
+    profile.check_bags([bag])  # the script writes every topic the profile names, TwistStamped as it says
+    episode = read_episode(bag, "twist", None, topics=profile.bag_topics(), conventions=profile.conventions)
+    assert episode.frames.shape == (30, 60, 80, 3)  # 2 s of a 4:3 camera at 15 Hz
+    assert np.abs(np.diff(episode.stamps_ns) - 1e9 / 15).max() <= 1  # [ns] rounding of a 1/15 s interval
+    # Through the profile the commands agree with the wheel odometry (REP-103) on the direction of turns.
+    odom = read_episode(bag, "twist", None, topics=BagTopics(image=profile.topics.image, twist=profile.topics.odom))
+    turning = np.abs(odom.actions[:, 5]) > 1e-4
+    assert turning.sum() > 5
+    np.testing.assert_allclose(episode.actions[turning, 5], odom.actions[turning, 5], atol=1e-9)
+    raw = read_episode(bag, "twist", None, topics=profile.bag_topics())
+    np.testing.assert_allclose(raw.actions[turning, 5], -odom.actions[turning, 5], atol=1e-9)
