@@ -82,15 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="robot profile (YAML, config/robots/): modality, topics, axis signs, pose frame and "
                         "intrinsics of the bags; the flags below override its topics and modality")
     p.add_argument("--modality", choices=MODALITIES,
-                   help="action modality of every bag (default: the profile's, else from its topics)")
+                   help="action modality of every bag (unset: the profile's, else from its topics)")
     # Topic flags default to None: unset, a topic is the profile's, else this project's (shown in each help).
-    p.add_argument("--image-topic", help=f"sensor_msgs/Image or CompressedImage ({defaults.image})")
-    p.add_argument("--camera-info-topic", help=f"sensor_msgs/CameraInfo, optional ({defaults.camera_info})")
-    p.add_argument("--pose-topic", help=f"camera optical-frame pose, camera modality ({defaults.camera_pose})")
-    p.add_argument("--ee-pose-topic", help=f"end-effector pose, robot modality ({defaults.ee_pose})")
-    p.add_argument("--gripper-topic", help=f"gripper opening [m], robot modality, optional ({defaults.gripper})")
-    p.add_argument("--twist-topic", help=f"Twist, TwistStamped or Odometry, twist/keys ({defaults.twist})")
-    p.add_argument("--odom-topic", help=f"nav_msgs/Odometry of a mobile robot ({defaults.odom})")
+    unset = "the profile's, else"
+    p.add_argument("--image-topic", help=f"sensor_msgs/Image or CompressedImage (unset: {unset} {defaults.image})")
+    p.add_argument("--camera-info-topic", help=f"sensor_msgs/CameraInfo, optional (unset: {unset} {defaults.camera_info})")
+    p.add_argument("--pose-topic", help=f"camera optical-frame pose, camera modality (unset: {unset} {defaults.camera_pose})")
+    p.add_argument("--ee-pose-topic", help=f"end-effector pose, robot modality (unset: {unset} {defaults.ee_pose})")
+    p.add_argument("--gripper-topic", help=f"gripper opening [m], robot modality, optional (unset: {unset} {defaults.gripper})")
+    p.add_argument("--twist-topic", help=f"Twist, TwistStamped or Odometry, twist/keys (unset: {unset} {defaults.twist})")
+    p.add_argument("--odom-topic", help=f"nav_msgs/Odometry of a mobile robot (unset: {unset} {defaults.odom})")
     p.add_argument("--fx-fy-cx-cy", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
                    help="camera intrinsics [px] for the motion metrics and for a model that turns its views "
                         "(rotation_reference); overrides the bag's camera_info")

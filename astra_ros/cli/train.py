@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "give bags of several robots, each followed by its --profile")
     p.add_argument("--profile", type=Path, action="append", default=[],
                    help="robot profile (YAML, config/robots/) the --data before it is read through: one for "
-                        "all --data, or one per --data in order (default: this project's topic names)")
+                        "all --data, or one per --data in order (none: this project's topic names)")
     p.add_argument("--data-list", type=Path,
                    help="instead of --data/--profile: a YAML list of {data: PATHS, profile: FILE} entries")
     p.add_argument("--out", type=Path, required=True, help="output directory (checkpoint, loss.csv, loss.png)")
