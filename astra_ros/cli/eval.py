@@ -13,6 +13,7 @@ Exit status: 0 on success, 2 when the checkpoint, a bag or the options cannot be
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
@@ -25,6 +26,8 @@ import numpy as np
 from astra_ros.cli.arguments import positive_int
 from astra_ros.data.actions import MODALITIES
 from astra_ros.data.bags import BagError, BagTopics, find_bags
+from astra_ros.data.conventions import BagConventions
+from astra_ros.data.profile import RobotProfile, load_profile
 from astra_ros.eval.dynamics import CHANGE_THRESHOLD
 from astra_ros.eval.frames import save_clip_frames
 from astra_ros.eval.replay import (MOTION_ESTIMATORS, ClipResult, EvalError, EvalOptions, EvalResult,
@@ -46,6 +49,22 @@ def _parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def _profile_and_topics(args: argparse.Namespace) -> tuple[RobotProfile | None, BagTopics]:
+    """The ``--profile`` (with the topic flags given applied to it) and the topics to read."""
+    flags = {"image": args.image_topic, "camera_info": args.camera_info_topic, "pose": args.pose_topic,
+             "ee_pose": args.ee_pose_topic, "gripper": args.gripper_topic, "twist": args.twist_topic,
+             "odom": args.odom_topic}
+    given = {key: topic for key, topic in flags.items() if topic is not None}
+    if args.profile is None:
+        names = {"pose": "camera_pose"}  # BagTopics' name of the camera pose
+        return None, dataclasses.replace(BagTopics(), **{names.get(k, k): v for k, v in given.items()})
+    profile = load_profile(args.profile)
+    profile = dataclasses.replace(profile, topics=dataclasses.replace(profile.topics, **given))
+    if args.modality:
+        profile = dataclasses.replace(profile, modality=args.modality)
+    return profile, profile.bag_topics()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``astra-eval``."""
     defaults = BagTopics()
@@ -65,14 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips-per-bag", type=int, default=8, help="most evaluation points per bag")
     p.add_argument("--max-clips", type=int, default=64, help="most evaluation points in total")
     p.add_argument("--seed", type=int, default=0, help="sampler and shuffling seed")
-    p.add_argument("--modality", choices=MODALITIES, help="action modality of every bag (default: from its topics)")
-    p.add_argument("--image-topic", default=defaults.image, help="sensor_msgs/Image or CompressedImage")
-    p.add_argument("--camera-info-topic", default=defaults.camera_info, help="sensor_msgs/CameraInfo (optional)")
-    p.add_argument("--pose-topic", default=defaults.camera_pose, help="camera optical-frame pose (camera modality)")
-    p.add_argument("--ee-pose-topic", default=defaults.ee_pose, help="end-effector pose (robot modality)")
-    p.add_argument("--gripper-topic", default=defaults.gripper, help="gripper opening [m] (robot modality, optional)")
-    p.add_argument("--twist-topic", default=defaults.twist, help="Twist, TwistStamped or Odometry (twist/keys)")
-    p.add_argument("--odom-topic", default=defaults.odom, help="nav_msgs/Odometry of a mobile robot")
+    p.add_argument("--profile", type=Path,
+                   help="robot profile (YAML, config/robots/): modality, topics, axis signs, pose frame and "
+                        "intrinsics of the bags; the flags below override its topics and modality")
+    p.add_argument("--modality", choices=MODALITIES,
+                   help="action modality of every bag (unset: the profile's, else from its topics)")
+    # Topic flags default to None: unset, a topic is the profile's, else this project's (shown in each help).
+    unset = "the profile's, else"
+    p.add_argument("--image-topic", help=f"sensor_msgs/Image or CompressedImage (unset: {unset} {defaults.image})")
+    p.add_argument("--camera-info-topic", help=f"sensor_msgs/CameraInfo, optional (unset: {unset} {defaults.camera_info})")
+    p.add_argument("--pose-topic", help=f"camera optical-frame pose, camera modality (unset: {unset} {defaults.camera_pose})")
+    p.add_argument("--ee-pose-topic", help=f"end-effector pose, robot modality (unset: {unset} {defaults.ee_pose})")
+    p.add_argument("--gripper-topic", help=f"gripper opening [m], robot modality, optional (unset: {unset} {defaults.gripper})")
+    p.add_argument("--twist-topic", help=f"Twist, TwistStamped or Odometry, twist/keys (unset: {unset} {defaults.twist})")
+    p.add_argument("--odom-topic", help=f"nav_msgs/Odometry of a mobile robot (unset: {unset} {defaults.odom})")
     p.add_argument("--fx-fy-cx-cy", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
                    help="camera intrinsics [px] for the motion metrics and for a model that turns its views "
                         "(rotation_reference); overrides the bag's camera_info")
@@ -241,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
+        profile, topics = _profile_and_topics(args)
         options = EvalOptions(
             horizon_s=args.horizon_s,
             context_frames=args.context_frames,
@@ -248,16 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             clips_per_bag=args.clips_per_bag,
             max_clips=args.max_clips,
             seed=args.seed,
-            modality=args.modality,
-            topics=BagTopics(
-                image=args.image_topic,
-                camera_info=args.camera_info_topic,
-                camera_pose=args.pose_topic,
-                ee_pose=args.ee_pose_topic,
-                gripper=args.gripper_topic,
-                twist=args.twist_topic,
-                odom=args.odom_topic,
-            ),
+            modality=args.modality or (profile.modality if profile else None),
+            topics=topics,
+            conventions=profile.conventions if profile else BagConventions(),
             intrinsics=tuple(args.fx_fy_cx_cy) if args.fx_fy_cx_cy else None,
             intrinsics_size=args.intrinsics_size,
             progress=not args.quiet,
@@ -272,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _writable_directory(args.save_frames, "--save-frames")
         model = WorldModel.from_pretrained(args.checkpoint, device=device)
         bags = [str(bag) for bag in find_bags(args.bags)]  # folders of bags too; .partial leftovers skipped
+        if profile is not None:  # every topic it names that a bag lacks, in one error
+            profile.check_bags(bags)
         result = evaluate_bags(model, bags, options)
     except CheckpointError as error:
         print(f"astra-eval: error: cannot load checkpoint: {error}", file=sys.stderr)

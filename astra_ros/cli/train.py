@@ -1,6 +1,8 @@
 """``astra-train``: train an Astra world model on ROS 2 bags.
 
     astra-train --config config/default/01-base.yaml --data bags/ --out runs/default
+    astra-train --config config/finetune.yaml --init default --data my_bags/ --profile my_robot.yaml \
+        --data sim_bags/ --profile config/robots/rover.yaml --out runs/mine    # bags of two robots
     torchrun --nproc_per_node 2 -m astra_ros.cli.train --config ... --data ... --out ...   # DDP
     astra-train --config RECIPE_WITH_PRESET_wan2.1-1.3b --init-wan Wan2.1-T2V-1.3B-Diffusers/ --data ... --out ...
 """
@@ -24,7 +26,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="astra-train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", type=Path, required=True, help="training recipe (YAML)")
-    p.add_argument("--data", type=Path, nargs="+", required=True, help="ROS 2 bags: bag directories, .mcap/.db3 files, or folders holding them")
+    p.add_argument("--data", type=Path, nargs="+", action="append",
+                   help="ROS 2 bags: bag directories, .mcap/.db3 files, or folders holding them; repeat it to "
+                        "give bags of several robots, each followed by its --profile")
+    p.add_argument("--profile", type=Path, action="append", default=[],
+                   help="robot profile (YAML, config/robots/) the --data before it is read through: one for "
+                        "all --data, or one per --data in order (none: this project's topic names)")
+    p.add_argument("--data-list", type=Path,
+                   help="instead of --data/--profile: a YAML list of {data: PATHS, profile: FILE} entries")
     p.add_argument("--out", type=Path, required=True, help="output directory (checkpoint, loss.csv, loss.png)")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/train_state")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (e.g. a trained codec); the recipe's model "
@@ -47,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "cuda:LOCAL_RANK, one GPU per process) or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    if (args.data is None) == (args.data_list is None):
+        p.error("give the bags with --data (and --profile) or with --data-list, one of the two")
+    if args.data_list is not None and args.profile:
+        p.error("--profile goes with --data; a --data-list names each entry's profile")
     check_output_dir(p, args.out)
     return args
 
@@ -77,16 +90,18 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args: argparse.Namespace) -> int:
     from astra_ros.data.bags import BagError
     from astra_ros.model import CheckpointError, ConfigError
+    from astra_ros.training.data import load_data_list, pair_sources
     from astra_ros.training.recipe import TrainRecipe
     from astra_ros.training.trainer import Trainer
 
     try:
         recipe = TrainRecipe.from_yaml(args.config)
+        data = load_data_list(args.data_list) if args.data_list else pair_sources(args.data, args.profile)
         with tempfile.TemporaryDirectory(prefix="astra_init_wan_") as wan_checkpoint:
             init_codec, init_transformer = args.init_codec, args.init_transformer
             if args.init_wan and not args.resume:
                 init_codec, init_transformer = _wan_checkpoint(args, recipe.model_config(), Path(wan_checkpoint))
-            trainer = Trainer(recipe, args.data, args.out, resume=args.resume, init_checkpoint=args.init,
+            trainer = Trainer(recipe, data, args.out, resume=args.resume, init_checkpoint=args.init,
                               init_codec=init_codec, init_transformer=init_transformer,
                               stop_after=args.stop_after, progress=not args.no_progress, device=args.device)
         trainer.run()

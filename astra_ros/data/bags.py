@@ -23,11 +23,9 @@ naming the bag, topic and stamp; frames whose pose is NaN keep NaN actions and a
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
@@ -42,8 +40,32 @@ from astra_ros.data.actions import (
     robot_actions,
     twist_actions,
 )
-from astra_ros.data.geometry import PinholeIntrinsics, pose_to_matrix, quaternion_slerp
+# Bag discovery and the stamp/sampling helpers live in their own modules; imported here too, so that
+# ``astra_ros.data.bags`` stays the one place callers import bag reading from.
+from astra_ros.data.bag_files import (  # noqa: F401
+    BAG_FILE_SUFFIXES,
+    PARTIAL_SUFFIX,
+    BagError,
+    bag_topics,
+    find_bags,
+)
+from astra_ros.data.conventions import BagConventions
+from astra_ros.data.geometry import PinholeIntrinsics, pose_to_matrix
 from astra_ros.data.images import ImageDecodeError, image_to_rgb, resize_rgb
+from astra_ros.data.sampling import (  # noqa: F401
+    CLOCK_TOLERANCE_NS,
+    MAX_REORDER_NS,
+    _check_clock,
+    _check_duplicates,
+    _format_stamp,
+    _ImageClock,
+    _permute_in_place,
+    _stamp_order,
+    _Timing,
+    hold_latest,
+    interpolate_poses,
+    zero_order_hold,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,27 +81,10 @@ JOINT_STATE_MSGTYPE = "sensor_msgs/msg/JointState"
 GRIPPER_MSGTYPES = (JOINT_STATE_MSGTYPE, *SCALAR_MSGTYPES)
 GRIPPER_JOINT = "gripper_joint"  # read by name when a JointState carries several joints (else the first)
 IMAGE_MSGTYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-BAG_FILE_SUFFIXES = (".mcap", ".db3")  # rosbag2's storage files (MCAP, SQLite)
-# An episode astra-sim record has not finished lives under "<bag>.partial" (astra_ros.data.record).
-PARTIAL_SUFFIX = ".partial"
 
 # [ns] A command older than this is no longer applied: velocity controllers stop the robot when their
 # command stream goes silent (the simulator rig's COMMAND_TIMEOUT_S in astra_ros.ros.sim_node is the same).
 COMMAND_TIMEOUT_NS = 500_000_000
-# [ns] How far a message's stamp may lie before that of one recorded earlier on its topic and still be
-# sorted into place: transport jitter is milliseconds; a stamp further back is a clock that jumped
-# (a restarted publisher, a reset simulation), and sorting would splice two runs into one episode.
-MAX_REORDER_NS = 500_000_000
-# [ns] How much the median delay from stamp to bag receive time may differ between a topic and the
-# images. Latencies differ by milliseconds; a topic stamped on another clock (simulated vs wall time,
-# an unsynchronised machine) differs by seconds or years, and its messages would pair with the wrong frames.
-CLOCK_TOLERANCE_NS = 1_000_000_000
-
-_Timing = Literal["interpolated", "command", "latched"]  # how a series is sampled at the image stamps
-
-
-class BagError(ValueError):
-    """A bag cannot be turned into an episode; the message names the bag, the topic and the stamp."""
 
 
 @dataclass(frozen=True)
@@ -134,68 +139,6 @@ class Episode:
 
 def _stamp_ns(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def _format_stamp(stamp_ns: int) -> str:
-    return f"{stamp_ns // 1_000_000_000}.{stamp_ns % 1_000_000_000:09d} s"
-
-
-def bag_topics(bag_path: Path | str) -> dict[str, str]:
-    """Topics of a bag and their message types, ``{topic: msgtype}``. Raises :class:`BagError`."""
-    path = Path(bag_path)
-    try:
-        with AnyReader([path]) as reader:
-            return {connection.topic: connection.msgtype for connection in reader.connections}
-    except Exception as error:  # rosbags raises several types for unreadable bags
-        raise BagError(f"cannot open bag {path}: {error}") from error
-
-
-def _files_under(root: Path):
-    """Every file below ``root``, following symlinked folders (a data folder of links to bags is
-    common, and ``Path.rglob`` skips them before Python 3.13), each real folder visited once so that
-    a link loop ends."""
-    seen: set[str] = set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            subfolders[:] = []
-            continue
-        seen.add(real)
-        subfolders.sort()
-        for name in sorted(names):
-            yield Path(folder) / name
-
-
-def find_bags(paths: list[Path] | list[str]) -> list[Path]:
-    """The bags named by ``paths``: each a bag directory (holding metadata.yaml), a bare .mcap/.db3
-    file, or a folder searched for them. In the order given (a folder's bags sorted), each bag once
-    however many paths reach it, and without the ``.partial`` leftovers of an interrupted
-    ``astra-sim record`` (skipped with a warning). Raises :class:`BagError`."""
-    found: dict[Path, Path] = {}  # resolved -> as first reached
-    for root in map(Path, paths):
-        if not root.exists():
-            raise BagError(f"bag or data directory {root} does not exist")
-        if root.is_file():
-            if root.suffix not in BAG_FILE_SUFFIXES:
-                raise BagError(f"{root} is not a bag: a bag file is {' or '.join(BAG_FILE_SUFFIXES)}")
-            reached = [root.parent if (root.parent / "metadata.yaml").is_file() else root]
-        elif (root / "metadata.yaml").is_file():
-            reached = [root]
-        else:
-            files = list(_files_under(root))
-            bag_folders = {f.parent for f in files if f.name == "metadata.yaml"}
-            bags = bag_folders | {f for f in files if f.suffix in BAG_FILE_SUFFIXES and f.parent not in bag_folders}
-            reached = sorted(bags)
-        for bag in reached:
-            found.setdefault(bag.resolve(), bag)
-    skipped = [bag for resolved, bag in found.items() if any(part.endswith(PARTIAL_SUFFIX) for part in resolved.parts)]
-    if skipped:
-        logger.warning("skipping %d unfinished recording(s) (%s): %s", len(skipped), PARTIAL_SUFFIX,
-                       ", ".join(str(b) for b in skipped[:3]))
-    bags = [bag for bag in found.values() if bag not in skipped]
-    if not bags:
-        raise BagError(f"no ROS 2 bags found under {', '.join(str(p) for p in paths)}")
-    return bags
 
 
 def modality_from_topics(topic_names: dict[str, str] | list[str], topics: BagTopics = BagTopics(),
@@ -283,171 +226,6 @@ def _twist_of(message: Any, msgtype: str) -> Any:
     return message.twist.twist  # Odometry: twist in child_frame_id, i.e. the body frame
 
 
-def _stamp_order(bag_path: Path, topic: str, stamps_ns: np.ndarray) -> np.ndarray:
-    """Indices that sort one topic's messages (in bag order) by stamp; equal stamps keep bag order.
-
-    A message recorded after a later-stamped one (jitter in transport or in the recorder's queues) is
-    sorted into place. One stamped more than :data:`MAX_REORDER_NS` before an earlier-recorded message is
-    refused: that is a clock jumping back, and sorting would interleave two runs.
-    """
-    if len(stamps_ns) == 0:
-        return np.zeros(0, dtype=np.int64)
-    latest = np.maximum.accumulate(stamps_ns)  # the latest stamp recorded so far, per message
-    lag = latest - stamps_ns
-    worst = int(np.argmax(lag))
-    if lag[worst] > MAX_REORDER_NS:
-        raise BagError(
-            f"bag {bag_path}: stamps on {topic} go backwards at message {worst}: {_format_stamp(int(stamps_ns[worst]))} "
-            f"recorded after {_format_stamp(int(latest[worst]))}, more than the {MAX_REORDER_NS / 1e9:g} s of "
-            "reordering that transport jitter explains: did its clock jump back?"
-        )
-    return np.argsort(stamps_ns, kind="stable")
-
-
-def _check_duplicates(
-    bag_path: Path, topic: str, stamps_ns: np.ndarray, order: np.ndarray, values: np.ndarray | None
-) -> None:
-    """Refuse two messages (sorted by ``order``) with one stamp: always for images (``values`` None), and
-    for samples whose values differ, since which of them holds at that stamp cannot be told. Repeats of
-    one value (a publisher sending a pose twice) are harmless to interpolation and kept."""
-    sorted_stamps = stamps_ns[order]
-    same = np.flatnonzero(sorted_stamps[1:] == sorted_stamps[:-1])
-    if values is not None and same.size:
-        first, second = values[order[same]], values[order[same + 1]]
-        differs = ~((first == second) | (np.isnan(first) & np.isnan(second))).all(axis=1)
-        same = same[differs]
-    if same.size:
-        a, b = sorted(int(i) for i in order[[same[0], same[0] + 1]])
-        raise BagError(
-            f"bag {bag_path}: messages {a} and {b} on {topic} carry the same stamp "
-            f"{_format_stamp(int(sorted_stamps[same[0]]))}"
-            + (" but different values" if values is not None else "; images need distinct stamps")
-        )
-
-
-def _permute_in_place(array: np.ndarray, order: np.ndarray) -> None:
-    """``array[:] = array[order]`` holding one row aside per cycle of the permutation, not a copy of all."""
-    done = order == np.arange(len(order))
-    for start in range(len(order)):
-        if done[start]:
-            continue
-        held = array[start].copy()
-        position = start
-        while order[position] != start:
-            array[position] = array[order[position]]
-            done[position] = True
-            position = int(order[position])
-        array[position] = held
-        done[position] = True
-
-
-def _interpolation_indices(
-    source_stamps: np.ndarray, query_stamps: np.ndarray, max_extrapolation_ns: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Bracketing sample indices, the fraction between them, and which queries are usable."""
-    upper = np.clip(np.searchsorted(source_stamps, query_stamps, side="left"), 0, len(source_stamps) - 1)
-    lower = np.clip(upper - 1, 0, len(source_stamps) - 1)
-    # Exact hits and queries before the first sample use one sample.
-    exact = source_stamps[upper] == query_stamps
-    lower = np.where(exact | (query_stamps < source_stamps[0]), upper, lower)
-    span = (source_stamps[upper] - source_stamps[lower]).astype(np.float64)
-    fraction = np.where(span > 0, (query_stamps - source_stamps[lower]) / np.where(span > 0, span, 1.0), 0.0)
-    fraction = np.clip(fraction, 0.0, 1.0)
-    inside = (query_stamps >= source_stamps[0] - max_extrapolation_ns) & (
-        query_stamps <= source_stamps[-1] + max_extrapolation_ns
-    )
-    return lower, upper, fraction, inside
-
-
-def interpolate_poses(
-    source_stamps_ns: np.ndarray,
-    positions: np.ndarray,
-    quats_xyzw: np.ndarray,
-    query_stamps_ns: np.ndarray,
-    max_extrapolation_ns: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Poses at ``query_stamps_ns``: linear positions [m] ``[Q, 3]`` and slerped quaternions ``[Q, 4]``.
-
-    Queries more than ``max_extrapolation_ns`` [ns] outside the source range are NaN; closer ones hold the edge pose.
-    """
-    lower, upper, fraction, inside = _interpolation_indices(source_stamps_ns, query_stamps_ns, max_extrapolation_ns)
-    out_positions = positions[lower] + fraction[:, None] * (positions[upper] - positions[lower])
-    out_quats = quaternion_slerp(quats_xyzw[lower], quats_xyzw[upper], fraction)
-    out_positions[~inside] = np.nan
-    out_quats[~inside] = np.nan
-    return out_positions, out_quats
-
-
-@dataclass(frozen=True)
-class _ImageClock:
-    """The images' stamps, which every other topic is paired against."""
-
-    topic: str
-    stamps_ns: np.ndarray  # int64 [T] header stamps, sorted
-    received_ns: np.ndarray  # int64 [T] bag timestamps
-
-    @cached_property
-    def median_delay_s(self) -> float:
-        """Median delay from stamp to bag receive time [s], the clock every other topic is compared to."""
-        return float(np.median(self.received_ns - self.stamps_ns)) * 1e-9
-
-
-def _check_clock(
-    bag_path: Path, topic: str, stamps_ns: np.ndarray, received_ns: np.ndarray, images: _ImageClock, timing: _Timing
-) -> None:
-    """Refuse a topic whose stamps cannot say which frame its messages belong to: stamps left unset, a
-    range that misses the images', or stamps on another clock than the images' (measured as the median
-    delay from stamp to bag receive time, which differs by more than :data:`CLOCK_TOLERANCE_NS`)."""
-    if len(stamps_ns) > 1 and stamps_ns[0] == stamps_ns[-1]:
-        raise BagError(f"bag {bag_path}: all {len(stamps_ns)} messages on {topic} carry the same stamp "
-                       f"{_format_stamp(int(stamps_ns[0]))}: their header stamps are not set (left at 0?); "
-                       "record them stamped, or as a headerless type (stamped with the bag's time)")
-    # A latched state published once before the first image still holds for every frame.
-    starts_late = stamps_ns[0] > images.stamps_ns[-1]
-    ends_early = timing != "latched" and stamps_ns[-1] < images.stamps_ns[0]
-    if starts_late or ends_early:
-        raise BagError(f"bag {bag_path}: the stamps on {topic} ({_format_stamp(int(stamps_ns[0]))} to "
-                       f"{_format_stamp(int(stamps_ns[-1]))}) do not overlap the images' "
-                       f"({_format_stamp(int(images.stamps_ns[0]))} to {_format_stamp(int(images.stamps_ns[-1]))}): "
-                       "are they on another clock?")
-    delay_s = float(np.median(received_ns - stamps_ns)) * 1e-9
-    image_delay_s = images.median_delay_s
-    if abs(delay_s - image_delay_s) > CLOCK_TOLERANCE_NS * 1e-9:
-        raise BagError(
-            f"bag {bag_path}: {topic!r} is on another clock than {images.topic!r}: its stamps are "
-            f"{image_delay_s - delay_s:+.3f} s off the images' (median bag receive time minus stamp: {delay_s:.3f} s "
-            f"on {topic}, {image_delay_s:.3f} s on {images.topic}); record both on one clock (use_sim_time?)"
-        )
-
-
-def zero_order_hold(
-    source_stamps_ns: np.ndarray, values: np.ndarray, query_stamps_ns: np.ndarray, max_age_ns: int | None = None
-) -> np.ndarray:
-    """The latest of ``values [S, ...]`` at or before each query stamp; zeros before the first sample and,
-    when ``max_age_ns`` [ns] is given, where the latest sample is older than that."""
-    index = np.searchsorted(source_stamps_ns, query_stamps_ns, side="right") - 1
-    clipped = np.clip(index, 0, len(values) - 1)
-    result = values[clipped].copy()
-    result[index < 0] = 0.0
-    if max_age_ns is not None:
-        result[query_stamps_ns - source_stamps_ns[clipped] > max_age_ns] = 0.0
-    return result
-
-
-def hold_latest(
-    source_stamps_ns: np.ndarray, values: np.ndarray, query_stamps_ns: np.ndarray, max_extrapolation_ns: int
-) -> np.ndarray:
-    """The latest of ``values [S, ...]`` at or before each query stamp, for states published on change.
-
-    Before the first sample: the first value up to ``max_extrapolation_ns`` [ns] ahead of it, NaN further.
-    After the last sample the state still holds (nothing changed it).
-    """
-    index = np.searchsorted(source_stamps_ns, query_stamps_ns, side="right") - 1
-    result = values[np.clip(index, 0, len(values) - 1)].astype(np.float64)
-    result[query_stamps_ns < source_stamps_ns[0] - max_extrapolation_ns] = np.nan
-    return result
-
-
 @dataclass(frozen=True)
 class _ReadPlan:
     """Which topics one modality needs, and which of them may be missing."""
@@ -491,6 +269,7 @@ def read_episode(
     key_thresholds: KeyThresholds = KeyThresholds(),
     max_extrapolation_ns: int = 100_000_000,
     stats: ReadStats | None = None,
+    conventions: BagConventions = BagConventions(),
 ) -> Episode:
     """Decode a bag into an :class:`Episode` of frames and ``modality`` actions (see :mod:`astra_ros.data.actions`).
 
@@ -499,6 +278,7 @@ def read_episode(
     ``resolution = (height, width)`` [px] resizes frames with area interpolation (None keeps the bag's size,
     which must then be constant). ``max_extrapolation_ns`` [ns]: how far outside the pose stream an image may
     be and still take the edge pose. Frames with NaN actions are kept and counted in ``stats.nan_frames``.
+    ``conventions``: the robot's own axis signs, pose frame and fallback intrinsics, undone as the bag is read.
     Messages are put in stamp order (see :func:`_stamp_order`). Raises :class:`BagError` for a missing, empty
     or corrupt bag, stamps that sorting cannot order (a clock jumping back, two images at one stamp), a topic
     on another clock than the images, a topic of an unexpected message type, or an unsupported encoding.
@@ -541,7 +321,10 @@ def read_episode(
         _permute_in_place(frames, order)
     image_clock = _ImageClock(topics.image, image_stamps[order], image_received[order])
     image_stamps = image_clock.stamps_ns
-    actions = _actions_for(modality, path, series, topics, image_clock, key_thresholds, max_extrapolation_ns)
+    actions = _actions_for(modality, path, series, topics, image_clock, key_thresholds, max_extrapolation_ns,
+                           conventions)
+    if camera_info is None and conventions.intrinsics is not None:  # the profile's, for a camera without camera_info
+        camera_info = conventions.intrinsics
     if camera_info is not None and (camera_info.height, camera_info.width) != frames.shape[1:3]:
         camera_info = camera_info.scaled(frames.shape[1:3])
     episode = Episode(frames, actions, image_stamps, modality, camera_info, str(path))
@@ -716,12 +499,13 @@ def _actions_for(
     images: _ImageClock,
     key_thresholds: KeyThresholds,
     max_extrapolation_ns: int,
+    conventions: BagConventions,
 ) -> np.ndarray:
     image_stamps = images.stamps_ns
     if modality == "camera":
         stamps, values = _series_arrays(path, series, topics.camera_pose, images, "interpolated")
         positions, quats = interpolate_poses(stamps, values[:, :3], values[:, 3:7], image_stamps, max_extrapolation_ns)
-        poses = pose_to_matrix(positions, quats)
+        poses = conventions.camera_poses(pose_to_matrix(positions, quats))
         valid = np.isfinite(poses).all(axis=(1, 2))
         if not valid.any():
             raise BagError(f"bag {path}: no image has a finite pose on {topics.camera_pose!r}")
@@ -740,7 +524,7 @@ def _actions_for(
             gripper = np.zeros(len(image_stamps))
         return robot_actions(positions, quats, gripper)
     stamps, values = _series_arrays(path, series, topics.twist, images, "command")
-    twist = values[:, -6:]  # Odometry rows hold the pose first
+    twist = conventions.twist(values[:, -6:])  # Odometry rows hold the pose first
     held = zero_order_hold(stamps, twist, image_stamps, max_age_ns=COMMAND_TIMEOUT_NS)
     if modality == "keys":
         return keys_from_twist(held[:, :3], held[:, 3:], key_thresholds)

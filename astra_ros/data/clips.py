@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from astra_ros.data.actions import KeyThresholds, check_modality, rebase_camera_actions
 from astra_ros.data.bags import BagError, BagTopics, Episode, ReadStats, bag_topics, modality_from_topics, read_episode
+from astra_ros.data.conventions import BagConventions
 from astra_ros.data.geometry import PinholeIntrinsics
 
 logger = logging.getLogger(__name__)
@@ -48,9 +49,10 @@ def episode_cache_key(
     resolution: tuple[int, int] | None,
     topics: BagTopics,
     key_thresholds: KeyThresholds,
+    conventions: BagConventions = BagConventions(),
 ) -> str:
     """Hex key of one decoded episode: changes when the bag or any reading option changes."""
-    description = {
+    description: dict[str, object] = {
         "version": _CACHE_FORMAT_VERSION,
         "bag": _bag_signature(Path(bag_path)),
         "modality": modality,
@@ -58,6 +60,8 @@ def episode_cache_key(
         "topics": asdict(topics),
         "key_thresholds": asdict(key_thresholds),
     }
+    if conventions != BagConventions():  # only then: episodes cached before conventions existed keep their keys
+        description["conventions"] = asdict(conventions)
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -109,11 +113,13 @@ def load_episode_cached(
     topics: BagTopics = BagTopics(),
     key_thresholds: KeyThresholds = KeyThresholds(),
     stats: ReadStats | None = None,
+    conventions: BagConventions = BagConventions(),
 ) -> Episode:
     """:func:`read_episode` through an ``.npz`` cache in ``cache_dir`` (no cache when ``cache_dir`` is None)."""
     if cache_dir is None:
-        return read_episode(bag_path, modality, resolution, topics=topics, key_thresholds=key_thresholds, stats=stats)
-    key = episode_cache_key(bag_path, modality, resolution, topics, key_thresholds)
+        return read_episode(bag_path, modality, resolution, topics=topics, key_thresholds=key_thresholds, stats=stats,
+                            conventions=conventions)
+    key = episode_cache_key(bag_path, modality, resolution, topics, key_thresholds, conventions)
     cache_path = Path(cache_dir) / f"{Path(bag_path).name}-{key}.npz"
     episode = None
     if cache_path.exists():
@@ -129,10 +135,21 @@ def load_episode_cached(
             stats.frames += len(episode.frames)
             stats.nan_frames += int((~episode.valid).sum())
         return episode
-    episode = read_episode(bag_path, modality, resolution, topics=topics, key_thresholds=key_thresholds, stats=stats)
+    episode = read_episode(bag_path, modality, resolution, topics=topics, key_thresholds=key_thresholds, stats=stats,
+                           conventions=conventions)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     _save_episode(cache_path, episode)
     return episode
+
+
+def _per_bag(value, kind: type, count: int, name: str) -> list:
+    """``value`` (one ``kind`` for every bag, or a sequence of one per bag) as a list of ``count``."""
+    if isinstance(value, kind):
+        return [value] * count
+    values = list(value)
+    if len(values) != count:
+        raise ValueError(f"got {len(values)} {name} for {count} bags")
+    return values
 
 
 class ClipDataset(Dataset):
@@ -149,6 +166,8 @@ class ClipDataset(Dataset):
     Every valid window start is an item; shuffle with the DataLoader (or call :meth:`random_window`) to
     get random windows. Batches must hold one modality, since ``D`` differs between modalities.
     ``modality``: one name for all bags, one per bag, or None to pick each bag's from its topics.
+    ``topics`` and ``conventions``: one for all bags, or one per bag (bags of several robots, each read
+    through its profile: :mod:`astra_ros.data.profile`).
     Episodes stay in memory up to ``max_episodes_in_memory`` (least recently used are dropped; None = all).
     """
 
@@ -162,9 +181,10 @@ class ClipDataset(Dataset):
         *,
         stride: int = 1,
         frame_format: str = "float",
-        topics: BagTopics = BagTopics(),
+        topics: BagTopics | Sequence[BagTopics] = BagTopics(),
         key_thresholds: KeyThresholds = KeyThresholds(),
         max_episodes_in_memory: int | None = None,
+        conventions: BagConventions | Sequence[BagConventions] = BagConventions(),
     ) -> None:
         if clip_frames < 1:
             raise ValueError(f"clip_frames must be >= 1, got {clip_frames}")
@@ -181,15 +201,16 @@ class ClipDataset(Dataset):
             if len(modalities) != len(bag_paths):
                 raise ValueError(f"got {len(modalities)} modalities for {len(bag_paths)} bags")
         self.bag_paths = [Path(p) for p in bag_paths]
+        self.topics = _per_bag(topics, BagTopics, len(bag_paths), "topics")
+        self.conventions = _per_bag(conventions, BagConventions, len(bag_paths), "conventions")
         self.modalities = [
-            check_modality(m) if m is not None else modality_from_topics(bag_topics(p), topics, bag_path=p)
-            for m, p in zip(modalities, self.bag_paths)
+            check_modality(m) if m is not None else modality_from_topics(bag_topics(p), t, bag_path=p)
+            for m, p, t in zip(modalities, self.bag_paths, self.topics)
         ]
         self.clip_frames = clip_frames
         self.resolution = resolution
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.frame_format = frame_format
-        self.topics = topics
         self.key_thresholds = key_thresholds
         self.max_episodes_in_memory = max_episodes_in_memory
         self.stats = ReadStats()
@@ -245,9 +266,10 @@ class ClipDataset(Dataset):
             self.modalities[bag_index],
             self.resolution,
             self.cache_dir,
-            topics=self.topics,
+            topics=self.topics[bag_index],
             key_thresholds=self.key_thresholds,
             stats=self.stats if count else None,
+            conventions=self.conventions[bag_index],
         )
         self._episodes[bag_index] = episode
         if self.max_episodes_in_memory is not None and len(self._episodes) > self.max_episodes_in_memory:

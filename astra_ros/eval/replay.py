@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from astra_ros.data.actions import rebase_camera_actions
 from astra_ros.data.bags import BagError, BagTopics, Episode, bag_topics, modality_from_topics, read_episode
+from astra_ros.data.conventions import BagConventions
 from astra_ros.data.geometry import PinholeIntrinsics
 from astra_ros.eval.dynamics import CHANGE_THRESHOLD, ClipErrors, clip_errors, dynamics_summary
 from astra_ros.eval.frames import scenario_of
@@ -68,6 +69,7 @@ class EvalOptions:
     seed: int = 0  # seeds the sampler (clip i uses seed + i) and the shuffled-actions derangement
     modality: str | None = None  # action modality of every bag; None picks each bag's from its topics
     topics: BagTopics = BagTopics()  # topic names to read
+    conventions: BagConventions = BagConventions()  # the robot's axis signs, pose frame, intrinsics (its profile's)
     intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy [px]; overrides camera_info
     intrinsics_size: tuple[int, int] | None = None  # (width, height) [px] ``intrinsics`` refer to; None = model's
     max_gap_factor: float = 1.5  # a window with an image interval above this x the bag's median is skipped
@@ -225,7 +227,8 @@ def _motion_poses(path: str, episode: Episode, options: EvalOptions, resolution:
         notes.append(f"bag {path}: no {topics.camera_pose} or {topics.odom} topic, motion alignment not measured")
         return None
     try:
-        pose_episode = read_episode(path, "camera", resolution, topics=dataclasses.replace(topics, camera_pose=source))
+        pose_episode = read_episode(path, "camera", resolution, topics=dataclasses.replace(topics, camera_pose=source),
+                                    conventions=BagConventions() if body_frame else options.conventions)
     except BagError as error:  # the poses only serve the optional alignment metric
         notes.append(f"bag {path}: camera poses unusable, motion alignment not measured ({error})")
         return None
@@ -282,7 +285,7 @@ def _load_bags(model: Any, bag_paths: Sequence[str], options: EvalOptions, notes
     modalities = [modality for modality, _ in checked]
     bags = []
     for path, modality in zip(map(str, bag_paths), modalities):
-        episode = read_episode(path, modality, resolution, topics=options.topics)
+        episode = read_episode(path, modality, resolution, topics=options.topics, conventions=options.conventions)
         interval = _median_interval_s(path, episode.stamps_ns)
         poses = _motion_poses(path, episode, options, resolution, notes)
         K = _intrinsics(path, episode, options, resolution, notes) if poses is not None else None

@@ -10,36 +10,44 @@ training states and the released checkpoint (EMA weights, ``config.json`` + ``mo
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
-import hashlib
 import json
 import logging
-import math
 import os
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from astra_ros.data.bags import BagError, bag_topics, find_bags, modality_from_topics
+from astra_ros.data.bags import BagError
 from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
 from astra_ros.model.config import AstraConfig, ConfigError
-from astra_ros.model.flow import flow_matching_loss
 from astra_ros.model.view_rotation import chain_rotations
 from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees, transformer_probe
 
+# The loop's parts and the data plan live in their own modules; imported by name here, where callers
+# (tests, astra-train) have always found them.
+from .components import (  # noqa: F401
+    EMA,
+    CodecObjective,
+    DecoderObjective,
+    Objective,
+    init_distributed,
+    learning_rate,
+    training_device,
+    weights_digest,
+)
+from .data import DataSource, resolve_sources, training_episodes, training_plan  # noqa: F401
+from .init import init_from, load_codec, load_transformer
 from .recipe import TrainRecipe
 from .state import load_optimizer_state, load_train_state, read_state_meta, save_train_state
 
@@ -58,166 +66,15 @@ def _loss_rows_up_to(path: Path, step: int) -> list[list[str]]:
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
     return [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) <= step]
+
+
 # Under bf16 autocast the q/k RMS norms see bf16 inputs and fp32 weights and take the unfused path;
 # nothing is wrong, so this warning is silenced (here and in bench/train_step.py).
 BF16_NORM_WARNING = "Mismatch dtype between input and weight"
 
 
-def training_episodes(bags: list[Path], twist_bags_as_keys: bool) -> tuple[list[Path], list[str]]:
-    """The (bag, modality) pairs to train on: each bag with the modality its topics say, and with
-    ``twist_bags_as_keys`` every twist bag a second time as ``keys``."""
-    modalities = [modality_from_topics(bag_topics(bag), bag_path=bag) for bag in bags]
-    pairs = list(zip(bags, modalities))
-    if twist_bags_as_keys:
-        pairs += [(bag, "keys") for bag, modality in zip(bags, modalities) if modality == "twist"]
-    return [bag for bag, _ in pairs], [modality for _, modality in pairs]
-
-
-def weights_digest(module: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-class Objective(nn.Module):
-    """The world-model loss as a module, so DDP sees one forward per step."""
-
-    def __init__(self, model: WorldModel) -> None:
-        super().__init__()
-        self.transformer = model.transformer
-        # The frozen codec's decoder for pixel_loss_weight; a plain function, so DDP sees no codec weights.
-        self.decode = model.codec.decode if model.config.pixel_loss_weight > 0 else None
-
-    def forward(self, latents, actions, modality_ids, generator, references=None):
-        loss = flow_matching_loss(self.transformer, latents, actions, modality_ids, generator=generator,
-                                  decode=self.decode, references=references)
-        return loss.total, loss.flow.detach(), loss.load_balance.detach()
-
-
-class CodecObjective(nn.Module):
-    """Autoencoder reconstruction + a small KL term."""
-
-    def __init__(self, model: WorldModel, kl_weight: float) -> None:
-        super().__init__()
-        self.vae = model.codec.vae
-        self.kl_weight = kl_weight
-
-    def forward(self, images, generator):
-        posterior = self.vae.encode(images).latent_dist
-        recon = self.vae.decode(posterior.sample(generator)).sample
-        rec = F.mse_loss(recon, images)
-        kl = posterior.kl().mean() / images[0].numel()
-        return rec + self.kl_weight * kl, rec.detach(), kl.detach()
-
-
-class DecoderObjective(nn.Module):
-    """The anchor decoder's pixel MSE, split into the frames decoded from predicted and from real latents."""
-
-    def __init__(self, model: WorldModel) -> None:
-        super().__init__()
-        self.anchor_decoder = model.anchor_decoder
-
-    def forward(self, anchor, anchor_latents, anchor_coarse, latents, coarse, frames, predicted):
-        errors = (self.anchor_decoder(anchor, anchor_latents, anchor_coarse, latents, coarse) - frames).pow(2)
-        per_frame = errors.flatten(1).mean(dim=1)
-        nan = torch.tensor(float("nan"))
-        parts = [per_frame[rows].mean().detach() if rows.any() else nan for rows in (predicted, ~predicted)]
-        return per_frame.mean(), parts[0], parts[1]
-
-
-class EMA:
-    """Exponential moving average of a model's floating-point state."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    @staticmethod
-    def warmup_decay(decay: float, updates: int) -> float:
-        """Decay after ``updates`` updates: (1 + n) / (10 + n), capped at ``decay``.
-
-        Without this warm-up a 0.999 EMA of a short run still holds a large share of the random
-        initialisation (0.999**1000 = 37 % after 1000 steps).
-        """
-        return min(decay, (1.0 + updates) / (10.0 + updates))
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, decay: float, updates: int) -> None:
-        decay = self.warmup_decay(decay, updates)
-        ours = self.model.state_dict()
-        for name, value in model.state_dict().items():
-            if value.is_floating_point():
-                ours[name].lerp_(value, 1.0 - decay)
-            else:
-                ours[name].copy_(value)
-
-    @torch.no_grad()
-    def copy_from(self, model: nn.Module) -> None:
-        self.model.load_state_dict(model.state_dict())
-
-
-@dataclass
-class DistributedInfo:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def training_device(requested: str, local_rank: int, cuda_available: bool) -> torch.device:
-    """The device one training process runs on.
-
-    ``auto``: ``cuda:LOCAL_RANK`` where CUDA is available, else the CPU; ``cuda`` means
-    ``cuda:LOCAL_RANK`` (torchrun starts one process per GPU); ``cpu`` or ``cuda:N`` as given.
-    """
-    if requested == "auto":
-        requested = "cuda" if cuda_available else "cpu"
-    try:
-        device = torch.device(requested)
-    except RuntimeError as err:
-        raise ConfigError(f"unknown training device {requested!r}: expected auto, cpu, cuda or cuda:N") from err
-    if device.type == "cuda":
-        if not cuda_available:
-            raise ConfigError(f"training device {requested!r} asked for, but this machine has no usable CUDA GPU "
-                              "(use --device cpu or auto)")
-        return torch.device("cuda", local_rank if device.index is None else device.index)
-    if device.type != "cpu":
-        raise ConfigError(f"training device {requested!r} is not supported: expected auto, cpu, cuda or cuda:N")
-    return device
-
-
-def init_distributed(device: torch.device) -> DistributedInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): nccl for GPUs, gloo for CPUs
-    (by the device trained on, not by whether the machine has a GPU: nccl cannot reduce CPU tensors)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistributedInfo()
-    if not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedInfo(rank=dist.get_rank(), world_size=dist.get_world_size())
-
-
-def learning_rate(step: int, phase_steps: int, recipe: TrainRecipe, peak: float) -> float:
-    """Linear warm-up to ``peak`` over ``warmup_steps``, then constant or cosine to ``min_lr_ratio * peak``."""
-    if step < recipe.warmup_steps:
-        return peak * (step + 1) / recipe.warmup_steps
-    if recipe.lr_decay == "constant":
-        return peak
-    span = max(phase_steps - recipe.warmup_steps, 1)
-    progress = min(1.0, (step - recipe.warmup_steps) / span)
-    floor = recipe.min_lr_ratio * peak
-    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 class Trainer:
-    def __init__(self, recipe: TrainRecipe, data_dirs: list[Path], out_dir: Path, *, resume: bool = False,
+    def __init__(self, recipe: TrainRecipe, data: Sequence[DataSource | Path | str], out_dir: Path, *, resume: bool = False,
                  init_checkpoint: str | None = None, init_codec: str | None = None,
                  init_transformer: str | None = None, stop_after: int | None = None,
                  progress: bool = True, device: str = "auto") -> None:
@@ -255,9 +112,9 @@ class Trainer:
         else:
             self.model = WorldModel(recipe.model_config()).train()
             if init_codec:
-                self._load_codec(init_codec)
+                load_codec(self.model, init_codec)
             if init_transformer:
-                self._load_transformer(init_transformer)
+                load_transformer(self.model, init_transformer)
         if recipe.reset_output_head:  # before the EMA copies the weights; a resume loads its own
             self.model.transformer.zero_output_head()
         self.model.to(self.device)
@@ -277,15 +134,21 @@ class Trainer:
             if 0 < phase_steps < recipe.warmup_steps:
                 log.warning("warmup_steps=%d is longer than the %s phase (%d steps): its rate never reaches the peak",
                             recipe.warmup_steps, phase, phase_steps)
-        self.bags = sorted(find_bags(data_dirs))  # sorted: the batches of a seed do not depend on the --data order
+        # Each bag with its profile (None: this project's topics), sorted by path: the batches of a seed do
+        # not depend on the order the data is given in. Missing topics of every profile fail here, at once.
+        sources = resolve_sources(data)
+        self.bags = [bag for bag, _ in sources]
+        # How each bag is read (its profile's modality, topics and conventions; None: the defaults).
+        self.readings = {bag.name: profile.reading() if profile else None for bag, profile in sources}
         if saved is not None and saved.get("bags") is not None:
-            self._check_same_data(saved["bags"])
+            self._check_same_data(saved["bags"], saved.get("readings"))
         # Rank 0 decodes the bags into the shared cache first; the others then read it.
         if not self.dist.is_main:
             dist.barrier()
-        bags, modalities = training_episodes(self.bags, recipe.twist_bags_as_keys)
-        self.dataset = ClipDataset(bags, modalities, recipe.clip_frames, self.config.resolution,
-                                   self.out / "cache", frame_format="float")
+        plan = training_plan(sources, recipe.twist_bags_as_keys)
+        self.dataset = ClipDataset([e.bag for e in plan], [e.modality for e in plan], recipe.clip_frames,
+                                   self.config.resolution, self.out / "cache", frame_format="float",
+                                   topics=[e.topics for e in plan], conventions=[e.conventions for e in plan])
         if self.dist.is_main and self.dist.world_size > 1:
             dist.barrier()
         if len(self.dataset) == 0:
@@ -358,15 +221,22 @@ class Trainer:
                 raise ConfigError(f"--resume with decoder_steps={r.decoder_steps}: the state has already run "
                                   f"{decoder_done} decoder steps (give decoder_steps >= {decoder_done})")
 
-    def _check_same_data(self, saved: list[str]) -> None:
+    def _check_same_data(self, saved: list[str], saved_readings: dict[str, Any] | None) -> None:
         """Refuse --resume on other bags than the state was trained on (compared by name, so a moved
-        data directory still resumes): other data would make its clips neither the old run's nor a new one's."""
+        data directory still resumes), or on the same bags read through other profiles: other data would
+        make its clips neither the old run's nor a new one's."""
         now = sorted(bag.name for bag in self.bags)
         if now != sorted(saved):
             missing, added = sorted(set(saved) - set(now)), sorted(set(now) - set(saved))
             raise ConfigError(f"--resume with other data than {self.out / STATE_DIR} was trained on: {len(saved)} bags "
                               f"then, {len(now)} now (missing {missing[:3]}, added {added[:3]}); give the same --data, "
                               "or start a new run from its checkpoint with --init")
+        if saved_readings is not None:  # states before profiles did not record them
+            changed = sorted(name for name in now if saved_readings.get(name) != self.readings[name])
+            if changed:
+                raise ConfigError(f"--resume with {len(changed)} bags read through another profile than "
+                                  f"{self.out / STATE_DIR} was trained with ({', '.join(changed[:3])}): give the same "
+                                  "--profile, or start a new run from its checkpoint with --init")
 
     def _window_probabilities(self, weights: dict[str, float]) -> np.ndarray | None:
         """Each window's sampling probability under ``modality_weights`` (None: uniform)."""
@@ -382,63 +252,8 @@ class Trainer:
         log.info("batches drawn by modality_weights: %s", shares)
         return p
 
-    @staticmethod
-    def _init_from(checkpoint: str, overrides: dict) -> WorldModel:
-        """The checkpoint's model, with the recipe's ``model`` fields applied to its config: how it
-        trains and samples may change (e.g. ``latent_delta``); a changed shape fails on the weights,
-        except more ``num_layers``: the checkpoint's blocks are kept and the new ones appended as
-        identities, so the deeper model starts as the checkpoint's exact function."""
-        if "codec" in overrides:
-            raise ConfigError("with --init the codec comes from the checkpoint; drop 'codec' from the recipe's model")
-        overrides = dict(overrides)
-        layers = overrides.pop("num_layers", None)
-        try:
-            model = WorldModel.from_pretrained(checkpoint, config_overrides=overrides)
-        except CheckpointError as err:
-            if not overrides or "does not match" not in str(err):
-                raise
-            raise CheckpointError(f"--init {checkpoint} with the recipe's model overrides {overrides}: {err}; an "
-                                  "override that changes weight shapes cannot apply to a trained checkpoint") from err
-        if layers is None or layers == model.config.num_layers:
-            return model
-        kept = model.config.num_layers
-        if not isinstance(layers, int) or layers < kept:
-            raise ConfigError(f"--init {checkpoint}: num_layers {layers!r} in the recipe; the checkpoint has {kept} "
-                              "blocks, and a model can only grow (new blocks start as identities)")
-        grown = WorldModel(dataclasses.replace(model.config, num_layers=layers))
-        missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
-        new_blocks = tuple(f"transformer.blocks.{i}." for i in range(kept, layers))
-        if unexpected or not all(k.startswith(new_blocks) for k in missing):
-            raise CheckpointError(f"--init {checkpoint}: growing to {layers} blocks left tensors unmatched "
-                                  f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
-        grown.transformer.make_blocks_identity(kept)
-        log.info("grew the transformer from %d to %d blocks (blocks %d-%d start as identities)",
-                 kept, layers, kept, layers - 1)
-        return grown.eval()
-
-    def _load_codec(self, checkpoint: str) -> None:
-        """Copy a trained codec (weights and latent statistics) into the freshly built model."""
-        source = WorldModel.from_pretrained(checkpoint)
-        if source.config.codec != self.model.config.codec or source.config.resolution != self.model.config.resolution:
-            raise CheckpointError(f"--init-codec {checkpoint}: its codec {source.config.codec} at "
-                                  f"{source.config.resolution} differs from the recipe's {self.model.config.codec} "
-                                  f"at {self.model.config.resolution}")
-        self.model.codec.load_state_dict(source.codec.state_dict())
-
-    def _load_transformer(self, checkpoint: str) -> None:
-        """Start the freshly built transformer from a checkpoint's, wherever the tensors have the same
-        name and shape (e.g. every block, MoAE and its action statistics when only the patch size or
-        the codec changed); the rest keeps its fresh initialisation and is listed in the log."""
-        source = WorldModel.from_pretrained(checkpoint).transformer.state_dict()
-        own = self.model.transformer.state_dict()
-        taken = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-        if not taken:
-            raise CheckpointError(f"--init-transformer {checkpoint}: no tensor matches the recipe's transformer "
-                                  "in name and shape")
-        self.model.transformer.load_state_dict(taken, strict=False)
-        fresh = sorted(set(own) - set(taken))
-        log.info("transformer from %s: %d of %d tensors taken; fresh: %s", checkpoint, len(taken), len(own),
-                 ", ".join(fresh) if fresh else "none")
+    # The checkpoint a run starts from (astra_ros.training.init), here where tests have called it.
+    _init_from = staticmethod(init_from)
 
     # ------------------------------------------------------------------ data
     def sample_batch(self, decoder: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -764,7 +579,8 @@ class Trainer:
         if not self.dist.is_main:
             return
         extra = {"recipe": dataclasses.asdict(self.recipe), "elapsed_s": time.perf_counter() - self._t_start,
-                 "model_config": self.config.to_dict(), "bags": [bag.name for bag in self.bags]}
+                 "model_config": self.config.to_dict(), "bags": [bag.name for bag in self.bags],
+                 "readings": self.readings}
         save_train_state(self.out / STATE_DIR, model=self.model, ema=self.ema.model, optimizer=optimizer,
                          step=step, phase=phase, generators=generators, extra=extra)
         self.ema.model.save_pretrained(self.out)
