@@ -31,17 +31,9 @@ from rosbags.typesys import Stores, get_typestore  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from astra_ros.data.geometry import PinholeIntrinsics  # noqa: E402
-from astra_ros.data.scenes import (  # noqa: E402
-    Pose,
-    SimSettings,
-    SimTick,
-    _KinematicRig,
-    _mjcf_document,
-    _Obstacle,
-    _random_texture,
-    _RigScenario,
-    _vivid_rgba,
-)
+from astra_ros.data.scenes import Pose, SimSettings, SimTick  # noqa: E402
+from astra_ros.data.scenes.mjcf import _mjcf_document, _Obstacle, _random_texture, _vivid_rgba  # noqa: E402
+from astra_ros.data.scenes.rig import _KinematicRig, _RigScenario  # noqa: E402
 
 TOPICS = {
     "image": "/yard_bot/front_camera/image_raw",
