@@ -226,7 +226,10 @@ class PredictorInputs:
                 self._ledger.receive("pose")
                 self._drop("pose_quaternion_not_unit", f"pose at {stamp_ns} ns has a quaternion of norm {norm:.6g}")
             return
-        self._on_state("pose", stamp_ns, pose_msg_to_matrix(msg.pose))
+        pose = pose_msg_to_matrix(msg.pose)
+        if self._profile is not None and self._params["action_modality"] == "camera":
+            pose = self._profile.conventions.camera_poses(pose[None])[0]  # what the topic gives -> optical frame
+        self._on_state("pose", stamp_ns, pose)
 
     def _on_twist(self, msg: Twist | TwistStamped) -> None:
         self._arrived("twist")
@@ -234,11 +237,15 @@ class PredictorInputs:
             stamp_ns, twist = stamp_to_ns(msg.header.stamp), msg.twist
         else:  # no header: stamped on arrival
             stamp_ns, twist = self.get_clock().now().nanoseconds, msg
-        self._on_state("twist", stamp_ns, twist_msg_to_vector(twist))
+        self._on_state("twist", stamp_ns, self._to_model_axes(twist_msg_to_vector(twist)))
 
     def _on_odom(self, msg: Odometry) -> None:
         self._arrived("odom")
-        self._on_state("odom", stamp_to_ns(msg.header.stamp), twist_msg_to_vector(msg.twist.twist))
+        self._on_state("odom", stamp_to_ns(msg.header.stamp), self._to_model_axes(twist_msg_to_vector(msg.twist.twist)))
+
+    def _to_model_axes(self, twist: np.ndarray) -> np.ndarray:
+        """A twist in the model's axis signs (REP-103): the profile's ``twist_signs`` undone."""
+        return twist if self._profile is None else self._profile.conventions.twist(twist[None])[0]
 
     def _pair(self, call: Any, state_stream: str = "") -> Counter[str]:
         """Run a pairer call, count what it dropped in the ledger, add its pairs to the window; the drops by reason.

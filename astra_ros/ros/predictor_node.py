@@ -113,6 +113,7 @@ from astra_ros.ros.predictor_core import (
     ObservationWindow,
     Prediction,
     forecast_window,
+    model_intrinsics,
     load_world_model,
     montage,
     state_kind,
@@ -146,6 +147,7 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, Node):
         except ParameterException as error:  # a -p or params-file value of the wrong type or out of range
             raise StartupError(str(error)) from error
         self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self._profile = self._apply_profile(self._params["profile"])
         self._model = self._load_model(self._params["checkpoint"], self._params["device"])
         try:
             self._model.set_precision(self._params["precision"])
@@ -196,6 +198,12 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, Node):
         self._intrinsics_source = "default (config reference_fovy_deg)"
         self._intrinsics_key: tuple | None = None  # the camera_info (size, K) last applied or refused
 
+        fallback = self._profile.conventions.intrinsics if self._profile is not None else None
+        if fallback is not None and hasattr(self._model, "set_intrinsics"):  # the profile's camera until a camera_info
+            self._model.set_intrinsics(model_intrinsics(
+                [fallback.fx, 0, fallback.cx, 0, fallback.fy, fallback.cy, 0, 0, 1], fallback.width, fallback.height,
+                self._model.resolution, self._params["resize_mode"]))
+            self._intrinsics_source = f"profile {self._profile.name}"
         intrinsics = getattr(self._model, "intrinsics", None)  # the model's assumed camera until a camera_info comes
         if intrinsics is not None:
             self._camera_info = self._predicted_camera_info(np.asarray(intrinsics, dtype=np.float64))
@@ -209,18 +217,22 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, Node):
         timers = MutuallyExclusiveCallbackGroup()
         services = ReentrantCallbackGroup()
         twist_type = TwistStamped if self._params["twist_stamped"] else Twist
+        names = {"image": "image", "pose": "pose", "twist": "twist", "odom": "odom", "camera_info": "camera_info"}
+        if self._profile is not None:  # the profile's topics in place of the remappings
+            names.update(self._profile.node_remappings())
         if self._params["image_transport"] == "compressed":
-            image_sub = (CompressedImage, self.resolve_topic_name("image") + "/compressed", self._on_image)
+            image_sub = (CompressedImage, self.resolve_topic_name(names["image"]) + "/compressed", self._on_image)
         else:
-            image_sub = (Image, "image", self._on_image)
-        for name, (msg_type, topic, callback) in (("image", image_sub), ("pose", (PoseStamped, "pose", self._on_pose)),
-                                                  ("twist", (twist_type, "twist", self._on_twist)),
-                                                  ("odom", (Odometry, "odom", self._on_odom))):
+            image_sub = (Image, names["image"], self._on_image)
+        for name, (msg_type, topic, callback) in (("image", image_sub),
+                                                  ("pose", (PoseStamped, names["pose"], self._on_pose)),
+                                                  ("twist", (twist_type, names["twist"], self._on_twist)),
+                                                  ("odom", (Odometry, names["odom"], self._on_odom))):
             subscription = self.create_subscription(
                 msg_type, topic, callback, qos_profile_sensor_data, callback_group=inputs,
                 event_callbacks=SubscriptionEventCallbacks(message_lost=partial(self._on_lost, name)))
             self._topics[name] = subscription.topic_name  # logs and diagnostics name what the user remapped to
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data,
+        self.create_subscription(CameraInfo, names["camera_info"], self._on_camera_info, qos_profile_sensor_data,
                                  callback_group=inputs)
 
         reliable = QoSProfile(depth=10)
@@ -255,6 +267,23 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, Node):
         )
 
     # ------------------------------------------------------------------ set-up and parameters
+    def _apply_profile(self, path: str) -> Any:
+        """Load the robot profile (None without one) and take its modality, twist source and type."""
+        if not path:
+            return None
+        from astra_ros.data.profile import load_profile
+
+        try:
+            profile = load_profile(path)
+        except ValueError as error:  # ProfileError: names the file and the key
+            raise StartupError(f"parameter profile={path!r}: {error}") from error
+        for name, value in profile.node_parameters().items():
+            if self._params[name] != value and self._params[name] != PARAMETERS[name].default:
+                self.get_logger().warning(f"{name}={self._params[name]!r} is replaced by the profile's {value!r}")
+            self._params[name] = value
+            self.set_parameters([Parameter(name, value=value)])
+        return profile
+
     def _load_model(self, checkpoint: str, device: str) -> Any:
         import torch
 

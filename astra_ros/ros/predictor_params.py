@@ -25,6 +25,10 @@ STATE_HISTORY_S = 2.0  # [s] states kept for pairing: covers images that arrive 
 
 
 PARAMETERS: dict[str, ParamSpec] = {
+    "profile": ParamSpec("", "robot profile YAML (config/robots/*.yaml, docs/ROBOT_PROFILE.md): its modality, topics, "
+                         "twist signs, pose frame and intrinsics, as astra-train and astra-eval read them; it sets "
+                         "action_modality, twist_source and twist_stamped and replaces the input remappings; "
+                         "'' = none", read_only=True),
     "checkpoint": ParamSpec("default", "model checkpoint: 'default', a directory, or 'random:<preset>' "
                         "(random weights; random:tiny is 32x32 for tests)", read_only=True),
     "precision": ParamSpec("float32", "compute precision of the transformer: bfloat16 is ~1.2x faster on CPUs "
