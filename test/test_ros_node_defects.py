@@ -1,0 +1,89 @@
+"""Defects of the predictor found from outside, each called directly on an in-process node (exact sequences)."""
+
+import contextlib
+import types
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import CameraInfo  # noqa: E402
+
+
+class _Log:
+    """Stands in for a node's logger: keeps what was logged, by level."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def __getattr__(self, level: str):
+        return lambda message, **_: self.lines.append((level, message))
+
+
+@contextlib.contextmanager
+def _node(**overrides):
+    from astra_ros.ros.predictor_node import PredictorNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PredictorNode(context=context, parameter_overrides=[Parameter("checkpoint", value="random:tiny")] + [
+        Parameter(name, value=value) for name, value in overrides.items()])
+    log = _Log()
+    node.get_logger = lambda: log
+    try:
+        yield node, log
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def test_a_garbage_lost_message_count_is_not_summed():
+    """Fast DDS reported total_count_change = 2**31 + n after ~1,100 images; the sum became 2,147,484,221."""
+    with _node() as (node, _):
+        node._on_lost("image", types.SimpleNamespace(total_count_change=2**31 + 573, total_count=2**31 + 573))
+        node._on_lost("image", types.SimpleNamespace(total_count_change=-5, total_count=0))
+        node._on_lost("image", types.SimpleNamespace(total_count_change=3, total_count=3))
+        assert node._lost["image"] == 3
+
+
+def test_a_nan_camera_info_warns_once_and_absurd_focal_lengths_are_refused():
+    with _node() as (node, log):
+        info = CameraInfo(width=64, height=48)
+        info.k = [float("nan"), 0.0, 32.0, 0.0, 40.0, 24.0, 0.0, 0.0, 1.0]
+        for _ in range(5):
+            node._on_camera_info(info)
+        assert sum("camera_info ignored" in m for _, m in log.lines) == 1
+        for fx in (1e-12, 1e300):
+            info = CameraInfo(width=64, height=48)
+            info.k = [fx, 0.0, 32.0, 0.0, fx, 24.0, 0.0, 0.0, 1.0]
+            node._on_camera_info(info)
+        refusals = [m for _, m in log.lines if "camera_info ignored" in m]
+        assert len(refusals) == 3 and all("outside" in m for m in refusals[1:])
+        assert node._intrinsics_source.startswith("default")
+
+
+def test_a_failed_forecast_is_reported_with_its_type_and_a_shutdown_stays_quiet():
+    """SIGTERM during a prediction logged an empty "[ERROR] prediction failed:" and an rcl context error."""
+    from astra_ros.model.world_model import ImagineCancelled
+
+    with _node() as (node, log):
+        node._on_forecast_error(RuntimeError())
+        assert ("error", "prediction failed: RuntimeError") in log.lines
+        assert node._skipped["model_error"] == 1 and node._last_error == "RuntimeError"
+        node._on_forecast_error(ImagineCancelled("the node is shutting down"))
+        assert len(log.lines) == 1 and node._skipped["model_error"] == 1
+
+
+def test_the_model_runs_where_the_device_parameter_says():
+    with _node(device="cpu", num_threads=1) as (node, _):
+        assert str(node._model.device) == "cpu" and node._threads == 1
+    import torch
+
+    if not torch.cuda.is_available():
+        from astra_ros.ros.runner import StartupError
+
+        with pytest.raises(StartupError, match="no CUDA device"):
+            with _node(device="cuda"):
+                pass
