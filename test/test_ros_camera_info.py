@@ -87,7 +87,7 @@ def test_camera_info_sets_the_intrinsics_and_an_uncalibrated_one_is_ignored(tmp_
     model.save_pretrained(tmp_path / "turning")
     command = [
         console_script("astra-predictor"), "--ros-args", "--params-file", str(REPO / "config" / "predictor.yaml"),
-        "-p", f"checkpoint:={tmp_path / 'turning'}", "-p", "action_modality:=twist", "-p", "horizon:=2",
+        "-p", f"checkpoint:={tmp_path / 'turning'}", "-p", "action_modality:=twist", "-p", "horizon_s:=0.3",
         "-p", "context_frames:=4", "-p", "publish_rate:=4.0",
         "-r", "image:=/ci/image", "-r", "twist:=/ci/cmd_vel", "-r", "camera_info:=/ci/camera_info",
     ]

@@ -47,7 +47,7 @@ def rover():
          "-p", f"rate_hz:={RATE_HZ}", "-p", "size:=64x48"], REPO,
     )
     predictor = start_node(
-        [console_script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "horizon:=2",
+        [console_script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "horizon_s:=0.3",
          "-p", "publish_rate:=2.0", "-p", "sync_slop_s:=0.3",
          "-r", "image:=/camera/image_raw", "-r", "twist:=/cmd_vel", "-r", "odom:=/odom", "-r", "pose:=/camera/pose"],
         REPO,
