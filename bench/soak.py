@@ -360,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     plot(args.out.with_suffix(".png"), rss, predictions,
-         f"astra_predictor soak: {args.minutes} min, {args.checkpoint}, camera {args.camera_hz:g} Hz, "
-         f"states {args.state_hz:g} Hz")
+         f"astra_predictor soak: {args.minutes} min, {args.checkpoint}, "
+         + (f"simulator: camera {args.camera_hz:g} Hz, odometry {3 * round(args.camera_hz)} Hz" if args.source == "sim"
+            else f"camera {args.camera_hz:g} Hz, states {args.state_hz:g} Hz"))
     summary = {k: result[k] for k in ("rss", "latency_ms", "age_ms", "published", "predictions_longest_gap_s",
                                        "node_alive_at_end")}
     print(json.dumps(summary | {"inputs": {k: result["inputs"][k] for k in ("received", "used", "skipped", "pending",
