@@ -48,13 +48,11 @@ __all__ = ["EvalError", "EvalOptions", "ClipResult", "EvalResult", "ReplayPlan",
 
 # Relative difference of camera rates [-] above which bags cannot share one horizon axis.
 _RATE_TOLERANCE = 0.05
+MOTION_ESTIMATORS = ("flow", "sift")
 
 
 class EvalError(ValueError):
     """The evaluation cannot run as asked (bad options, incompatible bags, no usable clip)."""
-
-
-MOTION_ESTIMATORS = ("flow", "sift")
 
 
 @dataclass(frozen=True)
