@@ -97,6 +97,7 @@ class Imagination:
             pad = actions_t[:, -1:].expand(b, chunks * n - horizon, -1)
             actions_t = torch.cat([actions_t, pad], dim=1)
         gen = as_generator(seed, generator, self._imagine_generator)
+        self._views.clear()  # views are shared within one call (see turned_views.py)
         # Draw every chunk's noise for the whole batch, in the order one batch would draw it, so
         # sub-batches get their own rows of it.
         cfg = self.config

@@ -24,6 +24,7 @@ from .imagination import ImagineCancelled, Imagination, as_generator, checked_gu
 from .precision import require_bf16_agrees, transformer_probe
 from .streaming import StreamingRollout
 from .transformer import AstraTransformer
+from .turned_views import TurnedViewCache
 from .view_rotation import chain_rotations, intrinsics_from_fov, is_identity, rotate_view
 
 
@@ -63,6 +64,11 @@ class WorldModel(Imagination, nn.Module):
         # ... and that frame's pixels (1, 3, H, W) and latents (1, C, h, w): observed, or decoded from a
         # prediction. The next chunk's references are this frame turned (None before any frame).
         self._turn_frame: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Turned views of the newest observed frame encoded in this step() or imagine() call (its
+        # references and its decoding's). reuse_views False: every view encoded where it is used (the
+        # plain path, which tests compare with).
+        self._views = TurnedViewCache()
+        self.reuse_views = True
         # Intrinsics (3, 3) at the model's resolution for rotation_reference; None: reference_fovy_deg.
         self._intrinsics: torch.Tensor | None = None
         # The stream and last action as they were before the first step() since the newest observed
@@ -188,6 +194,7 @@ class WorldModel(Imagination, nn.Module):
         self._turn_action = None
         self._turn_rotation = torch.eye(3, dtype=torch.float64)
         self._turn_frame = None
+        self._views.clear()
         self._before_predictions = None
 
     # ------------------------------------------------------------------ rotation reference
@@ -215,7 +222,11 @@ class WorldModel(Imagination, nn.Module):
         """``anchors`` (N, 3, H, W) in [-1, 1] as the camera would see them turned by ``rotations``
         (N, 3, 3), and their latents (N, C, h, w): the references of ``rotation_reference``."""
         turned = rotate_view(anchors, self.intrinsics if K is None else K, rotations)
-        return turned, self.codec.encode(turned[None])[0].transpose(0, 1)
+        return turned, self._encode_images(turned)
+
+    def _encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, H, W) -> latents (N, C, h, w)."""
+        return self.codec.encode(images[None])[0].transpose(0, 1)
 
     def _turned_reference(self, pixels: torch.Tensor, latents: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
         """A chunk's delta references (B, C, n, h, w): the newest history frame, pixels (B or 1, 3, H, W)
@@ -230,6 +241,11 @@ class WorldModel(Imagination, nn.Module):
         latents = latents.expand(b, -1, -1, -1)
         if is_identity(relative):
             return latents[:, :, None].expand(-1, -1, n, -1, -1)
+        if self.reuse_views and self._anchor is not None and pixels is self._anchor[0]:
+            # The newest observed frame: its encoding is known and decoding will turn it the same way.
+            _, views, base = self._views.lookup(pixels, self.intrinsics, relative.flatten(0, 1), self._encode_images,
+                                                base_rows=b)
+            return latents[:, :, None] + views.unflatten(0, (b, n)).transpose(1, 2) - base[:, :, None]
         pixels = pixels.expand(b, -1, -1, -1)
         turned = rotate_view(pixels.repeat_interleave(n, dim=0), self.intrinsics, relative.flatten(0, 1))
         coded = self.codec.encode(torch.cat([turned, pixels])[None])[0].transpose(0, 1)  # (B*n + B, C, h, w)
@@ -420,6 +436,7 @@ class WorldModel(Imagination, nn.Module):
             raise ValueError(f"step() takes actions for whole chunks: a multiple of frames_per_chunk={n} rows, "
                              f"got {actions_t.shape[0]}")
         gen = as_generator(seed, generator, self._step_generator)
+        self._views.clear()  # views are shared within one call (see turned_views.py)
         if self._before_predictions is None:
             self._before_predictions = (self.stream.fork(), self._last_action)
         frames = []
@@ -510,8 +527,12 @@ class WorldModel(Imagination, nn.Module):
         frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
         anchor = self._anchor
         if rotations is not None and anchor is not None and not is_identity(rotations):
-            turned, turned_latents = self.turned_views(anchor[0].expand(rotations.shape[0] * rotations.shape[1], -1, -1, -1),
-                                                       rotations.flatten(0, 1))
+            if self.reuse_views:
+                turned, turned_latents, _ = self._views.lookup(anchor[0], self.intrinsics, rotations.flatten(0, 1),
+                                                               self._encode_images)
+            else:
+                turned, turned_latents = self.turned_views(
+                    anchor[0].expand(rotations.shape[0] * rotations.shape[1], -1, -1, -1), rotations.flatten(0, 1))
             anchor = (turned, self.codec.decode(turned_latents.transpose(0, 1)[None])[0], turned_latents)
         if self.anchor_decoder is not None and anchor is not None:
             pixels, reconstructed, anchor_latents = anchor
