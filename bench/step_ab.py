@@ -3,7 +3,8 @@
     python bench/step_ab.py [--checkpoint default] [--resolution 64] [--repeats 15] [--out bench/results/step_ab.json]
 
 Each repeat times one ``step`` (one chunk after a full history, as ``astra-bench``) with the plain
-paths and with the faster ones, in alternating order, so a shared machine's load falls on both alike;
+paths and with the faster ones (``reuse_views``: turned views encoded once; ``fuse_passes``: a history
+chunk's transformer pass shared with the next prediction's), in alternating order, so a shared machine's load falls on both alike;
 the figure is the per-repeat ratio plain / fast (its median and range). The two give the same frames
 bit for bit (test/test_speed_paths.py). A resolution other than the checkpoint's uses its architecture
 with random weights.
@@ -31,7 +32,7 @@ def timed_step(wm, reuse: bool, seed: int) -> float:
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 255, (cfg.max_history_chunks * n, *cfg.resolution, 3), dtype=np.uint8)
     actions = (rng.normal(size=(frames.shape[0], 6)) * 0.05).astype(np.float32)
-    wm.reuse_views = reuse
+    wm.reuse_views = wm.fuse_passes = reuse
     wm.start(frames, actions, modality="twist", seed=seed)
     t0 = time.perf_counter()
     wm.step(actions[:n], seed=seed)

@@ -82,3 +82,19 @@ def test_step_recorder_counts_what_a_step_runs(model):
     model.start(video, actions, modality="twist", seed=0)
     model.step(actions[:n], seed=0)
     assert recorder.anchored == n
+
+
+def test_fused_pass_attention_counts_each_group_over_its_own_keys(model):
+    cfg = model.config
+    tokens = cfg.tokens_per_frame * cfg.chunk_frames
+    latents = torch.randn(1, cfg.codec.latent_channels, 2 * cfg.chunk_frames, *cfg.latent_size)
+    t = torch.full((1, 2 * cfg.chunk_frames), 0.5)
+    past = [(torch.randn(1, cfg.num_attention_heads, 3 * tokens, cfg.attention_head_dim),) * 2
+            for _ in range(cfg.num_layers)]
+    feats = torch.zeros(1, 2 * cfg.chunk_frames, cfg.action_dim)
+    counted = _counted(lambda: model.transformer(latents, t, torch.arange(2 * cfg.chunk_frames), feats, past_kv=past,
+                                                 split=(cfg.chunk_frames, tokens)))
+    flops = F.transformer_pass(cfg, 2 * tokens, 3 * tokens, split=(tokens, tokens))
+    assert counted == flops.dense
+    # History queries over 3 past + 1 chunk, target queries over 2 past (one dropped) + 2 chunks.
+    assert flops.attention == cfg.num_layers * 4 * cfg.inner_dim * (tokens * 4 * tokens + tokens * 4 * tokens)

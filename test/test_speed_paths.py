@@ -21,11 +21,11 @@ def _inputs():
     return video, actions, future
 
 
-def _run(wm, reuse: bool) -> tuple[list[np.ndarray], list[float]]:
+def _run(wm, reuse: bool, fuse: bool = True) -> tuple[list[np.ndarray], StepRecorder]:
     """Frames of a fixed session (start, open-loop steps, observe, step, imagine) in float uint8 units
-    (before rounding, so any difference shows), and the encoded frames of the first step."""
+    (before rounding, so any difference shows), and what the first step ran."""
     video, actions, future = _inputs()
-    wm.reuse_views = reuse
+    wm.reuse_views, wm.fuse_passes = reuse, fuse
     frames = []
     original = WorldModel._to_uint8
 
@@ -46,20 +46,27 @@ def _run(wm, reuse: bool) -> tuple[list[np.ndarray], list[float]]:
         wm.imagine(future, seed=5, decode=[0, 3, 5])
     finally:
         del wm._to_uint8
-        wm.reuse_views = True
-    return frames, recorder.encoded
+        wm.reuse_views = wm.fuse_passes = True
+    return frames, recorder
 
 
-def test_reused_views_change_no_bit_and_save_encodes(wm):
-    plain, plain_encoded = _run(wm, reuse=False)
-    fast, fast_encoded = _run(wm, reuse=True)
+@pytest.mark.parametrize("reuse, fuse", [(True, False), (False, True), (True, True)])
+def test_fast_paths_change_no_bit_and_do_less(wm, reuse, fuse):
+    plain, plain_ran = _run(wm, reuse=False, fuse=False)
+    fast, fast_ran = _run(wm, reuse=reuse, fuse=fuse)
     assert len(plain) == len(fast) == 5
     for a, b in zip(plain, fast):
         assert a.shape == b.shape
         assert np.array_equal(a, b), f"max |diff| {np.abs(a - b).max()} in uint8 units"
     # First step after observing: the chunk's 2 turned views, encoded for its references, are not
     # encoded again for its anchor decoding.
-    assert (plain_encoded, fast_encoded) == (5, 3)
+    assert (plain_ran.encoded, fast_ran.encoded) == (5, 3 if reuse else 5)
+    # The plain step runs the last observed chunk's pass in start(), then predicts (32 tokens over 128
+    # cached) and appends its own chunk; fused, the observed chunk's pass and the prediction are one
+    # (64 tokens over the 3 chunks before), and the step's own chunk waits for the next prediction.
+    tokens = 2 * 16
+    assert plain_ran.passes == [(1, tokens, 4 * tokens), (1, tokens, 4 * tokens)]
+    assert fast_ran.passes == ([(1, 2 * tokens, 3 * tokens)] if fuse else plain_ran.passes)
 
 
 def test_views_are_not_shared_across_calls_or_frames(wm):
@@ -72,6 +79,8 @@ def test_views_are_not_shared_across_calls_or_frames(wm):
     with recorder.recording():
         wm.step(actions[:2], seed=1)
     assert recorder.encoded == 3 and wm._views.base is wm._anchor[0]
+    # A deferred chunk is computed before anything reads the cache: the count is whole.
+    assert wm.stream.num_history_chunks == len(wm.stream.cache) == wm.config.max_history_chunks
     with torch.no_grad():
         assert wm._views.lookup(wm._anchor[0], wm.intrinsics, torch.eye(3, dtype=torch.float64)[None],
                                 wm._encode_images)[1].shape == (1, wm.config.codec.latent_channels, 8, 8)

@@ -49,9 +49,12 @@ def _attention(queries: int, keys: int, width: int) -> int:
     return 4 * queries * keys * width
 
 
-def transformer_pass(cfg: AstraConfig, tokens: int, past_tokens: int, batch: int = 1) -> Flops:
+def transformer_pass(cfg: AstraConfig, tokens: int, past_tokens: int, batch: int = 1,
+                     split: tuple[int, int] | None = None) -> Flops:
     """One :class:`AstraTransformer` forward of ``tokens`` query tokens (whole frames) attending to
-    ``past_tokens`` cached ones and to themselves, for a batch of ``batch``."""
+    ``past_tokens`` cached ones and to themselves, for a batch of ``batch``. ``split`` (history
+    tokens, dropped past tokens): a fused append + predict pass, whose first tokens attend to the past
+    and themselves, the rest to the past less the dropped tokens and all ``tokens``."""
     if tokens % cfg.tokens_per_frame:
         raise ValueError(f"tokens must be whole frames of {cfg.tokens_per_frame}, got {tokens}")
     d, f = cfg.inner_dim, tokens // cfg.tokens_per_frame
@@ -62,7 +65,12 @@ def transformer_pass(cfg: AstraConfig, tokens: int, past_tokens: int, batch: int
     if cfg.text_dim:
         raise ValueError("transformer_pass counts models without cross-attention (text_dim 0)")
     dense += cfg.num_layers * per_block + 2 * tokens * d * patch  # blocks, output projection
-    attention = cfg.num_layers * _attention(tokens, past_tokens + tokens, d)
+    if split is None:
+        attention = cfg.num_layers * _attention(tokens, past_tokens + tokens, d)
+    else:
+        history, drop = split
+        attention = cfg.num_layers * (_attention(history, past_tokens + history, d)
+                                      + _attention(tokens - history, past_tokens - drop + tokens, d))
     return Flops(dense, attention) * batch
 
 

@@ -142,7 +142,7 @@ class Imagination:
                     newest = (pixels, chunk[:, :, -1])
                 latents.append(chunk)
                 if c < last_needed:
-                    branch.append_history(chunk, features, noise=history_noise[rows])
+                    branch.append_history(chunk, features, noise=history_noise[rows], defer=self.fuse_passes)
             wanted = torch.cat(latents, dim=2)[:, :, frame_indices]
             _stop_if(should_stop)
             out.append(self._decode(wanted, rotations=rotations[:, frame_indices] if rotations is not None else None))

@@ -27,11 +27,13 @@ class StepRecorder:
         self.seconds: dict[str, float] = defaultdict(float)
         self.encoded = self.decoded = self.anchored = 0  # frames through each part
         self.passes: list[tuple[int, int, int]] = []  # transformer (batch, query tokens, past tokens)
+        self.splits: dict[int, tuple[int, int]] = {}  # pass index -> (history tokens, dropped) of fused passes
 
     def reset(self) -> None:
         self.seconds.clear()
         self.encoded = self.decoded = self.anchored = 0
         self.passes.clear()
+        self.splits.clear()
 
     def _wrap(self, obj, name: str, stage: str, shapes):
         inner = getattr(obj, name)
@@ -60,12 +62,15 @@ class StepRecorder:
         def anchor(anchor_frames, anchor_latents, anchor_coarse, latents, coarse):
             self.anchored += latents.shape[0]
 
-        def transformer(latents, flow_t, frame_pos, action_features=None, attention_mask=None, past_kv=None, **k):
+        def transformer(latents, flow_t, frame_pos, action_features=None, attention_mask=None, past_kv=None,
+                        context=None, split=None):
             if attention_mask is not None:
                 raise ValueError("StepRecorder counts cached streaming passes, not dense ones with a mask")
             b, _, f = latents.shape[:3]
             past = past_kv[0][0].shape[2] if past_kv else 0
             self.passes.append((b, f * cfg.tokens_per_frame, past))
+            if split is not None:
+                self.splits[len(self.passes) - 1] = (split[0] * cfg.tokens_per_frame, split[1])
 
         wrapped = [self._wrap(wm.codec, "encode", "codec_encode", encode),
                    self._wrap(wm.codec, "decode", "codec_decode", decode),
@@ -83,8 +88,8 @@ class StepRecorder:
         cfg = self.wm.config
         h, w = cfg.resolution
         transformer = F.Flops()
-        for batch, tokens, past in self.passes:
-            transformer = transformer + F.transformer_pass(cfg, tokens, past, batch)
+        for i, (batch, tokens, past) in enumerate(self.passes):
+            transformer = transformer + F.transformer_pass(cfg, tokens, past, batch, self.splits.get(i))
         return {"codec_encode": F.codec_encode(cfg.codec, h, w) * self.encoded,
                 "transformer": transformer,
                 "codec_decode": F.codec_decode(cfg.codec, h, w) * self.decoded,

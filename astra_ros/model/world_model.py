@@ -69,6 +69,9 @@ class WorldModel(Imagination, nn.Module):
         # plain path, which tests compare with).
         self._views = TurnedViewCache()
         self.reuse_views = True
+        # Appended history chunks wait for the next prediction and share its transformer pass
+        # (StreamingRollout.append_history's ``defer``). False: a pass of their own (the plain path).
+        self.fuse_passes = True
         # Intrinsics (3, 3) at the model's resolution for rotation_reference; None: reference_fovy_deg.
         self._intrinsics: torch.Tensor | None = None
         # The stream and last action as they were before the first step() since the newest observed
@@ -382,7 +385,7 @@ class WorldModel(Imagination, nn.Module):
             del self._pending_frames[:cf], self._pending_actions[:cf]
             features = self._features(acts, batch=1, previous=self._last_action)
             self._last_action = acts[-1]
-            self.stream.append_history(chunk, features, generator=self._observe_generator)
+            self.stream.append_history(chunk, features, generator=self._observe_generator, defer=self.fuse_passes)
 
     def _features(self, actions: list[torch.Tensor | None] | torch.Tensor | None, batch: int,
                   modality: str | None = None, previous: torch.Tensor | None = None) -> torch.Tensor:
@@ -454,7 +457,7 @@ class WorldModel(Imagination, nn.Module):
                 self._turn_action, self._turn_rotation = chunk_actions[0, -1], rotations[0, -1]
                 self._turn_frame = (decoded[:, -1], latents[:, :, -1])
             frames.append(decoded)
-            self.stream.append_history(latents, features, generator=gen)
+            self.stream.append_history(latents, features, generator=gen, defer=self.fuse_passes)
         return self._to_uint8(torch.cat(frames, dim=1))[0]
 
     @torch.no_grad()
@@ -484,11 +487,11 @@ class WorldModel(Imagination, nn.Module):
             previous = chunk_actions[:, -1]
             if start < observed:
                 stream.append_history(history[:, :, start:start + cf].to(self.device), features,
-                                      generator=history_generator or generator)
+                                      generator=history_generator or generator, defer=self.fuse_passes)
                 continue
             latents = self._predict(stream, features, generator, None, modality=modality)
             out.append(latents)
-            stream.append_history(latents, features, generator=generator)
+            stream.append_history(latents, features, generator=generator, defer=self.fuse_passes)
         return torch.cat(out, dim=2)
 
     def _predict(self, stream: StreamingRollout, features: torch.Tensor, gen: torch.Generator,
