@@ -111,9 +111,9 @@ class StreamingRollout:
         self.compute_dtype = compute_dtype
         self._cache = KVCache(self.config.num_layers, self.config.max_history_chunks if use_cache else None)
         # A history chunk appended with ``defer``, not yet through the transformer: (noised latents,
-        # flow times, features, frame_start). The next prediction computes it in its own pass; anything
+        # flow times, features, frame_start, noise level). The next prediction computes it in its own pass; anything
         # else that reads the cache computes it alone first.
-        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None
+        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, float] | None = None
         self.next_frame = 0  # absolute latent-frame index of the next chunk
         # Clean newest latent frame of the history (batch 1 or B, C, 1, h, w): what a chunk's
         # change is added to when the config predicts latent deltas.
@@ -154,11 +154,11 @@ class StreamingRollout:
         """Run a deferred history chunk through the transformer alone."""
         if self._pending is None:
             return
-        noised, t, features, frame_start = self._pending
+        noised, t, features, frame_start, level = self._pending
         self._pending = None
         pos = torch.arange(frame_start, frame_start + self.config.chunk_frames)
         _, kv = self._run(noised, t, pos, features, past_kv=self._cache.materialize(noised.shape[0]))
-        self._cache.append(HistoryChunk(frame_start, float(t[0, 0]), kv, None, None))
+        self._cache.append(HistoryChunk(frame_start, level, kv, None, None))
 
     def _run(self, *args, **kwargs):
         """The transformer's forward, under autocast when a compute dtype is set; velocity in float32."""
@@ -193,7 +193,7 @@ class StreamingRollout:
         chunk = HistoryChunk(frame_start=self.next_frame, noise_level=level, kv=None, latents=None, features=None)
         self._flush()
         if self.use_cache and defer:
-            self._pending = (noised, t, features, self.next_frame)
+            self._pending = (noised, t, features, self.next_frame, level)
             self.next_frame += cf
             self.reference = latents[:, :, -1:]
             return
@@ -269,7 +269,7 @@ class StreamingRollout:
     def _fused_velocity(self, x: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """The pending history chunk's pass and the target's first one, as one: appends the chunk's
         keys/values to the cache and returns the target's velocity (B, C, chunk_frames, h, w)."""
-        noised, level, hist_features, frame_start = self._pending
+        noised, times, hist_features, frame_start, level = self._pending
         self._pending = None
         cf = self.config.chunk_frames
         b = x.shape[0]
@@ -277,11 +277,11 @@ class StreamingRollout:
         evicted = len(self._cache) + 1 - (self._cache.max_chunks or len(self._cache) + 1)
         drop = sum(c.kv[0][0].shape[2] for c in list(self._cache.chunks)[:max(0, evicted)])
         pos = torch.arange(frame_start, frame_start + 2 * cf)
-        v, kv = self._run(torch.cat([noised, x], dim=2), torch.cat([level, t], dim=1), pos,
+        v, kv = self._run(torch.cat([noised, x], dim=2), torch.cat([times, t], dim=1), pos,
                           torch.cat([hist_features, features], dim=1), past_kv=past, split=(cf, drop))
         tokens = cf * self.config.tokens_per_frame
         own = [(k[:, :, :tokens].contiguous(), val[:, :, :tokens].contiguous()) for k, val in kv]
-        self._cache.append(HistoryChunk(frame_start, float(level[0, 0]), own, None, None))
+        self._cache.append(HistoryChunk(frame_start, level, own, None, None))
         return v[:, :, cf:]
 
     def _recompute_velocity(self, x: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
