@@ -2,20 +2,36 @@
 
 import json
 
+import pytest
+
 from astra_ros.cli.bench import main
 
 
-def test_quick_bench_writes_every_contract_figure(tmp_path):
+def test_quick_bench_writes_every_contract_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["--checkpoint", "random:tiny", "--quick", "--threads", "1", "--out", str(out)]) == 0
+    assert main(["--checkpoint", "random:tiny", "--quick", "--threads", "1", "--scaled-resolution", "16",
+                 "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     s = r["stream_chunks"]
     assert len(s["kv_latency_s"]) == len(s["recompute_latency_s"]) == len(s["chunks"])
     assert all(v > 0 for v in s["kv_latency_s"])
-    assert r["predicted_fps"] > 0 and r["peak_rss_mb"] > 0
+    assert r["predicted_fps"] > 0 and r["predicted_fps_16px"] > 0
     assert len(r["batch"]["imagine_frames_per_s"]) == len(r["batch"]["sizes"])
-    assert r["matmul_peak_gflops"] > 0 and r["transformer_gflops"] > 0
-    assert r["transformer"]["flops_per_step"] > 0
+    # The step's figures, from one run: FLOPs (attention part within), time, peak, their ratio.
+    assert 0 < r["step_attention_flops"] < r["step_flops"]
+    assert r["step_seconds"] > 0 and r["matmul_peak_gflops"] > 0
+    assert r["step_vs_matmul_peak"] == pytest.approx(r["step"]["models"]["checkpoint"]["step_vs_matmul_peak"]["median"])
+    assert 0 < r["step_vs_matmul_peak"] < 2
+    fractions = r["step_stage_fraction"]
+    assert set(fractions) == {"codec_encode", "transformer", "codec_decode", "anchor_decoder", "glue"}
+    assert sum(fractions.values()) == pytest.approx(1.0)
+    assert all(v >= 0 for k, v in fractions.items() if k != "glue")
+    check = r["step_flops_check"]
+    assert check["analytic_without_attention"] <= check["flop_counter"] <= 1.05 * check["analytic_without_attention"]
+    # True peaks (VmHWM): the whole run's holds two models, so it is above the lone stream's.
+    assert r["peak_rss_mb"] >= r["long_stream"]["peak_rss_mb"] > 0
+    printed = capsys.readouterr().out
+    assert "step_vs_matmul_peak" in printed and "16x16" in printed
 
 
 def test_bad_checkpoint_exits_2(tmp_path, capsys):

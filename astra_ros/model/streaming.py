@@ -109,28 +109,56 @@ class StreamingRollout:
         # None: float32. torch.bfloat16: the transformer runs under autocast (weights stay float32;
         # cached keys/values are stored in bfloat16; the sampler's state stays float32).
         self.compute_dtype = compute_dtype
-        self.cache = KVCache(self.config.num_layers, self.config.max_history_chunks if use_cache else None)
+        self._cache = KVCache(self.config.num_layers, self.config.max_history_chunks if use_cache else None)
+        # A history chunk appended with ``defer``, not yet through the transformer: (noised latents,
+        # flow times, features, frame_start, noise level). The next prediction computes it in its own pass; anything
+        # else that reads the cache computes it alone first.
+        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, float] | None = None
         self.next_frame = 0  # absolute latent-frame index of the next chunk
         # Clean newest latent frame of the history (batch 1 or B, C, 1, h, w): what a chunk's
         # change is added to when the config predicts latent deltas.
         self.reference: torch.Tensor | None = None
 
     def reset(self) -> None:
-        self.cache = KVCache(self.config.num_layers, self.config.max_history_chunks if self.use_cache else None)
+        self._cache = KVCache(self.config.num_layers, self.config.max_history_chunks if self.use_cache else None)
+        self._pending = None
         self.next_frame = 0
         self.reference = None
 
+    @property
+    def cache(self) -> KVCache:
+        """The history's keys/values, a deferred chunk included (computed now if it was pending)."""
+        self._flush()
+        return self._cache
+
+    @cache.setter
+    def cache(self, value: KVCache) -> None:
+        self._cache, self._pending = value, None
+
     def fork(self) -> "StreamingRollout":
-        """An independent stream that continues from the same history (shared, not recomputed)."""
+        """An independent stream that continues from the same history (shared, not recomputed; a
+        deferred chunk stays deferred in both)."""
         other = StreamingRollout(self.model, self.use_cache, self.compute_dtype)
-        other.cache = self.cache.fork()
+        other._cache = self._cache.fork()
+        other._pending = self._pending
         other.next_frame = self.next_frame
         other.reference = self.reference
         return other
 
     @property
     def num_history_chunks(self) -> int:
-        return len(self.cache)
+        count = len(self._cache) + (self._pending is not None)
+        return count if self._cache.max_chunks is None else min(count, self._cache.max_chunks)
+
+    def _flush(self) -> None:
+        """Run a deferred history chunk through the transformer alone."""
+        if self._pending is None:
+            return
+        noised, t, features, frame_start, level = self._pending
+        self._pending = None
+        pos = torch.arange(frame_start, frame_start + self.config.chunk_frames)
+        _, kv = self._run(noised, t, pos, features, past_kv=self._cache.materialize(noised.shape[0]))
+        self._cache.append(HistoryChunk(frame_start, level, kv, None, None))
 
     def _run(self, *args, **kwargs):
         """The transformer's forward, under autocast when a compute dtype is set; velocity in float32."""
@@ -147,11 +175,14 @@ class StreamingRollout:
     def append_history(
         self, latents: torch.Tensor, features: torch.Tensor, generator: torch.Generator | None = None,
         noise_level: float | None = None, shared_noise: bool = False, noise: torch.Tensor | None = None,
+        defer: bool = False,
     ) -> None:
         """Add a finished chunk (B, C, chunk_frames, h, w) with its action features (B, chunk_frames, A).
 
         The chunk is noised to ``history_noise`` (noise-augmented memory) before the model sees it;
-        ``noise`` (same shape) replaces the draw from ``generator`` when given.
+        ``noise`` (same shape) replaces the draw from ``generator`` when given. ``defer``: its pass
+        waits for the next prediction, which runs both in one (the same keys, values and velocities,
+        bit for bit; tested), or for whatever reads the cache first.
         """
         cfg = self.config
         level = cfg.history_noise if noise_level is None else noise_level
@@ -160,12 +191,18 @@ class StreamingRollout:
         t = torch.full((b, cf), level, device=latents.device)
         noised = add_noise(latents, noise, t)
         chunk = HistoryChunk(frame_start=self.next_frame, noise_level=level, kv=None, latents=None, features=None)
+        self._flush()
+        if self.use_cache and defer:
+            self._pending = (noised, t, features, self.next_frame, level)
+            self.next_frame += cf
+            self.reference = latents[:, :, -1:]
+            return
         if self.use_cache:
-            _, kv = self._run(noised, t, self._frame_pos(), features, past_kv=self.cache.materialize(b))
+            _, kv = self._run(noised, t, self._frame_pos(), features, past_kv=self._cache.materialize(b))
             chunk.kv = kv
         else:
             chunk.latents, chunk.features = noised, features
-        self.cache.append(chunk)
+        self._cache.append(chunk)
         self.next_frame += cf
         self.reference = latents[:, :, -1:]
 
@@ -201,11 +238,17 @@ class StreamingRollout:
         step_features = torch.cat([features, null_features]) if guided else features
         nb = 2 * b if guided else b
         times = sampling_schedule(steps, cfg.sample_shift).to(device)
-        past = self.cache.materialize(nb) if self.use_cache else None
+        fuse = self._pending is not None and self._pending[0].shape[0] == nb
+        past = None
+        if self.use_cache and not fuse:
+            past = self.cache.materialize(nb)
         for i in range(steps):
             t = torch.full((nb, cfg.chunk_frames), float(times[i]), device=device)
             inp = torch.cat([x, x]) if guided else x
-            if self.use_cache:
+            if fuse and i == 0:
+                v = self._fused_velocity(inp, t, step_features)
+                past = self._cache.materialize(nb) if steps > 1 else None
+            elif self.use_cache:
                 v, _ = self._run(inp, t, self._frame_pos(), step_features, past_kv=past)
             else:
                 v = self._recompute_velocity(inp, t, step_features)
@@ -222,6 +265,24 @@ class StreamingRollout:
         if self.reference is None:
             raise ValueError("a model predicting latent deltas needs a history chunk before the first prediction")
         return x + _tile(self.reference.to(x), b)
+
+    def _fused_velocity(self, x: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The pending history chunk's pass and the target's first one, as one: appends the chunk's
+        keys/values to the cache and returns the target's velocity (B, C, chunk_frames, h, w)."""
+        noised, times, hist_features, frame_start, level = self._pending
+        self._pending = None
+        cf = self.config.chunk_frames
+        b = x.shape[0]
+        past = self._cache.materialize(b)
+        evicted = len(self._cache) + 1 - (self._cache.max_chunks or len(self._cache) + 1)
+        drop = sum(c.kv[0][0].shape[2] for c in list(self._cache.chunks)[:max(0, evicted)])
+        pos = torch.arange(frame_start, frame_start + 2 * cf)
+        v, kv = self._run(torch.cat([noised, x], dim=2), torch.cat([times, t], dim=1), pos,
+                          torch.cat([hist_features, features], dim=1), past_kv=past, split=(cf, drop))
+        tokens = cf * self.config.tokens_per_frame
+        own = [(k[:, :, :tokens].contiguous(), val[:, :, :tokens].contiguous()) for k, val in kv]
+        self._cache.append(HistoryChunk(frame_start, level, own, None, None))
+        return v[:, :, cf:]
 
     def _recompute_velocity(self, x: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Velocity of the target chunk from one dense pass over the whole history (no cache)."""

@@ -123,11 +123,16 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         past_kv: KV | None = None,
         context: torch.Tensor | None = None,
+        split: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, KV]:
         """x (B, L, dim) -> (B, L, dim) and this call's own keys/values (for the cache).
 
         Self-attention when ``context`` is None: keys are ``past_kv`` followed by x's own;
         ``mask`` (L, Lpast + L) bool. Cross-attention otherwise (no rotary, no mask).
+        ``split`` (Lh, drop): the first Lh tokens are a history chunk being appended, the rest the
+        chunk after it: the first attend to ``past_kv`` and themselves, the rest to ``past_kv`` less
+        its first ``drop`` tokens (evicted by the append), the history chunk and themselves. Two
+        attentions without a mask, each the one the separate passes run.
         """
         b = x.shape[0]
         q = self.norm_q(self.to_q(x)).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, H, L, d)
@@ -136,6 +141,8 @@ class Attention(nn.Module):
                 q = apply_rope(q, *rope)
             k, v = self.project_kv(x, rope)
             own = (k, v)
+            if split is not None:
+                return self._split_attention(q, k, v, past_kv, *split), own
             if past_kv is not None:
                 pk, pv = past_kv
                 k = torch.cat([pk.expand(b, -1, -1, -1), k], dim=2)  # (B, H, Lpast + L, d)
@@ -145,6 +152,18 @@ class Attention(nn.Module):
             own = (k, v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, d)
         return self.to_out[0](out.transpose(1, 2).flatten(2)), own
+
+    def _split_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_kv: KV | None,
+                         history: int, drop: int) -> torch.Tensor:
+        b = q.shape[0]
+        pk, pv = past_kv if past_kv is not None else (k[:, :, :0], v[:, :, :0])
+        pk, pv = pk.expand(b, -1, -1, -1), pv.expand(b, -1, -1, -1)
+        hk, hv = k[:, :, :history], v[:, :, :history]
+        first = F.scaled_dot_product_attention(q[:, :, :history], torch.cat([pk, hk], dim=2), torch.cat([pv, hv], dim=2))
+        rest = F.scaled_dot_product_attention(q[:, :, history:], torch.cat([pk[:, :, drop:], k], dim=2),
+                                              torch.cat([pv[:, :, drop:], v], dim=2))
+        out = torch.cat([first, rest], dim=2)
+        return self.to_out[0](out.transpose(1, 2).flatten(2))
 
 
 def _layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -181,9 +200,10 @@ class AstraBlock(nn.Module):
         mask: torch.Tensor | None,
         past_kv: KV | None,
         context: torch.Tensor | None,
+        split: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, KV]:
         """x (B, L, dim), L = F frames x n tokens; modulation (B, F, 6, dim) per frame;
-        action_tokens (B, L, action_dim).
+        action_tokens (B, L, action_dim); ``split``: see :meth:`Attention.forward`.
 
         The modulation is applied per frame by broadcasting over a frame's tokens: the same values
         as repeating it per token, without materialising a (B, L, 6, dim) tensor in every block
@@ -198,7 +218,7 @@ class AstraBlock(nn.Module):
         h = (per_frame(_layer_norm(x, self.eps)) * (1 + scale) + shift).view(b, length, dim)
         if action_tokens is not None:
             h = h + self.action_proj(action_tokens)
-        attn, kv = self.attn1(h, rope=rope, mask=mask, past_kv=past_kv)
+        attn, kv = self.attn1(h, rope=rope, mask=mask, past_kv=past_kv, split=split)
         x = x + (per_frame(self.act_adapter(attn)) * gate).view(b, length, dim)
         # 2. Cross-attention
         if self.attn2 is not None:
@@ -289,8 +309,13 @@ class AstraTransformer(nn.Module):
         attention_mask: torch.Tensor | None = None,
         past_kv: list[KV] | None = None,
         context: torch.Tensor | None = None,
+        split: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, list[KV]]:
         """Velocity for every frame of ``latents`` and the keys/values of its tokens per layer.
+
+        ``split`` (history frames, dropped past tokens): the first frames are a history chunk being
+        appended and the rest the chunk after it, in one pass that gives both exactly what two
+        passes would (see :meth:`Attention.forward`; no mask, no cross-attention).
 
         latents (B, C, F, h, w); flow_t (B, F) in [0, 1]; frame_pos (F,) absolute frame indices;
         action_features (B, F, action_dim) or None; attention_mask (L, Lpast + L) bool or None
@@ -311,7 +336,14 @@ class AstraTransformer(nn.Module):
         x = self._patchify(latents)  # (B, L, dim)
         angles = rope_angles(frame_pos, rows, cols, cfg.attention_head_dim, cfg.rope_theta)
         rope = (angles.cos().to(x.dtype).to(x.device), angles.sin().to(x.dtype).to(x.device))  # (L, d/2)
-        temb, modulation = self.condition_embedder(flow_t)  # (B, F, dim), (B, F, 6, dim): per frame
+        if split is None:
+            temb, modulation = self.condition_embedder(flow_t)  # (B, F, dim), (B, F, 6, dim): per frame
+        else:  # each chunk's as its own pass computes it (a matmul's rounding can depend on its rows)
+            parts = [self.condition_embedder(t) for t in flow_t.split([split[0], f - split[0]], dim=1)]
+            temb, modulation = (torch.cat(p, dim=1) for p in zip(*parts))
+            if attention_mask is not None or context is not None:
+                raise ValueError("a split pass takes no attention mask and no context")
+            split = (split[0] * n, split[1])
         action_tokens = action_features.repeat_interleave(n, dim=1) if action_features is not None else None
         if context is not None:
             context = self.condition_embedder.text_embedder(context)
@@ -320,7 +352,7 @@ class AstraTransformer(nn.Module):
         new_kv: list[KV] = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, modulation, rope, action_tokens, attention_mask,
-                          past_kv[i] if past_kv is not None else None, context)
+                          past_kv[i] if past_kv is not None else None, context, split)
             new_kv.append(kv)
 
         # 3. Output norm, projection, unpatchify

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,48 +20,19 @@ from .anchor_decoder import AnchorDecoder
 from .checkpoint import load_config, load_weights, resolve_checkpoint, save_checkpoint
 from .codec import LatentCodec
 from .config import AstraConfig
+from .imagination import ImagineCancelled, Imagination, as_generator, checked_guidance  # noqa: F401 (re-exported)
 from .precision import require_bf16_agrees, transformer_probe
-from .streaming import StreamingRollout, draw_noise
+from .streaming import StreamingRollout
 from .transformer import AstraTransformer
-from .view_rotation import ROTATING_MODALITIES, chain_rotations, intrinsics_from_fov, is_identity, rotate_view
-
-
-class ImagineCancelled(RuntimeError):
-    """``imagine`` stopped early because its ``should_stop`` said so."""
-
-
-def _stop_if(should_stop: Callable[[], bool] | None) -> None:
-    if should_stop is not None and should_stop():
-        raise ImagineCancelled("imagination cancelled before it finished")
-
-
-def _checked_guidance(scale: float | None) -> float | None:
-    """A guidance scale given to a call: None (the config's) or a finite number >= 0."""
-    if scale is None:
-        return None
-    value = float(scale)
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"guidance_scale must be a finite number >= 0, got {scale!r}")
-    return value
-
-
-def _as_generator(seed: int | None, generator: torch.Generator | None, fallback: torch.Generator) -> torch.Generator:
-    if generator is not None:
-        return generator
-    if seed is not None:
-        return torch.Generator().manual_seed(int(seed))
-    return fallback
+from .turned_views import TurnedViewCache
+from .view_rotation import chain_rotations, intrinsics_from_fov, is_identity, rotate_view
 
 
 # Copy-last error of a latent cell (mean over channels, latents of unit scale) below which
 # ``one_shot_error`` counts it as still: two renders of an unchanged view differ by about 1e-3.
 STILL_CELL_MSE = 0.01
 
-# Memory ``imagine`` may use at once by default (see ``WorldModel.default_imagine_batch``).
-IMAGINE_MEMORY_BUDGET_BYTES = 1 << 30
-
-
-class WorldModel(nn.Module):
+class WorldModel(Imagination, nn.Module):
     """An Astra world model with one live stream."""
 
     def __init__(self, config: AstraConfig, use_cache: bool = True) -> None:
@@ -95,6 +64,14 @@ class WorldModel(nn.Module):
         # ... and that frame's pixels (1, 3, H, W) and latents (1, C, h, w): observed, or decoded from a
         # prediction. The next chunk's references are this frame turned (None before any frame).
         self._turn_frame: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Turned views of the newest observed frame encoded in this step() or imagine() call (its
+        # references and its decoding's). reuse_views False: every view encoded where it is used (the
+        # plain path, which tests compare with).
+        self._views = TurnedViewCache()
+        self.reuse_views = True
+        # Appended history chunks wait for the next prediction and share its transformer pass
+        # (StreamingRollout.append_history's ``defer``). False: a pass of their own (the plain path).
+        self.fuse_passes = True
         # Intrinsics (3, 3) at the model's resolution for rotation_reference; None: reference_fovy_deg.
         self._intrinsics: torch.Tensor | None = None
         # The stream and last action as they were before the first step() since the newest observed
@@ -220,6 +197,7 @@ class WorldModel(nn.Module):
         self._turn_action = None
         self._turn_rotation = torch.eye(3, dtype=torch.float64)
         self._turn_frame = None
+        self._views.clear()
         self._before_predictions = None
 
     # ------------------------------------------------------------------ rotation reference
@@ -247,7 +225,11 @@ class WorldModel(nn.Module):
         """``anchors`` (N, 3, H, W) in [-1, 1] as the camera would see them turned by ``rotations``
         (N, 3, 3), and their latents (N, C, h, w): the references of ``rotation_reference``."""
         turned = rotate_view(anchors, self.intrinsics if K is None else K, rotations)
-        return turned, self.codec.encode(turned[None])[0].transpose(0, 1)
+        return turned, self._encode_images(turned)
+
+    def _encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, H, W) -> latents (N, C, h, w)."""
+        return self.codec.encode(images[None])[0].transpose(0, 1)
 
     def _turned_reference(self, pixels: torch.Tensor, latents: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
         """A chunk's delta references (B, C, n, h, w): the newest history frame, pixels (B or 1, 3, H, W)
@@ -262,6 +244,11 @@ class WorldModel(nn.Module):
         latents = latents.expand(b, -1, -1, -1)
         if is_identity(relative):
             return latents[:, :, None].expand(-1, -1, n, -1, -1)
+        if self.reuse_views and self._anchor is not None and pixels is self._anchor[0]:
+            # The newest observed frame: its encoding is known and decoding will turn it the same way.
+            _, views, base = self._views.lookup(pixels, self.intrinsics, relative.flatten(0, 1), self._encode_images,
+                                                base_rows=b)
+            return latents[:, :, None] + views.unflatten(0, (b, n)).transpose(1, 2) - base[:, :, None]
         pixels = pixels.expand(b, -1, -1, -1)
         turned = rotate_view(pixels.repeat_interleave(n, dim=0), self.intrinsics, relative.flatten(0, 1))
         coded = self.codec.encode(torch.cat([turned, pixels])[None])[0].transpose(0, 1)  # (B*n + B, C, h, w)
@@ -351,7 +338,7 @@ class WorldModel(nn.Module):
         actions_t = self._actions_to_tensor(actions, self._modality, n, "actions")
         target = self.codec.encode(x[None].to(self.device))
         features = self._features(actions_t[None], 1, previous=self._last_action)
-        gen = _as_generator(seed, None, self._imagine_generator)
+        gen = as_generator(seed, None, self._imagine_generator)
         reference = rotations = None
         if self.config.rotation_reference:
             rotations = chain_rotations(self._modality, actions_t[None], self._turn_action, self._turn_rotation)
@@ -398,7 +385,7 @@ class WorldModel(nn.Module):
             del self._pending_frames[:cf], self._pending_actions[:cf]
             features = self._features(acts, batch=1, previous=self._last_action)
             self._last_action = acts[-1]
-            self.stream.append_history(chunk, features, generator=self._observe_generator)
+            self.stream.append_history(chunk, features, generator=self._observe_generator, defer=self.fuse_passes)
 
     def _features(self, actions: list[torch.Tensor | None] | torch.Tensor | None, batch: int,
                   modality: str | None = None, previous: torch.Tensor | None = None) -> torch.Tensor:
@@ -445,13 +432,14 @@ class WorldModel(nn.Module):
         """
         self._require_started("step")
         self._require_whole_chunks("step")
-        guidance_scale = _checked_guidance(guidance_scale)
+        guidance_scale = checked_guidance(guidance_scale)
         n = self.frames_per_chunk
         actions_t = self._actions_to_tensor(actions, self._modality, None, "actions")
         if actions_t.shape[0] == 0 or actions_t.shape[0] % n:
             raise ValueError(f"step() takes actions for whole chunks: a multiple of frames_per_chunk={n} rows, "
                              f"got {actions_t.shape[0]}")
-        gen = _as_generator(seed, generator, self._step_generator)
+        gen = as_generator(seed, generator, self._step_generator)
+        self._views.clear()  # views are shared within one call (see turned_views.py)
         if self._before_predictions is None:
             self._before_predictions = (self.stream.fork(), self._last_action)
         frames = []
@@ -469,7 +457,7 @@ class WorldModel(nn.Module):
                 self._turn_action, self._turn_rotation = chunk_actions[0, -1], rotations[0, -1]
                 self._turn_frame = (decoded[:, -1], latents[:, :, -1])
             frames.append(decoded)
-            self.stream.append_history(latents, features, generator=gen)
+            self.stream.append_history(latents, features, generator=gen, defer=self.fuse_passes)
         return self._to_uint8(torch.cat(frames, dim=1))[0]
 
     @torch.no_grad()
@@ -499,149 +487,12 @@ class WorldModel(nn.Module):
             previous = chunk_actions[:, -1]
             if start < observed:
                 stream.append_history(history[:, :, start:start + cf].to(self.device), features,
-                                      generator=history_generator or generator)
+                                      generator=history_generator or generator, defer=self.fuse_passes)
                 continue
             latents = self._predict(stream, features, generator, None, modality=modality)
             out.append(latents)
-            stream.append_history(latents, features, generator=generator)
+            stream.append_history(latents, features, generator=generator, defer=self.fuse_passes)
         return torch.cat(out, dim=2)
-
-    @torch.no_grad()
-    def imagine(self, actions: np.ndarray, modality: str | None = None, seed: int | None = None,
-                generator: torch.Generator | None = None, guidance_scale: float | None = None,
-                shared_noise: bool = False, steps: int | None = None, max_batch: int | None = None,
-                decode: str | Sequence[int] = "all", should_stop: Callable[[], bool] | None = None) -> np.ndarray:
-        """B candidate futures for ``actions`` (B, N, D) from the live history, in one batch.
-
-        Returns uint8 (B, N, H, W, 3). The live stream is not changed: the candidates share its
-        cached history and extend private copies of the cache. ``shared_noise`` gives every
-        candidate the same noise, so their differences come from the actions alone (common random
-        numbers: what a planner or an evaluation comparing candidates wants).
-
-        For planners: ``steps`` overrides the Euler steps per chunk (``denoise_steps``);
-        ``max_batch`` splits the candidates into sub-batches of at most that many, run one after
-        the other (default: :meth:`default_imagine_batch`, a memory estimate); all noise is drawn
-        for the whole batch first, so a split gives the same futures as one batch (up to float
-        rounding). ``decode`` picks the frames returned and decoded (the decoder is a large share
-        of the cost): ``"all"``, ``"last"`` (B, 1, H, W, 3), or a sequence of frame indices in [0, N).
-        ``should_stop`` is polled before every chunk and decode; when it returns True the call raises
-        :class:`ImagineCancelled` (a server abandoning a request, a node shutting down). The live
-        stream is unchanged either way.
-        """
-        self._require_started("imagine")
-        self._require_whole_chunks("imagine")
-        guidance_scale = _checked_guidance(guidance_scale)
-        modality = modality or self._modality
-        self._check_modality(modality)
-        actions_t = self._actions_to_tensor(actions, modality, None, "actions", batched=True)
-        b, horizon = actions_t.shape[:2]
-        if b == 0 or horizon == 0:
-            raise ValueError(f"imagine() needs at least one candidate and one frame, got actions of shape {tuple(actions_t.shape)}")
-        frame_indices = self._decode_indices(decode, horizon)
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        steps = self.config.denoise_steps if steps is None else int(steps)
-        max_batch = (self.default_imagine_batch(guidance_scale, len(frame_indices), modality) if max_batch is None
-                     else max_batch)
-        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
-            raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
-        max_batch = int(max_batch)
-        n = self.frames_per_chunk
-        chunks = -(-horizon // n)
-        if horizon % n:  # pad the last chunk by holding the last action; extra frames are not returned
-            pad = actions_t[:, -1:].expand(b, chunks * n - horizon, -1)
-            actions_t = torch.cat([actions_t, pad], dim=1)
-        gen = _as_generator(seed, generator, self._imagine_generator)
-        # Draw every chunk's noise for the whole batch, in the order one batch would draw it, so
-        # sub-batches get their own rows of it.
-        cfg = self.config
-        h, w = cfg.latent_size
-        shape = (b, cfg.codec.latent_channels, cfg.chunk_frames, h, w)
-        noises = []
-        for c in range(chunks):
-            noises.append((draw_noise(shape, gen, shared_noise), draw_noise(shape, gen, shared_noise) if c + 1 < chunks else None))
-        # Only the chunks holding a requested frame need their latents kept.
-        last_needed = max(frame_indices) // n
-        out = []
-        for lo in range(0, b, max_batch):
-            rows = slice(lo, min(b, lo + max_batch))
-            branch = self.stream.fork()
-            latents = []
-            rotations = None
-            if self.config.rotation_reference:
-                known = modality == self._modality  # another modality's history says nothing of this one's turn
-                rotations = chain_rotations(modality, actions_t[rows, :(last_needed + 1) * n],
-                                            self._turn_action if known else None, self._turn_rotation)
-                newest, newest_rotation = self._turn_frame, self._turn_rotation.expand(rotations.shape[0], 3, 3)
-            # Only camera and twist actions turn the view: otherwise no predicted frame need be decoded.
-            turns = rotations is not None and modality in ROTATING_MODALITIES and known
-            for c in range(last_needed + 1):
-                _stop_if(should_stop)
-                chunk_actions = actions_t[rows, c * n:(c + 1) * n]
-                predict_noise, history_noise = noises[c]
-                previous = self._last_action if c == 0 else actions_t[rows, c * n - 1]
-                if c == 0 and modality != self._modality:
-                    previous = None  # the history's actions are another modality's
-                features = self._features(chunk_actions, chunk_actions.shape[0], modality, previous=previous)
-                reference = None
-                if rotations is not None:
-                    span = rotations[:, c * n:(c + 1) * n]
-                    reference = self._turned_reference(*newest, newest_rotation.transpose(-1, -2)[:, None] @ span)
-                chunk = self._predict(branch, features, gen, guidance_scale, shared_noise,
-                                      steps=steps, noise=predict_noise[rows], modality=modality, reference=reference)
-                if rotations is not None and c < last_needed:  # the next chunk refers to this chunk's newest frame
-                    newest_rotation = rotations[:, (c + 1) * n - 1]
-                    pixels = (self._decode_float(chunk[:, :, -1:], rotations[:, (c + 1) * n - 1:(c + 1) * n])[:, 0]
-                              if turns else newest[0])  # pixels are only read to be turned
-                    newest = (pixels, chunk[:, :, -1])
-                latents.append(chunk)
-                if c < last_needed:
-                    branch.append_history(chunk, features, noise=history_noise[rows])
-            wanted = torch.cat(latents, dim=2)[:, :, frame_indices]
-            _stop_if(should_stop)
-            out.append(self._decode(wanted, rotations=rotations[:, frame_indices] if rotations is not None else None))
-        return np.concatenate(out, axis=0)
-
-    @staticmethod
-    def _decode_indices(decode: str | Sequence[int], horizon: int) -> list[int]:
-        if isinstance(decode, str):
-            if decode == "all":
-                return list(range(horizon))
-            if decode == "last":
-                return [horizon - 1]
-            raise ValueError(f"decode must be 'all', 'last' or a sequence of frame indices, got {decode!r}")
-        indices = [int(i) for i in decode]
-        if not indices or any(not 0 <= i < horizon for i in indices):
-            raise ValueError(f"decode frame indices must be a non-empty sequence in [0, {horizon}), got {list(decode)}")
-        return indices
-
-    def default_imagine_batch(self, guidance_scale: float | None = None, decoded_frames: int = 1,
-                              modality: str | None = None) -> int:
-        """Largest sub-batch ``imagine`` runs at once by default: a memory estimate against
-        :data:`IMAGINE_MEMORY_BUDGET_BYTES`, in [1, 256].
-
-        Per candidate (float32): the window's keys/values materialised for every layer, one
-        layer's attention scores and MLP activations for the chunk (twice with guidance), and the
-        decoder's activations for each decoded frame (about four full-resolution maps of its widest
-        level, an overestimate for small models; plus the anchor decoder's, when there is one).
-        """
-        cfg = self.config
-        scale = self.guidance_scale_for(modality) if guidance_scale is None else float(guidance_scale)
-        passes = 2 if scale != 1.0 else 1
-        inner = cfg.num_attention_heads * cfg.attention_head_dim
-        chunk_tokens = cfg.tokens_per_frame * cfg.chunk_frames
-        context_tokens = chunk_tokens * (cfg.max_history_chunks + 1)
-        transformer = (cfg.num_layers * 2 * context_tokens * inner
-                       + cfg.num_attention_heads * chunk_tokens * context_tokens
-                       + chunk_tokens * (cfg.ffn_dim + 4 * inner))
-        height, width = cfg.resolution
-        widest = max(cfg.codec.block_out_channels if cfg.codec.kind == "autoencoder_kl"
-                     else [cfg.codec.base_dim * m for m in cfg.codec.dim_mult])
-        decoder = 4 * height * width * widest
-        if self.anchor_decoder is not None:
-            decoder += self.anchor_decoder.activation_floats(height, width)
-        per_candidate = 4 * (passes * transformer + decoded_frames * decoder)
-        return int(min(256, max(1, IMAGINE_MEMORY_BUDGET_BYTES // per_candidate)))
 
     def _predict(self, stream: StreamingRollout, features: torch.Tensor, gen: torch.Generator,
                  guidance_scale: float | None, shared_noise: bool = False, steps: int | None = None,
@@ -679,8 +530,12 @@ class WorldModel(nn.Module):
         frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
         anchor = self._anchor
         if rotations is not None and anchor is not None and not is_identity(rotations):
-            turned, turned_latents = self.turned_views(anchor[0].expand(rotations.shape[0] * rotations.shape[1], -1, -1, -1),
-                                                       rotations.flatten(0, 1))
+            if self.reuse_views:
+                turned, turned_latents, _ = self._views.lookup(anchor[0], self.intrinsics, rotations.flatten(0, 1),
+                                                               self._encode_images)
+            else:
+                turned, turned_latents = self.turned_views(
+                    anchor[0].expand(rotations.shape[0] * rotations.shape[1], -1, -1, -1), rotations.flatten(0, 1))
             anchor = (turned, self.codec.decode(turned_latents.transpose(0, 1)[None])[0], turned_latents)
         if self.anchor_decoder is not None and anchor is not None:
             pixels, reconstructed, anchor_latents = anchor

@@ -1,0 +1,93 @@
+"""A/B of the streaming step's faster paths against the plain ones, interleaved in one process.
+
+    python bench/step_ab.py [--checkpoint default] [--resolution 64] [--repeats 15] [--imagine 16 6 4] [--out ...]
+
+Each repeat times one ``step`` (one chunk after a full history, as ``astra-bench``) with the plain
+paths and with the faster ones (``reuse_views``: turned views encoded once; ``fuse_passes``: a history
+chunk's transformer pass shared with the next prediction's), in alternating order, so a shared machine's load falls on both alike;
+the figure is the per-repeat ratio plain / fast (its median and range). The two give the same frames
+bit for bit (test/test_speed_paths.py). A resolution other than the checkpoint's uses its architecture
+with random weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from astra_ros.cli.bench import at_resolution
+from astra_ros.model import load_world_model
+
+
+def timed_step(wm, reuse: bool, seed: int) -> float:
+    cfg = wm.config
+    n = wm.frames_per_chunk
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 255, (cfg.max_history_chunks * n, *cfg.resolution, 3), dtype=np.uint8)
+    actions = (rng.normal(size=(frames.shape[0], 6)) * 0.05).astype(np.float32)
+    wm.reuse_views = wm.fuse_passes = reuse
+    wm.start(frames, actions, modality="twist", seed=seed)
+    t0 = time.perf_counter()
+    wm.step(actions[:n], seed=seed)
+    return time.perf_counter() - t0
+
+
+def timed_imagine(wm, reuse: bool, seed: int, candidates: int, frames: int, steps: int) -> float:
+    """Seconds for one planner call: ``candidates`` plans of ``frames`` frames, ``steps`` Euler steps,
+    shared noise, the last frame decoded (what bench/plan_eval.py's CEM asks per iteration)."""
+    cfg = wm.config
+    rng = np.random.default_rng(seed)
+    history = rng.integers(0, 255, (cfg.max_history_chunks * wm.frames_per_chunk, *cfg.resolution, 3), dtype=np.uint8)
+    actions = (rng.normal(size=(history.shape[0], 6)) * 0.05).astype(np.float32)
+    plans = (rng.normal(size=(candidates, frames, 6)) * 0.05).astype(np.float32)
+    wm.reuse_views = wm.fuse_passes = reuse
+    wm.start(history, actions, modality="twist", seed=seed)
+    t0 = time.perf_counter()
+    wm.imagine(plans, seed=seed, steps=steps, shared_noise=True, decode="last")
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default="default")
+    p.add_argument("--resolution", type=int, default=0, help="pixels (square); 0: the checkpoint's")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--imagine", type=int, nargs=3, metavar=("CANDIDATES", "FRAMES", "STEPS"),
+                   help="time a planner's imagine call instead of a step (e.g. 16 6 4: plan_eval's CEM)")
+    p.add_argument("--out", type=Path, default=Path("bench/results/step_ab.json"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    wm = load_world_model(args.checkpoint)
+    if args.resolution:
+        wm = at_resolution(wm, args.resolution)
+    timed = (lambda reuse, seed: timed_imagine(wm, reuse, seed, *args.imagine)) if args.imagine else (
+        lambda reuse, seed: timed_step(wm, reuse, seed))
+    for reuse in (False, True):  # warm-up
+        timed(reuse, 0)
+    plain, fast = [], []
+    for r in tqdm(range(args.repeats), desc="A/B repeats"):
+        order = (False, True) if r % 2 == 0 else (True, False)
+        for reuse in order:
+            (fast if reuse else plain).append(timed(reuse, r))
+    ratios = [a / b for a, b in zip(plain, fast)]
+    result = {"checkpoint": args.checkpoint, "resolution": list(wm.config.resolution), "threads": args.threads,
+              "timed": f"imagine {args.imagine}" if args.imagine else "step",
+              "repeats": args.repeats, "plain_step_s": plain, "fast_step_s": fast,
+              "speedup": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    s = result["speedup"]
+    print(f"{result['timed']} plain {statistics.median(plain) * 1e3:.1f} ms, fast {statistics.median(fast) * 1e3:.1f} ms (medians); "
+          f"per-repeat speedup {s['median']:.3f} [{s['min']:.3f}, {s['max']:.3f}] over {args.repeats}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The faster paths of a step give the plain paths' frames bit for bit, with less work."""
+
+import numpy as np
+import pytest
+import torch
+
+from astra_ros.model import WorldModel
+from astra_ros.model.step_profile import StepRecorder
+
+
+@pytest.fixture(scope="module")
+def wm():
+    return WorldModel.from_pretrained("default")
+
+
+def _inputs():
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 255, (10, 64, 64, 3), dtype=np.uint8)
+    actions = (rng.normal(size=(10, 6)) * 0.3).astype(np.float32)  # turning: rotation references at work
+    future = (rng.normal(size=(3, 6, 6)) * 0.3).astype(np.float32)
+    return video, actions, future
+
+
+def _run(wm, reuse: bool, fuse: bool = True) -> tuple[list[np.ndarray], StepRecorder]:
+    """Frames of a fixed session (start, open-loop steps, observe, step, imagine) in float uint8 units
+    (before rounding, so any difference shows), and what the first step ran."""
+    video, actions, future = _inputs()
+    wm.reuse_views, wm.fuse_passes = reuse, fuse
+    frames = []
+    original = WorldModel._to_uint8
+
+    def capture(x):
+        frames.append(((x + 1) * 127.5).numpy().copy())
+        return original(x)
+
+    recorder = StepRecorder(wm)
+    try:
+        wm._to_uint8 = capture
+        wm.start(video[:8], actions[:8], modality="twist", seed=0)
+        with recorder.recording():
+            wm.step(actions[:2], seed=1)
+        wm.step(actions[2:6], seed=2)
+        wm.observe(video[8:], actions[8:])
+        wm.step(actions[:2], seed=3)
+        wm.imagine(future[:1], seed=4)
+        wm.imagine(future, seed=5, decode=[0, 3, 5])
+        wm.imagine(future, seed=6, steps=3, decode="last")  # a planner's: the fused pass is the first of 3
+    finally:
+        del wm._to_uint8
+        wm.reuse_views = wm.fuse_passes = True
+    return frames, recorder
+
+
+@pytest.mark.parametrize("reuse, fuse", [(True, False), (False, True), (True, True)])
+def test_fast_paths_change_no_bit_and_do_less(wm, reuse, fuse):
+    plain, plain_ran = _run(wm, reuse=False, fuse=False)
+    fast, fast_ran = _run(wm, reuse=reuse, fuse=fuse)
+    assert len(plain) == len(fast) == 6
+    for a, b in zip(plain, fast):
+        assert a.shape == b.shape
+        assert np.array_equal(a, b), f"max |diff| {np.abs(a - b).max()} in uint8 units"
+    # First step after observing: the chunk's 2 turned views, encoded for its references, are not
+    # encoded again for its anchor decoding.
+    assert (plain_ran.encoded, fast_ran.encoded) == (5, 3 if reuse else 5)
+    # The plain step runs the last observed chunk's pass in start(), then predicts (32 tokens over 128
+    # cached) and appends its own chunk; fused, the observed chunk's pass and the prediction are one
+    # (64 tokens over the 3 chunks before), and the step's own chunk waits for the next prediction.
+    tokens = 2 * 16
+    assert plain_ran.passes == [(1, tokens, 4 * tokens), (1, tokens, 4 * tokens)]
+    assert fast_ran.passes == ([(1, 2 * tokens, 3 * tokens)] if fuse else plain_ran.passes)
+
+
+def test_views_are_not_shared_across_calls_or_frames(wm):
+    video, actions, _ = _inputs()
+    wm.start(video[:8], actions[:8], modality="twist", seed=0)
+    wm.step(actions[:2], seed=1)
+    assert wm._views.base is wm._anchor[0]
+    wm.start(video[2:10], actions[2:10], modality="twist", seed=0)
+    recorder = StepRecorder(wm)
+    with recorder.recording():
+        wm.step(actions[:2], seed=1)
+    assert recorder.encoded == 3 and wm._views.base is wm._anchor[0]
+    # A deferred chunk is computed before anything reads the cache: the count is whole.
+    assert wm.stream.num_history_chunks == len(wm.stream.cache) == wm.config.max_history_chunks
+    with torch.no_grad():
+        assert wm._views.lookup(wm._anchor[0], wm.intrinsics, torch.eye(3, dtype=torch.float64)[None],
+                                wm._encode_images)[1].shape == (1, wm.config.codec.latent_channels, 8, 8)
