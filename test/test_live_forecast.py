@@ -176,3 +176,33 @@ def test_live_loop_starts_the_next_forecast_at_once_and_respects_the_cap():
     gaps = np.diff(starts)
     assert gaps.min() >= 0.045  # publish_rate caps it at 20 Hz
     assert gaps.max() < 0.3  # no idle wait for a timer tick (the idle check is 0.5 s)
+
+
+def test_a_twin_streams_the_same_weights_apart_and_both_can_run_at_once():
+    """~/imagine runs on a twin of the live model in another thread: same futures, no shared stream."""
+    import threading
+
+    from astra_ros.ros.predictor_core import load_world_model
+
+    model = load_world_model("random:tiny")
+    twin = model.twin()
+    assert twin.transformer is model.transformer and twin.stream is not model.stream
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    actions = np.zeros((4, 6), np.float32)
+    future = np.full((2, 6, 6), 0.03, np.float32)
+
+    def run(m, out):
+        m.start(frames, actions, modality="twist", seed=1)
+        out.append(m.imagine(future, seed=2))
+
+    alone: list = []
+    run(model, alone)
+    together: list = []
+    threads = [threading.Thread(target=run, args=(m, together)) for m in (model, twin)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for out in together:
+        np.testing.assert_array_equal(out, alone[0])

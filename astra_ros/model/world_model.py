@@ -32,6 +32,7 @@ from .view_rotation import chain_rotations, intrinsics_from_fov, is_identity, ro
 # ``one_shot_error`` counts it as still: two renders of an unchanged view differ by about 1e-3.
 STILL_CELL_MSE = 0.01
 
+
 class WorldModel(Imagination, nn.Module):
     """An Astra world model with one live stream."""
 
@@ -92,6 +93,7 @@ class WorldModel(Imagination, nn.Module):
         twin.codec, twin.transformer, twin.anchor_decoder = self.codec, self.transformer, self.anchor_decoder
         twin._init_stream_state(self.stream.use_cache)
         twin._intrinsics = self._intrinsics
+        twin.reuse_views, twin.fuse_passes = self.reuse_views, self.fuse_passes
         twin.stream.compute_dtype = self.stream.compute_dtype
         return twin.eval()
 
