@@ -29,6 +29,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from astra_ros.data.yaml_files import DuplicateKeyError, load_yaml_unique_keys
+
 from astra_ros.data.actions import MODALITIES
 from astra_ros.data.bag_files import BagError, bag_topics
 from astra_ros.data.bags import BagTopics
@@ -140,19 +142,6 @@ class RobotProfile:
         return {key: topic for key, topic in named.items() if topic is not None}
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice (plain YAML keeps the last one without a word)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ProfileError(f"key {key!r} is given twice (line {key_node.start_mark.line + 1})")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_profile(path: Path | str) -> RobotProfile:
     """Read and check a profile file; raises :class:`ProfileError` naming the file and the bad key."""
     path = Path(path)
@@ -163,10 +152,10 @@ def load_profile(path: Path | str) -> RobotProfile:
     except (IsADirectoryError, UnicodeDecodeError) as err:
         raise ProfileError(f"profile {path} is not a readable YAML text file ({err})") from err
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = load_yaml_unique_keys(text)
     except yaml.YAMLError as err:
         raise ProfileError(f"profile {path}: invalid YAML: {err}") from err
-    except ProfileError as err:
+    except DuplicateKeyError as err:
         raise ProfileError(f"profile {path}: {err}") from err
     try:
         return profile_from_dict(data, default_name=path.stem, path=str(path))

@@ -10,20 +10,9 @@ from typing import Any
 
 import yaml
 
+from astra_ros.data.yaml_files import DuplicateKeyError, load_yaml_unique_keys
+
 from astra_ros.model.config import PRESETS, AstraConfig, CodecConfig, ConfigError, coerce_field
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice (plain YAML keeps the last one without a word)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(f"key {key!r} is given twice (line {key_node.start_mark.line + 1})")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -32,10 +21,10 @@ def _read_yaml(path: Path) -> Any:
     except (IsADirectoryError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not a readable YAML text file ({err})") from err
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        return load_yaml_unique_keys(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from err
-    except ConfigError as err:
+    except DuplicateKeyError as err:
         raise ConfigError(f"{path}: {err}") from err
 
 
