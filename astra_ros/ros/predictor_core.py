@@ -545,11 +545,16 @@ class LiveStream:
 
 
 def live_job(model: Any, *, live: LiveStream, generation: int, snapshot: Any, seed: int | None,
-              guidance_scale: float | None = None, should_stop: Callable[[], bool] | None = None,
-              ) -> tuple[Prediction, dict[str, list[float]]] | None:
-    """Worker job: the live prediction and the expert usage after it; None when the history it came
-    from was cleared while it ran (its frames would show the past the caller asked to forget)."""
-    prediction = predict_window(model, snapshot, seed=seed, guidance_scale=guidance_scale, should_stop=should_stop)
+             guidance_scale: float | None = None, should_stop: Callable[[], bool] | None = None,
+             plan: Any = None) -> tuple[Prediction, dict[str, list[float]]] | None:
+    """Worker job: the live prediction (the forecast of ``plan``, else the snapshot's future) and the
+    expert usage after it; None when the history it came from was cleared while it ran (its frames
+    would show the past the caller asked to forget)."""
+    if plan is not None:
+        prediction = forecast_window(model, snapshot, plan, seed=seed, guidance_scale=guidance_scale,
+                                     should_stop=should_stop)
+    else:
+        prediction = predict_window(model, snapshot, seed=seed, guidance_scale=guidance_scale, should_stop=should_stop)
     if not live.started(snapshot, generation):
         return None
     return prediction, model.expert_usage()

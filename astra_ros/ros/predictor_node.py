@@ -112,7 +112,7 @@ from astra_ros.ros.predictor_core import (
     LiveStream,
     ObservationWindow,
     Prediction,
-    forecast_window,
+    live_job,
     model_intrinsics,
     load_world_model,
     montage,
@@ -406,15 +406,9 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, Node):
             used = self._unsent & set(snapshot.stamps_ns.tolist())
             self._ledger.use("image", len(used))
             self._unsent -= used
-        stopping = self._loop.stopping
-
-        def job(model: Any) -> Any:
-            prediction = forecast_window(model, snapshot, plan, seed=None if seed < 0 else seed,
-                                         guidance_scale=guidance or None, should_stop=stopping.is_set)
-            if not self._live.started(snapshot, generation):
-                return None
-            return prediction, model.expert_usage()
-        return job
+        return partial(live_job, live=self._live, generation=generation, snapshot=snapshot, plan=plan,
+                       seed=None if seed < 0 else seed, guidance_scale=guidance or None,
+                       should_stop=self._loop.stopping.is_set)
 
     def _actions_at(self, snapshot: Any, stamps_ns: np.ndarray, now_ns: int) -> np.ndarray:
         """Model action rows for frames at ``stamps_ns`` after the window: the states received up to now
