@@ -51,7 +51,8 @@ def test_compressed_images_in_a_camera_info_beside_every_predicted_image_out():
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     process = start_node([
         console_script("astra-predictor"), "--ros-args", "-p", "checkpoint:=random:tiny", "-p", "horizon_s:=0.3",
-        "-p", "image_transport:=compressed", "-r", "image:=/conv/camera/image_raw", "-r", "twist:=/conv/cmd_vel"], REPO)
+        "-p", "image_transport:=compressed", "-r", "image:=/conv/camera/image_raw", "-r", "twist:=/conv/cmd_vel",
+        "-r", "~/odom:=/conv/odom"], REPO)
     harness = Harness()
     try:
         harness.wait_for(lambda: len(harness.predicted) >= 6 or process.poll() is not None, 60.0, "predictions from jpeg")
@@ -70,6 +71,11 @@ def test_compressed_images_in_a_camera_info_beside_every_predicted_image_out():
         assert values["topic_image"] == "/conv/camera/image_raw/compressed"  # resolved, as remapped
         assert values["topic_twist"] == "/conv/cmd_vel"
         assert int(values.get("input_skipped_image_decode_error", 0)) == 0
+        # the node's subscriptions as the ROS graph shows them: remapped where asked, private otherwise
+        subscribed = {name for name, _ in harness.node.get_subscriber_names_and_types_by_node("astra_predictor", "/")}
+        assert {"/conv/camera/image_raw/compressed", "/conv/cmd_vel", "/conv/odom",
+                "/astra_predictor/pose", "/astra_predictor/camera_info"} <= subscribed
+        assert not subscribed & {"/image", "/pose", "/twist", "/odom", "/camera_info"}
     finally:
         harness.close()
         print(stop_node(process))

@@ -3,7 +3,7 @@
     astra-planner --ros-args --params-file config/planner.yaml -p goal_file:=goal.png
 
 The goal is an image: from ``goal_file`` (read at start and when the parameter changes) or from the
-``goal`` topic (sensor_msgs/Image; the newest message wins, and replaces a file goal). At
+``~/goal`` topic (sensor_msgs/Image; ``goal:=...`` remaps it too; the newest message wins, and replaces a file goal). At
 ``replan_rate_hz`` the node runs the cross-entropy method of :mod:`astra_ros.planning.cem` over
 planar (v, w) plans: each iteration sends every candidate's actions in one ``~/imagine`` request to
 the predictor (``predictor`` parameter) from its live history (``from_live_history``: the predictor
@@ -52,6 +52,7 @@ from sensor_msgs.msg import Image
 from astra_ros.data.actions import KeyThresholds
 from astra_ros.data.images import ImageDecodeError
 from astra_ros.planning.cem import ActionEncoder, CEMConfig, CEMPlanner, GoalScorer, PlanSchedule
+from astra_ros.ros.topic_names import input_topic
 from astra_ros.ros.conversions import image_msg_to_rgb
 from astra_ros.ros.parameters import ParamSpec, descriptor
 from astra_ros.ros.runner import StartupError, publish_from_worker, run_node
@@ -203,7 +204,8 @@ class PlannerNode(Node):
         self._client = self.create_client(Imagine, f"{predictor}/imagine", callback_group=services)
         self._cmd_pub = self.create_publisher(Twist, self._params["cmd_vel_topic"], QoSProfile(depth=10))
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
-        self.create_subscription(Image, "goal", self._on_goal, QoSProfile(depth=1), callback_group=inputs)
+        self._goal_topic = input_topic(self, "goal")  # ~/goal unless `goal:=...` is remapped: never a global /goal
+        self.create_subscription(Image, self._goal_topic, self._on_goal, QoSProfile(depth=1), callback_group=inputs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
 
@@ -216,7 +218,7 @@ class PlannerNode(Node):
         self._thread = threading.Thread(target=self._planning_loop, name="astra-planner", daemon=True)
         self._busy = False
         self._thread.start()
-        self.get_logger().info(f"planning towards {self._goal_source or 'a goal on ' + self.resolve_topic_name('goal')} "
+        self.get_logger().info(f"planning towards {self._goal_source or 'a goal on ' + self.resolve_topic_name(self._goal_topic)} "
                                f"through {predictor}/imagine at {self._params['replan_rate_hz']} Hz")
 
     # ------------------------------------------------------------------ parameters and goal
@@ -274,7 +276,7 @@ class PlannerNode(Node):
                 return
             self._goal, self._goal_source = None, ""
             self._goal_generation += 1
-        self.get_logger().info(f"goal file cleared: waiting for a goal on {self.resolve_topic_name('goal')}")
+        self.get_logger().info(f"goal file cleared: waiting for a goal on {self.resolve_topic_name(self._goal_topic)}")
 
     def _on_goal(self, msg: Image) -> None:
         try:
@@ -282,7 +284,7 @@ class PlannerNode(Node):
         except ImageDecodeError as error:
             self._report_error("goal_rejected", f"goal image rejected: {error}")
             return
-        self._set_goal(rgb, f"topic {self.resolve_topic_name('goal')}")
+        self._set_goal(rgb, f"topic {self.resolve_topic_name(self._goal_topic)}")
 
     # ------------------------------------------------------------------ planning
     def _on_replan_tick(self) -> None:
@@ -305,7 +307,7 @@ class PlannerNode(Node):
                     goal, generation, params = self._goal, self._goal_generation, dict(self._params)
                 if goal is None:
                     self._fail("no_goal", "no goal yet: set goal_file or publish an image on "
-                                          f"{self.resolve_topic_name('goal')}")
+                                          f"{self.resolve_topic_name(self._goal_topic)}")
                     continue
                 if not self._client.service_is_ready():
                     self._fail("service_missing", f"service {self._client.srv_name} is not available: is the "

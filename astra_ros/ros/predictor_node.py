@@ -2,8 +2,10 @@
 
     astra-predictor --ros-args -p checkpoint:=default -p action_modality:=twist -r image:=/camera/image_raw
 
-Subscribes (sensor-data QoS) ``image``, ``pose``, ``twist`` (Twist, or TwistStamped with
-``twist_stamped:=true``), ``odom`` and ``camera_info`` (sensor_msgs/CameraInfo, optional: the intrinsics
+Subscribes (sensor-data QoS) ``~/image``, ``~/pose``, ``~/twist`` (Twist, or TwistStamped with
+``twist_stamped:=true``), ``~/odom`` and ``~/camera_info`` (private names, so an input left unremapped
+never lands on a global topic; remap either ``image:=...`` or ``~/image:=...``; a ``profile`` names them
+instead) (sensor_msgs/CameraInfo, optional: the intrinsics
 with which a ``rotation_reference`` model turns the newest frame by the commanded rotation; without it
 the model assumes its config's ``reference_fovy_deg``, and ``/diagnostics`` says which it uses); ``action_modality`` picks which feed the model (camera and
 robot: ``pose``; twist and keys: ``twist``, or ``odom`` with ``twist_source:=odom``). Each image is
@@ -130,6 +132,7 @@ except ImportError:  # the node still predicts; ~/predicted/frames and ~/imagine
     PredictedFrames = None
     Imagine = None
 
+from astra_ros.ros.topic_names import input_topic
 from astra_ros.ros.predictor_params import NODE_NAME, INPUTS, LOG_THROTTLE_S, STAMP_JUMP_NS, PUBLISH_MARGIN_S, STATE_HISTORY_S, PARAMETERS
 from astra_ros.ros.predictor_inputs import PredictorInputs
 from astra_ros.ros.predictor_diagnostics import PredictorDiagnostics
@@ -217,7 +220,8 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, Node):
         timers = MutuallyExclusiveCallbackGroup()
         services = ReentrantCallbackGroup()
         twist_type = TwistStamped if self._params["twist_stamped"] else Twist
-        names = {"image": "image", "pose": "pose", "twist": "twist", "odom": "odom", "camera_info": "camera_info"}
+        # Unremapped inputs are private (~/image, ...), never a global /pose; a plain `-r image:=...` still counts.
+        names = {name: input_topic(self, name) for name in ("image", "pose", "twist", "odom", "camera_info")}
         if self._profile is not None:  # the profile's topics in place of the remappings
             names.update(self._profile.node_remappings())
         if self._params["image_transport"] == "compressed":
