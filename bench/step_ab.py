@@ -7,7 +7,8 @@ paths and with the faster ones (``reuse_views``: turned views encoded once; ``fu
 chunk's transformer pass shared with the next prediction's), in alternating order, so a shared machine's load falls on both alike;
 the figure is the per-repeat ratio plain / fast (its median and range). The two give the same frames
 bit for bit (test/test_speed_paths.py). A resolution other than the checkpoint's uses its architecture
-with random weights.
+with random weights. ``--imagine 16 6 4 --compare-steps 4 1`` times a planner's call at 4 against 1
+Euler steps per chunk instead (both on the fast paths; "plain" is the first).
 """
 
 from __future__ import annotations
@@ -62,14 +63,24 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--imagine", type=int, nargs=3, metavar=("CANDIDATES", "FRAMES", "STEPS"),
                    help="time a planner's imagine call instead of a step (e.g. 16 6 4: plan_eval's CEM)")
+    p.add_argument("--compare-steps", type=int, nargs=2, metavar=("A", "B"),
+                   help="with --imagine: A/B of A against B Euler steps per chunk (both on the fast paths), "
+                        "e.g. 4 1: the planner's 4 against the model's own 1")
     p.add_argument("--out", type=Path, default=Path("bench/results/step_ab.json"))
     args = p.parse_args()
+    if args.compare_steps and not args.imagine:
+        p.error("--compare-steps needs --imagine CANDIDATES FRAMES STEPS")
     torch.set_num_threads(args.threads)
     wm = load_world_model(args.checkpoint)
     if args.resolution:
         wm = at_resolution(wm, args.resolution)
-    timed = (lambda reuse, seed: timed_imagine(wm, reuse, seed, *args.imagine)) if args.imagine else (
-        lambda reuse, seed: timed_step(wm, reuse, seed))
+    if args.compare_steps:  # "plain" is A steps, "fast" B steps, both on the fast paths
+        candidates, frames, _ = args.imagine
+        timed = lambda b, seed: timed_imagine(wm, True, seed, candidates, frames, args.compare_steps[int(b)])  # noqa: E731
+    elif args.imagine:
+        timed = lambda reuse, seed: timed_imagine(wm, reuse, seed, *args.imagine)  # noqa: E731
+    else:
+        timed = lambda reuse, seed: timed_step(wm, reuse, seed)  # noqa: E731
     for reuse in (False, True):  # warm-up
         timed(reuse, 0)
     plain, fast = [], []
@@ -79,7 +90,9 @@ def main() -> None:
             (fast if reuse else plain).append(timed(reuse, r))
     ratios = [a / b for a, b in zip(plain, fast)]
     result = {"checkpoint": args.checkpoint, "resolution": list(wm.config.resolution), "threads": args.threads,
-              "timed": f"imagine {args.imagine}" if args.imagine else "step",
+              "timed": (f"imagine {args.imagine[:2]}, Euler steps {args.compare_steps[0]} (plain) vs "
+                        f"{args.compare_steps[1]} (fast)" if args.compare_steps
+                        else f"imagine {args.imagine}" if args.imagine else "step"),
               "repeats": args.repeats, "plain_step_s": plain, "fast_step_s": fast,
               "speedup": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
