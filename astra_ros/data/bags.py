@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader
 
+from astra_ros.data import arm_camera
 from astra_ros.data.actions import (
     KeyThresholds,
     camera_actions,
@@ -98,6 +99,7 @@ class BagTopics:
     gripper: str = "/robot/gripper"  # JointState (or Float32/Float64) gripper opening [m]; optional (0 when absent)
     twist: str = "/cmd_vel"  # body-frame velocity command: Twist, TwistStamped or Odometry
     odom: str = "/odom"  # nav_msgs/Odometry; only used to recognise a mobile-robot bag
+    tf_static: str = "/tf_static"  # tf2_msgs/TFMessage; optional: where an arm's camera is (data/arm_camera.py)
 
 
 @dataclass
@@ -130,6 +132,8 @@ class Episode:
     modality: str  # camera | robot | twist | keys
     camera_info: PinholeIntrinsics | None  # intrinsics scaled to the frames' size, None when the bag has none
     bag_path: str
+    # robot bags: the camera optical frame in the robot base frame (4, 4) when the bag says (arm_camera.py)
+    camera_in_base: np.ndarray | None = None
 
     @property
     def valid(self) -> np.ndarray:
@@ -238,7 +242,8 @@ def _read_plan(modality: str, topics: BagTopics) -> _ReadPlan:
     if modality == "camera":
         return _ReadPlan((topics.image, topics.camera_pose), (topics.camera_info,))
     if modality == "robot":
-        return _ReadPlan((topics.image, topics.ee_pose), (topics.camera_info, topics.gripper))
+        return _ReadPlan((topics.image, topics.ee_pose),
+                         (topics.camera_info, topics.gripper, topics.camera_pose, topics.tf_static))
     return _ReadPlan((topics.image, topics.twist), (topics.camera_info,))
 
 
@@ -305,7 +310,7 @@ def read_episode(
                     )
             _check_msgtypes(path, reader.connections, modality, topics)
             wanted = [c for c in reader.connections if c.topic in plan.required + plan.optional]
-            series, images, camera_info = _collect(reader, wanted, path, topics, resolution)
+            series, images, camera_info, frames_of = _collect(reader, wanted, path, topics, resolution)
     except BagError:
         raise
     except Exception as error:  # rosbags and the storage backends raise many types for damaged files
@@ -327,7 +332,8 @@ def read_episode(
         camera_info = conventions.intrinsics
     if camera_info is not None and (camera_info.height, camera_info.width) != frames.shape[1:3]:
         camera_info = camera_info.scaled(frames.shape[1:3])
-    episode = Episode(frames, actions, image_stamps, modality, camera_info, str(path))
+    camera_in_base = _arm_camera(series, topics, frames_of) if modality == "robot" else None
+    episode = Episode(frames, actions, image_stamps, modality, camera_info, str(path), camera_in_base)
     stats.episodes += 1
     stats.frames += len(frames)
     nan_frames = int((~episode.valid).sum())
@@ -393,11 +399,39 @@ class _Images:
         return self.buffer.frames()
 
 
+@dataclass
+class _Frames:
+    """Frame ids of each topic's first message and the bag's static transforms."""
+
+    ids: dict[str, str] = field(default_factory=dict)
+    static: list = field(default_factory=list)  # arm_camera.StaticTransform
+
+
+def _arm_camera(series: dict[str, _Series], topics: BagTopics, frames_of: _Frames) -> np.ndarray | None:
+    """The camera optical frame in the end effector's base frame (4, 4), if the bag says (arm_camera.py)."""
+    first_pose = None
+    if topics.camera_pose in series and series[topics.camera_pose].values:
+        vector = series[topics.camera_pose].values[0]
+        first_pose = pose_to_matrix(vector[:3], vector[3:7])
+    return arm_camera.camera_in_base(frames_of.static, frames_of.ids.get(topics.ee_pose),
+                                     frames_of.ids.get(topics.image), first_pose, frames_of.ids.get(topics.camera_pose))
+
+
+def _static_transforms(message: Any) -> list:
+    return [(t.header.frame_id, t.child_frame_id,
+             pose_to_matrix(np.array([t.transform.translation.x, t.transform.translation.y, t.transform.translation.z]),
+                            np.array([t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z,
+                                      t.transform.rotation.w])))
+            for t in message.transforms]
+
+
 def _collect(
     reader: AnyReader, connections: list, path: Path, topics: BagTopics, resolution: tuple[int, int] | None
-) -> tuple[dict[str, _Series], _Images, PinholeIntrinsics | None]:
-    """One pass over the bag: decoded images, numeric series per topic and the first camera info."""
+) -> tuple[dict[str, _Series], _Images, PinholeIntrinsics | None, _Frames]:
+    """One pass over the bag: decoded images, numeric series per topic, the first camera info, frame ids
+    and static transforms."""
     series: dict[str, _Series] = {}
+    frames_of = _Frames()
     image_count = sum(c.msgcount for c in connections if c.topic == topics.image)
     images = _Images(_FrameBuffer(image_count))
     camera_info: PinholeIntrinsics | None = None
@@ -411,7 +445,11 @@ def _collect(
                            f"cannot deserialise {msgtype} ({type(error).__name__}: {error})") from error
         header = getattr(message, "header", None)
         stamp_ns = _stamp_ns(header) if header is not None else int(bag_stamp_ns)
-        if topic == topics.image:
+        if header is not None:
+            frames_of.ids.setdefault(topic, str(header.frame_id))
+        if topic == topics.tf_static:
+            frames_of.static += _static_transforms(message)
+        elif topic == topics.image:
             try:
                 rgb = _decode_image(message, msgtype)
             except ImageDecodeError as error:
@@ -444,7 +482,7 @@ def _collect(
             values.stamps_ns.append(stamp_ns)
             values.received_ns.append(int(bag_stamp_ns))
             values.values.append(_numeric_value(message, msgtype))
-    return series, images, camera_info
+    return series, images, camera_info, frames_of
 
 
 def _numeric_value(message: Any, msgtype: str) -> np.ndarray:

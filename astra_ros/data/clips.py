@@ -30,7 +30,8 @@ from astra_ros.data.geometry import PinholeIntrinsics
 
 logger = logging.getLogger(__name__)
 
-_CACHE_FORMAT_VERSION = 2  # bump when the cached arrays change meaning (2: stamp order, held gripper, stale commands)
+# Bump when the cached arrays change meaning (2: stamp order, held gripper, stale commands; 3: an arm's camera).
+_CACHE_FORMAT_VERSION = 3
 
 
 def _bag_signature(bag_path: Path) -> dict[str, object]:
@@ -81,6 +82,7 @@ def _save_episode(path: Path, episode: Episode) -> None:
                 modality=np.array(episode.modality),
                 bag_path=np.array(episode.bag_path),
                 intrinsics=intrinsics,
+                camera_in_base=episode.camera_in_base if episode.camera_in_base is not None else np.zeros(0),
             )
         os.replace(temporary, path)  # atomic, so readers never see a half-written cache entry
     except BaseException:
@@ -101,6 +103,7 @@ def _load_episode(path: Path) -> Episode:
             modality=str(arrays["modality"]),
             camera_info=info,
             bag_path=str(arrays["bag_path"]),
+            camera_in_base=arrays["camera_in_base"] if arrays["camera_in_base"].size else None,
         )
 
 
@@ -301,6 +304,9 @@ class ClipDataset(Dataset):
             # (3, 3) [px] at the frames' size; NaN when the bag had no usable camera_info
             "intrinsics": (torch.from_numpy(episode.camera_info.matrix()).double() if episode.camera_info is not None
                            else torch.full((3, 3), float("nan"), dtype=torch.float64)),
+            # (4, 4) the camera optical frame in the robot base frame; NaN when unknown or not a robot bag
+            "camera_in_base": (torch.from_numpy(episode.camera_in_base).double() if episode.camera_in_base is not None
+                               else torch.full((4, 4), float("nan"), dtype=torch.float64)),
         }
 
     def _window_actions(self, episode: Episode, start: int) -> np.ndarray:

@@ -539,6 +539,8 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
                                              disable=not options.progress)):
         if hasattr(model, "set_intrinsics"):  # the bag's camera, for a model that turns its views (test doubles do not)
             model.set_intrinsics(_model_intrinsics(bags[b], options, tuple(model.resolution)))
+        if hasattr(model, "set_camera_in_base"):  # where an arm's camera is, for end-effector maps
+            model.set_camera_in_base(bags[b].episode.camera_in_base)
         predict_pair(model, clip, plan.context_frames, options.seed + i, options.guidance_scale)
         reconstruct_real(model, clip)
         probe_one_shot(model, clip, plan.context_frames, options.seed + i)

@@ -20,10 +20,11 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "d
 # Tensors added after checkpoints were first released (names, or prefixes ending in "."): a file without
 # them loads with the module's own initial values, which leave the model's function as it was trained
 # (identity action statistics; zero-initialised motion projectors, e.g. when `--init` turns on
-# `action_motion` for a checkpoint trained without it; an anchor decoder that is residual decoding).
+# `action_motion` for a checkpoint trained without it; an anchor decoder that is residual decoding; a
+# zero-initialised end-effector map projector, `arm_map_cells`).
 OPTIONAL_TENSORS = ("transformer.action_encoder.action_mean", "transformer.action_encoder.action_std",
                     "transformer.action_encoder.motion_std", "transformer.action_encoder.motion_projectors.",
-                    "anchor_decoder.")
+                    "anchor_decoder.", "transformer.arm_map.")
 
 
 class CheckpointError(ValueError):
@@ -50,7 +51,7 @@ FIELDS_ADDED_LATER = frozenset({"guidance_scale_by_modality", "motion_loss_weigh
                                 "latent_delta", "prediction", "action_motion",
                                 "anchor_decoder_width", "anchor_decoder_search",
                                 "rotation_reference", "reference_fovy_deg", "delta_scale",
-                                "frame_interval_s"})
+                                "frame_interval_s", "arm_map_cells"})
 
 # Added with the Wan2.1 import (model/wan_import.py); older checkpoints have no folded cross-attention.
 FIELDS_ADDED_LATER |= {"context_bias"}

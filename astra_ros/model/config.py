@@ -161,6 +161,10 @@ class AstraConfig:
     # transform, the change of any other modality's vector) through its own zero-initialised projector,
     # so "how far did it move since the last frame" need not be worked out through attention.
     action_motion: bool = False
+    # ``robot`` actions also drawn where the camera sees them (model/arm_map.py): each token gets the
+    # end-effector blob under its patch on a cells x cells grid, from the camera's pose in the arm's
+    # base frame and its intrinsics (``WorldModel.set_camera_in_base``). 0 = off (the vector only).
+    arm_map_cells: int = 0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -379,6 +383,12 @@ def _validate(cfg: AstraConfig) -> None:
         raise ConfigError("delta_scale scales the predicted change of latent_delta: set latent_delta: true")
     if not 0.0 < cfg.reference_fovy_deg < 180.0:
         raise ConfigError(f"reference_fovy_deg must be in (0, 180), got {cfg.reference_fovy_deg}")
+    if not 0 <= cfg.arm_map_cells <= 16:
+        raise ConfigError(f"arm_map_cells must be in 0..16 (map cells per token side; 0 = off), got {cfg.arm_map_cells}")
+    if cfg.arm_map_cells and "robot" not in cfg.modalities:
+        raise ConfigError("arm_map_cells draws robot actions: the model needs the 'robot' modality")
+    if cfg.arm_map_cells and c.temporal_factor != 1:
+        raise ConfigError("arm_map_cells needs a codec that codes frames one by one (temporal factor 1)")
     if cfg.anchor_decoder_width < 0 or cfg.anchor_decoder_search < 0:
         raise ConfigError(f"anchor_decoder_width and anchor_decoder_search must be >= 0, got "
                           f"{cfg.anchor_decoder_width} and {cfg.anchor_decoder_search}")

@@ -91,6 +91,7 @@ def flow_matching_loss(
     action_dropout: float | None = None,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     references: torch.Tensor | None = None,
+    arm_maps: torch.Tensor | None = None,
 ) -> TrainingLoss:
     """Teacher-forced loss over every chunk of a clip in one block-causal pass.
 
@@ -106,6 +107,9 @@ def flow_matching_loss(
     ``references`` (B, C, F, h, w): with ``latent_delta``, each frame's reference instead of the newest
     latent frame before its chunk (``rotation_reference``: the anchor turned by the actions, encoded);
     chunk 0's entries are unused.
+
+    ``arm_maps`` (B, F, n, cells**2): each frame's end-effector map per token (model/arm_map.py; zero
+    where a clip has none), for a model with ``arm_map_cells``; dropped actions drop their maps too.
     """
     cfg: AstraConfig = model.config
     if references is not None and (not cfg.latent_delta or references.shape != latents.shape):
@@ -145,6 +149,9 @@ def flow_matching_loss(
         motion = model.action_encoder.motion(actions, modality_ids)
         seq_motion = torch.cat([motion[:, :hf], motion], dim=1)
     features, routing = model.encode_actions(seq_actions, modality_ids, dropped, seq_motion)
+    if arm_maps is not None:
+        arm_maps = torch.cat([arm_maps[:, :hf], arm_maps], dim=1) * (~dropped)[:, :, None, None]
+    features = model.add_arm_maps(features, arm_maps)
     # 4. One pass with the block-causal mask
     chunk_ids, is_target, frame_pos = chunk_layout(k, cf, k - 1)
     n = cfg.tokens_per_frame

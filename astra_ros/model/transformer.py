@@ -249,6 +249,9 @@ class AstraTransformer(nn.Module):
             config.modalities, config.action_dim, config.num_experts, config.expert_hidden_dim,
             motion=config.action_motion,
         )
+        # End-effector maps per token (model/arm_map.py) into the action features; None without them.
+        cells = config.arm_map_cells
+        self.arm_map = nn.Linear(cells * cells, config.action_dim) if cells else None
         self.blocks = nn.ModuleList(AstraBlock(config) for _ in range(config.num_layers))
         self.proj_out = nn.Linear(dim, c * math.prod(config.patch_size))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
@@ -262,6 +265,21 @@ class AstraTransformer(nn.Module):
             # Action features enter through zero so actions cannot change the output at step 0.
             nn.init.zeros_(block.action_proj.weight)
             nn.init.zeros_(block.action_proj.bias)
+        if self.arm_map is not None:  # maps enter through zero: a checkpoint without them is unchanged
+            nn.init.zeros_(self.arm_map.weight)
+            nn.init.zeros_(self.arm_map.bias)
+
+    def add_arm_maps(self, features: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
+        """Per-frame action features (B, F, A) -> per-token (B, F, n, A) with each token's end-effector map
+        ``maps`` (B, F, n, cells**2) projected in (None: zero maps). Without ``arm_map_cells`` the features
+        are returned as they are."""
+        if self.arm_map is None:
+            return features
+        n = self.config.tokens_per_frame
+        tokens = features[:, :, None, :].expand(*features.shape[:2], n, features.shape[-1])
+        if maps is None:
+            return tokens
+        return tokens + self.arm_map(maps.to(features.dtype))
 
     def _patchify(self, latents: torch.Tensor) -> torch.Tensor:
         """The patch embedding as one matmul over non-overlapping patches: (B, C, F, h, w) -> (B, L, dim),
@@ -318,7 +336,7 @@ class AstraTransformer(nn.Module):
         passes would (see :meth:`Attention.forward`; no mask, no cross-attention).
 
         latents (B, C, F, h, w); flow_t (B, F) in [0, 1]; frame_pos (F,) absolute frame indices;
-        action_features (B, F, action_dim) or None; attention_mask (L, Lpast + L) bool or None
+        action_features (B, F, action_dim), per token (B, F, n, action_dim), or None; attention_mask (L, Lpast + L) bool or None
         (None = full attention); past_kv per layer (B or 1, heads, Lpast, head_dim) from the cache;
         context (B, S, text_dim) when the model has cross-attention.
         """
@@ -344,7 +362,12 @@ class AstraTransformer(nn.Module):
             if attention_mask is not None or context is not None:
                 raise ValueError("a split pass takes no attention mask and no context")
             split = (split[0] * n, split[1])
-        action_tokens = action_features.repeat_interleave(n, dim=1) if action_features is not None else None
+        if action_features is None:
+            action_tokens = None
+        elif action_features.ndim == 4:  # per token (add_arm_maps): (B, F, n, A)
+            action_tokens = action_features.flatten(1, 2)
+        else:
+            action_tokens = action_features.repeat_interleave(n, dim=1)
         if context is not None:
             context = self.condition_embedder.text_embedder(context)
 

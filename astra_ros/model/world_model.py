@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .anchor_decoder import AnchorDecoder
+from .arm_map import ArmMapInputs
 from .checkpoint import load_config, load_weights, resolve_checkpoint, save_checkpoint
 from .codec import LatentCodec
 from .config import AstraConfig
@@ -33,7 +34,7 @@ from .view_rotation import chain_rotations, intrinsics_from_fov, is_identity, ro
 STILL_CELL_MSE = 0.01
 
 
-class WorldModel(Imagination, nn.Module):
+class WorldModel(Imagination, ArmMapInputs, nn.Module):
     """An Astra world model with one live stream."""
 
     def __init__(self, config: AstraConfig, use_cache: bool = True) -> None:
@@ -85,14 +86,13 @@ class WorldModel(Imagination, nn.Module):
         self._step_generator = torch.Generator().manual_seed(2)
 
     def twin(self) -> "WorldModel":
-        """Another stream over the *same* weights (no copy): a second thread can roll it while this
-        one streams (a node's ``~/imagine`` beside its live predictions). The intrinsics are copied."""
+        """Another stream over the same weights and camera geometry (a node's ``~/imagine`` thread)."""
         twin = WorldModel.__new__(WorldModel)
         nn.Module.__init__(twin)
         twin.config = self.config
         twin.codec, twin.transformer, twin.anchor_decoder = self.codec, self.transformer, self.anchor_decoder
         twin._init_stream_state(self.stream.use_cache)
-        twin._intrinsics = self._intrinsics
+        twin._intrinsics, twin._camera_in_base = self._intrinsics, self._camera_in_base
         twin.reuse_views, twin.fuse_passes = self.reuse_views, self.fuse_passes
         twin.stream.compute_dtype = self.stream.compute_dtype
         return twin.eval()
@@ -422,7 +422,8 @@ class WorldModel(Imagination, nn.Module):
             predecessor_known = torch.cat([torch.full((batch, 1), previous is not None, device=self.device),
                                            ~dropped[:, :-1]], dim=1)
             motion[~predecessor_known] = 0.0
-        return enc(padded, ids, dropped, motion)[0]
+        features = enc(padded, ids, dropped, motion)[0]
+        return self.transformer.add_arm_maps(features, self._chunk_arm_maps(padded, dropped, modality or self._modality))
 
     @torch.no_grad()
     def step(self, actions: np.ndarray, seed: int | None = None, generator: torch.Generator | None = None,

@@ -57,6 +57,9 @@ class TrainRecipe:
     # windows twice as often as their count alone would; modalities not named weigh 1.0. Empty:
     # every window is equally likely (the batches of earlier runs, unchanged).
     modality_weights: dict[str, float] = field(default_factory=dict)
+    # With ``arm_map_cells`` in the model: the share of ``robot`` clips trained without their end-effector
+    # maps, so that a stream whose camera pose is unknown still gets the vector-only prediction.
+    arm_map_dropout: float = 0.2
     # Zero the transformer's output projection before training (after --init / --init-transformer):
     # with ``prediction: x0`` and ``latent_delta`` in ``model`` the model then starts as an exact copy
     # of the last frame, which training can only move where the data says something moves.
@@ -171,6 +174,8 @@ class TrainRecipe:
             raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.arm_map_dropout <= 1.0:
+            raise ConfigError(f"arm_map_dropout must be in [0, 1], got {self.arm_map_dropout}")
         if not isinstance(self.modality_weights, dict):
             raise ConfigError(f"modality_weights must be a mapping of modality to weight, got {self.modality_weights!r}")
         unknown = sorted(set(self.modality_weights) - set(cfg.modalities))
