@@ -107,6 +107,8 @@ class PredictorDiagnostics:
         prediction.values += [KeyValue(key=f"imagine_{kind_}", value=str(count)) for kind_, count in sorted(imagine_calls.items())]
         if getattr(getattr(self._model, "config", None), "rotation_reference", False):
             prediction.values.append(KeyValue(key="intrinsics", value=self._intrinsics_source))
+        if getattr(self, "_arm_camera", None) is not None:
+            prediction.values.append(KeyValue(key="arm_camera", value=self._arm_camera.source))
         experts = DiagnosticStatus(name=f"{NODE_NAME}: experts", hardware_id=NODE_NAME, level=DiagnosticStatus.OK,
                                    message="fraction of action tokens routed to each expert, per modality")
         experts.values = [KeyValue(key=f"{modality}_expert_{index}", value=f"{share:.3f}")

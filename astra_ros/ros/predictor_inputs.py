@@ -162,6 +162,8 @@ class PredictorInputs:
                     self._restarts["image_frame_id"] += 1
                     self._restart_history("image", stamp_ns)
                 self._image_frame_id = msg.header.frame_id
+                if self._arm_camera is not None:
+                    self._arm_camera.on_frames(camera_frame=msg.header.frame_id)
             if not self._grid.offer(stamp_ns):  # between two frames of the model's grid (a faster camera)
                 self._ledger.skip("image_off_grid")
                 return
@@ -227,6 +229,8 @@ class PredictorInputs:
                 self._drop("pose_quaternion_not_unit", f"pose at {stamp_ns} ns has a quaternion of norm {norm:.6g}")
             return
         pose = pose_msg_to_matrix(msg.pose)
+        if self._arm_camera is not None:
+            self._arm_camera.on_frames(base_frame=msg.header.frame_id)
         if self._profile is not None and self._params["action_modality"] == "camera":
             pose = self._profile.conventions.camera_poses(pose[None])[0]  # what the topic gives -> optical frame
         self._on_state("pose", stamp_ns, pose)

@@ -82,7 +82,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
@@ -91,6 +91,7 @@ from astra_ros.data.bags import COMMAND_TIMEOUT_NS
 from astra_ros.data.geometry import interpolate_transform
 from astra_ros.model.precision import UnreliablePrecision
 from astra_ros.model.world_model import ImagineCancelled
+from astra_ros.ros.arm_camera_input import ArmCameraFromTf
 from astra_ros.ros.parameters import descriptor
 from astra_ros.ros.runner import StartupError, publish_from_worker, run_node
 from astra_ros.ros.conversions import ns_to_stamp, rgb_to_image_msg
@@ -250,6 +251,7 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, Node):
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=services)
         self._imagine: ImagineServer | None = None
         self._imagine_model = self._model.twin() if hasattr(self._model, "twin") else self._model
+        self._arm_camera = self._subscribe_arm_camera(inputs)
         if Imagine is not None:
             self._imagine = ImagineServer(self, Imagine, self._imagine_model, self._prepare_imagine,
                                           self._count_imagine, threads)
@@ -271,6 +273,21 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, Node):
         )
 
     # ------------------------------------------------------------------ set-up and parameters
+    def _subscribe_arm_camera(self, group: Any) -> ArmCameraFromTf | None:
+        """A model with end-effector maps learns where the camera is from /tf_static (latched)."""
+        if not getattr(getattr(self._model, "config", None), "arm_map_cells", 0):
+            return None
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            self.get_logger().warning("tf2_msgs is not installed: no /tf_static, so robot actions enter without "
+                                      "end-effector maps (scripts/setup.sh builds it)")
+            return None
+        tracker = ArmCameraFromTf([self._model, self._imagine_model], self.get_logger().info)
+        self.create_subscription(TFMessage, "/tf_static", tracker.on_tf_static,
+                                 QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL), callback_group=group)
+        return tracker
+
     def _apply_profile(self, path: str) -> Any:
         """Load the robot profile (None without one) and take its modality, twist source and type."""
         if not path:
