@@ -309,7 +309,8 @@ def read_episode(
                         f"topics in the bag: {_list_topics(available)}"
                     )
             _check_msgtypes(path, reader.connections, modality, topics)
-            wanted = [c for c in reader.connections if c.topic in plan.required + plan.optional]
+            wanted = [c for c in reader.connections if c.topic in plan.required + plan.optional
+                      and _readable_extra(c.topic, c.msgtype, modality, topics)]
             series, images, camera_info, frames_of = _collect(reader, wanted, path, topics, resolution)
     except BagError:
         raise
@@ -415,6 +416,18 @@ def _arm_camera(series: dict[str, _Series], topics: BagTopics, frames_of: _Frame
         first_pose = pose_to_matrix(vector[:3], vector[3:7])
     return arm_camera.camera_in_base(frames_of.static, frames_of.ids.get(topics.ee_pose),
                                      frames_of.ids.get(topics.image), first_pose, frames_of.ids.get(topics.camera_pose))
+
+
+def _readable_extra(topic: str, msgtype: str, modality: str, topics: BagTopics) -> bool:
+    """A robot bag's camera pose and /tf_static only help place its camera: read them only when they have
+    the types that can (a bag that has them as something else reads as it did without them)."""
+    if modality != "robot":
+        return True
+    if topic == topics.camera_pose:
+        return msgtype in POSE_MSGTYPES
+    if topic == topics.tf_static:
+        return msgtype == "tf2_msgs/msg/TFMessage"
+    return True
 
 
 def _static_transforms(message: Any) -> list:
