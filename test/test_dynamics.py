@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from astra_ros.eval.dynamics import (ClipErrors, bootstrap_gain, changed_mask, c
                                      pooled_psnr)
 from astra_ros.eval.frames import load_clip_frames, save_clip_frames, scenario_of
 from astra_ros.eval.metrics import psnr, wilson_interval
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _hand_clip():
@@ -158,3 +161,33 @@ def test_saved_frames_round_trip_and_the_scenario_comes_from_the_bag_name(tmp_pa
     assert scenario_of("/data/test/explore_s7/explore_s7.mcap", "camera") == "explore"
     assert scenario_of("/data/foreign_bag", "twist") == "twist"
     assert scenario_of("/data/kitchen_s3", "robot") == "robot"  # not a simulator scenario
+
+
+def test_two_models_are_compared_paired_on_the_same_clips(tmp_path):
+    """scripts/compare_frames.py: A's error is half of B's everywhere, so A - B is 10 log10(2) dB with a
+    paired interval that collapses on it; different clips in the two directories are refused."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_frames", REPO / "scripts" / "compare_frames.py")
+    compare_frames = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_frames)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        real = rng.integers(60, 200, (3, 8, 8, 3)).astype(np.uint8)
+        last = np.full((8, 8, 3), 128, np.uint8)
+        noise = np.where(rng.random(real.shape) < 0.5, 1, -1) * 8  # |error| 8 for B ...
+        b_model = np.clip(real.astype(int) + noise, 0, 255).astype(np.uint8)
+        a_model = np.clip(real.astype(int) + np.round(noise / np.sqrt(2)).astype(int), 0, 255).astype(np.uint8)
+        for name, model in (("a", a_model), ("b", b_model)):
+            save_clip_frames(tmp_path / name / f"clip_{i:04d}.npz", observed_last=last, real=real, model=model,
+                             shuffled=None, scenario="arm" if i < 3 else "rover", bag=f"bag{i}", start_frame=0)
+    result = compare_frames.compare(compare_frames.paired_errors(tmp_path / "a", tmp_path / "b"))
+    expected = 10 * np.log10(64 / 36)  # ... and round(8 / sqrt 2) = 6 for A
+    assert set(result) == {"all", "arm", "rover"} and result["all"]["clips"] == 6
+    assert result["all"]["a_minus_b"] == pytest.approx(expected, abs=1e-9)
+    low, high = result["all"]["a_minus_b_ci95"]
+    assert low == pytest.approx(expected, abs=1e-9) and high == pytest.approx(expected, abs=1e-9)
+    assert result["arm"]["a_better_share"] == 1.0
+    (tmp_path / "b" / "clip_0005.npz").unlink()
+    with pytest.raises(SystemExit, match="same clip files"):
+        compare_frames.paired_errors(tmp_path / "a", tmp_path / "b")
