@@ -821,15 +821,16 @@ def test_a_corrupt_bag_among_good_ones_is_named_before_anything_is_written(bags,
 
 
 def test_arm_maps_train_from_zero_and_their_dropout_withholds_them(bags, tmp_path):
-    """With ``arm_map_cells`` the end-effector map projector starts at zero and learns from the arm bag;
-    with ``arm_map_dropout: 1`` no map reaches the loss, so it stays exactly zero."""
+    """With ``arm_map_cells`` the end-effector map projector starts at zero and learns from the arm bag, faster
+    with ``arm_map_lr_multiple``; with ``arm_map_dropout: 1`` no map reaches the loss, so it stays exactly zero."""
     common = ["--data", str(bags), "--no-progress"]
     weights = {}
-    for dropout in (0.0, 1.0):
-        out = tmp_path / f"maps_{dropout}"
+    for dropout, multiple in ((0.0, 1.0), (0.0, 10.0), (1.0, 1.0)):
+        out = tmp_path / f"maps_{dropout}_{multiple}"
         recipe = _recipe(tmp_path, steps=6, codec_steps=0, modality_weights={"robot": 50.0},
-                         model={"arm_map_cells": 2}, arm_map_dropout=dropout)
+                         model={"arm_map_cells": 2}, arm_map_dropout=dropout, arm_map_lr_multiple=multiple)
         assert train_main(["--config", str(recipe), "--out", str(out)] + common) == 0
-        weights[dropout] = _weights(out / "train_state")["transformer.arm_map.weight"]
-    assert weights[0.0].abs().max() > 1e-5
-    assert weights[1.0].abs().max() == 0
+        weights[dropout, multiple] = _weights(out / "train_state")["transformer.arm_map.weight"]
+    assert weights[0.0, 1.0].abs().max() > 1e-5
+    assert weights[0.0, 10.0].abs().max() > 3 * weights[0.0, 1.0].abs().max()
+    assert weights[1.0, 1.0].abs().max() == 0

@@ -60,6 +60,8 @@ class TrainRecipe:
     # With ``arm_map_cells`` in the model: the share of ``robot`` clips trained without their end-effector
     # maps, so that a stream whose camera pose is unknown still gets the vector-only prediction.
     arm_map_dropout: float = 0.2
+    # The end-effector map projector's learning rate as a multiple of ``lr`` (it starts from zero).
+    arm_map_lr_multiple: float = 1.0
     # Zero the transformer's output projection before training (after --init / --init-transformer):
     # with ``prediction: x0`` and ``latent_delta`` in ``model`` the model then starts as an exact copy
     # of the last frame, which training can only move where the data says something moves.
@@ -174,6 +176,8 @@ class TrainRecipe:
             raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 < self.arm_map_lr_multiple <= 1000.0:
+            raise ConfigError(f"arm_map_lr_multiple must be in (0, 1000], got {self.arm_map_lr_multiple}")
         if not 0.0 <= self.arm_map_dropout <= 1.0:
             raise ConfigError(f"arm_map_dropout must be in [0, 1], got {self.arm_map_dropout}")
         if not isinstance(self.modality_weights, dict):

@@ -341,7 +341,7 @@ class Trainer:
                     peak = {"codec": r.codec_lr, "world": r.lr, "decoder": r.decoder_lr}[current]
                     local = step - begin
                     for group in optimizer.param_groups:
-                        group["lr"] = learning_rate(local, end - begin, r, peak)
+                        group["lr"] = learning_rate(local, end - begin, r, peak) * group.get("lr_multiple", 1.0)
                     loss, part_a, part_b = self._train_step(current, wrapped, optimizer, params)
                     step += 1
                     self.ema.update(self.model, r.ema_decay, updates=local + 1)  # counts restart per phase
@@ -390,7 +390,7 @@ class Trainer:
             self.model.transformer.requires_grad_(True)
             objective = Objective(self.model)
             params = list(self.model.transformer.parameters())
-            optimizer = torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
+            optimizer = torch.optim.AdamW(self._world_param_groups(), lr=r.lr, weight_decay=r.weight_decay)
         else:
             self.model.requires_grad_(False)
             self.model.codec.eval()
@@ -458,6 +458,17 @@ class Trainer:
         """Each clip's intrinsics (B, 3, 3); the model's default camera for a bag that had none (NaN)."""
         known = torch.isfinite(intrinsics).all(dim=-1).all(dim=-1)[:, None, None]
         return torch.where(known, intrinsics, self.model.intrinsics)
+
+    def _world_param_groups(self) -> list[dict]:
+        """The transformer's parameters; a new end-effector map projector in a group of its own when the recipe
+        gives it a faster rate (``arm_map_lr_multiple``): starting from zero, at the body's fine-tuning rate it
+        would move only ~lr per step."""
+        arm_map = self.model.transformer.arm_map
+        if arm_map is None or self.recipe.arm_map_lr_multiple == 1.0:
+            return [{"params": list(self.model.transformer.parameters())}]
+        own = {id(p) for p in arm_map.parameters()}
+        return [{"params": [p for p in self.model.transformer.parameters() if id(p) not in own]},
+                {"params": list(arm_map.parameters()), "lr_multiple": self.recipe.arm_map_lr_multiple}]
 
     def _arm_maps(self, actions: torch.Tensor, ids: torch.Tensor, intrinsics: torch.Tensor,
                   camera_in_base: torch.Tensor) -> torch.Tensor:
