@@ -724,7 +724,8 @@ def test_init_applies_the_recipes_model_fields_to_the_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((REPO / "config").glob("train_*.yaml")) + sorted((REPO / "config" / "default").glob("*.yaml"))
                          + [REPO / "config" / "finetune.yaml"]
-                         + sorted((REPO / "config" / "ablations").glob("*.yaml")),
+                         + sorted((REPO / "config" / "ablations").glob("*.yaml"))
+                         + sorted((REPO / "config" / "experiments").glob("*.yaml")),
                          ids=lambda p: str(p.relative_to(REPO / "config")))
 def test_every_shipped_recipe_loads(path):
     from astra_ros.training.recipe import TrainRecipe
