@@ -31,12 +31,12 @@ from astra_ros.data.bags import BagError
 from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
 from astra_ros.model.config import AstraConfig, ConfigError
-from astra_ros.model.arm_map import arm_token_maps, projection_matrix
 from astra_ros.model.view_rotation import chain_rotations
 from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees, transformer_probe
 
 # The loop's parts and the data plan live in their own modules; imported by name here, where callers
 # (tests, astra-train) have always found them.
+from .arm_maps import ArmMapBatches, world_param_groups
 from .components import (  # noqa: F401
     EMA,
     CodecObjective,
@@ -169,7 +169,7 @@ class Trainer:
         self.ema = EMA(self.model)
         self.torch_gen = torch.Generator().manual_seed(recipe.seed * 1000 + self.dist.rank)
         self.numpy_gen = np.random.default_rng(recipe.seed * 1000 + self.dist.rank)
-        self._arm_map_gen: np.random.Generator | None = None  # drawn on first use (Trainer._arm_maps)
+        self._arm_maps = ArmMapBatches(self.model, recipe) if self.config.arm_map_cells else None
         self._elapsed_before_s = 0.0  # training time of the run being resumed
         self._t_start = time.perf_counter()
 
@@ -260,8 +260,7 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def sample_batch(self, decoder: bool = False) -> tuple[torch.Tensor, ...]:
         """Random windows: frames (B, T, 3, H, W), actions (B, T, Dmax) zero-padded, modality ids (B,),
-        intrinsics (B, 3, 3) at the frames' size (NaN where a bag had none), the camera optical frame in
-        the robot base frame (B, 4, 4) (NaN where unknown or not a robot bag).
+        intrinsics (B, 3, 3) at the frames' size and the camera in the robot base (B, 4, 4) (NaN: unknown).
         ``decoder``: the decoder phase's ``decoder_clips`` longer windows, drawn uniformly."""
         enc = self.model.transformer.action_encoder
         dataset = self.decoder_dataset if decoder else self.dataset
@@ -276,8 +275,7 @@ class Trainer:
         for b, it in enumerate(items):
             actions[b, :, : it["actions"].shape[-1]] = it["actions"]
         ids = torch.tensor([enc.modality_index(it["modality"]) for it in items])
-        return (frames, actions, ids, torch.stack([it["intrinsics"] for it in items]),
-                torch.stack([it["camera_in_base"] for it in items]))
+        return frames, actions, ids, *(torch.stack([it[key] for it in items]) for key in ("intrinsics", "camera_in_base"))
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Path:
@@ -390,7 +388,7 @@ class Trainer:
             self.model.transformer.requires_grad_(True)
             objective = Objective(self.model)
             params = list(self.model.transformer.parameters())
-            optimizer = torch.optim.AdamW(self._world_param_groups(), lr=r.lr, weight_decay=r.weight_decay)
+            optimizer = torch.optim.AdamW(world_param_groups(self.model, r), lr=r.lr, weight_decay=r.weight_decay)
         else:
             self.model.requires_grad_(False)
             self.model.codec.eval()
@@ -427,8 +425,8 @@ class Trainer:
                 latents = self.model.codec.encode(frames.to(self.device))  # (B, C, T, h, w), fp32 as at inference
                 if self.config.rotation_reference:
                     references = self._chunk_references(frames.to(self.device), actions, ids, intrinsics, latents)
-                if self.config.arm_map_cells:
-                    arm_maps = self._arm_maps(actions, ids, intrinsics, camera_in_base).to(self.device)
+                if self._arm_maps is not None:
+                    arm_maps = self._arm_maps(actions, ids, self._clip_intrinsics(intrinsics), camera_in_base).to(self.device)
             with self._autocast():
                 loss, a, b = objective(latents, actions.to(self.device), ids.to(self.device), self.torch_gen,
                                        references=references, arm_maps=arm_maps)
@@ -458,35 +456,6 @@ class Trainer:
         """Each clip's intrinsics (B, 3, 3); the model's default camera for a bag that had none (NaN)."""
         known = torch.isfinite(intrinsics).all(dim=-1).all(dim=-1)[:, None, None]
         return torch.where(known, intrinsics, self.model.intrinsics)
-
-    def _world_param_groups(self) -> list[dict]:
-        """The transformer's parameters; a new end-effector map projector in a group of its own when the recipe
-        gives it a faster rate (``arm_map_lr_multiple``): starting from zero, at the body's fine-tuning rate it
-        would move only ~lr per step."""
-        arm_map = self.model.transformer.arm_map
-        if arm_map is None or self.recipe.arm_map_lr_multiple == 1.0:
-            return [{"params": list(self.model.transformer.parameters())}]
-        own = {id(p) for p in arm_map.parameters()}
-        return [{"params": [p for p in self.model.transformer.parameters() if id(p) not in own]},
-                {"params": list(arm_map.parameters()), "lr_multiple": self.recipe.arm_map_lr_multiple}]
-
-    def _arm_maps(self, actions: torch.Tensor, ids: torch.Tensor, intrinsics: torch.Tensor,
-                  camera_in_base: torch.Tensor) -> torch.Tensor:
-        """End-effector maps per token (B, T, n, cells**2) of each ``robot`` clip whose camera is known; zeros
-        for the rest, and for a clip drawn without them w.p. ``arm_map_dropout`` (so that a stream whose
-        camera pose is not given still predicts as well as the vector alone lets it)."""
-        cfg = self.config
-        robot = ids == self.model.transformer.action_encoder.modality_index("robot")
-        # Its own generator, so that turning maps on leaves the batches a run draws as they were (a resumed
-        # run restarts it: its dropout draws differ, its batches do not).
-        if self._arm_map_gen is None:
-            self._arm_map_gen = np.random.default_rng([self.recipe.seed, 7])
-        keep = torch.from_numpy(self._arm_map_gen.random(len(ids)) >= self.recipe.arm_map_dropout)
-        projection = projection_matrix(self._clip_intrinsics(intrinsics), camera_in_base)
-        usable = robot & keep & torch.isfinite(projection).flatten(1).all(dim=1)
-        projection[~usable] = float("nan")
-        rows, cols = cfg.latent_size[0] // cfg.patch_size[1], cfg.latent_size[1] // cfg.patch_size[2]
-        return arm_token_maps(actions[..., :3], projection, cfg.resolution, (rows, cols), cfg.arm_map_cells)
 
     @torch.no_grad()
     def _chunk_references(self, frames: torch.Tensor, actions: torch.Tensor, ids: torch.Tensor,
