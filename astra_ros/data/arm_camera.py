@@ -10,9 +10,11 @@ The camera is taken as fixed (its first pose): a camera riding on the arm is not
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from astra_ros.data.geometry import invert_transform
+from astra_ros.data.geometry import invert_transform, pose_to_matrix
 
 # The simulator's arm base in its world for bags written before /tf_static (frame ids "world" and "base"):
 # on the table top, unrotated (astra_ros.data.scenes.arm.ArmScenario.table_height_m, tested).
@@ -20,6 +22,16 @@ LEGACY_SIM_ARM_BASE_Z_M = 0.4
 LEGACY_WORLD_FRAME, LEGACY_BASE_FRAME = "world", "base"
 
 StaticTransform = tuple[str, str, np.ndarray]  # parent, child, child's pose in parent (4, 4)
+
+
+def static_transforms_of(message: Any) -> list[StaticTransform]:
+    """A tf2_msgs/TFMessage (from a bag or a subscription) as (parent, child, child-in-parent (4, 4)) triples."""
+    result = []
+    for t in message.transforms:
+        tr, q = t.transform.translation, t.transform.rotation
+        result.append((t.header.frame_id, t.child_frame_id,
+                       pose_to_matrix(np.array([tr.x, tr.y, tr.z]), np.array([q.x, q.y, q.z, q.w]))))
+    return result
 
 
 def _pose_in_root(frame: str, parents: dict[str, tuple[str, np.ndarray]]) -> tuple[str, np.ndarray]:

@@ -430,14 +430,6 @@ def _readable_extra(topic: str, msgtype: str, modality: str, topics: BagTopics) 
     return True
 
 
-def _static_transforms(message: Any) -> list:
-    return [(t.header.frame_id, t.child_frame_id,
-             pose_to_matrix(np.array([t.transform.translation.x, t.transform.translation.y, t.transform.translation.z]),
-                            np.array([t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z,
-                                      t.transform.rotation.w])))
-            for t in message.transforms]
-
-
 def _collect(
     reader: AnyReader, connections: list, path: Path, topics: BagTopics, resolution: tuple[int, int] | None
 ) -> tuple[dict[str, _Series], _Images, PinholeIntrinsics | None, _Frames]:
@@ -461,7 +453,7 @@ def _collect(
         if header is not None:
             frames_of.ids.setdefault(topic, str(header.frame_id))
         if topic == topics.tf_static:
-            frames_of.static += _static_transforms(message)
+            frames_of.static += arm_camera.static_transforms_of(message)
         elif topic == topics.image:
             try:
                 rgb = _decode_image(message, msgtype)

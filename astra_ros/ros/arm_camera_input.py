@@ -13,18 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from astra_ros.data.arm_camera import StaticTransform, chain_transform
-from astra_ros.data.geometry import pose_to_matrix
-
-
-def static_transforms_of(message: Any) -> list[StaticTransform]:
-    """A tf2_msgs/TFMessage as (parent, child, child-in-parent (4, 4)) triples."""
-    result = []
-    for t in message.transforms:
-        tr, q = t.transform.translation, t.transform.rotation
-        result.append((t.header.frame_id, t.child_frame_id,
-                       pose_to_matrix(np.array([tr.x, tr.y, tr.z]), np.array([q.x, q.y, q.z, q.w]))))
-    return result
+from astra_ros.data.arm_camera import StaticTransform, chain_transform, static_transforms_of
 
 
 class ArmCameraFromTf:
