@@ -51,6 +51,12 @@ class TestNode:
                     store.append(keep(msg))
         self.node.create_subscription(msg_type, topic, callback, RELIABLE)
 
+    def newest_diagnostics(self, store: list, hardware_id: str = "astra_predictor") -> dict[str, str]:
+        """Key/values of the newest DiagnosticArray in ``store`` from ``hardware_id`` (its statuses merged)."""
+        with self.lock:
+            arrays = [a for a in store if any(s.hardware_id == hardware_id for s in a.status)]
+        return {v.key: v.value for s in arrays[-1].status for v in s.values} if arrays else {}
+
     def start_loop(self, target: Callable[[], None]) -> None:
         """Run ``target`` (which should return once ``stopping`` is set) in a daemon thread."""
         thread = threading.Thread(target=target, daemon=True)

@@ -70,10 +70,7 @@ class Harness(TestNode):
             time.sleep(0.1)
 
     def arm_camera(self) -> str:
-        with self.lock:
-            arrays = [a for a in self.diagnostics if any(s.hardware_id == "astra_predictor" for s in a.status)]
-        values = {v.key: v.value for s in arrays[-1].status for v in s.values} if arrays else {}
-        return values.get("arm_camera", "")
+        return self.newest_diagnostics(self.diagnostics).get("arm_camera", "")
 
 
 def test_the_arm_camera_comes_from_tf_static_between_the_pose_and_image_frames(tmp_path):

@@ -67,10 +67,7 @@ class Harness(TestNode):
             time.sleep(0.1)
 
     def intrinsics(self) -> str:
-        with self.lock:
-            arrays = [a for a in self.diagnostics if any(s.hardware_id == "astra_predictor" for s in a.status)]
-        values = {v.key: v.value for s in arrays[-1].status for v in s.values} if arrays else {}
-        return values.get("intrinsics", "")
+        return self.newest_diagnostics(self.diagnostics).get("intrinsics", "")
 
 
 def _camera_info(fx: float, fy: float) -> CameraInfo:

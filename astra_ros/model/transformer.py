@@ -336,8 +336,8 @@ class AstraTransformer(nn.Module):
         passes would (see :meth:`Attention.forward`; no mask, no cross-attention).
 
         latents (B, C, F, h, w); flow_t (B, F) in [0, 1]; frame_pos (F,) absolute frame indices;
-        action_features (B, F, action_dim), per token (B, F, n, action_dim), or None; attention_mask (L, Lpast + L) bool or None
-        (None = full attention); past_kv per layer (B or 1, heads, Lpast, head_dim) from the cache;
+        action_features (B, F, action_dim), per token (B, F, n, action_dim), or None; attention_mask
+        (L, Lpast + L) bool or None (None = full attention); past_kv per layer (B or 1, heads, Lpast, head_dim) from the cache;
         context (B, S, text_dim) when the model has cross-attention.
         """
         cfg = self.config
