@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from astra_ros.model import WorldModel, preset
-from astra_ros.model.attention import apply_rope, block_causal_mask, rope_angles
+from astra_ros.model.attention import apply_rope, block_causal_mask, rope_angles, rope_tables
 from astra_ros.model.flow import chunk_layout, flow_matching_loss, latent_targets, sample_training_time, sampling_schedule
 from astra_ros.model.streaming import StreamingRollout
 from astra_ros.model.transformer import AstraTransformer
@@ -51,9 +51,19 @@ def test_rope_depends_only_on_relative_frame_position():
     scores = []
     for offset in (0, 5000):
         a = rope_angles(torch.tensor([offset, offset + 3]), 1, 2, 12, 10000.0)
-        cos, sin = a.cos().float(), a.sin().float()
+        cos, sin = (t.float() for t in rope_tables(a))
         scores.append(apply_rope(q, cos, sin) @ apply_rope(k, cos, sin).transpose(-1, -2))
     torch.testing.assert_close(scores[0], scores[1], atol=1e-4, rtol=1e-4)
+
+
+def test_rope_gives_exactly_the_pairwise_rotation():
+    torch.manual_seed(1)
+    x = torch.randn(3, 4, 40, 64)
+    angles = rope_angles(torch.arange(10), 2, 2, 64, 10000.0)
+    cos, sin = angles.cos().float(), angles.sin().float()
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    pairwise = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+    assert torch.equal(apply_rope(x, *(t.float() for t in rope_tables(angles))), pairwise)  # bit for bit
 
 
 def _codec4_shaped_config():

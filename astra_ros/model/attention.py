@@ -65,10 +65,17 @@ def rope_angles(
     return angles.reshape(n_f * rows * cols, head_dim // 2)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (2i, 2i+1) of x (B, H, L, D) by angles with cos/sin (L, D/2)."""
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    out = torch.empty_like(x)
-    out[..., 0::2] = x1 * cos - x2 * sin
-    out[..., 1::2] = x1 * sin + x2 * cos
-    return out
+def rope_tables(angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tables (L, D) for :func:`apply_rope` from angles (L, D/2): each cosine twice, and the sine with
+    the sign of the channel it lands on (``-sin`` on even channels, ``+sin`` on odd)."""
+    cos, sin = angles.cos(), angles.sin()
+    return cos.repeat_interleave(2, dim=-1), torch.stack([-sin, sin], dim=-1).flatten(-2)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (2i, 2i+1) of x (B, H, L, D) by the angles of :func:`rope_tables` (L, D):
+    ``(x_2i cos - x_2i+1 sin, x_2i sin + x_2i+1 cos)``. Written as ``x * cos + swap(x) * signed_sin``
+    (four whole-width ops instead of eight on strided halves); IEEE ``a - b == a + (-b)`` and addition
+    commutes, so the values are exactly those of the pairwise formula."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return x * cos + swapped * signed_sin

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import apply_rope, rope_angles
+from .attention import apply_rope, rope_angles, rope_tables
 from .config import AstraConfig
 from .moae import MixtureOfActionExperts, RoutingInfo
 
@@ -353,7 +353,7 @@ class AstraTransformer(nn.Module):
         # 1. Patchify, rotary angles, per-token time modulation
         x = self._patchify(latents)  # (B, L, dim)
         angles = rope_angles(frame_pos, rows, cols, cfg.attention_head_dim, cfg.rope_theta)
-        rope = (angles.cos().to(x.dtype).to(x.device), angles.sin().to(x.dtype).to(x.device))  # (L, d/2)
+        rope = tuple(t.to(x.dtype).to(x.device) for t in rope_tables(angles))  # (L, d) each
         if split is None:
             temb, modulation = self.condition_embedder(flow_t)  # (B, F, dim), (B, F, 6, dim): per frame
         else:  # each chunk's as its own pass computes it (a matmul's rounding can depend on its rows)
