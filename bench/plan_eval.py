@@ -1,6 +1,6 @@
 """Goal reaching in the simulator: the CEM planner through the world model against baselines.
 
-    python bench/plan_eval.py --episodes 12 --seed 9000 --out bench/results/plan_eval.json
+    python bench/plan_eval.py --episodes 16 --seed 9000 --out bench/results/plan_eval.json
 
 In-process (no ROS): the ``rover`` scenario of the simulator (seeds from ``--seed`` on; training
 used 100-123) and a world model (``--checkpoint``) with the planner core of
@@ -76,22 +76,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=8, help="planning steps per episode (the budget)")
     p.add_argument("--goal-frames", type=int, default=10, help="frames the goal command is held (1 s at 10 Hz)")
     p.add_argument("--context-frames", type=int, default=4, help="observed frames the model starts from")
-    p.add_argument("--candidates", type=int, default=16)
-    p.add_argument("--elites", type=int, default=4)
-    p.add_argument("--iterations", type=int, default=2)
+    p.add_argument("--candidates", type=int, default=12)
+    p.add_argument("--elites", type=int, default=3)
+    p.add_argument("--iterations", type=int, default=1)
     p.add_argument("--horizon-steps", type=int, default=3, help="plan length in steps (x frames_per_step frames)")
-    p.add_argument("--denoise-steps", type=int, default=4, help="Euler steps per imagined chunk")
+    p.add_argument("--denoise-steps", type=int, default=None, help="Euler steps per imagined chunk (default: the model's)")
+    p.add_argument("--draft", action=argparse.BooleanOptionalAction, default=True,
+                   help="imagine on the fast path (references turned in latents, plain codec decoding); "
+                        "--no-draft: the full path")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance scale of the imagination (1 = off)")
     p.add_argument("--zero-baseline", action="store_true", help="also run CEM imagining with zero actions")
     p.add_argument("--no-oracle", action="store_true", help="skip the simulator-imagination ceiling")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--size", type=int, default=128, help="rendered image size [px] (square)")
     p.add_argument("--quick", action="store_true", help="a tiny run (< 1 min): 2 episodes, 3 steps, 8 candidates")
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.episodes, args.steps, args.candidates, args.elites = min(args.episodes, 2), 3, 8, 2
-        args.iterations, args.denoise_steps = 1, 2
+        args.iterations = 1
     return args
 
 
@@ -185,7 +188,7 @@ def run_method(method: str, rover: Rover, start: tuple, context: tuple[list, lis
         else:
             transform = {"cem": None, "shuffled_actions": shuffle_candidates, "zero_actions": zero_actions}[method]
             imagine = model_imagine(model, seed=int(rng.integers(2**31)), steps=args.denoise_steps,
-                                    guidance_scale=args.guidance, decode="last", transform=transform, rng=rng)
+                                    guidance_scale=args.guidance, decode="last", draft=args.draft, transform=transform, rng=rng)
         planner = CEMPlanner(config, imagine, encoder, rng=rng)
     d0 = float(scorer.distance(frames[-1]))
     rows = []
@@ -323,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                    "mean_steps_with_failures counting a failure as the budget"}
     result["settings"] = {"checkpoint": args.checkpoint, "seed": args.seed, "steps": args.steps,
                           "goal_frames": args.goal_frames, "context_frames": args.context_frames,
-                          "denoise_steps": args.denoise_steps, "guidance_scale": args.guidance,
+                          "denoise_steps": args.denoise_steps, "draft": args.draft, "guidance_scale": args.guidance,
                           "cem": asdict(config), "torch_threads": args.threads, "image_size": args.size,
                           "quick": args.quick, "command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:]))}
     result["machine"] = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()}

@@ -270,6 +270,17 @@ def test_imagine_returns_a_batch_of_futures_and_refuses_malformed_requests(predi
     assert response.frame_interval_s == pytest.approx(INTERVAL_S)
     assert stamps[0] > asked_ns - INTERVAL_S * 1e9  # from now: the catch-up came first
 
+    # The planner's fast path (test_imagine_draft.py checks what it computes): each candidate's last frame.
+    actions[:, :, 5] = np.linspace(-0.8, 0.8, batch)[:, None]  # [rad/s]
+    draft = Imagine.Request(modality="twist", actions=actions.reshape(-1).tolist(), batch=batch, horizon=horizon,
+                            action_dim=6, seed=3, from_live_history=True, shared_noise=True, last_frame_only=True,
+                            draft=True)
+    response = harness.call(Imagine, f"{NODE}/imagine", draft)
+    assert response.success, response.message
+    assert (response.frames_per_candidate, len(response.frames)) == (1, batch)
+    assert all((m.height, m.width, m.encoding) == (32, 32, "rgb8") for m in response.frames)
+    assert _stamp_ns(response.frames[0]) == _stamp_ns(response.frames[-1])  # every candidate's same last frame
+
     # Velocities beyond what the model was trained on are refused with the reason, not answered black.
     wild = Imagine.Request(modality="twist", actions=[1e30] + [0.0] * 5, batch=1, horizon=1, action_dim=6)
     response = harness.call(Imagine, f"{NODE}/imagine", wild)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .streaming import draw_noise
-from .view_rotation import ROTATING_MODALITIES, chain_rotations
+from .view_rotation import ROTATING_MODALITIES, chain_rotations, is_identity, latent_intrinsics, rotate_view
 
 
 class ImagineCancelled(RuntimeError):
@@ -55,7 +55,8 @@ class Imagination:
     def imagine(self, actions: np.ndarray, modality: str | None = None, seed: int | None = None,
                 generator: torch.Generator | None = None, guidance_scale: float | None = None,
                 shared_noise: bool = False, steps: int | None = None, max_batch: int | None = None,
-                decode: str | Sequence[int] = "all", should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+                decode: str | Sequence[int] = "all", should_stop: Callable[[], bool] | None = None,
+                draft: bool = False) -> np.ndarray:
         """B candidate futures for ``actions`` (B, N, D) from the live history, in one batch.
 
         Returns uint8 (B, N, H, W, 3). The live stream is not changed: the candidates share its
@@ -72,6 +73,12 @@ class Imagination:
         ``should_stop`` is polled before every chunk and decode; when it returns True the call raises
         :class:`ImagineCancelled` (a server abandoning a request, a node shutting down). The live
         stream is unchanged either way.
+
+        ``draft`` trades detail for speed, for a planner that scores coarse layout: each chunk's turned
+        reference is its newest latents turned on the latent grid (no frame decoded and re-encoded
+        between chunks), and the returned frames are the codec's plain decoding (no anchor decoder, so
+        blurrier). The futures differ from the full path's; ``bench/plan_eval.py --draft`` measures
+        what that does to planning.
         """
         self._require_started("imagine")
         self._require_whole_chunks("imagine")
@@ -131,22 +138,38 @@ class Imagination:
                 features = self._features(chunk_actions, chunk_actions.shape[0], modality, previous=previous)
                 reference = None
                 if rotations is not None:
-                    span = rotations[:, c * n:(c + 1) * n]
-                    reference = self._turned_reference(*newest, newest_rotation.transpose(-1, -2)[:, None] @ span)
+                    relative = newest_rotation.transpose(-1, -2)[:, None] @ rotations[:, c * n:(c + 1) * n]
+                    reference = (self._turned_latents(newest[1], relative) if draft
+                                 else self._turned_reference(*newest, relative))
                 chunk = self._predict(branch, features, gen, guidance_scale, shared_noise,
                                       steps=steps, noise=predict_noise[rows], modality=modality, reference=reference)
                 if rotations is not None and c < last_needed:  # the next chunk refers to this chunk's newest frame
                     newest_rotation = rotations[:, (c + 1) * n - 1]
                     pixels = (self._decode_float(chunk[:, :, -1:], rotations[:, (c + 1) * n - 1:(c + 1) * n])[:, 0]
-                              if turns else newest[0])  # pixels are only read to be turned
+                              if turns and not draft else newest[0])  # pixels are only read to be turned
                     newest = (pixels, chunk[:, :, -1])
                 latents.append(chunk)
                 if c < last_needed:
                     branch.append_history(chunk, features, noise=history_noise[rows], defer=self.fuse_passes)
             wanted = torch.cat(latents, dim=2)[:, :, frame_indices]
             _stop_if(should_stop)
-            out.append(self._decode(wanted, rotations=rotations[:, frame_indices] if rotations is not None else None))
+            if draft:
+                out.append(self._to_uint8(self.codec.decode(wanted)))
+            else:
+                out.append(self._decode(wanted, rotations=rotations[:, frame_indices] if rotations is not None else None))
         return np.concatenate(out, axis=0)
+
+    def _turned_latents(self, latents: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
+        """Draft references (B, C, n, h, w): ``latents`` (B or 1, C, h, w) turned on the latent grid by
+        each frame's rotation ``relative`` (B, n, 3, 3), bilinear with the edge repeated, as
+        :func:`rotate_view` turns pixels (the full path encodes the turned pixels instead)."""
+        b, n = relative.shape[:2]
+        latents = latents.expand(b, -1, -1, -1)
+        if is_identity(relative):
+            return latents[:, :, None].expand(-1, -1, n, -1, -1)
+        K = latent_intrinsics(self.intrinsics, self.codec.spatial_factor)
+        turned = rotate_view(latents.repeat_interleave(n, dim=0), K, relative.flatten(0, 1))
+        return turned.unflatten(0, (b, n)).transpose(1, 2)
 
     @staticmethod
     def _decode_indices(decode: str | Sequence[int], horizon: int) -> list[int]:

@@ -125,3 +125,15 @@ def rotate_view(images: torch.Tensor, K: torch.Tensor, rotations: torch.Tensor) 
     grid = grid.view(n, h, w, 2).to(images.dtype)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
+
+
+def latent_intrinsics(K: torch.Tensor, factor: int) -> torch.Tensor:
+    """Intrinsics (3, 3) of an image's latent grid, one cell per ``factor`` x ``factor`` pixels: cell
+    ``j`` covers pixels ``factor*j .. factor*j + factor - 1``, so its centre is pixel ``factor*j + (factor-1)/2``."""
+    K = K.to(torch.float64)
+    out = K.clone()
+    out[0, 0], out[1, 1] = K[0, 0] / factor, K[1, 1] / factor
+    out[0, 1] = K[0, 1] / factor
+    out[0, 2] = (K[0, 2] + 0.5) / factor - 0.5
+    out[1, 2] = (K[1, 2] + 0.5) / factor - 0.5
+    return out

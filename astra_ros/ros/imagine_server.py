@@ -65,7 +65,8 @@ class ImagineServer:
         self._prepare = prepare
         self._record = record
         self._started: dict = {}  # what the imagine model's stream holds (see imagine_job)
-        self.cost = ImagineCost()
+        self.cost = ImagineCost()  # full requests
+        self.draft_cost = ImagineCost()  # draft requests: several times cheaper, so kept apart
         self.worker = ModelWorker(model, queue_size=1, num_threads=num_threads)
         self.service_name = node.resolve_service_name("~/imagine")
         # No global arguments: a `-r __node:=...` meant for the predictor must not rename this node too.
@@ -95,7 +96,8 @@ class ImagineServer:
                 guidance_scale=float(request.guidance_scale))
             chunks = -(-(len(job["catch_up"]) + actions.shape[1]) // job["frames_per_chunk"])
             steps = int(request.denoise_steps) or job["default_steps"]
-            estimate = self.cost.estimate_s(actions.shape[0], chunks * steps / job["default_steps"], job["live_chunk_s"])
+            cost = self.draft_cost if request.draft and self.draft_cost.per_candidate_chunk_s is not None else self.cost
+            estimate = cost.estimate_s(actions.shape[0], chunks * steps / job["default_steps"], job["live_chunk_s"])
             if estimate is not None and estimate > job["timeout_s"]:
                 raise ValueError(f"this request would take about {estimate:.1f} s ({actions.shape[0]} candidates x "
                                  f"{chunks} chunks, {len(job['catch_up'])} frames of them catching up to now), "
@@ -109,7 +111,7 @@ class ImagineServer:
         sampling = ImagineSampling(steps=int(request.denoise_steps) or None,
                                    guidance_scale=float(request.guidance_scale) or None,
                                    shared_noise=bool(request.shared_noise), last_frame_only=bool(request.last_frame_only),
-                                   max_batch=job["sub_batch"])
+                                   max_batch=job["sub_batch"], draft=bool(request.draft))
         began = time.perf_counter()
         deadline = time.monotonic() + job["timeout_s"]
         cancel = threading.Event()
@@ -134,7 +136,8 @@ class ImagineServer:
                 response.message = f"imagination failed: {str(error) or type(error).__name__}"
             return response
         seconds = time.perf_counter() - began
-        self.cost.add(seconds, actions.shape[0], chunks * steps / job["default_steps"])
+        (self.draft_cost if request.draft else self.cost).add(seconds, actions.shape[0],
+                                                              chunks * steps / job["default_steps"])
         stamps = job["stamps_ns"][-frames.shape[1]:]
         response.frames = [rgb_to_image_msg(frame, int(stamps[t]), job["frame_id"])
                            for candidate in frames for t, frame in enumerate(candidate)]

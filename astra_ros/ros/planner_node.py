@@ -83,10 +83,10 @@ PARAMETERS: dict[str, ParamSpec] = {
                                   "within 25 % of the predictor's camera, else no plan", (0.001, 10.0)),
     "horizon_steps": ParamSpec(3, "steps per plan; each holds one command for frames_per_step frames", (1, 16)),
     "frames_per_step": ParamSpec(2, "camera frames per plan step (the model's frames per chunk)", (1, 16)),
-    "candidates": ParamSpec(16, "plans imagined per CEM iteration (one ~/imagine batch; <= the predictor's "
+    "candidates": ParamSpec(12, "plans imagined per CEM iteration (one ~/imagine batch; <= the predictor's "
                         "max_imagine_batch)", (2, 64)),
-    "elites": ParamSpec(4, "best plans the CEM distribution is refitted to (<= candidates)", (1, 64)),
-    "iterations": ParamSpec(2, "CEM iterations per plan", (1, 10)),
+    "elites": ParamSpec(3, "best plans the CEM distribution is refitted to (<= candidates)", (1, 64)),
+    "iterations": ParamSpec(1, "CEM iterations per plan", (1, 10)),
     "linear_min": ParamSpec(-0.3, "slowest forward speed [m/s] (negative: reverse)", (-10.0, 10.0)),
     "linear_max": ParamSpec(0.6, "fastest forward speed [m/s]", (-10.0, 10.0)),
     "angular_min": ParamSpec(-1.0, "fastest right turn [rad/s] (negative yaw rate)", (-10.0, 10.0)),
@@ -95,8 +95,10 @@ PARAMETERS: dict[str, ParamSpec] = {
     "initial_std_angular": ParamSpec(0.6, "std of the yaw rate at a cold start [rad/s]", (0.0, 10.0)),
     "execute": ParamSpec("mean", "command sent: 'mean' of the last elites or the 'best' plan imagined", choices=("mean", "best")),
     "score_size": ParamSpec(16, "goal distance: MSE of frames area-downsampled to this many pixels square", (2, 256)),
-    "denoise_steps": ParamSpec(4, "Euler steps per imagined chunk; 0: the model's default", (0, 64)),
+    "denoise_steps": ParamSpec(0, "Euler steps per imagined chunk; 0: the model's default", (0, 64)),
     "guidance_scale": ParamSpec(1.0, "guidance scale of the imagination (1 = off, faster); 0: the model's default", (0.0, 20.0)),
+    "draft": ParamSpec(True, "imagine on the predictor's fast path (latent-turned references, plain codec "
+                       "decoding): coarser frames, enough for the score_size layout, several times faster"),
     "imagine_timeout_s": ParamSpec(30.0, "longest one ~/imagine call may take [s]", (0.1, 600.0)),
     "key_linear_threshold": ParamSpec(0.05, "keys modality: speed [m/s] that presses forward/back (the predictor's "
                                       "value, or plans and history mean different keys)", (1e-4, 100.0)),
@@ -386,7 +388,7 @@ class PlannerNode(Node):
                                   horizon=n, action_dim=d, seed=seed, from_live_history=True,
                                   denoise_steps=int(params["denoise_steps"]),
                                   guidance_scale=float(params["guidance_scale"]), shared_noise=True,
-                                  last_frame_only=True)
+                                  last_frame_only=True, draft=bool(params["draft"]))
         done = threading.Event()
         future = self._client.call_async(request)
         future.add_done_callback(lambda _: done.set())

@@ -569,6 +569,7 @@ class ImagineSampling:
     shared_noise: bool = False  # one noise for every candidate (common random numbers)
     last_frame_only: bool = False  # decode and return each candidate's last frame only
     max_batch: int | None = None  # sub-batch size (None: the model's memory estimate)
+    draft: bool = False  # WorldModel.imagine's fast path (coarser frames)
 
 
 def imagine_job(model: Any, *, snapshot: WindowSnapshot, catch_up: np.ndarray, actions: np.ndarray, modality: str,
@@ -594,5 +595,5 @@ def imagine_job(model: Any, *, snapshot: WindowSnapshot, catch_up: np.ndarray, a
     decode = [c + n - 1] if sampling.last_frame_only else list(range(c, c + n))
     return model.imagine(rows, modality=modality, seed=seed, steps=sampling.steps,
                          guidance_scale=sampling.guidance_scale, shared_noise=sampling.shared_noise,
-                         max_batch=sampling.max_batch, decode=decode, should_stop=should_stop)
+                         max_batch=sampling.max_batch, decode=decode, should_stop=should_stop, draft=sampling.draft)
 
