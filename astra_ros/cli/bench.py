@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default="default", help="'default', a directory, or random:<preset>")
     p.add_argument("--out", type=Path, default=Path("out/astra_bench.json"),
-                   help="JSON file of the figures (the README's are bench/results/astra_bench.json)")
+                   help="JSON file of the figures (the README's are bench/results/astra_bench_quick.json)")
     p.add_argument("--quick", action="store_true", help="small sweep that finishes in under a minute")
     p.add_argument("--scaled-resolution", type=non_negative_int, default=128,
                    help="pixels (square) of the checkpoint's architecture, random weights, for predicted_fps_<N>px")

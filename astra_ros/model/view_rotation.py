@@ -126,7 +126,6 @@ def rotate_view(images: torch.Tensor, K: torch.Tensor, rotations: torch.Tensor) 
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-
 def latent_intrinsics(K: torch.Tensor, factor: int) -> torch.Tensor:
     """Intrinsics (3, 3) of an image's latent grid, one cell per ``factor`` x ``factor`` pixels: cell
     ``j`` covers pixels ``factor*j .. factor*j + factor - 1``, so its centre is pixel ``factor*j + (factor-1)/2``."""
