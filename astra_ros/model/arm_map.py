@@ -100,7 +100,6 @@ class ArmMapInputs:
         if not cfg.arm_map_cells or modality != "robot" or self._camera_in_base is None:
             return None
         projection = projection_matrix(self.intrinsics, self._camera_in_base)
-        rows, cols = cfg.latent_size[0] // cfg.patch_size[1], cfg.latent_size[1] // cfg.patch_size[2]
         maps = arm_token_maps(actions[..., :3], projection.expand(actions.shape[0], 3, 4), cfg.resolution,
-                              (rows, cols), cfg.arm_map_cells)
+                              cfg.token_grid, cfg.arm_map_cells)
         return maps * (~dropped)[..., None, None].to(maps.device)

@@ -181,9 +181,15 @@ class AstraConfig:
         return self.resolution[0] // f, self.resolution[1] // f
 
     @property
-    def tokens_per_frame(self) -> int:
+    def token_grid(self) -> tuple[int, int]:
+        """(rows, cols) tokens per frame: latent cells per patch side."""
         h, w = self.latent_size
-        return (h // self.patch_size[1]) * (w // self.patch_size[2])
+        return h // self.patch_size[1], w // self.patch_size[2]
+
+    @property
+    def tokens_per_frame(self) -> int:
+        rows, cols = self.token_grid
+        return rows * cols
 
     def guidance_scale_for(self, modality: str | None) -> float:
         """The default guidance scale for actions of ``modality`` (its override, else ``guidance_scale``)."""

@@ -32,8 +32,7 @@ class ArmMapBatches:
         projection = projection_matrix(intrinsics, camera_in_base)
         usable = robot & keep & torch.isfinite(projection).flatten(1).all(dim=1)
         projection[~usable] = float("nan")
-        rows, cols = cfg.latent_size[0] // cfg.patch_size[1], cfg.latent_size[1] // cfg.patch_size[2]
-        return arm_token_maps(actions[..., :3], projection, cfg.resolution, (rows, cols), cfg.arm_map_cells)
+        return arm_token_maps(actions[..., :3], projection, cfg.resolution, cfg.token_grid, cfg.arm_map_cells)
 
 
 def world_param_groups(model: WorldModel, recipe: TrainRecipe) -> list[dict]:
