@@ -593,6 +593,31 @@ def test_init_codec_takes_only_the_codec(bags, tmp_path, caplog):
     assert "differs from the recipe's" in caplog.text
 
 
+def test_init_codec_brings_the_anchor_decoder_of_the_same_width(bags, tmp_path, caplog):
+    caplog.set_level("INFO", logger="astra_train")
+    common = ["--data", str(bags), "--no-progress"]
+    anchored = {"residual_decoding": True, "anchor_decoder_width": 8}
+    assert train_main(["--config", str(_recipe(tmp_path, steps=1, codec_steps=1, model={"residual_decoding": True})),
+                       "--out", str(tmp_path / "plain")] + common) == 0
+    assert train_main(["--config", str(_recipe(tmp_path, steps=0, codec_steps=0, decoder_steps=2, decoder_clips=1,
+                                               decoder_context_frames=2, model=anchored)),
+                       "--init", str(tmp_path / "plain"), "--out", str(tmp_path / "src")] + common) == 0
+    ablation = _recipe(tmp_path, steps=1, codec_steps=0, seed=5, model=anchored)
+    assert train_main(["--config", str(ablation), "--init-codec", str(tmp_path / "src"),
+                       "--out", str(tmp_path / "ablation")] + common) == 0
+    source, taken = _weights(tmp_path / "src"), _weights(tmp_path / "ablation")
+    decoder = [k for k in source if k.startswith("anchor_decoder.")]
+    assert decoder and all((source[k] == taken[k]).all() for k in decoder)
+    # The source's decoder had trained away from its zero heads, so the copy is not the fresh start.
+    assert (source["anchor_decoder.coarse_flow.weight"] != 0).any()
+    # A recipe with a decoder of another width, or a source without one: the decoder starts untrained.
+    wider = _recipe(tmp_path, steps=1, codec_steps=0, model={"residual_decoding": True, "anchor_decoder_width": 16})
+    assert train_main(["--config", str(wider), "--init-codec", str(tmp_path / "src"),
+                       "--out", str(tmp_path / "wider")] + common) == 0
+    assert "starts untrained" in caplog.text
+    assert not _weights(tmp_path / "wider")["anchor_decoder.coarse_flow.weight"].any()
+
+
 def test_init_transformer_takes_every_tensor_whose_shape_still_fits(bags, tmp_path, caplog):
     caplog.set_level("INFO", logger="astra_train")
     common = ["--data", str(bags), "--no-progress"]

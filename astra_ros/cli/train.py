@@ -39,8 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (e.g. a trained codec); the recipe's model "
                         "fields override its config")
     p.add_argument("--init-codec", default=None,
-                   help="take only the codec from this checkpoint (same codec config and resolution); "
-                        "the transformer starts fresh from the recipe, e.g. for ablations at equal budget")
+                   help="take only the codec (and its anchor decoder, where the recipe has one of the same width) from "
+                        "this checkpoint (same codec config and resolution); the transformer starts fresh from the "
+                        "recipe, e.g. for ablations at equal budget")
     p.add_argument("--init-transformer", default=None,
                    help="start the transformer from this checkpoint's wherever names and shapes match (the rest "
                         "fresh), e.g. with --init-codec when the codec or the patch size changes")

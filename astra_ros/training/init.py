@@ -47,13 +47,26 @@ def init_from(checkpoint: str, overrides: dict) -> WorldModel:
 
 
 def load_codec(model: WorldModel, checkpoint: str) -> None:
-    """Copy a trained codec (weights and latent statistics) into the freshly built model."""
+    """Copy a trained codec (weights and latent statistics) into the freshly built model, and its anchor
+    decoder where both have one of the same shape: the pixel side of the model, which a transformer
+    trained from scratch (an ablation of the final design) reads as the default does."""
     source = WorldModel.from_pretrained(checkpoint)
     if source.config.codec != model.config.codec or source.config.resolution != model.config.resolution:
         raise CheckpointError(f"--init-codec {checkpoint}: its codec {source.config.codec} at "
                               f"{source.config.resolution} differs from the recipe's {model.config.codec} "
                               f"at {model.config.resolution}")
     model.codec.load_state_dict(source.codec.state_dict())
+    if model.anchor_decoder is None:
+        return
+    same = (source.anchor_decoder is not None
+            and source.config.anchor_decoder_width == model.config.anchor_decoder_width
+            and source.config.anchor_decoder_search == model.config.anchor_decoder_search)
+    if same:
+        model.anchor_decoder.load_state_dict(source.anchor_decoder.state_dict())
+        log.info("anchor decoder from %s", checkpoint)
+    else:
+        log.info("--init-codec %s has no anchor decoder of the recipe's width %d: it starts untrained "
+                 "(residual decoding)", checkpoint, model.config.anchor_decoder_width)
 
 
 def load_transformer(model: WorldModel, checkpoint: str) -> None:
