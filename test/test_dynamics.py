@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -163,14 +164,17 @@ def test_saved_frames_round_trip_and_the_scenario_comes_from_the_bag_name(tmp_pa
     assert scenario_of("/data/kitchen_s3", "robot") == "robot"  # not a simulator scenario
 
 
-def test_two_models_are_compared_paired_on_the_same_clips(tmp_path):
-    """scripts/compare_frames.py: A's error is half of B's everywhere, so A - B is 10 log10(2) dB with a
-    paired interval that collapses on it; different clips in the two directories are refused."""
+def _script(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("compare_frames", REPO / "scripts" / "compare_frames.py")
-    compare_frames = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare_frames)
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _two_models(a_dir: Path, b_dir: Path) -> None:
+    """Six clips (three `arm`, three `rover`) where model B errs by 8 grey levels everywhere and A by 6."""
     rng = np.random.default_rng(0)
     for i in range(6):
         real = rng.integers(60, 200, (3, 8, 8, 3)).astype(np.uint8)
@@ -178,11 +182,18 @@ def test_two_models_are_compared_paired_on_the_same_clips(tmp_path):
         noise = np.where(rng.random(real.shape) < 0.5, 1, -1) * 8  # |error| 8 for B ...
         b_model = np.clip(real.astype(int) + noise, 0, 255).astype(np.uint8)
         a_model = np.clip(real.astype(int) + np.round(noise / np.sqrt(2)).astype(int), 0, 255).astype(np.uint8)
-        for name, model in (("a", a_model), ("b", b_model)):
-            save_clip_frames(tmp_path / name / f"clip_{i:04d}.npz", observed_last=last, real=real, model=model,
+        for directory, model in ((a_dir, a_model), (b_dir, b_model)):  # ... and round(8 / sqrt 2) = 6 for A
+            save_clip_frames(directory / f"clip_{i:04d}.npz", observed_last=last, real=real, model=model,
                              shuffled=None, scenario="arm" if i < 3 else "rover", bag=f"bag{i}", start_frame=0)
+
+
+def test_two_models_are_compared_paired_on_the_same_clips(tmp_path):
+    """scripts/compare_frames.py: A's error is half of B's everywhere, so A - B is 10 log10(2) dB with a
+    paired interval that collapses on it; different clips in the two directories are refused."""
+    compare_frames = _script("compare_frames")
+    _two_models(tmp_path / "a", tmp_path / "b")
     result = compare_frames.compare(compare_frames.paired_errors(tmp_path / "a", tmp_path / "b"))
-    expected = 10 * np.log10(64 / 36)  # ... and round(8 / sqrt 2) = 6 for A
+    expected = 10 * np.log10(64 / 36)  # |error| 6 for A, 8 for B
     assert set(result) == {"all", "arm", "rover"} and result["all"]["clips"] == 6
     assert result["all"]["a_minus_b"] == pytest.approx(expected, abs=1e-9)
     low, high = result["all"]["a_minus_b_ci95"]
@@ -191,3 +202,30 @@ def test_two_models_are_compared_paired_on_the_same_clips(tmp_path):
     (tmp_path / "b" / "clip_0005.npz").unlink()
     with pytest.raises(SystemExit, match="same clip files"):
         compare_frames.paired_errors(tmp_path / "a", tmp_path / "b")
+
+
+def test_ablation_table_puts_each_model_beside_copy_last_and_the_reference(tmp_path, capsys):
+    """scripts/ablation_table.py: the scores come from each evaluation's metrics.json, the paired
+    difference to the first model from their frames; a directory that is not an evaluation is refused."""
+    table = _script("ablation_table")
+    _two_models(tmp_path / "a" / "frames", tmp_path / "b" / "frames")
+
+    def group(gain, sensitivity):
+        return {"clips": 3, "pooled_psnr": {"gain": gain, "gain_ci95": [gain - 1, gain + 1]},
+                "changed_psnr": {"gain": gain + 0.5}, "action_sensitivity": sensitivity,
+                "action_sensitivity_ci95": [sensitivity - 0.1, 1.0]}
+
+    for name, gain in (("a", 2.0), ("b", 1.0)):
+        metrics = {"dynamics": {"overall": group(gain, 0.9),
+                                "per_scenario": {"arm": group(gain - 1, 0.8), "rover": group(gain + 1, 1.0)}}}
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "table.json"
+    assert table.main([f"reference={tmp_path / 'b'}", f"better={tmp_path / 'a'}", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert "vs_reference" not in result["reference"]
+    assert result["better"]["scores"]["arm"]["gain"] == 1.0 and result["better"]["scores"]["all"]["changed_gain"] == 2.5
+    assert result["better"]["vs_reference"]["all"]["a_minus_b"] == pytest.approx(10 * np.log10(64 / 36), abs=1e-9)
+    printed = capsys.readouterr().out
+    assert "| better | +2.00 (+1.00 to +3.00) | +1.00 | +3.00 | +2.50 | +1.50 | 0.90 (0.80-1.00) | 0.80 | +2.50" in printed
+    with pytest.raises(SystemExit):
+        table.main([f"reference={tmp_path / 'b' / 'frames'}"])
