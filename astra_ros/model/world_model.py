@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .allocator import keep_freed_memory
 from .anchor_decoder import AnchorDecoder
 from .arm_map import ArmMapInputs
 from .checkpoint import load_config, load_weights, resolve_checkpoint, save_checkpoint
@@ -39,6 +40,7 @@ class WorldModel(Imagination, ArmMapInputs, nn.Module):
 
     def __init__(self, config: AstraConfig, use_cache: bool = True) -> None:
         super().__init__()
+        keep_freed_memory()  # once per process: a step's activations are not page-faulted in again
         self.config = config
         self.codec = LatentCodec(config.codec)
         self.transformer = AstraTransformer(config)
