@@ -23,7 +23,7 @@ from compare_frames import compare, paired_errors  # noqa: E402  (a script besid
 
 
 def _model(spec: str) -> tuple[str, Path]:
-    name, sep, path = spec.partition("=")
+    name, sep, path = spec.rpartition("=")  # a name may hold "=" (s = 3), a path seldom does
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"expected NAME=EVAL_DIR, got {spec!r}")
     directory = Path(path)

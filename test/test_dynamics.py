@@ -220,12 +220,12 @@ def test_ablation_table_puts_each_model_beside_copy_last_and_the_reference(tmp_p
                                 "per_scenario": {"arm": group(gain - 1, 0.8), "rover": group(gain + 1, 1.0)}}}
         (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
     out = tmp_path / "table.json"
-    assert table.main([f"reference={tmp_path / 'b'}", f"better={tmp_path / 'a'}", "--out", str(out)]) == 0
+    assert table.main([f"reference={tmp_path / 'b'}", f"better (s = 3)={tmp_path / 'a'}", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert "vs_reference" not in result["reference"]
-    assert result["better"]["scores"]["arm"]["gain"] == 1.0 and result["better"]["scores"]["all"]["changed_gain"] == 2.5
-    assert result["better"]["vs_reference"]["all"]["a_minus_b"] == pytest.approx(10 * np.log10(64 / 36), abs=1e-9)
+    assert result["better (s = 3)"]["scores"]["arm"]["gain"] == 1.0 and result["better (s = 3)"]["scores"]["all"]["changed_gain"] == 2.5
+    assert result["better (s = 3)"]["vs_reference"]["all"]["a_minus_b"] == pytest.approx(10 * np.log10(64 / 36), abs=1e-9)
     printed = capsys.readouterr().out
-    assert "| better | +2.00 (+1.00 to +3.00) | +1.00 | +3.00 | +2.50 | +1.50 | 0.90 (0.80-1.00) | 0.80 | +2.50" in printed
+    assert "| better (s = 3) | +2.00 (+1.00 to +3.00) | +1.00 | +3.00 | +2.50 | +1.50 | 0.90 (0.80-1.00) | 0.80 | +2.50" in printed
     with pytest.raises(SystemExit):
         table.main([f"reference={tmp_path / 'b' / 'frames'}"])
