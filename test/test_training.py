@@ -764,12 +764,17 @@ def test_ablations_change_only_the_one_thing_they_name_and_keep_the_budget():
 
     folder = REPO / "config" / "ablations"
     base = dataclasses.asdict(TrainRecipe.from_yaml(folder / "base.yaml"))
-    expected = {"no_history_noise": {"history_noise_max": 0.0, "history_noise": 0.0}, "single_expert": {"num_experts": 1}}
+    expected = {"no_history_noise": {"history_noise_max": 0.0, "history_noise": 0.0}, "single_expert": {"num_experts": 1},
+                "arm_maps": {"arm_map_cells": 4}}
+    # The maps' own training settings go with them (the one thing that ablation adds).
+    expected_top = {"arm_maps": {"arm_map_dropout": 0.2, "arm_map_lr_multiple": 4.0}}
     assert {p.stem for p in folder.glob("*.yaml")} == {"base", *expected}
+    assert base["model"]["rotation_reference"] and base["model"]["anchor_decoder_width"] and base["model"]["latent_delta"]
     for name, change in expected.items():
         recipe = dataclasses.asdict(TrainRecipe.from_yaml(folder / f"{name}.yaml"))
         assert recipe["model"] == {**base["model"], **change}, name
-        assert {k: v for k, v in recipe.items() if k != "model"} == {k: v for k, v in base.items() if k != "model"}, name
+        top = {k: v for k, v in base.items() if k != "model"} | expected_top.get(name, {})
+        assert {k: v for k, v in recipe.items() if k != "model"} == top, name
 
 
 def test_the_default_checkpoint_ships_the_recipes_that_trained_it():
