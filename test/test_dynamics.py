@@ -13,8 +13,8 @@ from astra_ros.eval.dynamics import (ClipErrors, bootstrap_gain, changed_mask, c
                                      pooled_psnr)
 from astra_ros.eval.frames import load_clip_frames, save_clip_frames, scenario_of
 from astra_ros.eval.metrics import psnr, wilson_interval
+from repo_scripts import load_script
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _hand_clip():
@@ -164,15 +164,6 @@ def test_saved_frames_round_trip_and_the_scenario_comes_from_the_bag_name(tmp_pa
     assert scenario_of("/data/kitchen_s3", "robot") == "robot"  # not a simulator scenario
 
 
-def _script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _two_models(a_dir: Path, b_dir: Path) -> None:
     """Six clips (three `arm`, three `rover`) where model B errs by 8 grey levels everywhere and A by 6."""
     rng = np.random.default_rng(0)
@@ -190,7 +181,7 @@ def _two_models(a_dir: Path, b_dir: Path) -> None:
 def test_two_models_are_compared_paired_on_the_same_clips(tmp_path):
     """scripts/compare_frames.py: A's error is half of B's everywhere, so A - B is 10 log10(2) dB with a
     paired interval that collapses on it; different clips in the two directories are refused."""
-    compare_frames = _script("compare_frames")
+    compare_frames = load_script("scripts/compare_frames.py")
     _two_models(tmp_path / "a", tmp_path / "b")
     result = compare_frames.compare(compare_frames.paired_errors(tmp_path / "a", tmp_path / "b"))
     expected = 10 * np.log10(64 / 36)  # |error| 6 for A, 8 for B
@@ -207,7 +198,7 @@ def test_two_models_are_compared_paired_on_the_same_clips(tmp_path):
 def test_ablation_table_puts_each_model_beside_copy_last_and_the_reference(tmp_path, capsys):
     """scripts/ablation_table.py: the scores come from each evaluation's metrics.json, the paired
     difference to the first model from their frames; a directory that is not an evaluation is refused."""
-    table = _script("ablation_table")
+    table = load_script("scripts/ablation_table.py")
     _two_models(tmp_path / "a" / "frames", tmp_path / "b" / "frames")
 
     def group(gain, sensitivity):

@@ -1,26 +1,17 @@
 """The experiment scripts under scripts/experiments do what their results rest on."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 
 from astra_ros.data.bags import read_episode
 from astra_ros.data.record import record_episode
 from astra_ros.data.scenes import SimSettings
+from repo_scripts import load_script
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_converted_arm_pose_projects_onto_the_gripper(tmp_path):
-    converter = _load("ee_pose_in_camera_frame")
+    converter = load_script("scripts/experiments/ee_pose_in_camera_frame.py")
     bag = record_episode("arm", 5, tmp_path / "in", settings=SimSettings(seconds=1.0, image_width=64, image_height=64),
                          progress=False)
     assert converter.main([str(bag), "--out", str(tmp_path / "out")]) == 0

@@ -1,9 +1,7 @@
 """Planner imagination (sub-batches, decoding only some frames), the CEM core on a known problem, plan_eval --quick."""
 
 import dataclasses
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 
 from astra_ros.model import WorldModel, preset
 from astra_ros.planning.cem import ActionEncoder, CEMConfig, CEMPlanner, GoalScorer, PlanSchedule, shuffle_candidates
+from repo_scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -207,10 +206,7 @@ def test_goal_scorer_prefers_the_goal_image():
 
 
 def test_plan_eval_quick_writes_the_contract_keys(tmp_path):
-    spec = importlib.util.spec_from_file_location("plan_eval", REPO / "bench" / "plan_eval.py")
-    plan_eval = importlib.util.module_from_spec(spec)
-    sys.modules["plan_eval"] = plan_eval  # its dataclasses look their module up
-    spec.loader.exec_module(plan_eval)
+    plan_eval = load_script("bench/plan_eval.py")
     out = tmp_path / "plan.json"
     plan_eval.main(["--quick", "--episodes", "1", "--seed", "9000", "--checkpoint", "random:tiny", "--size", "32",
                     "--out", str(out), "--no-plot"])

@@ -18,6 +18,7 @@ from astra_ros.data.geometry import PinholeIntrinsics, pose_to_matrix
 from astra_ros.data.profile import ProfileError, load_profile, profile_from_dict
 from astra_ros.data.record import record_episode
 from astra_ros.data.scenes import SimSettings
+from repo_scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -402,11 +403,7 @@ def test_resume_refuses_the_same_bags_read_through_another_profile(foreign, tmp_
 
 
 def test_the_yard_world_is_read_back_through_its_profile_with_the_yaw_undone(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("yard_world", REPO / "scripts" / "experiments" / "yard_world.py")
-    yard = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(yard)
+    yard = load_script("scripts/experiments/yard_world.py")
     bag = yard.record_yard_episode(5, tmp_path, seconds=2.0)
     profile = load_profile(REPO / "config" / "robots" / "yard_bot.yaml")
     profile.check_bags([bag])  # the script writes every topic the profile names, TwistStamped as it says
