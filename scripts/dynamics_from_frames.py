@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         data = load_clip_frames(path)
         interval = data["frame_interval_s"]
         errors.append(clip_errors(data["observed_last"], data["real"], data["model"], data["shuffled"],
-                                  data["scenario"], args.change_threshold))
+                                  data["scenario"], args.change_threshold, ceiling=data["ceiling"]))
     summary = dynamics_summary(errors, interval, seed=args.seed, threshold=args.change_threshold)
     print("\n".join(dynamics_lines(summary)))
     if args.out:

@@ -79,6 +79,31 @@ def test_shuffled_frames_are_scored_and_bad_shapes_refused():
         clip_errors(last, real[0], model)
 
 
+def test_the_codec_ceiling_is_pooled_beside_the_model_without_moving_its_intervals():
+    last, real, model = _hand_clip()
+    ceiling = real.copy()
+    ceiling[0, 0, 0, 0] = 115  # misses the changed pixel by 5
+    ceiling[1, 1, 0, 2] = 102  # and a still one by 2
+    errors = clip_errors(last, real, model, scenario="arm", ceiling=ceiling)
+    np.testing.assert_allclose(errors.ceiling_se, [25, 4])
+    np.testing.assert_allclose(errors.changed_ceiling_se, [25, 0])
+    with pytest.raises(ValueError, match="ceiling frames"):
+        clip_errors(last, real, model, ceiling=ceiling[:1])
+    other = clip_errors(last, real, np.full_like(real, 99), scenario="arm", ceiling=real)
+    summary = dynamics_summary([errors, other], 0.5, resamples=100)
+    pooled, changed = summary["overall"]["pooled_psnr"], summary["overall"]["changed_psnr"]
+    # Pooled over both clips: (25 + 4) + 0 against copy-last's 425 + 425, over 48 values.
+    assert pooled["codec_ceiling"] == pytest.approx(10 * math.log10(255**2 * 48 / 29))
+    assert pooled["ceiling_gain"] == pytest.approx(10 * math.log10(850 / 29))
+    assert changed["ceiling_gain"] == pytest.approx(10 * math.log10(800 / 25))  # 6 changed values
+    assert summary["per_scenario"]["arm"]["pooled_psnr"]["ceiling_gain"] == pytest.approx(pooled["ceiling_gain"])
+    # The ceiling draws nothing from the bootstrap: the intervals are those of the same clips without it.
+    plain = dynamics_summary([clip_errors(last, real, model, scenario="arm"),
+                              clip_errors(last, real, np.full_like(real, 99), scenario="arm")], 0.5, resamples=100)
+    assert plain["overall"]["pooled_psnr"]["gain_ci95"] == pooled["gain_ci95"]
+    assert "codec_ceiling" not in plain["overall"]["pooled_psnr"]
+
+
 def test_bootstrap_interval_is_seeded_and_collapses_on_identical_clips():
     rng = np.random.default_rng
     same = bootstrap_gain(np.full(5, 10.0), np.full(5, 40.0), np.full(5, 12.0), rng(0), resamples=200)
@@ -155,6 +180,14 @@ def test_saved_frames_round_trip_and_the_scenario_comes_from_the_bag_name(tmp_pa
     assert data["shuffled"].shape == (0, 2, 2, 3) and data["shuffled"].dtype == np.uint8
     assert (data["scenario"], data["bag"], data["start_frame"], data["frame_interval_s"]) == ("arm", "/d/arm_s20000", 7,
                                                                                                 0.1)
+    assert data["ceiling"] is None  # saved without one
+    ceiling = np.full_like(real, 7)
+    again = load_clip_frames(save_clip_frames(tmp_path / "c.npz", observed_last=last, real=real, model=model, shuffled=None,
+                                              scenario="arm", ceiling=ceiling))
+    np.testing.assert_array_equal(again["ceiling"], ceiling)
+    with pytest.raises(ValueError, match="ceiling frames"):
+        save_clip_frames(tmp_path / "y.npz", observed_last=last, real=real, model=model, shuffled=None, scenario="arm",
+                         ceiling=ceiling[:1])
     with pytest.raises(ValueError, match="uint8"):
         save_clip_frames(tmp_path / "x.npz", observed_last=last, real=real, model=model.astype(float), shuffled=None,
                          scenario="arm")

@@ -378,13 +378,16 @@ def test_saved_frames_hold_every_clip_and_recompute_the_dynamics(tmp_path, check
     saved = [load_clip_frames(f) for f in files]
     for data, window in zip(saved, metrics["clip_windows"]):
         assert data["observed_last"].shape == (32, 32, 3)  # the model's resolution, not the bags' 64x64
-        for name in ("real", "model", "shuffled"):
+        for name in ("real", "model", "shuffled", "ceiling"):
             assert data[name].shape == (12, 32, 32, 3) and data[name].dtype == np.uint8
         assert data["scenario"] == window["scenario"] and data["start_frame"] == window["start_frame"]
     # Anyone can recompute the metrics from the files: here all of metrics["dynamics"], exactly.
     recomputed = dynamics_summary([clip_errors(d["observed_last"], d["real"], d["model"], d["shuffled"],
-                                               d["scenario"]) for d in saved], saved[0]["frame_interval_s"], seed=0)
+                                               d["scenario"], ceiling=d["ceiling"]) for d in saved],
+                                  saved[0]["frame_interval_s"], seed=0)
     dynamics = metrics["dynamics"]
+    # The codec ceiling beside the model: a random model's codec still round-trips better than its predictions.
+    assert dynamics["overall"]["pooled_psnr"]["ceiling_gain"] > dynamics["overall"]["pooled_psnr"]["gain"]
     assert json.loads(write_metrics_json(recomputed, tmp_path / "again.json").read_text()) == dynamics
     # 1.2 s: second 1 has frames 0.1-1.0 s, second 2 the two frames at 1.1 and 1.2 s.
     assert [(s["second"], s["frames"]) for s in dynamics["overall"]["per_second"]] == [(1, 10), (2, 2)]

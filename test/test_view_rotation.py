@@ -153,6 +153,26 @@ def test_a_zero_output_predicts_the_newest_frame_turned_by_the_commanded_rotatio
     assert np.abs(steps.astype(int) - predicted.astype(int)).max() <= 1
 
 
+def test_the_codec_ceiling_of_a_turning_model_is_decoded_from_the_turned_frame():
+    """``reconstruct(frames, actions)`` decodes as predictions are: from the newest observed frame turned by the
+    frames' own actions. The turned frame itself then comes back (its codec error cancels); decoded from the
+    unturned frame, it keeps the codec's error of the turn."""
+    model = _turning_model()
+    frames = _smooth_frames(4)
+    model.start(frames, _twist(4, 0.05), modality="twist")
+    future = _twist(2, 0.3)
+    anchor = torch.from_numpy(frames[-1]).permute(2, 0, 1)[None].float() / 127.5 - 1
+    rotations = chain_rotations("twist", torch.from_numpy(future)[None].double(), torch.tensor(_twist(1, 0.05)[0]))
+    turned = rotate_view(anchor.expand(2, -1, -1, -1), model.intrinsics, rotations[0])
+    turned = ((turned + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    along = model.reconstruct(turned, future).astype(int)
+    unturned = model.reconstruct(turned).astype(int)
+    assert np.abs(along - turned).max() <= 2
+    assert np.abs(unturned - turned).mean() > 2 * max(np.abs(along - turned).mean(), 0.5)
+    with pytest.raises(ValueError, match="one row per frame"):
+        model.reconstruct(turned, future[:1])
+
+
 def test_intrinsics_change_the_turn_and_are_checked():
     model = _turning_model()
     frames = np.random.default_rng(2).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)

@@ -203,7 +203,7 @@ def save_frames(result: EvalResult, directory: Path) -> list[Path]:
     return [save_clip_frames(directory / f"clip_{i:04d}.npz", observed_last=clip.observed[-1], real=clip.real,
                              model=clip.predicted, shuffled=clip.predicted_shuffled, scenario=clip.scenario,
                              bag=clip.bag, start_frame=clip.start, modality=clip.modality,
-                             frame_interval_s=result.plan.frame_interval_s)
+                             frame_interval_s=result.plan.frame_interval_s, ceiling=clip.reconstructed)
             for i, clip in enumerate(result.clips)]
 
 

@@ -43,6 +43,8 @@ class ClipErrors:
     channels per frame; ``changed_*``: the same over the changed pixels only (``changed_count`` of them, x3
     channels). ``shuffled_se`` is None without a shuffled-actions prediction. ``mse_model`` and
     ``mse_shuffled``: the clip's mean MSE over the horizon, as the action sensitivity compares them.
+    ``ceiling_se`` / ``changed_ceiling_se``: the same for the codec ceiling (the real future encoded and
+    decoded as predictions are), None without one.
     """
 
     scenario: str
@@ -53,6 +55,8 @@ class ClipErrors:
     changed_copy_se: np.ndarray
     changed_count: np.ndarray
     shuffled_se: np.ndarray | None = None
+    ceiling_se: np.ndarray | None = None
+    changed_ceiling_se: np.ndarray | None = None
 
     @property
     def mse_model(self) -> float:
@@ -81,9 +85,10 @@ def changed_mask(observed_last: np.ndarray, real: np.ndarray, threshold: float =
 
 
 def clip_errors(observed_last: np.ndarray, real: np.ndarray, model: np.ndarray, shuffled: np.ndarray | None = None,
-                scenario: str = "", threshold: float = CHANGE_THRESHOLD) -> ClipErrors:
-    """The per-frame error sums of one clip: ``model`` (and ``shuffled``, may be None or empty) against ``real``,
-    and copy-last (``observed_last`` repeated) against ``real``, over all pixels and over the changed ones."""
+                scenario: str = "", threshold: float = CHANGE_THRESHOLD, ceiling: np.ndarray | None = None) -> ClipErrors:
+    """The per-frame error sums of one clip: ``model`` (and ``shuffled``, may be None or empty; ``ceiling``, the
+    codec ceiling, may be None) against ``real``, and copy-last (``observed_last`` repeated) against ``real``, over
+    all pixels and over the changed ones."""
     future = _frames("real", real)
     pred = _frames("model", model)
     if pred.shape != future.shape:
@@ -107,6 +112,12 @@ def clip_errors(observed_last: np.ndarray, real: np.ndarray, model: np.ndarray, 
         if other.shape != future.shape:
             raise ValueError(f"shuffled frames {other.shape} and real frames {future.shape} differ in shape")
         out.shuffled_se = ((other - future) ** 2).sum(axis=(1, 2, 3))
+    if ceiling is not None:
+        best = _frames("ceiling", ceiling)
+        if best.shape != future.shape:
+            raise ValueError(f"ceiling frames {best.shape} and real frames {future.shape} differ in shape")
+        ceiling_sq = (best - future) ** 2
+        out.ceiling_se, out.changed_ceiling_se = ceiling_sq.sum(axis=(1, 2, 3)), (ceiling_sq * mask).sum(axis=(1, 2, 3))
     return out
 
 
@@ -170,6 +181,11 @@ def _block(clips: Sequence[ClipErrors], frames: np.ndarray | slice, rng: np.rand
     changed_count = per_clip("changed_count")
     changed = bootstrap_gain(per_clip("changed_model_se"), per_clip("changed_copy_se"), changed_count, rng, resamples)
     changed["pixel_fraction"] = float(changed_count.sum() / per_clip("count").sum())
+    if all(c.ceiling_se is not None for c in clips):
+        # Point values beside the model's, no bootstrap draw: the intervals above stay those of runs without it.
+        for block, se, count in ((pooled, "ceiling_se", per_clip("count")), (changed, "changed_ceiling_se", changed_count)):
+            block["codec_ceiling"] = pooled_psnr(per_clip(se), count)
+            block["ceiling_gain"] = block["codec_ceiling"] - block["copy_last"]
     with_shuffled = [c for c in clips if c.shuffled_se is not None]
     if with_shuffled:
         pooled["shuffled_actions"] = pooled_psnr([c.shuffled_se[frames].sum() for c in with_shuffled],
@@ -200,7 +216,8 @@ def dynamics_summary(clips: Sequence[ClipErrors], frame_interval_s: float, *, se
                      resamples: int = BOOTSTRAP_RESAMPLES, threshold: float = CHANGE_THRESHOLD) -> dict[str, Any]:
     """``metrics.json["dynamics"]``: for all clips (``overall``) and per scenario: pooled PSNR of model,
     copy-last and shuffled actions with the gain and its 95 % bootstrap interval over clips; the same over
-    the changed pixels; the action sensitivity with its Wilson interval; and both PSNRs per whole second
+    the changed pixels; where every clip has one, the codec ceiling's PSNR and its gain over copy-last
+    (``codec_ceiling``, ``ceiling_gain``: what exactly right latents would score, the headroom of the network); the action sensitivity with its Wilson interval; and both PSNRs per whole second
     of the horizon (``per_second``: frames 0.1-1.0 s ahead are second 1, 1.1-2.0 s second 2, ...).
 
     Every clip needs the same number of horizon frames. The bootstrap is seeded (``seed``), so a run

@@ -3,12 +3,15 @@
 Each file ``clip_0000.npz`` ... holds, at the model's resolution, uint8 ``observed_last [H, W, 3]`` (the
 last observed frame: copy-last's prediction), ``real``, ``model`` and ``shuffled`` ``[N, H, W, 3]`` (the
 real future, the prediction with the true actions, the prediction with another clip's actions; ``shuffled``
-is ``[0, H, W, 3]`` for a clip with no other clip to borrow from), the string ``scenario`` (the bag's
+is ``[0, H, W, 3]`` for a clip with no other clip to borrow from), where the model has one the codec
+ceiling ``ceiling [N, H, W, 3]`` (the real future encoded and decoded as predictions are), the string
+``scenario`` (the bag's
 simulator scenario, else its action modality), and where the clip came from: ``bag``, ``start_frame``,
 ``modality`` and ``frame_interval_s`` [s].
 
     data = load_clip_frames("frames/clip_0000.npz")
-    errors = clip_errors(data["observed_last"], data["real"], data["model"], data["shuffled"], data["scenario"])
+    errors = clip_errors(data["observed_last"], data["real"], data["model"], data["shuffled"], data["scenario"],
+                         ceiling=data["ceiling"])
 """
 
 from __future__ import annotations
@@ -40,10 +43,15 @@ def scenario_of(bag: str | Path, modality: str) -> str:
 
 def save_clip_frames(path: str | Path, *, observed_last: np.ndarray, real: np.ndarray, model: np.ndarray,
                      shuffled: np.ndarray | None, scenario: str, bag: str = "", start_frame: int = -1,
-                     modality: str = "", frame_interval_s: float = float("nan")) -> Path:
+                     modality: str = "", frame_interval_s: float = float("nan"),
+                     ceiling: np.ndarray | None = None) -> Path:
     """Write one clip's frames (uint8, see the module docstring) to ``path`` (compressed .npz)."""
     arrays = {"observed_last": observed_last, "real": real, "model": model,
               "shuffled": np.zeros((0, *np.shape(real)[1:]), np.uint8) if shuffled is None else shuffled}
+    if ceiling is not None:
+        if np.shape(ceiling) != np.shape(real):
+            raise ValueError(f"ceiling frames {np.shape(ceiling)} and real frames {np.shape(real)} differ in shape")
+        arrays["ceiling"] = ceiling
     for name, value in arrays.items():
         if np.asarray(value).dtype != np.uint8:
             raise ValueError(f"{name} must be uint8 frames, got {np.asarray(value).dtype}")
@@ -59,10 +67,11 @@ def save_clip_frames(path: str | Path, *, observed_last: np.ndarray, real: np.nd
 
 
 def load_clip_frames(path: str | Path) -> dict[str, Any]:
-    """A saved clip: the four uint8 arrays, and ``scenario``, ``bag``, ``modality`` as str, ``start_frame`` as
-    int, ``frame_interval_s`` as float."""
+    """A saved clip: the four uint8 arrays and ``ceiling`` (None in a file without one), and ``scenario``,
+    ``bag``, ``modality`` as str, ``start_frame`` as int, ``frame_interval_s`` as float."""
     with np.load(Path(path), allow_pickle=False) as data:
         out: dict[str, Any] = {name: data[name] for name in FRAME_ARRAYS}
+        out["ceiling"] = data["ceiling"] if "ceiling" in data.files else None
         out.update(scenario=str(data["scenario"]), bag=str(data["bag"]), modality=str(data["modality"]),
                    start_frame=int(data["start_frame"]), frame_interval_s=float(data["frame_interval_s"]))
     return out

@@ -436,13 +436,14 @@ def predict_pair(model: Any, clip: ClipResult, context_frames: int, seed: int,
     clip.predicted, clip.predicted_shuffled = pair[0], pair[1]
 
 
-def reconstruct_real(model: Any, clip: ClipResult) -> None:
-    """The codec ceiling of a started clip: its real future encoded and decoded as predictions are.
+def reconstruct_real(model: Any, clip: ClipResult, context_frames: int) -> None:
+    """The codec ceiling of a started clip: its real future encoded and decoded as predictions are (from
+    the newest observed frame turned by the future's own actions, for a model that turns its references).
 
     Models without ``reconstruct`` (test doubles) have no ceiling.
     """
     if hasattr(model, "reconstruct"):
-        clip.reconstructed = model.reconstruct(clip.real)
+        clip.reconstructed = model.reconstruct(clip.real, clip.actions[context_frames:context_frames + len(clip.real)])
 
 
 def probe_one_shot(model: Any, clip: ClipResult, context_frames: int, seed: int) -> None:
@@ -458,7 +459,7 @@ def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int, motion_estimat
     """Per-horizon scores of one predicted clip into ``clip.scores``, its error sums into ``clip.errors``."""
     n = len(clip.real)
     clip.errors = clip_errors(clip.observed[-1], clip.real, clip.predicted, clip.predicted_shuffled, clip.scenario,
-                              change_threshold)
+                              change_threshold, ceiling=clip.reconstructed)
     nan = np.full(n, np.nan)
     copy = copy_last_baseline(clip.observed, n)
     s = clip.scores
@@ -542,7 +543,7 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
         if hasattr(model, "set_camera_in_base"):  # where an arm's camera is, for end-effector maps
             model.set_camera_in_base(bags[b].episode.camera_in_base)
         predict_pair(model, clip, plan.context_frames, options.seed + i, options.guidance_scale)
-        reconstruct_real(model, clip)
+        reconstruct_real(model, clip, plan.context_frames)
         probe_one_shot(model, clip, plan.context_frames, options.seed + i)
         _score_clip(clip, bags[b], plan.context_frames, options.motion_estimator, options.change_threshold)
 

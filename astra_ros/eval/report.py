@@ -317,6 +317,17 @@ def _dynamics_groups(dynamics: Mapping[str, Any]) -> list[tuple[str, Mapping[str
     return [("all", dynamics["overall"])] + sorted((dynamics.get("per_scenario") or {}).items())
 
 
+def _signed(value: Any) -> str:
+    return "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):+.2f}"
+
+
+def _ceiling_note(pooled: Mapping[str, Any], changed: Mapping[str, Any]) -> str:
+    """The codec ceiling's gains over copy-last, where the run had one."""
+    if "ceiling_gain" not in pooled:
+        return ""
+    return f"  codec ceiling {_signed(pooled['ceiling_gain'])} (changed {_signed(changed.get('ceiling_gain'))})"
+
+
 def dynamics_lines(dynamics: Mapping[str, Any]) -> list[str]:
     """Terminal lines of ``metrics["dynamics"]``: pooled and changed-pixel PSNR with the gain over copy-last and
     its 95 % interval, the sensitivity per scenario, and the pooled gain per second of the horizon."""
@@ -327,7 +338,8 @@ def dynamics_lines(dynamics: Mapping[str, Any]) -> list[str]:
         lines.append(f"  {name:8} {row['clips']:4d} clips  pooled {_fmt(pooled['model'], 2)} vs "
                      f"{_fmt(pooled['copy_last'], 2)}: {_gain(pooled)}  changed {_fmt(changed['model'], 2)} vs "
                      f"{_fmt(changed['copy_last'], 2)}: {_gain(changed)}  sensitivity "
-                     f"{_fmt(row['action_sensitivity'], 2)} {_ci(row.get('action_sensitivity_ci95'), sign=False)}")
+                     f"{_fmt(row['action_sensitivity'], 2)} {_ci(row.get('action_sensitivity_ci95'), sign=False)}"
+                     + _ceiling_note(pooled, changed))
     seconds = dynamics["overall"]["per_second"]
     if len(seconds) > 1:
         for name, row in _dynamics_groups(dynamics):
@@ -378,6 +390,14 @@ def dynamics_markdown(dynamics: Mapping[str, Any]) -> list[str]:
                      f"{_fmt(row['action_sensitivity'], 2)} {_ci(row.get('action_sensitivity_ci95'), sign=False)} |")
     lines.append("")
     groups = _dynamics_groups(dynamics)
+    if all("ceiling_gain" in row["pooled_psnr"] for _, row in groups):
+        lines += ["Codec ceiling (the real future encoded and decoded as predictions are: what exactly right latents "
+                  "would score), gain over copy-last [dB]:", "",
+                  "| set | pooled: model | ceiling | changed pixels: model | ceiling |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {name} | {_signed(row['pooled_psnr']['gain'])} | {_signed(row['pooled_psnr']['ceiling_gain'])} | "
+                  f"{_signed(row['changed_psnr']['gain'])} | {_signed(row['changed_psnr'].get('ceiling_gain'))} |"
+                  for name, row in groups]
+        lines.append("")
     lines += ["Gain over copy-last per second of the horizon [dB], pooled (changed pixels in brackets):", "",
               "| second | " + " | ".join(name for name, _ in groups) + " |",
               "|---" + "|---:" * len(groups) + "|"]

@@ -300,17 +300,25 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         self._observe_tensors(frames_t, actions_t)
 
     @torch.no_grad()
-    def reconstruct(self, frames: np.ndarray) -> np.ndarray:
+    def reconstruct(self, frames: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
         """``frames`` uint8 (T, H, W, 3) through the codec, decoded the way predictions are.
 
         With residual decoding that is relative to the newest observed frame, so this shows what
         a prediction of exactly the right latents would look like: the ceiling of any transformer
         on this codec (astra-eval's ``codec_ceiling``; the whole change is added, whatever
-        ``residual_change_scale`` says, since exact latents need no shrinking). Leaves the stream untouched.
+        ``residual_change_scale`` says, since exact latents need no shrinking). ``actions`` (T, D) of
+        the started modality, the frames' own: with ``rotation_reference`` each frame is then decoded
+        from the newest observed frame turned to it, as a prediction right after :meth:`start` is;
+        without them from that frame unturned. Leaves the stream untouched.
         """
         self._require_started("reconstruct")
-        latents = self.codec.encode(self._frames_to_tensor(frames, "frames")[None].to(self.device))
-        return self._decode(latents, change_scale=1.0)[0]  # exact latents: their whole change
+        x = self._frames_to_tensor(frames, "frames")
+        rotations = None
+        if actions is not None and self.config.rotation_reference:
+            actions_t = self._actions_to_tensor(actions, self._modality, x.shape[0], "actions")
+            rotations = chain_rotations(self._modality, actions_t[None], self._turn_action, self._turn_rotation)
+        latents = self.codec.encode(x[None].to(self.device))
+        return self._decode(latents, change_scale=1.0, rotations=rotations)[0]  # exact latents: their whole change
 
     @torch.no_grad()
     def one_shot_error(self, frames: np.ndarray, actions: np.ndarray, seed: int | None = None) -> dict[str, float]:
