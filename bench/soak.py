@@ -335,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "config": {"minutes": args.minutes, "checkpoint": args.checkpoint, "modality": args.modality,
                    "source": args.source,
-                   "camera_hz": args.camera_hz, "state_hz": args.state_hz, "size": args.size,
+                   "camera_hz": args.camera_hz,
+                   # the simulator source publishes its states at 3x the camera rate, whatever --state-hz says
+                   "state_hz": 3 * round(args.camera_hz) if args.source == "sim" else args.state_hz, "size": args.size,
                    "publish_rate_hz": args.publish_rate, "machine_cpus": os.cpu_count()},
         "rss_mb": rss,
         "rss": {"start_mb": rss[0]["rss_mb"] if rss else None, "end_mb": rss[-1]["rss_mb"] if rss else None,

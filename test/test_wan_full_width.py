@@ -102,3 +102,4 @@ def test_the_preset_is_the_paper_scale():
     # the attention window (history + the chunk) stays inside Wan2.1's 21 latent frames (81 frames)
     assert (cfg.max_history_chunks + 1) * cfg.chunk_frames <= 21
     assert json.loads(json.dumps(cfg.to_dict()))["context_bias"] is True
+    assert cfg.frame_interval_s == 1 / 16  # a live node feeds it Wan's 16 fps, not the simulator's 10 Hz

@@ -439,6 +439,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         chunk_frames=4, max_history_chunks=4,
         action_dim=256, num_experts=4, expert_hidden_dim=512,
         train_shift=5.0, sample_shift=5.0, denoise_steps=50, guidance_scale=3.0,
+        frame_interval_s=1.0 / 16,  # Wan2.1's 16 fps
     ),
 }
 

@@ -21,6 +21,7 @@ from .arm_map import ArmMapInputs
 from .checkpoint import load_config, load_weights, resolve_checkpoint, save_checkpoint
 from .codec import LatentCodec
 from .config import AstraConfig
+from .image_error import psnr
 from .imagination import ImagineCancelled, Imagination, as_generator, checked_guidance  # noqa: F401 (re-exported)
 from .inputs import InputChecks
 from .precision import require_bf16_agrees, transformer_probe
@@ -360,7 +361,6 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         estimate_cells = (estimate - target).pow(2).mean(dim=1)  # (1, frames, h, w)
         copy_cells = (copy - target).pow(2).mean(dim=1)
         still = copy_cells < STILL_CELL_MSE
-        from astra_ros.eval.metrics import psnr  # astra-eval's own scoring; imported here, not by the model core
 
         real = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # at model size
         return {"one_shot": float(estimate_cells.mean()), "copy_last": float(copy_cells.mean()),
