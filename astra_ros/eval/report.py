@@ -350,7 +350,8 @@ def dynamics_lines(dynamics: Mapping[str, Any]) -> list[str]:
 
 def plot_per_second(dynamics: Mapping[str, Any], path_png: str | os.PathLike) -> Path:
     """The pooled and changed-pixel gains over copy-last per second of the horizon, with their 95 % intervals,
-    one line per scenario and one for all clips."""
+    one line per scenario and one for all clips; dashed in the same colour the codec ceiling's, where the run
+    had one (what exactly right latents would gain)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 3.8))
@@ -362,8 +363,13 @@ def plot_per_second(dynamics: Mapping[str, Any], path_png: str | os.PathLike) ->
             bounds = [s[key].get("gain_ci95") or (np.nan, np.nan) for s in row["per_second"]]
             low = gains - np.array([b[0] for b in bounds], float)
             high = np.array([b[1] for b in bounds], float) - gains
-            ax.errorbar(seconds, gains, yerr=np.nan_to_num(np.stack([low, high])), marker="o", capsize=3,
-                        label=f"{name} ({row['clips']} clips)", linewidth=2 if name == "all" else 1)
+            line = ax.errorbar(seconds, gains, yerr=np.nan_to_num(np.stack([low, high])), marker="o", capsize=3,
+                               label=f"{name} ({row['clips']} clips)", linewidth=2 if name == "all" else 1)
+            if all(s[key].get("ceiling_gain") is not None for s in row["per_second"]):
+                ax.plot(seconds, [s[key]["ceiling_gain"] for s in row["per_second"]], linestyle="--", marker=".",
+                        color=line.lines[0].get_color(), linewidth=1)
+        if any("ceiling_gain" in s[key] for _, row in _dynamics_groups(dynamics) for s in row["per_second"]):
+            ax.plot([], [], linestyle="--", color="grey", label="dashed: codec ceiling")
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_title(f"{title}: gain over copy-last (95 %)")
         ax.set_xlabel("second of the horizon")
