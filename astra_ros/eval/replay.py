@@ -437,11 +437,8 @@ def predict_pair(model: Any, clip: ClipResult, context_frames: int, seed: int,
 
 
 def reconstruct_real(model: Any, clip: ClipResult, context_frames: int) -> None:
-    """The codec ceiling of a started clip: its real future encoded and decoded as predictions are (from
-    the newest observed frame turned by the future's own actions, for a model that turns its references).
-
-    Models without ``reconstruct`` (test doubles) have no ceiling.
-    """
+    """The codec ceiling of a started clip: its real future encoded and decoded as predictions are (from the
+    newest observed frame turned by the future's own actions). Test doubles without ``reconstruct`` have none."""
     if hasattr(model, "reconstruct"):
         clip.reconstructed = model.reconstruct(clip.real, clip.actions[context_frames:context_frames + len(clip.real)])
 
