@@ -92,6 +92,7 @@ def flow_matching_loss(
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     references: torch.Tensor | None = None,
     arm_maps: torch.Tensor | None = None,
+    history_latents: torch.Tensor | None = None,
 ) -> TrainingLoss:
     """Teacher-forced loss over every chunk of a clip in one block-causal pass.
 
@@ -107,6 +108,9 @@ def flow_matching_loss(
     ``references`` (B, C, F, h, w): with ``latent_delta``, each frame's reference instead of the newest
     latent frame before its chunk (``rotation_reference``: the anchor turned by the actions, encoded);
     chunk 0's entries are unused.
+
+    ``history_latents`` (B, C, (K-1)*chunk_frames, h, w): the history the targets are predicted from, when it
+    is not the clip's own latents (training on the model's own rollouts: the targets stay the real future).
 
     ``arm_maps`` (B, F, n, cells**2): each frame's end-effector map per token (model/arm_map.py; zero
     where a clip has none), for a model with ``arm_map_cells``; dropped actions drop their maps too.
@@ -138,7 +142,11 @@ def flow_matching_loss(
     # 2. Noise-augmented history (the last chunk is never anyone's history)
     hf = (k - 1) * cf
     t_hist = (rand(b, k - 1) * history_noise_max).repeat_interleave(cf, dim=1)  # (B, hf)
-    history = add_noise(latents[:, :, :hf], torch.randn(latents[:, :, :hf].shape, generator=generator).to(dev), t_hist)
+    clean_history = latents[:, :, :hf] if history_latents is None else history_latents
+    if clean_history.shape != latents[:, :, :hf].shape:
+        raise ValueError(f"history_latents must have the shape of the clip's first {k - 1} chunks "
+                         f"{tuple(latents[:, :, :hf].shape)}, got {tuple(clean_history.shape)}")
+    history = add_noise(clean_history, torch.randn(clean_history.shape, generator=generator).to(dev), t_hist)
     # 3. Actions: drop a target chunk's actions w.p. action_dropout; all history actions likewise per clip
     drop_target = (rand(b, k) < action_dropout).repeat_interleave(cf, dim=1)  # (B, F)
     drop_history = (rand(b, 1) < action_dropout).expand(b, hf)

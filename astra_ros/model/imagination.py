@@ -56,7 +56,7 @@ class Imagination:
                 generator: torch.Generator | None = None, guidance_scale: float | None = None,
                 shared_noise: bool = False, steps: int | None = None, max_batch: int | None = None,
                 decode: str | Sequence[int] = "all", should_stop: Callable[[], bool] | None = None,
-                draft: bool = False) -> np.ndarray:
+                draft: bool = False, record: list | None = None) -> np.ndarray:
         """B candidate futures for ``actions`` (B, N, D) from the live history, in one batch.
 
         Returns uint8 (B, N, H, W, 3). The live stream is not changed: the candidates share its
@@ -79,6 +79,10 @@ class Imagination:
         between chunks), and the returned frames are the codec's plain decoding (no anchor decoder, so
         blurrier). The futures differ from the full path's; ``bench/plan_eval.py --draft`` measures
         what that does to planning.
+
+        ``record`` (a list): each chunk's ``(reference, latents)`` is appended to it, (B, C, chunk_frames, h, w)
+        each (reference None without ``rotation_reference``), sub-batch after sub-batch: what training on the
+        model's own rollouts needs (``rollout_history_fraction``).
         """
         self._require_started("imagine")
         self._require_whole_chunks("imagine")
@@ -149,6 +153,8 @@ class Imagination:
                               if turns and not draft else newest[0])  # pixels are only read to be turned
                     newest = (pixels, chunk[:, :, -1])
                 latents.append(chunk)
+                if record is not None:
+                    record.append((reference, chunk))
                 if c < last_needed:
                     branch.append_history(chunk, features, noise=history_noise[rows], defer=self.fuse_passes)
             wanted = torch.cat(latents, dim=2)[:, :, frame_indices]

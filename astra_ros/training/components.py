@@ -38,9 +38,10 @@ class Objective(nn.Module):
         # The frozen codec's decoder for pixel_loss_weight; a plain function, so DDP sees no codec weights.
         self.decode = model.codec.decode if model.config.pixel_loss_weight > 0 else None
 
-    def forward(self, latents, actions, modality_ids, generator, references=None, arm_maps=None):
+    def forward(self, latents, actions, modality_ids, generator, references=None, arm_maps=None, history=None):
         loss = flow_matching_loss(self.transformer, latents, actions, modality_ids, generator=generator,
-                                  decode=self.decode, references=references, arm_maps=arm_maps)
+                                  decode=self.decode, references=references, arm_maps=arm_maps,
+                                  history_latents=history)
         return loss.total, loss.flow.detach(), loss.load_balance.detach()
 
 

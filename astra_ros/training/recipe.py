@@ -60,6 +60,11 @@ class TrainRecipe:
     # With ``arm_map_cells`` in the model: the share of ``robot`` clips trained without their end-effector
     # maps, so that a stream whose camera pose is unknown still gets the vector-only prediction.
     arm_map_dropout: float = 0.2
+    # The share of world-model clips whose history after the first chunk is the model's own open-loop rollout
+    # from that chunk (its sampler, no gradient), each later chunk still trained towards the real future:
+    # what a long rollout feeds back, so the network learns to correct its drift. Costs a rollout per such
+    # clip and step. 0: every history is real (earlier runs, unchanged).
+    rollout_history_fraction: float = 0.0
     # The end-effector map projector's learning rate as a multiple of ``lr`` (it starts from zero).
     arm_map_lr_multiple: float = 1.0
     # Zero the transformer's output projection before training (after --init / --init-transformer):
@@ -178,6 +183,11 @@ class TrainRecipe:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 < self.arm_map_lr_multiple <= 1000.0:
             raise ConfigError(f"arm_map_lr_multiple must be in (0, 1000], got {self.arm_map_lr_multiple}")
+        if not 0.0 <= self.rollout_history_fraction <= 1.0:
+            raise ConfigError(f"rollout_history_fraction must be in [0, 1], got {self.rollout_history_fraction}")
+        if self.rollout_history_fraction > 0 and self.clip_frames < 3 * cfg.frames_per_chunk:
+            raise ConfigError(f"rollout_history_fraction needs clips of at least 3 chunks (clip_frames >= "
+                              f"{3 * cfg.frames_per_chunk}): the first is observed, the last only a target")
         if not 0.0 <= self.arm_map_dropout <= 1.0:
             raise ConfigError(f"arm_map_dropout must be in [0, 1], got {self.arm_map_dropout}")
         if not isinstance(self.modality_weights, dict):

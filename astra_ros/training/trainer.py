@@ -50,6 +50,7 @@ from .components import (  # noqa: F401
 from .data import DataSource, resolve_sources, training_episodes, training_plan  # noqa: F401
 from .init import init_from, load_codec, load_transformer
 from .recipe import TrainRecipe
+from .rollouts import rolled_out_history, rollout_rows
 from .state import load_optimizer_state, load_train_state, read_state_meta, save_train_state
 
 log = logging.getLogger("astra_train")
@@ -84,6 +85,7 @@ class Trainer:
         self.resume = resume
         self.stop_after = stop_after  # stop (as if interrupted) after this many total steps
         self.progress = progress
+        self._step = 0  # the step being trained (its rollout rows, training/rollouts.py)
         self.device = training_device(device, int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.is_available())
         self.dist = init_distributed(self.device)
         if recipe.num_threads:
@@ -340,6 +342,7 @@ class Trainer:
                     local = step - begin
                     for group in optimizer.param_groups:
                         group["lr"] = learning_rate(local, end - begin, r, peak) * group.get("lr_multiple", 1.0)
+                    self._step = step  # the rows trained on their own rollouts are drawn per step
                     loss, part_a, part_b = self._train_step(current, wrapped, optimizer, params)
                     step += 1
                     self.ema.update(self.model, r.ema_decay, updates=local + 1)  # counts restart per phase
@@ -420,16 +423,21 @@ class Trainer:
             with self._autocast():
                 loss, a, b = objective(images[torch.from_numpy(pick)].to(self.device), self.torch_gen)
         else:
-            references = arm_maps = None
+            references = arm_maps = history = None
             with torch.no_grad():
                 latents = self.model.codec.encode(frames.to(self.device))  # (B, C, T, h, w), fp32 as at inference
                 if self.config.rotation_reference:
                     references = self._chunk_references(frames.to(self.device), actions, ids, intrinsics, latents)
                 if self._arm_maps is not None:
                     arm_maps = self._arm_maps(actions, ids, self._clip_intrinsics(intrinsics), camera_in_base).to(self.device)
+                rows = rollout_rows(self.recipe.rollout_history_fraction, len(frames), self.recipe.seed, self._step)
+                if rows.any():
+                    history, references = rolled_out_history(self.model, rows, frames, actions, ids, intrinsics,
+                                                             camera_in_base, latents, references,
+                                                             seed=self.recipe.seed * 100_003 + self._step * 8)
             with self._autocast():
                 loss, a, b = objective(latents, actions.to(self.device), ids.to(self.device), self.torch_gen,
-                                       references=references, arm_maps=arm_maps)
+                                       references=references, arm_maps=arm_maps, history=history)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} in the {phase} phase; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)

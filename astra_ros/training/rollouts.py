@@ -1,0 +1,84 @@
+"""Training on the model's own rollouts (``rollout_history_fraction``).
+
+A long rollout feeds the model its own predictions as history, and teacher-forced training never shows
+it one: its errors compound (over 4 s the default falls from +3 dB over copy-last to below it while
+the codec ceiling stays level, docs/RESULTS.md). For a share of the clips, the history after the first
+chunk is replaced by what the model itself predicts from that chunk with the clip's actions, and each
+later chunk's reference by the one that rollout gives it (the newest predicted frame turned by the
+actions, as ``imagine`` builds it); the targets stay the real future. Rolled out with the current
+weights, without gradient, through ``WorldModel.start`` and ``imagine``: exactly the inference path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from astra_ros.model import WorldModel
+
+
+def rollout_rows(fraction: float, batch: int, seed: int, step: int) -> np.ndarray:
+    """Which clips of step ``step``'s batch get their own rollout as history (bool ``[batch]``): drawn from a
+    stream of their own, so a run's batches and noise are those of the same run without rollouts, and a
+    resumed run draws the same rows."""
+    if fraction <= 0:
+        return np.zeros(batch, bool)
+    return np.random.default_rng([seed, step, 0x5E1F]).random(batch) < fraction
+
+
+@torch.no_grad()
+def own_rollout(model: WorldModel, frames: torch.Tensor, actions: torch.Tensor, modality: str,
+                intrinsics: torch.Tensor | None, camera_in_base: torch.Tensor | None,
+                seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One clip rolled out from its first chunk: ``frames`` (T, 3, H, W) in [-1, 1] at the model's resolution,
+    ``actions`` (T, D) of ``modality``; ``intrinsics`` (3, 3) and ``camera_in_base`` (4, 4) or None (unknown).
+
+    Returns the predicted latents of chunks 1... (C, T - n, h, w) and the reference each was predicted from
+    (the same shape; None without ``rotation_reference``). The model's stream, camera and modes are
+    restored; its weights are only read.
+    """
+    n = model.frames_per_chunk
+    modes = {module: module.training for module in model.modules()}
+    saved_camera = (model._intrinsics, model.camera_in_base)
+    try:
+        model.eval()
+        model.set_intrinsics(intrinsics if intrinsics is not None and torch.isfinite(intrinsics).all() else None)
+        model.set_camera_in_base(camera_in_base if camera_in_base is not None and torch.isfinite(camera_in_base).all()
+                                 else None)
+        pixels = ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        acts = actions.cpu().numpy()
+        model.start(pixels[:n], acts[:n], modality=modality, seed=seed)
+        record: list = []
+        model.imagine(acts[n:][None], seed=seed, decode="last", record=record)
+    finally:
+        model.reset()
+        model._intrinsics, model._camera_in_base = saved_camera
+        for module, training in modes.items():
+            module.training = training
+    latents = torch.cat([chunk for _, chunk in record], dim=2)[0]
+    references = None
+    if record[0][0] is not None:
+        references = torch.cat([reference for reference, _ in record], dim=2)[0]
+    return latents, references
+
+
+def rolled_out_history(model: WorldModel, rows: np.ndarray, frames: torch.Tensor, actions: torch.Tensor,
+                       ids: torch.Tensor, intrinsics: torch.Tensor, camera_in_base: torch.Tensor,
+                       latents: torch.Tensor, references: torch.Tensor | None,
+                       seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch's history (B, C, (K-1)n, h, w) and references, the clips of ``rows`` rolled out by the model from
+    their first chunk (:func:`own_rollout`), the others' their own. ``frames`` (B, T, 3, H, W), ``actions``
+    (B, T, Dmax) zero-padded, ``ids`` the modality indices, ``intrinsics`` (B, 3, 3) and ``camera_in_base``
+    (B, 4, 4) (NaN: unknown), ``latents`` (B, C, T, h, w) and ``references`` as the trainer made them."""
+    n = model.frames_per_chunk
+    history = latents[:, :, :-n].clone()
+    references = None if references is None else references.clone()
+    names = model.transformer.action_encoder.modality_names
+    for i in np.flatnonzero(rows).tolist():
+        modality = names[int(ids[i])]
+        predicted, turned = own_rollout(model, frames[i].to(latents.device), actions[i, :, :model.action_dim(modality)],
+                                        modality, intrinsics[i], camera_in_base[i], seed=seed + i)
+        history[i, :, n:] = predicted[:, :-n]
+        if references is not None and turned is not None:
+            references[i, :, n:] = turned
+    return history, references
