@@ -85,7 +85,8 @@ def changed_mask(observed_last: np.ndarray, real: np.ndarray, threshold: float =
 
 
 def clip_errors(observed_last: np.ndarray, real: np.ndarray, model: np.ndarray, shuffled: np.ndarray | None = None,
-                scenario: str = "", threshold: float = CHANGE_THRESHOLD, ceiling: np.ndarray | None = None) -> ClipErrors:
+                scenario: str = "", threshold: float = CHANGE_THRESHOLD,
+                ceiling: np.ndarray | None = None) -> ClipErrors:
     """The per-frame error sums of one clip: ``model`` (and ``shuffled``, may be None or empty; ``ceiling``, the
     codec ceiling, may be None) against ``real``, and copy-last (``observed_last`` repeated) against ``real``, over
     all pixels and over the changed ones."""
@@ -183,7 +184,8 @@ def _block(clips: Sequence[ClipErrors], frames: np.ndarray | slice, rng: np.rand
     changed["pixel_fraction"] = float(changed_count.sum() / per_clip("count").sum())
     if all(c.ceiling_se is not None for c in clips):
         # Point values beside the model's, no bootstrap draw: the intervals above stay those of runs without it.
-        for block, se, count in ((pooled, "ceiling_se", per_clip("count")), (changed, "changed_ceiling_se", changed_count)):
+        for block, se, count in ((pooled, "ceiling_se", per_clip("count")),
+                                 (changed, "changed_ceiling_se", changed_count)):
             block["codec_ceiling"] = pooled_psnr(per_clip(se), count)
             block["ceiling_gain"] = block["codec_ceiling"] - block["copy_last"]
     with_shuffled = [c for c in clips if c.shuffled_se is not None]
@@ -217,8 +219,9 @@ def dynamics_summary(clips: Sequence[ClipErrors], frame_interval_s: float, *, se
     """``metrics.json["dynamics"]``: for all clips (``overall``) and per scenario: pooled PSNR of model,
     copy-last and shuffled actions with the gain and its 95 % bootstrap interval over clips; the same over
     the changed pixels; where every clip has one, the codec ceiling's PSNR and its gain over copy-last
-    (``codec_ceiling``, ``ceiling_gain``: what exactly right latents would score, the headroom of the network); the action sensitivity with its Wilson interval; and both PSNRs per whole second
-    of the horizon (``per_second``: frames 0.1-1.0 s ahead are second 1, 1.1-2.0 s second 2, ...).
+    (``codec_ceiling``, ``ceiling_gain``: what exactly right latents would score, the network's headroom);
+    the action sensitivity with its Wilson interval; and both PSNRs per whole second of the horizon
+    (``per_second``: frames 0.1-1.0 s ahead are second 1, 1.1-2.0 s second 2, ...).
 
     Every clip needs the same number of horizon frames. The bootstrap is seeded (``seed``), so a run
     repeats exactly. ``threshold`` is only recorded: it was applied by :func:`clip_errors`."""

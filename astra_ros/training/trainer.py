@@ -434,7 +434,7 @@ class Trainer:
                 if rows.any():
                     history, references = rolled_out_history(self.model, rows, frames, actions, ids, intrinsics,
                                                              camera_in_base, latents, references,
-                                                             seed=self.recipe.seed * 100_003 + self._step * 8)
+                                                             seed=(self.recipe.seed * 1_000_003 + self._step) * 4096)
             with self._autocast():
                 loss, a, b = objective(latents, actions.to(self.device), ids.to(self.device), self.torch_gen,
                                        references=references, arm_maps=arm_maps, history=history)
