@@ -178,15 +178,14 @@ def _block(clips: Sequence[ClipErrors], frames: np.ndarray | slice, rng: np.rand
     def per_clip(field: str) -> np.ndarray:
         return np.array([getattr(c, field)[frames].sum() for c in clips])
 
-    pooled = bootstrap_gain(per_clip("model_se"), per_clip("copy_se"), per_clip("count"), rng, resamples)
-    changed_count = per_clip("changed_count")
+    count, changed_count = per_clip("count"), per_clip("changed_count")
+    pooled = bootstrap_gain(per_clip("model_se"), per_clip("copy_se"), count, rng, resamples)
     changed = bootstrap_gain(per_clip("changed_model_se"), per_clip("changed_copy_se"), changed_count, rng, resamples)
-    changed["pixel_fraction"] = float(changed_count.sum() / per_clip("count").sum())
+    changed["pixel_fraction"] = float(changed_count.sum() / count.sum())
     if all(c.ceiling_se is not None for c in clips):
         # Point values beside the model's, no bootstrap draw: the intervals above stay those of runs without it.
-        for block, se, count in ((pooled, "ceiling_se", per_clip("count")),
-                                 (changed, "changed_ceiling_se", changed_count)):
-            block["codec_ceiling"] = pooled_psnr(per_clip(se), count)
+        for block, se, pixels in ((pooled, "ceiling_se", count), (changed, "changed_ceiling_se", changed_count)):
+            block["codec_ceiling"] = pooled_psnr(per_clip(se), pixels)
             block["ceiling_gain"] = block["codec_ceiling"] - block["copy_last"]
     with_shuffled = [c for c in clips if c.shuffled_se is not None]
     if with_shuffled:

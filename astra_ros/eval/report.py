@@ -159,20 +159,19 @@ def _ci(bounds: Sequence[float] | None, sign: bool = True) -> str:
     return f"({bounds[0]:+.2f} to {bounds[1]:+.2f})" if sign else f"({bounds[0]:.2f}-{bounds[1]:.2f})"
 
 
+def _signed(value: Any) -> str:
+    """``+1.23``, or ``n/a`` for a missing or non-finite value."""
+    return "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):+.2f}"
+
+
 def _gain(block: Mapping[str, Any]) -> str:
     """``+1.23 (+0.80 to +1.60)``: a gain over copy-last [dB] and its 95 % interval."""
-    gain = block.get("gain")
-    if gain is None or not math.isfinite(float(gain)):
-        return "n/a"
-    return f"{float(gain):+.2f} {_ci(block.get('gain_ci95'))}"
+    gain = _signed(block.get("gain"))
+    return gain if gain == "n/a" else f"{gain} {_ci(block.get('gain_ci95'))}"
 
 
 def _dynamics_groups(dynamics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     return [("all", dynamics["overall"])] + sorted((dynamics.get("per_scenario") or {}).items())
-
-
-def _signed(value: Any) -> str:
-    return "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):+.2f}"
 
 
 def _ceiling_note(pooled: Mapping[str, Any], changed: Mapping[str, Any]) -> str:

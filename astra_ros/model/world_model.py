@@ -232,6 +232,11 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         turned = rotate_view(anchors, self.intrinsics if K is None else K, rotations)
         return turned, self._encode_images(turned)
 
+    def _rotations_after_turn(self, actions: torch.Tensor) -> torch.Tensor:
+        """The camera rotations (B, T, 3, 3) of frames with the live modality's ``actions`` (B, T, D), each
+        relative to the newest observed frame, chained on from the frame the next chunk turns."""
+        return chain_rotations(self._modality, actions, self._turn_action, self._turn_rotation)
+
     def _encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images (N, 3, H, W) -> latents (N, C, h, w)."""
         return self.codec.encode(images[None])[0].transpose(0, 1)
@@ -317,7 +322,7 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         rotations = None
         if actions is not None and self.config.rotation_reference:
             actions_t = self._actions_to_tensor(actions, self._modality, x.shape[0], "actions")
-            rotations = chain_rotations(self._modality, actions_t[None], self._turn_action, self._turn_rotation)
+            rotations = self._rotations_after_turn(actions_t[None])
         latents = self.codec.encode(x[None].to(self.device))
         return self._decode(latents, change_scale=1.0, rotations=rotations)[0]  # exact latents: their whole change
 
@@ -354,15 +359,14 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         gen = as_generator(seed, None, self._imagine_generator)
         reference = rotations = None
         if self.config.rotation_reference:
-            rotations = chain_rotations(self._modality, actions_t[None], self._turn_action, self._turn_rotation)
+            rotations = self._rotations_after_turn(actions_t[None])
             reference = self._turned_reference(*self._turn_frame, self._turn_rotation.T @ rotations)
         estimate = self.stream.predict_chunk(features, None, 1.0, steps=1, generator=gen, reference=reference)
         copy = self.stream.reference.to(target).expand_as(target)
         estimate_cells = (estimate - target).pow(2).mean(dim=1)  # (1, frames, h, w)
         copy_cells = (copy - target).pow(2).mean(dim=1)
         still = copy_cells < STILL_CELL_MSE
-
-        real = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # at model size
+        real = self._to_uint8(x[None])[0]  # at model size
         return {"one_shot": float(estimate_cells.mean()), "copy_last": float(copy_cells.mean()),
                 "still_cells": float(still.float().mean()),
                 "one_shot_still": float(estimate_cells[still].mean()) if still.any() else float("nan"),
@@ -462,7 +466,7 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
             self._last_action = chunk_actions[0, -1]
             reference = rotations = None
             if self.config.rotation_reference:
-                rotations = chain_rotations(self._modality, chunk_actions, self._turn_action, self._turn_rotation)
+                rotations = self._rotations_after_turn(chunk_actions)
                 reference = self._turned_reference(*self._turn_frame, self._turn_rotation.T @ rotations)
             latents = self._predict(self.stream, features, gen, guidance_scale, reference=reference)
             decoded = self._decode_float(latents, rotations)  # (1, n, 3, H, W)

@@ -45,7 +45,7 @@ def own_rollout(model: WorldModel, frames: torch.Tensor, actions: torch.Tensor, 
         model.set_intrinsics(intrinsics if intrinsics is not None and torch.isfinite(intrinsics).all() else None)
         model.set_camera_in_base(camera_in_base if camera_in_base is not None and torch.isfinite(camera_in_base).all()
                                  else None)
-        pixels = ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        pixels = model._to_uint8(frames[None])[0]  # as the model hands out frames
         acts = actions.cpu().numpy()
         model.start(pixels[:n], acts[:n], modality=modality, seed=seed)
         record: list = []

@@ -85,7 +85,6 @@ class Trainer:
         self.resume = resume
         self.stop_after = stop_after  # stop (as if interrupted) after this many total steps
         self.progress = progress
-        self._step = 0  # the step being trained (its rollout rows, training/rollouts.py)
         self.device = training_device(device, int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.is_available())
         self.dist = init_distributed(self.device)
         if recipe.num_threads:
@@ -342,8 +341,7 @@ class Trainer:
                     local = step - begin
                     for group in optimizer.param_groups:
                         group["lr"] = learning_rate(local, end - begin, r, peak) * group.get("lr_multiple", 1.0)
-                    self._step = step  # the rows trained on their own rollouts are drawn per step
-                    loss, part_a, part_b = self._train_step(current, wrapped, optimizer, params)
+                    loss, part_a, part_b = self._train_step(current, wrapped, optimizer, params, step)
                     step += 1
                     self.ema.update(self.model, r.ema_decay, updates=local + 1)  # counts restart per phase
                     bar.update(1)
@@ -411,7 +409,9 @@ class Trainer:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def _train_step(self, phase: str, objective: nn.Module, optimizer, params) -> tuple[float, float, float]:
+    def _train_step(self, phase: str, objective: nn.Module, optimizer, params,
+                    step: int) -> tuple[float, float, float]:
+        """One optimiser step of ``phase``; ``step`` (the run's) draws the clips trained on their own rollouts."""
         frames, actions, ids, intrinsics, camera_in_base = self.sample_batch(decoder=phase == "decoder")
         if phase == "decoder":
             with torch.no_grad():  # fp32 throughout: a small network, and no bf16 check of its kernels
@@ -430,11 +430,11 @@ class Trainer:
                     references = self._chunk_references(frames.to(self.device), actions, ids, intrinsics, latents)
                 if self._arm_maps is not None:
                     arm_maps = self._arm_maps(actions, ids, self._clip_intrinsics(intrinsics), camera_in_base).to(self.device)
-                rows = rollout_rows(self.recipe.rollout_history_fraction, len(frames), self.recipe.seed, self._step)
+                rows = rollout_rows(self.recipe.rollout_history_fraction, len(frames), self.recipe.seed, step)
                 if rows.any():
                     history, references = rolled_out_history(self.model, rows, frames, actions, ids, intrinsics,
                                                              camera_in_base, latents, references,
-                                                             seed=(self.recipe.seed * 1_000_003 + self._step) * 4096)
+                                                             seed=(self.recipe.seed * 1_000_003 + step) * 4096)
             with self._autocast():
                 loss, a, b = objective(latents, actions.to(self.device), ids.to(self.device), self.torch_gen,
                                        references=references, arm_maps=arm_maps, history=history)
