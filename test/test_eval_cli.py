@@ -1,6 +1,7 @@
 """``astra-eval`` end to end: a tiny random model replayed over short simulator bags and hand-written bags."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -162,8 +163,11 @@ def test_a_folder_of_bags_is_every_bag_in_it_once(tmp_path, checkpoint, sim_bags
     assert sorted(metrics["bags"]) == sorted([str(sim_bags["explore"]), str(sim_bags["rover"])])
     assert metrics["clips"] == 6
     assert capsys.readouterr() == ("", "")  # --quiet: no bar, no log line, no summary
+    # ...for its own call only: a later caller in the same process gets the package's warnings again.
+    assert logging.getLogger("astra_ros").level == logging.NOTSET
     rc = main([str(tmp_path), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o2"), "--quiet"])
     assert rc == 2 and "no ROS 2 bags found" in capsys.readouterr().err
+    assert logging.getLogger("astra_ros").level == logging.NOTSET
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from astra_ros.cli.arguments import positive_int
+from astra_ros.cli.log_level import package_log_level
 from astra_ros.data.actions import MODALITIES
 from astra_ros.data.bags import BagError, BagTopics, find_bags
 from astra_ros.data.conventions import BagConventions
@@ -256,7 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # --quiet: errors only (printed below); the notes a run logs as warnings are in metrics.json and report.md.
-    logging.getLogger("astra_ros").setLevel(logging.ERROR if args.quiet else logging.INFO)
+    with package_log_level(logging.ERROR if args.quiet else logging.INFO):
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     # torch is imported after argument parsing, so --help stays fast.
     import torch

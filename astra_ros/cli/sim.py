@@ -19,6 +19,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from astra_ros.cli.arguments import check_output_dir
+from astra_ros.cli.log_level import package_log_level
 from astra_ros.data.actions import scenario_modality
 
 
@@ -120,13 +121,13 @@ def _record(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``astra-sim`` console script; returns the exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("astra_ros").setLevel(logging.INFO)
     args = parse_args(argv)
     if args.command is None:  # a usage error, as argparse's own
         build_parser().print_help(sys.stderr)
         return 2
     try:
-        return _record(args)
+        with package_log_level(logging.INFO):
+            return _record(args)
     except KeyboardInterrupt:
         return 130
 
