@@ -13,7 +13,7 @@ from astra_ros.model import WorldModel, preset
 from astra_ros.model.config import ConfigError
 from astra_ros.model.flow import flow_matching_loss
 from astra_ros.training.recipe import TrainRecipe
-from astra_ros.training.rollouts import own_rollout, rolled_out_history, rollout_rows
+from astra_ros.training.rollouts import eligible_rows, own_rollout, rolled_out_history, rollout_rows
 
 TURNING = dict(latent_delta=True, prediction="x0", residual_decoding=True, rotation_reference=True)
 
@@ -103,6 +103,15 @@ def test_only_the_drawn_rows_get_a_rolled_out_history():
     assert (rollout_rows(0.5, 8, 3, 10) == rollout_rows(0.5, 8, 3, 10)).all()
     assert not rollout_rows(0.0, 8, 3, 10).any() and rollout_rows(1.0, 8, 3, 10).all()
     assert 0.4 < np.mean([rollout_rows(0.5, 8, 3, s).mean() for s in range(200)]) < 0.6
+    # Restricted to some modalities: the same draw, masked, so the eligible rows keep their draws.
+    names = ["camera", "robot", "twist", "keys"]
+    ids = torch.tensor([0, 1, 2, 3, 1, 0, 1, 2])
+    eligible = eligible_rows(ids, names, ["camera", "twist", "keys"])
+    assert eligible.tolist() == [True, False, True, True, False, True, False, True]
+    assert eligible_rows(ids, names, []) is None
+    for s in range(20):
+        full, masked = rollout_rows(0.5, 8, 3, s), rollout_rows(0.5, 8, 3, s, eligible)
+        assert (masked == (full & eligible)).all() and not masked[~eligible].any()
 
 
 def test_a_run_trains_on_its_rollouts_and_the_recipe_is_checked(tmp_path):
@@ -111,7 +120,8 @@ def test_a_run_trains_on_its_rollouts_and_the_recipe_is_checked(tmp_path):
     for scenario in ("arm", "rover"):
         record_episode(scenario, 1, root, settings=settings, progress=False)
     recipe = dict(preset="tiny", clip_frames=6, batch_size=2, steps=3, codec_steps=0, warmup_steps=1,
-                  checkpoint_every=10, log_every=1, num_threads=1, rollout_history_fraction=1.0, model=TURNING)
+                  checkpoint_every=10, log_every=1, num_threads=1, rollout_history_fraction=1.0,
+                  rollout_history_modalities=["twist", "keys"], model=TURNING)  # the arm's clips stay real
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     assert train_main(["--config", str(path), "--data", str(root), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
@@ -121,3 +131,7 @@ def test_a_run_trains_on_its_rollouts_and_the_recipe_is_checked(tmp_path):
         TrainRecipe(**{**recipe, "model": TURNING, "rollout_history_fraction": 1.5}).validate()
     with pytest.raises(ConfigError, match="at least 3 chunks"):
         TrainRecipe(**{**recipe, "model": TURNING, "clip_frames": 4}).validate()
+    with pytest.raises(ConfigError, match=r"rollout_history_modalities names modalities \['wheels'\]"):
+        TrainRecipe(**{**recipe, "model": TURNING, "rollout_history_modalities": ["camera", "wheels"]}).validate()
+    with pytest.raises(ConfigError, match="must be a list of modality names"):
+        TrainRecipe(**{**recipe, "model": TURNING, "rollout_history_modalities": "camera"}).validate()

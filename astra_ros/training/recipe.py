@@ -65,6 +65,10 @@ class TrainRecipe:
     # what a long rollout feeds back, so the network learns to correct its drift. Costs a rollout per such
     # clip and step. 0: every history is real (earlier runs, unchanged).
     rollout_history_fraction: float = 0.0
+    # The modalities whose clips may get a rolled-out history (empty: all). A rollout of the arm from a
+    # history that already blurred it taught the network to hedge (docs/RESULTS.md), so a run can keep
+    # it to the turning modalities.
+    rollout_history_modalities: tuple[str, ...] = ()
     # The end-effector map projector's learning rate as a multiple of ``lr`` (it starts from zero).
     arm_map_lr_multiple: float = 1.0
     # Zero the transformer's output projection before training (after --init / --init-transformer):
@@ -188,6 +192,13 @@ class TrainRecipe:
         if self.rollout_history_fraction > 0 and self.clip_frames < 3 * cfg.frames_per_chunk:
             raise ConfigError(f"rollout_history_fraction needs clips of at least 3 chunks (clip_frames >= "
                               f"{3 * cfg.frames_per_chunk}): the first is observed, the last only a target")
+        if not isinstance(self.rollout_history_modalities, (list, tuple)):
+            raise ConfigError("rollout_history_modalities must be a list of modality names, got "
+                              f"{self.rollout_history_modalities!r}")
+        unknown = sorted(set(self.rollout_history_modalities) - set(cfg.modalities))
+        if unknown:
+            raise ConfigError(f"rollout_history_modalities names modalities {unknown} the model does not have "
+                              f"({list(cfg.modalities)})")
         if not 0.0 <= self.arm_map_dropout <= 1.0:
             raise ConfigError(f"arm_map_dropout must be in [0, 1], got {self.arm_map_dropout}")
         if not isinstance(self.modality_weights, dict):

@@ -17,13 +17,23 @@ import torch
 from astra_ros.model import WorldModel
 
 
-def rollout_rows(fraction: float, batch: int, seed: int, step: int) -> np.ndarray:
+def rollout_rows(fraction: float, batch: int, seed: int, step: int, eligible: np.ndarray | None = None) -> np.ndarray:
     """Which clips of step ``step``'s batch get their own rollout as history (bool ``[batch]``): drawn from a
     stream of their own, so a run's batches and noise are those of the same run without rollouts, and a
-    resumed run draws the same rows."""
+    resumed run draws the same rows. ``eligible`` (bool ``[batch]``, e.g. the clips of the modalities that
+    may be rolled out) masks the draw after it is made, so restricting it leaves the other rows' draws alone."""
     if fraction <= 0:
         return np.zeros(batch, bool)
-    return np.random.default_rng([seed, step, 0x5E1F]).random(batch) < fraction
+    rows = np.random.default_rng([seed, step, 0x5E1F]).random(batch) < fraction
+    return rows if eligible is None else rows & np.asarray(eligible, bool)
+
+
+def eligible_rows(ids: torch.Tensor, names: list[str] | tuple[str, ...], modalities: tuple[str, ...] | list[str]) -> np.ndarray | None:
+    """The clips (bool ``[batch]``) whose modality (``names[ids[i]]``) is one of ``modalities``; None when
+    ``modalities`` is empty (every clip may be rolled out)."""
+    if not modalities:
+        return None
+    return np.array([names[int(i)] in modalities for i in ids], bool)
 
 
 @torch.no_grad()

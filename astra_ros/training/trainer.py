@@ -50,7 +50,7 @@ from .components import (  # noqa: F401
 from .data import DataSource, resolve_sources, training_episodes, training_plan  # noqa: F401
 from .init import init_from, load_codec, load_transformer
 from .recipe import TrainRecipe
-from .rollouts import rolled_out_history, rollout_rows
+from .rollouts import eligible_rows, rolled_out_history, rollout_rows
 from .state import load_optimizer_state, load_train_state, read_state_meta, save_train_state
 
 log = logging.getLogger("astra_train")
@@ -430,7 +430,9 @@ class Trainer:
                     references = self._chunk_references(frames.to(self.device), actions, ids, intrinsics, latents)
                 if self._arm_maps is not None:
                     arm_maps = self._arm_maps(actions, ids, self._clip_intrinsics(intrinsics), camera_in_base).to(self.device)
-                rows = rollout_rows(self.recipe.rollout_history_fraction, len(frames), self.recipe.seed, step)
+                rows = rollout_rows(self.recipe.rollout_history_fraction, len(frames), self.recipe.seed, step,
+                                    eligible_rows(ids, self.model.transformer.action_encoder.modality_names,
+                                                  self.recipe.rollout_history_modalities))
                 if rows.any():
                     history, references = rolled_out_history(self.model, rows, frames, actions, ids, intrinsics,
                                                              camera_in_base, latents, references,
