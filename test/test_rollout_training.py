@@ -72,12 +72,14 @@ def test_a_rollout_is_the_inference_paths_and_leaves_the_model_as_it_was():
     model.imagine(actions[2:].numpy()[None], seed=0, decode="last", record=record)
     torch.testing.assert_close(torch.cat([c for _, c in record], dim=2)[0], predicted, rtol=0, atol=0)
     assert not torch.equal(references[:, 2:], references[:, :2])  # the second chunk turned on from the first
-    # Restored: modes, camera, stream.
-    model.set_intrinsics(None)
+    # Left alone: modes, camera, stream (the rollout runs on a twin).
+    own_camera = torch.tensor([[30.0, 0, 8.0], [0, 30.0, 8.0], [0, 0, 1]], dtype=torch.float64)
+    model.set_intrinsics(own_camera)
     model.reset()
     model.train()
     own_rollout(model, frames, actions, "twist", K, None, seed=0)
-    assert model.training and model.transformer.training and model._intrinsics is None and model.modality is None
+    assert model.training and model.transformer.training and model.modality is None
+    assert torch.equal(model.intrinsics, own_camera) and model.camera_in_base is None
 
 
 def test_only_the_drawn_rows_get_a_rolled_out_history():

@@ -44,25 +44,22 @@ def own_rollout(model: WorldModel, frames: torch.Tensor, actions: torch.Tensor, 
     ``actions`` (T, D) of ``modality``; ``intrinsics`` (3, 3) and ``camera_in_base`` (4, 4) or None (unknown).
 
     Returns the predicted latents of chunks 1... (C, T - n, h, w) and the reference each was predicted from
-    (the same shape; None without ``rotation_reference``). The model's stream, camera and modes are
-    restored; its weights are only read.
+    (the same shape; None without ``rotation_reference``). Run on a twin of the model: its stream and camera
+    are untouched, its modules' train/eval modes restored, its weights only read.
     """
     n = model.frames_per_chunk
     modes = {module: module.training for module in model.modules()}
-    saved_camera = (model._intrinsics, model.camera_in_base)
     try:
-        model.eval()
-        model.set_intrinsics(intrinsics if intrinsics is not None and torch.isfinite(intrinsics).all() else None)
-        model.set_camera_in_base(camera_in_base if camera_in_base is not None and torch.isfinite(camera_in_base).all()
-                                 else None)
+        rollout = model.twin()  # its own stream and camera over the same weights (in eval mode while it runs)
+        rollout.set_intrinsics(intrinsics if intrinsics is not None and torch.isfinite(intrinsics).all() else None)
+        rollout.set_camera_in_base(camera_in_base if camera_in_base is not None and torch.isfinite(camera_in_base).all()
+                                   else None)
         pixels = model._to_uint8(frames[None])[0]  # as the model hands out frames
         acts = actions.cpu().numpy()
-        model.start(pixels[:n], acts[:n], modality=modality, seed=seed)
+        rollout.start(pixels[:n], acts[:n], modality=modality, seed=seed)
         record: list = []
-        model.imagine(acts[n:][None], seed=seed, decode="last", record=record)
+        rollout.imagine(acts[n:][None], seed=seed, decode="last", record=record)
     finally:
-        model.reset()
-        model._intrinsics, model._camera_in_base = saved_camera
         for module, training in modes.items():
             module.training = training
     latents = torch.cat([chunk for _, chunk in record], dim=2)[0]
