@@ -31,7 +31,6 @@ from astra_ros.data.bags import BagError
 from astra_ros.data.clips import ClipDataset
 from astra_ros.model import CheckpointError, WorldModel
 from astra_ros.model.config import AstraConfig, ConfigError
-from astra_ros.model.view_rotation import chain_rotations
 from astra_ros.model.precision import UnreliablePrecision, require_bf16_agrees, transformer_probe
 
 # The loop's parts and the data plan live in their own modules; imported by name here, where callers
@@ -50,6 +49,7 @@ from .components import (  # noqa: F401
 from .data import DataSource, resolve_sources, training_episodes, training_plan  # noqa: F401
 from .init import init_from, load_codec, load_transformer
 from .recipe import TrainRecipe
+from .references import chunk_references, clip_intrinsics, turned_anchors
 from .rollouts import eligible_rows, rolled_out_history, rollout_rows
 from .state import load_optimizer_state, load_train_state, read_state_meta, save_train_state
 
@@ -427,9 +427,9 @@ class Trainer:
             with torch.no_grad():
                 latents = self.model.codec.encode(frames.to(self.device))  # (B, C, T, h, w), fp32 as at inference
                 if self.config.rotation_reference:
-                    references = self._chunk_references(frames.to(self.device), actions, ids, intrinsics, latents)
+                    references = chunk_references(self.model, frames.to(self.device), actions, ids, intrinsics, latents)
                 if self._arm_maps is not None:
-                    arm_maps = self._arm_maps(actions, ids, self._clip_intrinsics(intrinsics), camera_in_base).to(self.device)
+                    arm_maps = self._arm_maps(actions, ids, clip_intrinsics(self.model, intrinsics), camera_in_base).to(self.device)
                 rows = rollout_rows(self.recipe.rollout_history_fraction, len(frames), self.recipe.seed, step,
                                     eligible_rows(ids, self.model.transformer.action_encoder.modality_names,
                                                   self.recipe.rollout_history_modalities))
@@ -450,52 +450,6 @@ class Trainer:
                                      "lower the learning rate")
         optimizer.step()
         return float(loss.detach()), float(a), float(b)
-
-    def _clip_rotations(self, actions: torch.Tensor, ids: torch.Tensor, anchor: int, count: int) -> torch.Tensor:
-        """Camera rotations (B, count, 3, 3) of frames ``anchor + 1 ...`` relative to frame ``anchor`` of
-        each clip, from its own modality's actions (``actions`` zero-padded (B, T, Dmax))."""
-        names = self.model.transformer.action_encoder.modality_names
-        rotations = torch.empty(actions.shape[0], count, 3, 3, dtype=torch.float64)
-        for index in ids.unique().tolist():
-            rows = (ids == index).nonzero().flatten()
-            acts = actions[rows][:, :, :self.model.action_dim(names[index])]
-            rotations[rows] = chain_rotations(names[index], acts[:, anchor + 1:anchor + 1 + count], acts[:, anchor])
-        return rotations
-
-    def _clip_intrinsics(self, intrinsics: torch.Tensor) -> torch.Tensor:
-        """Each clip's intrinsics (B, 3, 3); the model's default camera for a bag that had none (NaN)."""
-        known = torch.isfinite(intrinsics).all(dim=-1).all(dim=-1)[:, None, None]
-        return torch.where(known, intrinsics, self.model.intrinsics)
-
-    @torch.no_grad()
-    def _chunk_references(self, frames: torch.Tensor, actions: torch.Tensor, ids: torch.Tensor,
-                          intrinsics: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        """``rotation_reference`` targets (B, C, T, h, w), as the model streams them: each chunk's frames
-        from the newest frame before the chunk turned to them (``WorldModel.imagine``; here every frame is
-        real). Chunk 0 has no frame before it: its entries are its latents (unused)."""
-        model, cf = self.model, self.config.chunk_frames
-        b, t = frames.shape[:2]
-        befores = list(range(cf - 1, t - 1, cf))  # the newest frame before chunks 1..K-1
-        rotations = torch.stack([self._clip_rotations(actions, ids, before, cf) for before in befores], dim=1)
-        K = self._clip_intrinsics(intrinsics).repeat_interleave(len(befores) * cf, dim=0)
-        pixels = frames[:, befores].flatten(0, 1).repeat_interleave(cf, dim=0)  # (B * (K-1) * cf, 3, H, W)
-        turned = model.turned_views(pixels, rotations.flatten(0, 2), K)[1]  # (B * (K-1) * cf, C, h, w)
-        turned = turned.unflatten(0, (b, len(befores) * cf)).transpose(1, 2)
-        return torch.cat([latents[:, :, :cf], turned], dim=2)
-
-    @torch.no_grad()
-    def _turned_anchors(self, frames: torch.Tensor, actions: torch.Tensor, ids: torch.Tensor,
-                        intrinsics: torch.Tensor, anchor: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame ``anchor`` of each clip (B, T, 3, H, W) turned by the camera rotation of every later
-        frame (``rotation_reference``, as at inference): pixels (B, N, 3, H, W), latents (B, C, N, h, w).
-        Clips without intrinsics take the model's default camera."""
-        b, t = frames.shape[:2]
-        later = t - anchor - 1
-        rotations = self._clip_rotations(actions, ids, anchor, later)
-        K = self._clip_intrinsics(intrinsics).repeat_interleave(later, dim=0)
-        pixels = frames[:, anchor].repeat_interleave(later, dim=0)
-        turned, latents = self.model.turned_views(pixels, rotations.flatten(0, 1), K)
-        return turned.unflatten(0, (b, later)), latents.unflatten(0, (b, later)).transpose(1, 2)
 
     @torch.no_grad()
     def _decoder_inputs(self, frames: torch.Tensor, actions: torch.Tensor, ids: torch.Tensor,
@@ -526,7 +480,7 @@ class Trainer:
         repeat = lambda x: x.repeat_interleave(horizon, dim=0)  # noqa: E731
         anchors = (repeat(anchor), repeat(anchor_latents), repeat(anchor_coarse))
         if self.config.rotation_reference:  # the anchor turned for each future frame, as at inference
-            turned, turned_latents = self._turned_anchors(frames, actions, ids, intrinsics, context - 1)
+            turned, turned_latents = turned_anchors(model, frames, actions, ids, intrinsics, context - 1)
             anchors = (turned.flatten(0, 1), turned_latents.transpose(1, 2).flatten(0, 1),
                        model.codec.decode(turned_latents).flatten(0, 1))
         return (*anchors, flat, coarse,
