@@ -8,7 +8,8 @@ chunk's transformer pass shared with the next prediction's), in alternating orde
 the figure is the per-repeat ratio plain / fast (its median and range). The two give the same frames
 bit for bit (test/test_speed_paths.py). A resolution other than the checkpoint's uses its architecture
 with random weights. ``--imagine 16 6 4 --compare-steps 4 1`` times a planner's call at 4 against 1
-Euler steps per chunk instead (both on the fast paths; "plain" is the first).
+Euler steps per chunk instead (both on the fast paths; "plain" is the first). ``--compile`` times the eager
+model ("plain") against a copy whose codec and anchor decoder are compiled ("fast"; both on the fast paths).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from astra_ros.cli.bench import at_resolution
 from astra_ros.model import load_world_model
+from astra_ros.model.compiled import compile_convolutions
 
 
 def timed_step(wm, reuse: bool, seed: int) -> float:
@@ -66,15 +68,31 @@ def main() -> None:
     p.add_argument("--compare-steps", type=int, nargs=2, metavar=("A", "B"),
                    help="with --imagine: A/B of A against B Euler steps per chunk (both on the fast paths), "
                         "e.g. 4 1: the planner's 4 against the model's own 1")
+    p.add_argument("--compile", action="store_true",
+                   help="A/B of the eager model against a copy with its convolution stacks compiled "
+                        "(astra_ros.model.compiled; both on the fast paths); the compile time is reported")
     p.add_argument("--out", type=Path, default=Path("bench/results/step_ab.json"))
     args = p.parse_args()
     if args.compare_steps and not args.imagine:
         p.error("--compare-steps needs --imagine CANDIDATES FRAMES STEPS")
     torch.set_num_threads(args.threads)
-    wm = load_world_model(args.checkpoint)
-    if args.resolution:
-        wm = at_resolution(wm, args.resolution)
-    if args.compare_steps:  # "plain" is A steps, "fast" B steps, both on the fast paths
+
+    def load():
+        model = load_world_model(args.checkpoint)
+        return at_resolution(model, args.resolution) if args.resolution else model  # random weights: seeded
+
+    wm = load()
+    compiled = None
+    if args.compile:
+        compiled = load()
+        report = compile_convolutions(compiled)
+        print(f"compiled {', '.join(report.modules)} in {report.seconds:.0f} s; frames differ by up to "
+              f"{report.max_grey_level_difference} grey level(s) on {100 * report.differing_pixel_fraction:.3f} % "
+              "of pixels")
+    if args.compile:  # "plain" is the eager model, "fast" the compiled one
+        timed = lambda b, seed: (timed_imagine(compiled if b else wm, True, seed, *args.imagine) if args.imagine  # noqa: E731
+                                 else timed_step(compiled if b else wm, True, seed))
+    elif args.compare_steps:  # "plain" is A steps, "fast" B steps, both on the fast paths
         candidates, frames, _ = args.imagine
         timed = lambda b, seed: timed_imagine(wm, True, seed, candidates, frames, args.compare_steps[int(b)])  # noqa: E731
     elif args.imagine:
@@ -90,9 +108,13 @@ def main() -> None:
             (fast if reuse else plain).append(timed(reuse, r))
     ratios = [a / b for a, b in zip(plain, fast)]
     result = {"checkpoint": args.checkpoint, "resolution": list(wm.config.resolution), "threads": args.threads,
+              "compiled": (None if compiled is None else {"seconds": report.seconds, "modules": list(report.modules),
+                                                          "max_grey_level_difference": report.max_grey_level_difference,
+                                                          "differing_pixel_fraction": report.differing_pixel_fraction}),
               "timed": (f"imagine {args.imagine[:2]}, Euler steps {args.compare_steps[0]} (plain) vs "
                         f"{args.compare_steps[1]} (fast)" if args.compare_steps
-                        else f"imagine {args.imagine}" if args.imagine else "step"),
+                        else f"imagine {args.imagine}" if args.imagine else "step")
+              + (", eager (plain) vs compiled (fast)" if args.compile else ""),
               "repeats": args.repeats, "plain_step_s": plain, "fast_step_s": fast,
               "speedup": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,3 +37,26 @@ def test_quick_bench_writes_every_contract_figure(tmp_path, capsys):
 def test_bad_checkpoint_exits_2(tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "missing"), "--quick", "--out", str(tmp_path / "b.json")]) == 2
     assert "cannot load checkpoint" in capsys.readouterr().err
+
+
+def test_compile_reports_both_models_or_exits_2_with_the_reason(tmp_path, capsys, monkeypatch):
+    import torch
+
+    def broken(fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("no working C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    args = ["--checkpoint", "random:tiny", "--quick", "--threads", "1", "--scaled-resolution", "16", "--compile"]
+    assert main(args + ["--out", str(tmp_path / "c.json")]) == 2
+    assert "--compile: torch.compile failed here (RuntimeError: no working C++ compiler)" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()
+    # The reporting path (the compiler replaced by the same function: the real one is test_compiled.py's).
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    assert main(args + ["--out", str(tmp_path / "b.json")]) == 0
+    compiled = json.loads((tmp_path / "b.json").read_text())["compiled"]
+    assert set(compiled) == {"checkpoint", "scaled"}
+    assert compiled["scaled"]["modules"] == ["codec.encoder", "codec.decoder"]
+    assert compiled["checkpoint"]["max_grey_level_difference"] == 0 and compiled["checkpoint"]["seconds"] > 0
+    assert "compiled (codec and anchor decoder): checkpoint in" in capsys.readouterr().out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import platform
 import subprocess
@@ -43,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scaled-resolution", type=non_negative_int, default=128,
                    help="pixels (square) of the checkpoint's architecture, random weights, for predicted_fps_<N>px")
     p.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the codec and anchor decoder of both step models first (torch.compile, opt-in: "
+                        "minutes the first time, seconds once inductor's disk cache has them; docs/SPEED.md)")
     args = p.parse_args(argv)
     check_output_file(p, args.out, (".json",))
     return args
@@ -280,11 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         lengths, repeats, dense_max, fps_chunks = [1, 2, 4, 8, 16, 32, 48, 64], 3, 32, 16
         batches, horizon, long_frames, step_repeats = [1, 2, 4, 8, 16, 32, 64], 8, 10_000, 9
-    time_step(cached, 1, 0)  # warm-up
     result: dict = {"checkpoint": args.checkpoint, "quick": args.quick, "torch_threads": torch.get_num_threads(),
                     "machine": platform.processor() or platform.machine()}
+    counted = counted_step_flops(cached) if cached.config.codec.kind == "autoencoder_kl" else None  # eager ops
+    scaled = at_resolution(cached, args.scaled_resolution)
+    if args.compile:
+        from astra_ros.model.compiled import CompileFailed, compile_convolutions
+        try:
+            result["compiled"] = {name: dataclasses.asdict(compile_convolutions(model))
+                                  for name, model in (("checkpoint", cached), ("scaled", scaled))}
+        except CompileFailed as err:
+            print(f"astra-bench: --compile: {err}", file=sys.stderr)
+            return 2
+    time_step(cached, 1, 0)  # warm-up
     # 1. The step, its FLOPs, its stages and the matmul peak, interleaved in one loop.
-    steps = step_figures({"checkpoint": cached, "scaled": at_resolution(cached, args.scaled_resolution)}, step_repeats,
+    steps = step_figures({"checkpoint": cached, "scaled": scaled}, step_repeats,
                          peak_seconds=0.2 if args.quick else 0.4,
                          fps_chunks=max(2, fps_chunks // 2))
     main_fig, big = steps["models"]["checkpoint"], steps["models"]["scaled"]
@@ -299,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         f"predicted_fps_{args.scaled_resolution}px": big["predicted_fps"]["median"],
         "step": steps,
     })
-    if cached.config.codec.kind == "autoencoder_kl":
-        counted = counted_step_flops(cached)
+    if counted is not None:
         result["step_flops_check"] = {
             "flop_counter": counted, "analytic_without_attention": main_fig["step_flops"] - main_fig["step_attention_flops"],
             "note": "flop_counter counts no CPU flash attention; the rest (action encoder, view rotations) "
@@ -332,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
           f"GFLOP/s; step_vs_matmul_peak {result['step_vs_matmul_peak']:.2f} "
           f"[{spread['min']:.2f}, {spread['max']:.2f}] over {spread['n']} repeats")
     print("step stages: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in result["step_stage_fraction"].items()))
+    if args.compile:
+        print("compiled (codec and anchor decoder): " + "; ".join(
+            f"{name} in {c['seconds']:.0f} s, frames within {c['max_grey_level_difference']} grey level(s) of eager"
+            for name, c in result["compiled"].items()))
     print(f"wrote {args.out} in {result['wall_time_s']:.0f} s")
     return 0
 

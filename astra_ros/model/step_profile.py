@@ -45,8 +45,9 @@ class StepRecorder:
             shapes(*args, **kwargs)
             return out
 
+        previous = vars(obj).get(name)  # an instance attribute already there (a compiled forward) comes back after
         setattr(obj, name, timed)
-        return obj, name
+        return obj, name, previous
 
     @contextmanager
     def recording(self):
@@ -80,8 +81,11 @@ class StepRecorder:
         try:
             yield self
         finally:
-            for obj, name in wrapped:
-                delattr(obj, name)  # back to the class's method
+            for obj, name, previous in wrapped:
+                if previous is None:
+                    delattr(obj, name)  # back to the class's method
+                else:
+                    setattr(obj, name, previous)
 
     def flops(self) -> dict[str, F.Flops]:
         """Analytic FLOPs of the recorded calls by stage (:data:`STAGES`)."""

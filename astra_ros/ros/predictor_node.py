@@ -89,6 +89,7 @@ from std_srvs.srv import Trigger
 from astra_ros.data.actions import KeyThresholds
 from astra_ros.data.bags import COMMAND_TIMEOUT_NS
 from astra_ros.data.geometry import interpolate_transform
+from astra_ros.model.compiled import compile_or_explain
 from astra_ros.model.precision import UnreliablePrecision
 from astra_ros.model.world_model import ImagineCancelled
 from astra_ros.ros.arm_camera_input import ArmCameraFromTf
@@ -157,6 +158,10 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, Node):
             self._model.set_precision(self._params["precision"])
         except (ValueError, UnreliablePrecision) as error:  # unknown name, or bf16 kernels that compute wrongly
             raise StartupError(f"parameter precision={self._params['precision']!r}: {error}") from error
+        if self._params["compile"]:  # here, before any thread runs the model
+            self.get_logger().info("compile:=true: compiling the codec and anchor decoder (minutes the first time)")
+            compiled, message = compile_or_explain(self._model)
+            (self.get_logger().info if compiled else self.get_logger().error)(f"compile:=true: {message}")
         for name, value in self._params.items():
             reason = self._check_value(name, value)
             if reason:

@@ -1,0 +1,115 @@
+"""Opt-in ``torch.compile`` of the model's convolution stacks: the codec's encoder and decoder and the
+anchor decoder.
+
+They are most of a streaming step (codec and anchor decoder 60-70 % of it, docs/SPEED.md), and between
+their convolutions run GroupNorm, SiLU, upsampling and additions that eager PyTorch launches one by one;
+compiled, those fuse. It is opt-in because it costs minutes of compiling the first time (inductor keeps
+its artefacts on disk, so a later process compiles the same shapes in seconds), needs a C++ compiler,
+and its fused kernels round differently: frames may differ from the eager ones by a grey level on a few
+pixels. :func:`compile_convolutions` compiles, warms up on the shapes a stream uses, checks the frames
+against the eager ones and undoes itself when anything fails.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+# Largest difference [grey levels, of 255] accepted between compiled and eager frames (measured: 1, on
+# 0.03 % of the pixels of a 128 px step); a kernel bug differs by tens.
+GREY_LEVEL_TOLERANCE = 2
+
+
+class CompileFailed(RuntimeError):
+    """torch.compile could not compile the model here, or its frames disagree with the eager ones."""
+
+
+@dataclass(frozen=True)
+class CompileReport:
+    seconds: float  # compiling and warming up, on this process
+    max_grey_level_difference: int  # compiled vs eager frames of the warm-up stream
+    differing_pixel_fraction: float
+    modules: tuple[str, ...]
+
+
+def compilable_modules(model) -> dict[str, nn.Module]:
+    """The modules :func:`compile_convolutions` compiles, by name."""
+    if model.config.codec.kind != "autoencoder_kl":
+        raise CompileFailed(f"compiling is offered for the autoencoder_kl codec, not {model.config.codec.kind!r}")
+    modules = {"codec.encoder": model.codec.vae.encoder, "codec.decoder": model.codec.vae.decoder}
+    if model.anchor_decoder is not None:
+        modules["anchor_decoder"] = model.anchor_decoder
+    return modules
+
+
+def _probe_frames(model) -> np.ndarray:
+    """A short stream on a twin of ``model`` (its own stream, the same weights): start, two steps, and a
+    2-candidate imagine, so the compiled code sees every kind of call a node makes before it serves one.
+    Returns every frame it produced (uint8)."""
+    stream = model.twin()
+    cfg = model.config
+    n = model.frames_per_chunk
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (cfg.max_history_chunks * n, *cfg.resolution, 3), dtype=np.uint8)
+    modality = "twist" if "twist" in model.modalities else model.modalities[0]
+    actions = (rng.normal(size=(frames.shape[0], model.action_dim(modality))) * 0.05).astype(np.float32)
+    stream.start(frames, actions, modality=modality, seed=0)
+    out = [stream.step(actions[:n], seed=0), stream.step(actions[n:2 * n], seed=1)]
+    plans = (rng.normal(size=(2, 2 * n, actions.shape[1])) * 0.05).astype(np.float32)
+    out.extend(stream.imagine(plans, seed=0, shared_noise=True))
+    return np.concatenate([np.asarray(o).reshape(-1, *cfg.resolution, 3) for o in out])
+
+
+def _restore(modules: dict[str, nn.Module]) -> None:
+    for module in modules.values():
+        module.__dict__.pop("forward", None)  # back to the class's own forward
+
+
+def compile_convolutions(model) -> CompileReport:
+    """Compile ``model``'s codec encoder and decoder and its anchor decoder in place (their weights and
+    state dict unchanged), warm them up and check them against the eager frames.
+
+    Raises :class:`CompileFailed` (the model then runs eagerly, as before) when torch.compile fails here
+    (no C++ compiler, an unsupported operation) or the compiled frames differ by more than
+    ``GREY_LEVEL_TOLERANCE`` grey levels.
+    """
+    modules = compilable_modules(model)
+    if any("forward" in module.__dict__ for module in modules.values()):
+        raise CompileFailed("the model's convolution stacks are compiled already")
+    with torch.no_grad():
+        eager = _probe_frames(model)
+    started = time.perf_counter()
+    for module in modules.values():
+        module.forward = torch.compile(module.forward)  # an instance attribute over the class's method
+    try:
+        with torch.no_grad():
+            compiled = _probe_frames(model)
+    except Exception as error:  # inductor raises many kinds (no compiler, lowering errors, ...)
+        _restore(modules)
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise CompileFailed(f"torch.compile failed here ({type(error).__name__}: {first_line[:300]}); the model "
+                            "runs uncompiled") from error
+    seconds = time.perf_counter() - started
+    difference = np.abs(compiled.astype(np.int16) - eager.astype(np.int16))
+    worst = int(difference.max())
+    if worst > GREY_LEVEL_TOLERANCE:
+        _restore(modules)
+        raise CompileFailed(f"compiled frames differ from the eager ones by up to {worst} grey levels (accepted: "
+                            f"{GREY_LEVEL_TOLERANCE}); the model runs uncompiled")
+    return CompileReport(seconds=seconds, max_grey_level_difference=worst,
+                         differing_pixel_fraction=float((difference > 0).mean()), modules=tuple(modules))
+
+
+def compile_or_explain(model) -> tuple[CompileReport | None, str]:
+    """:func:`compile_convolutions` for a service that should run on, compiled or not: the report (None when
+    it failed) and one line saying what happened."""
+    try:
+        report = compile_convolutions(model)
+    except CompileFailed as error:
+        return None, str(error)
+    return report, (f"compiled {', '.join(report.modules)} in {report.seconds:.0f} s; frames within "
+                    f"{report.max_grey_level_difference} grey level(s) of the eager ones")
