@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from astra_ros.cli.bench import at_resolution
 from astra_ros.model import load_world_model
-from astra_ros.model.compiled import compile_convolutions
+from astra_ros.model.compiled import CompileFailed, compile_convolutions
 
 
 def timed_step(wm, reuse: bool, seed: int) -> float:
@@ -75,6 +75,8 @@ def main() -> None:
     args = p.parse_args()
     if args.compare_steps and not args.imagine:
         p.error("--compare-steps needs --imagine CANDIDATES FRAMES STEPS")
+    if args.compile and args.compare_steps:
+        p.error("--compile compares eager against compiled; --compare-steps compares Euler steps: one at a time")
     torch.set_num_threads(args.threads)
 
     def load():
@@ -85,7 +87,10 @@ def main() -> None:
     compiled = None
     if args.compile:
         compiled = load()
-        report = compile_convolutions(compiled)
+        try:
+            report = compile_convolutions(compiled)
+        except CompileFailed as error:
+            raise SystemExit(f"step_ab.py: --compile: {error}") from error
         print(f"compiled {', '.join(report.modules)} in {report.seconds:.0f} s; frames differ by up to "
               f"{report.max_grey_level_difference} grey level(s) on {100 * report.differing_pixel_fraction:.3f} % "
               "of pixels")

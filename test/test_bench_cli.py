@@ -56,7 +56,7 @@ def test_compile_reports_both_models_or_exits_2_with_the_reason(tmp_path, capsys
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
     assert main(args + ["--out", str(tmp_path / "b.json")]) == 0
     compiled = json.loads((tmp_path / "b.json").read_text())["compiled"]
-    assert set(compiled) == {"checkpoint", "scaled"}
+    assert set(compiled) == {"checkpoint", "scaled", "applies_to"}
     assert compiled["scaled"]["modules"] == ["codec.encoder", "codec.decoder"]
     assert compiled["checkpoint"]["max_grey_level_difference"] == 0 and compiled["checkpoint"]["seconds"] > 0
     assert "compiled (codec and anchor decoder): checkpoint in" in capsys.readouterr().out

@@ -36,9 +36,20 @@ def _frames(model: WorldModel) -> np.ndarray:
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile's CPU backend needs a C++ compiler")
 def test_compiled_stacks_keep_the_weights_and_the_frames():
+    threads_before = torch.get_num_threads()
     eager, model = _tiny(), _tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    report = compile_convolutions(model)
+    # Compiled in the middle of a stream: the warm-up runs on a stream of its own, this one goes on as it was.
+    rng = np.random.default_rng(9)
+    video = rng.integers(0, 256, (4, *model.resolution, 3), dtype=np.uint8)
+    actions = (rng.normal(size=(6, 6)) * 0.2).astype(np.float32)
+    for m in (eager, model):
+        m.start(video, actions[:4], modality="twist", seed=1)
+    report = compile_convolutions(model, context_frames=4, threads=1)
+    assert torch.get_num_threads() == threads_before
+    assert np.abs(model.step(actions[4:], seed=2).astype(int) - eager.step(actions[4:], seed=2).astype(int)).max() <= 1
+    for m in (eager, model):
+        m.reset()
     assert report.modules == ("codec.encoder", "codec.decoder", "anchor_decoder")
     assert report.seconds > 0 and report.max_grey_level_difference <= GREY_LEVEL_TOLERANCE
     after = model.state_dict()

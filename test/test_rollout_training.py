@@ -135,5 +135,8 @@ def test_a_run_trains_on_its_rollouts_and_the_recipe_is_checked(tmp_path):
         TrainRecipe(**{**recipe, "model": TURNING, "clip_frames": 4}).validate()
     with pytest.raises(ConfigError, match=r"rollout_history_modalities names modalities \['wheels'\]"):
         TrainRecipe(**{**recipe, "model": TURNING, "rollout_history_modalities": ["camera", "wheels"]}).validate()
+    with pytest.raises(ConfigError, match="rollout_history_fraction is 0"):
+        TrainRecipe(**{**recipe, "model": TURNING, "rollout_history_fraction": 0.0,
+                       "rollout_history_modalities": ["twist"]}).validate()
     with pytest.raises(ConfigError, match="must be a list of modality names"):
         TrainRecipe(**{**recipe, "model": TURNING, "rollout_history_modalities": "camera"}).validate()

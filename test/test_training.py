@@ -204,7 +204,12 @@ def test_resume_refuses_a_changed_recipe_but_not_a_longer_run(bags, tmp_path, ca
     assert train_main(["--config", str(_recipe(tmp_path)), "--resume", "--data", str(bags), "--no-progress",
                        "--out", str(tmp_path / "never")]) == 2
     assert "no complete training state" in caplog.text
+    # A state saved before a recipe field existed resumes, that field at its default then and now.
     state_json = tmp_path / "run" / "train_state" / "state.json"
+    meta = json.loads(state_json.read_text())
+    del meta["recipe"]["rollout_history_modalities"]
+    state_json.write_text(json.dumps(meta))
+    assert train_main(["--config", str(longer), "--resume"] + common) == 0
     for damaged in ("[]", '{"phase": "world"}', "{not json"):
         caplog.clear()
         state_json.write_text(damaged)

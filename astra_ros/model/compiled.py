@@ -46,21 +46,25 @@ def compilable_modules(model) -> dict[str, nn.Module]:
     return modules
 
 
-def _probe_frames(model) -> np.ndarray:
-    """A short stream on a twin of ``model`` (its own stream, the same weights): start, two steps, and a
-    2-candidate imagine, so the compiled code sees every kind of call a node makes before it serves one.
+def _probe_frames(model, context_frames: int | None) -> np.ndarray:
+    """A short stream on a twin of ``model`` (its own stream, the same weights; the model's own is left
+    alone): start from ``context_frames`` (default: a full history), two steps, and imagine calls of 2 and
+    3 candidates, so that the compiled code has seen each kind of call a node makes, and the batch size
+    change (torch.compile then keeps that dimension dynamic), before it serves one.
     Returns every frame it produced (uint8)."""
     stream = model.twin()
     cfg = model.config
     n = model.frames_per_chunk
     rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (cfg.max_history_chunks * n, *cfg.resolution, 3), dtype=np.uint8)
+    count = context_frames or cfg.max_history_chunks * n
+    frames = rng.integers(0, 256, (count, *cfg.resolution, 3), dtype=np.uint8)
     modality = "twist" if "twist" in model.modalities else model.modalities[0]
-    actions = (rng.normal(size=(frames.shape[0], model.action_dim(modality))) * 0.05).astype(np.float32)
+    actions = (rng.normal(size=(count, model.action_dim(modality))) * 0.05).astype(np.float32)
     stream.start(frames, actions, modality=modality, seed=0)
-    out = [stream.step(actions[:n], seed=0), stream.step(actions[n:2 * n], seed=1)]
-    plans = (rng.normal(size=(2, 2 * n, actions.shape[1])) * 0.05).astype(np.float32)
-    out.extend(stream.imagine(plans, seed=0, shared_noise=True))
+    out = [stream.step(actions[:n], seed=0), stream.step(actions[-n:], seed=1)]
+    for candidates in (2, 3):
+        plans = (rng.normal(size=(candidates, 2 * n, actions.shape[1])) * 0.05).astype(np.float32)
+        out.extend(stream.imagine(plans, seed=0, shared_noise=True))
     return np.concatenate([np.asarray(o).reshape(-1, *cfg.resolution, 3) for o in out])
 
 
@@ -69,31 +73,40 @@ def _restore(modules: dict[str, nn.Module]) -> None:
         module.__dict__.pop("forward", None)  # back to the class's own forward
 
 
-def compile_convolutions(model) -> CompileReport:
+def compile_convolutions(model, context_frames: int | None = None, threads: int | None = None) -> CompileReport:
     """Compile ``model``'s codec encoder and decoder and its anchor decoder in place (their weights and
     state dict unchanged), warm them up and check them against the eager frames.
 
+    ``context_frames``: what the caller starts its streams from (the warm-up does the same); ``threads``: the
+    torch threads the model will run on. Inductor writes the thread count into the kernels it generates,
+    so compile on the threads that will run them (default: the current setting).
+
     Raises :class:`CompileFailed` (the model then runs eagerly, as before) when torch.compile fails here
     (no C++ compiler, an unsupported operation) or the compiled frames differ by more than
-    ``GREY_LEVEL_TOLERANCE`` grey levels.
+    ``GREY_LEVEL_TOLERANCE`` grey levels. Calls of shapes the warm-up did not make compile when they come.
     """
     modules = compilable_modules(model)
     if any("forward" in module.__dict__ for module in modules.values()):
         raise CompileFailed("the model's convolution stacks are compiled already")
-    with torch.no_grad():
-        eager = _probe_frames(model)
-    started = time.perf_counter()
-    for module in modules.values():
-        module.forward = torch.compile(module.forward)  # an instance attribute over the class's method
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     try:
         with torch.no_grad():
-            compiled = _probe_frames(model)
+            eager = _probe_frames(model, context_frames)
+        started = time.perf_counter()
+        for module in modules.values():
+            module.forward = torch.compile(module.forward)  # an instance attribute over the class's method
+        with torch.no_grad():
+            compiled = _probe_frames(model, context_frames)
+        seconds = time.perf_counter() - started
     except Exception as error:  # inductor raises many kinds (no compiler, lowering errors, ...)
         _restore(modules)
         first_line = (str(error).strip().splitlines() or [""])[0]
         raise CompileFailed(f"torch.compile failed here ({type(error).__name__}: {first_line[:300]}); the model "
                             "runs uncompiled") from error
-    seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(before)
     difference = np.abs(compiled.astype(np.int16) - eager.astype(np.int16))
     worst = int(difference.max())
     if worst > GREY_LEVEL_TOLERANCE:
@@ -104,11 +117,12 @@ def compile_convolutions(model) -> CompileReport:
                          differing_pixel_fraction=float((difference > 0).mean()), modules=tuple(modules))
 
 
-def compile_or_explain(model) -> tuple[CompileReport | None, str]:
+def compile_or_explain(model, context_frames: int | None = None,
+                       threads: int | None = None) -> tuple[CompileReport | None, str]:
     """:func:`compile_convolutions` for a service that should run on, compiled or not: the report (None when
     it failed) and one line saying what happened."""
     try:
-        report = compile_convolutions(model)
+        report = compile_convolutions(model, context_frames, threads)
     except CompileFailed as error:
         return None, str(error)
     return report, (f"compiled {', '.join(report.modules)} in {report.seconds:.0f} s; frames within "

@@ -158,10 +158,6 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, Node):
             self._model.set_precision(self._params["precision"])
         except (ValueError, UnreliablePrecision) as error:  # unknown name, or bf16 kernels that compute wrongly
             raise StartupError(f"parameter precision={self._params['precision']!r}: {error}") from error
-        if self._params["compile"]:  # here, before any thread runs the model
-            self.get_logger().info("compile:=true: compiling the codec and anchor decoder (minutes the first time)")
-            compiled, message = compile_or_explain(self._model)
-            (self.get_logger().info if compiled else self.get_logger().error)(f"compile:=true: {message}")
         for name, value in self._params.items():
             reason = self._check_value(name, value)
             if reason:
@@ -218,6 +214,10 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, Node):
             self._camera_info = self._predicted_camera_info(np.asarray(intrinsics, dtype=np.float64))
         threads = self._params["num_threads"] or max(1, (os.cpu_count() or 2) // 2)
         self._threads = threads
+        if self._params["compile"]:  # after the checks, before any thread runs the model, on the threads it will use
+            self.get_logger().info("compile:=true: compiling the codec and anchor decoder (minutes the first time)")
+            compiled, message = compile_or_explain(self._model, self._params["context_frames"], threads)
+            (self.get_logger().info if compiled else self.get_logger().error)(f"compile:=true: {message}")
         self._topics: dict[str, str] = {}  # input -> resolved topic name
 
         # The node spins on a single-threaded executor (see main): its callbacks never wait for the model.

@@ -199,6 +199,9 @@ class TrainRecipe:
         if unknown:
             raise ConfigError(f"rollout_history_modalities names modalities {unknown} the model does not have "
                               f"({list(cfg.modalities)})")
+        if self.rollout_history_modalities and self.rollout_history_fraction == 0:
+            raise ConfigError("rollout_history_modalities says which clips get rolled-out histories, but "
+                              "rollout_history_fraction is 0: set a fraction, or leave the modalities out")
         if not 0.0 <= self.arm_map_dropout <= 1.0:
             raise ConfigError(f"arm_map_dropout must be in [0, 1], got {self.arm_map_dropout}")
         if not isinstance(self.modality_weights, dict):

@@ -75,6 +75,14 @@ def _loss_rows_up_to(path: Path, step: int) -> list[list[str]]:
 BF16_NORM_WARNING = "Mismatch dtype between input and weight"
 
 
+def _recipe_defaults() -> dict[str, Any]:
+    """Each recipe field's default as a state's JSON holds it (tuples -> lists)."""
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(TrainRecipe)
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    return json.loads(json.dumps(defaults))
+
+
 class Trainer:
     def __init__(self, recipe: TrainRecipe, data: Sequence[DataSource | Path | str], out_dir: Path, *, resume: bool = False,
                  init_checkpoint: str | None = None, init_codec: str | None = None,
@@ -194,6 +202,7 @@ class Trainer:
             log.warning("the training state predates recipe checks: make sure the recipe is the one it was trained with")
             return meta
         now = json.loads(json.dumps(dataclasses.asdict(self.recipe)))  # as JSON stored it (tuples -> lists)
+        saved = {**_recipe_defaults(), **saved}  # a field newer than the state was at its default then
         changed = sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k))
         refused = [k for k in changed if k not in RESUME_MAY_CHANGE]
         if refused:
