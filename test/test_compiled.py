@@ -102,3 +102,16 @@ def test_only_the_autoencoder_codec_is_offered():
     wan = SimpleNamespace(config=SimpleNamespace(codec=SimpleNamespace(kind="wan")))  # the check reads the kind first
     with pytest.raises(CompileFailed, match="autoencoder_kl codec, not 'wan'"):
         compilable_modules(wan)
+
+
+def test_shapes_the_warm_up_never_met_run_eagerly():
+    """A new shape would compile inside whichever thread meets it (minutes, unchecked): it runs eagerly."""
+    from astra_ros.model.compiled import _WarmedForward
+
+    calls = []
+    forward = _WarmedForward(lambda x: calls.append(("eager", tuple(x.shape))), lambda x: calls.append(("compiled", tuple(x.shape))))
+    forward(torch.zeros(2, 3))  # the warm-up
+    forward.learning = False
+    forward(torch.zeros(2, 3))
+    forward(torch.zeros(5, 3))
+    assert calls == [("compiled", (2, 3)), ("compiled", (2, 3)), ("eager", (5, 3))]

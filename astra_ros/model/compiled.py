@@ -48,9 +48,8 @@ def compilable_modules(model) -> dict[str, nn.Module]:
 
 def _probe_frames(model, context_frames: int | None) -> np.ndarray:
     """A short stream on a twin of ``model`` (its own stream, the same weights; the model's own is left
-    alone): start from ``context_frames`` (default: a full history), two steps, and imagine calls of 2 and
-    3 candidates, so that the compiled code has seen each kind of call a node makes, and the batch size
-    change (torch.compile then keeps that dimension dynamic), before it serves one.
+    alone) making the calls a node makes: start from ``context_frames`` (default: a full history), a step,
+    a live forecast (one candidate, every frame decoded, then only the last), and a 2-candidate imagine.
     Returns every frame it produced (uint8)."""
     stream = model.twin()
     cfg = model.config
@@ -59,13 +58,37 @@ def _probe_frames(model, context_frames: int | None) -> np.ndarray:
     count = context_frames or cfg.max_history_chunks * n
     frames = rng.integers(0, 256, (count, *cfg.resolution, 3), dtype=np.uint8)
     modality = "twist" if "twist" in model.modalities else model.modalities[0]
-    actions = (rng.normal(size=(count, model.action_dim(modality))) * 0.05).astype(np.float32)
+    dim = model.action_dim(modality)
+    actions = (rng.normal(size=(count, dim)) * 0.05).astype(np.float32)
+    plans = (rng.normal(size=(2, 2 * n, dim)) * 0.05).astype(np.float32)
     stream.start(frames, actions, modality=modality, seed=0)
-    out = [stream.step(actions[:n], seed=0), stream.step(actions[-n:], seed=1)]
-    for candidates in (2, 3):
-        plans = (rng.normal(size=(candidates, 2 * n, actions.shape[1])) * 0.05).astype(np.float32)
-        out.extend(stream.imagine(plans, seed=0, shared_noise=True))
+    out = [stream.step(actions[:n], seed=0)]
+    stream.start(frames, actions, modality=modality, seed=0)
+    out += [stream.imagine(plans[:1], seed=0), stream.imagine(plans[:1], seed=0, decode=[2 * n - 1]),
+            stream.imagine(plans, seed=0, shared_noise=True)]
     return np.concatenate([np.asarray(o).reshape(-1, *cfg.resolution, 3) for o in out])
+
+
+class _WarmedForward:
+    """A module's forward that runs compiled for the input shapes met while ``learning`` (the warm-up's,
+    checked against the eager frames) and eagerly for any other: a new shape would otherwise compile
+    inside whichever thread meets it (minutes, unchecked)."""
+
+    def __init__(self, eager, compiled) -> None:
+        self.eager, self.compiled = eager, compiled
+        self.shapes: set[tuple] = set()
+        self.learning = True
+
+    @staticmethod
+    def _key(args, kwargs) -> tuple:
+        return tuple(tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+                     for a in (*args, *kwargs.values())) + tuple(kwargs)
+
+    def __call__(self, *args, **kwargs):
+        key = self._key(args, kwargs)
+        if self.learning:
+            self.shapes.add(key)
+        return (self.compiled if key in self.shapes else self.eager)(*args, **kwargs)
 
 
 def _restore(modules: dict[str, nn.Module]) -> None:
@@ -83,7 +106,7 @@ def compile_convolutions(model, context_frames: int | None = None, threads: int 
 
     Raises :class:`CompileFailed` (the model then runs eagerly, as before) when torch.compile fails here
     (no C++ compiler, an unsupported operation) or the compiled frames differ by more than
-    ``GREY_LEVEL_TOLERANCE`` grey levels. Calls of shapes the warm-up did not make compile when they come.
+    ``GREY_LEVEL_TOLERANCE`` grey levels. Calls of shapes the warm-up did not make run eagerly.
     """
     modules = compilable_modules(model)
     if any("forward" in module.__dict__ for module in modules.values()):
@@ -95,10 +118,12 @@ def compile_convolutions(model, context_frames: int | None = None, threads: int 
         with torch.no_grad():
             eager = _probe_frames(model, context_frames)
         started = time.perf_counter()
-        for module in modules.values():
-            module.forward = torch.compile(module.forward)  # an instance attribute over the class's method
+        for module in modules.values():  # an instance attribute over the class's method
+            module.forward = _WarmedForward(module.forward, torch.compile(module.forward))
         with torch.no_grad():
             compiled = _probe_frames(model, context_frames)
+        for module in modules.values():
+            module.forward.learning = False
         seconds = time.perf_counter() - started
     except Exception as error:  # inductor raises many kinds (no compiler, lowering errors, ...)
         _restore(modules)
