@@ -34,8 +34,8 @@ PARAMETERS: dict[str, ParamSpec] = {
     "precision": ParamSpec("float32", "compute precision of the transformer: bfloat16 is ~1.2x faster on CPUs "
                        "with AVX512-BF16 (bench/profile_inference.py) at a mean change of under one grey level",
                        read_only=True, choices=("float32", "bfloat16")),
-    "compile": ParamSpec(False, "torch.compile the codec and anchor decoder at startup: about 1.2x faster steps "
-                         "(docs/SPEED.md) for minutes of compiling the first time (seconds once torch's disk cache "
+    "compile": ParamSpec(False, "torch.compile the codec and anchor decoder at startup: steps 1.3x faster at 64 px, "
+                         "1.06x at 128 px (2 threads, docs/SPEED.md) for minutes of compiling the first time (seconds once torch's disk cache "
                          "holds them); frames within a grey level or two of the eager ones; if compiling fails here "
                          "the node runs eagerly and logs why", read_only=True),
     "action_modality": ParamSpec("twist", "actions fed to the model: camera (pose = camera optical frame in the world), "
