@@ -15,6 +15,7 @@ model ("plain") against a copy whose codec and anchor decoder are compiled ("fas
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -94,7 +95,7 @@ def main() -> None:
         print(f"compiled {', '.join(report.modules)} in {report.seconds:.0f} s; frames differ by up to "
               f"{report.max_grey_level_difference} grey level(s) on {100 * report.differing_pixel_fraction:.3f} % "
               "of pixels")
-    if args.compile:  # "plain" is the eager model, "fast" the compiled one
+        # "plain" is the eager model, "fast" the compiled one
         timed = lambda b, seed: (timed_imagine(compiled if b else wm, True, seed, *args.imagine) if args.imagine  # noqa: E731
                                  else timed_step(compiled if b else wm, True, seed))
     elif args.compare_steps:  # "plain" is A steps, "fast" B steps, both on the fast paths
@@ -113,9 +114,7 @@ def main() -> None:
             (fast if reuse else plain).append(timed(reuse, r))
     ratios = [a / b for a, b in zip(plain, fast)]
     result = {"checkpoint": args.checkpoint, "resolution": list(wm.config.resolution), "threads": args.threads,
-              "compiled": (None if compiled is None else {"seconds": report.seconds, "modules": list(report.modules),
-                                                          "max_grey_level_difference": report.max_grey_level_difference,
-                                                          "differing_pixel_fraction": report.differing_pixel_fraction}),
+              "compiled": None if compiled is None else dataclasses.asdict(report),
               "timed": (f"imagine {args.imagine[:2]}, Euler steps {args.compare_steps[0]} (plain) vs "
                         f"{args.compare_steps[1]} (fast)" if args.compare_steps
                         else f"imagine {args.imagine}" if args.imagine else "step")
