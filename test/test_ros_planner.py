@@ -108,7 +108,11 @@ def test_planner_publishes_planned_twists_through_the_predictor(harness, goal_fi
 
         wait_until(planned, 40.0, "two plans in the planner's /diagnostics", harness.planner_status)
         status = harness.planner_status()
-        assert status["level"] == 0 and status["state"] == "planning", status
+        assert status["state"] == "planning", status
+        # OK, or WARN for the one reason a slow machine gives: a plan took longer to search than it covers
+        # (CI's 2 cores can be that slow; the node says so rather than pretending the base runs smoothly).
+        slow = float(status["last_plan_s"]) > float(status["last_plan_duration_s"])
+        assert status["level"] == 0 or (status["level"] == 1 and slow and "base stops between plans" in status["message"]), status
         with harness.lock:
             commands = [(c.linear.x, c.angular.z) for c in harness.commands]
         moving = [c for c in commands if c != (0.0, 0.0)]
