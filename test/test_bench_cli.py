@@ -39,18 +39,12 @@ def test_bad_checkpoint_exits_2(tmp_path, capsys):
     assert "cannot load checkpoint" in capsys.readouterr().err
 
 
-def test_compile_reports_both_models_or_exits_2_with_the_reason(tmp_path, capsys, monkeypatch):
+def test_compile_reports_both_models_or_exits_2_with_the_reason(tmp_path, capsys, monkeypatch, broken_torch_compile):
     import torch
 
-    def broken(fn, **kwargs):
-        def run(*args, **kw):
-            raise RuntimeError("no working C++ compiler")
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken)
     args = ["--checkpoint", "random:tiny", "--quick", "--threads", "1", "--scaled-resolution", "16", "--compile"]
     assert main(args + ["--out", str(tmp_path / "c.json")]) == 2
-    assert "--compile: torch.compile failed here (RuntimeError: no working C++ compiler)" in capsys.readouterr().err
+    assert f"--compile: torch.compile failed here (RuntimeError: {broken_torch_compile}" in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
     # The reporting path (the compiler replaced by the same function: the real one is test_compiled.py's).
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
