@@ -51,7 +51,8 @@ FIELDS_ADDED_LATER = frozenset({"guidance_scale_by_modality", "motion_loss_weigh
                                 "latent_delta", "prediction", "action_motion",
                                 "anchor_decoder_width", "anchor_decoder_search",
                                 "rotation_reference", "reference_fovy_deg", "delta_scale",
-                                "frame_interval_s", "arm_map_cells"})
+                                "frame_interval_s", "arm_map_cells", "delta_scale_late",
+                                "delta_scale_late_after_s"})
 
 # Added with the Wan2.1 import (model/wan_import.py); older checkpoints have no folded cross-attention.
 FIELDS_ADDED_LATER |= {"context_bias"}

@@ -155,6 +155,12 @@ class AstraConfig:
     # (the last frame, or with rotation_reference the last frame turned), where an error as large as the
     # change itself costs more than it gains. It trades responsiveness to actions for PSNR. 1 = as sampled.
     delta_scale: float = 1.0
+    # The change scale of frames more than ``delta_scale_late_after_s`` after the newest observed frame
+    # (None: ``delta_scale`` throughout). A rollout's estimate grows less sure the further it runs from a
+    # real frame, and the network never trained on clips longer than ``clip_frames``; a smaller scale late
+    # keeps long rollouts from drifting below copying the last frame while the first second keeps its change.
+    delta_scale_late: float | None = None
+    delta_scale_late_after_s: float = 1.0  # [s] after the newest observed frame
     reference_fovy_deg: float = 67.5  # [deg] vertical field of view assumed without intrinsics
     # --- action input
     # Each frame's action also enters as its motion since the frame before (the camera's relative
@@ -190,6 +196,20 @@ class AstraConfig:
     def tokens_per_frame(self) -> int:
         rows, cols = self.token_grid
         return rows * cols
+
+    def delta_scales(self, first_frame_ahead: int) -> float | tuple[float, ...]:
+        """Change scale of a predicted chunk whose first pixel frame is ``first_frame_ahead`` frames after the
+        newest observed one (1 = the next frame): ``delta_scale`` when all of it lies within
+        ``delta_scale_late_after_s``, else one scale per latent frame (late from its last pixel frame)."""
+        if self.delta_scale_late is None:
+            return self.delta_scale
+        tf = self.codec.temporal_factor
+        # A frame k intervals ahead is late when k * interval exceeds the limit (a nanosecond's slack for rounding).
+        late = [(first_frame_ahead + (i + 1) * tf - 1) * self.frame_interval_s > self.delta_scale_late_after_s + 1e-9
+                for i in range(self.chunk_frames)]
+        if not any(late):
+            return self.delta_scale
+        return tuple(self.delta_scale_late if is_late else self.delta_scale for is_late in late)
 
     def guidance_scale_for(self, modality: str | None) -> float:
         """The default guidance scale for actions of ``modality`` (its override, else ``guidance_scale``)."""
@@ -284,7 +304,10 @@ def coerce_field(hint: Any, value: Any, name: str) -> Any:
             raise ConfigError(f"config field '{name}' must be an object, got {value!r}")
         _, vtype = typing.get_args(hint)
         return {str(k): coerce_field(vtype, v, f"{name}.{k}") for k, v in value.items()}
-    if isinstance(hint, types.UnionType):  # pragma: no cover - no optional fields today
+    if isinstance(hint, types.UnionType):
+        args = typing.get_args(hint)
+        if len(args) == 2 and type(None) in args:  # optional: null, or the other type
+            return None if value is None else coerce_field(next(a for a in args if a is not type(None)), value, name)
         raise ConfigError(f"unsupported config type for '{name}'")
     raise ConfigError(f"unsupported config type {hint!r} for '{name}'")
 
@@ -387,6 +410,13 @@ def _validate(cfg: AstraConfig) -> None:
         raise ConfigError(f"delta_scale must be in (0, 2], got {cfg.delta_scale}")
     if cfg.delta_scale != 1.0 and not cfg.latent_delta:
         raise ConfigError("delta_scale scales the predicted change of latent_delta: set latent_delta: true")
+    if cfg.delta_scale_late is not None:
+        if not 0.0 < cfg.delta_scale_late <= 2.0:
+            raise ConfigError(f"delta_scale_late must be in (0, 2] or null, got {cfg.delta_scale_late}")
+        if not cfg.latent_delta:
+            raise ConfigError("delta_scale_late scales the predicted change of latent_delta: set latent_delta: true")
+    if not (math.isfinite(cfg.delta_scale_late_after_s) and cfg.delta_scale_late_after_s >= 0.0):
+        raise ConfigError(f"delta_scale_late_after_s must be >= 0 s, got {cfg.delta_scale_late_after_s}")
     if not 0.0 < cfg.reference_fovy_deg < 180.0:
         raise ConfigError(f"reference_fovy_deg must be in (0, 180), got {cfg.reference_fovy_deg}")
     if not 0 <= cfg.arm_map_cells <= 16:

@@ -146,7 +146,8 @@ class Imagination:
                     reference = (self._turned_latents(newest[1], relative) if draft
                                  else self._turned_reference(*newest, relative))
                 chunk = self._predict(branch, features, gen, guidance_scale, shared_noise,
-                                      steps=steps, noise=predict_noise[rows], modality=modality, reference=reference)
+                                      steps=steps, noise=predict_noise[rows], modality=modality, reference=reference,
+                                      first_frame_ahead=self._frames_ahead + c * n + 1)
                 if rotations is not None and c < last_needed:  # the next chunk refers to this chunk's newest frame
                     newest_rotation = rotations[:, (c + 1) * n - 1]
                     pixels = (self._decode_float(chunk[:, :, -1:], rotations[:, (c + 1) * n - 1:(c + 1) * n])[:, 0]

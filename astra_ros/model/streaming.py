@@ -218,6 +218,7 @@ class StreamingRollout:
         shared_noise: bool = False,
         noise: torch.Tensor | None = None,
         reference: torch.Tensor | None = None,
+        delta_scale: float | tuple[float, ...] | None = None,
     ) -> torch.Tensor:
         """Denoise the next chunk from noise; returns clean latents (B, C, chunk_frames, h, w).
 
@@ -226,7 +227,8 @@ class StreamingRollout:
         ``shared_noise`` starts every batch row from the same noise (common random numbers);
         ``noise`` (B, C, chunk_frames, h, w) gives the starting noise instead of drawing it.
         ``reference`` (B or 1, C, chunk_frames, h, w): with ``latent_delta``, each frame's reference
-        instead of the newest history latent (``rotation_reference``).
+        instead of the newest history latent (``rotation_reference``). ``delta_scale``: the change scale,
+        one for the chunk or one per frame (default: the config's ``delta_scale``).
         """
         cfg = self.config
         b = features.shape[0] if batch is None else batch
@@ -258,8 +260,11 @@ class StreamingRollout:
             x = x + (times[i + 1] - times[i]) * v
         if not cfg.latent_delta:
             return x
-        if cfg.delta_scale != 1.0:  # shrink the sampled change towards its reference
-            x = x * cfg.delta_scale
+        scale = cfg.delta_scale if delta_scale is None else delta_scale
+        if isinstance(scale, tuple):  # one per frame: (B, C, frames, h, w) scaled along frames
+            x = x * torch.tensor(scale, dtype=x.dtype, device=x.device)[:, None, None]
+        elif scale != 1.0:  # shrink the sampled change towards its reference
+            x = x * scale
         if reference is not None:
             return x + reference.to(x).expand_as(x)
         if self.reference is None:

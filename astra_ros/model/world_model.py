@@ -83,6 +83,7 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         # frame (None: no predictions in the history). observe() restores them, so real frames replace
         # predictions instead of following them (DESIGN §2), evicted observed chunks included.
         self._before_predictions: tuple[StreamingRollout, torch.Tensor | None] | None = None
+        self._frames_ahead = 0  # frames step() predicted since the newest observed frame (delta_scales)
         # One stream of noise per entry point, so an unseeded call to one leaves the others reproducible.
         self._observe_generator = torch.Generator().manual_seed(0)
         self._imagine_generator = torch.Generator().manual_seed(1)
@@ -204,6 +205,7 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         self._turn_frame = None
         self._views.clear()
         self._before_predictions = None
+        self._frames_ahead = 0
 
     # ------------------------------------------------------------------ rotation reference
     def set_intrinsics(self, K: np.ndarray | torch.Tensor | None) -> None:
@@ -384,6 +386,7 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
             self.stream, self._last_action = self._before_predictions
             self.stream.compute_dtype = compute_dtype  # set_precision() may have run since
             self._before_predictions = None
+        self._frames_ahead = 0
         latents = self.codec.encode(frames[None].to(self.device))  # (1, C, T, h, w)
         if self.config.residual_decoding or self.config.rotation_reference:
             newest = frames[-1:].to(self.device)
@@ -468,7 +471,9 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
             if self.config.rotation_reference:
                 rotations = self._rotations_after_turn(chunk_actions)
                 reference = self._turned_reference(*self._turn_frame, self._turn_rotation.T @ rotations)
-            latents = self._predict(self.stream, features, gen, guidance_scale, reference=reference)
+            latents = self._predict(self.stream, features, gen, guidance_scale, reference=reference,
+                                    first_frame_ahead=self._frames_ahead + 1)
+            self._frames_ahead += n
             decoded = self._decode_float(latents, rotations)  # (1, n, 3, H, W)
             if rotations is not None:  # the next chunk turns this chunk's newest frame
                 self._turn_action, self._turn_rotation = chunk_actions[0, -1], rotations[0, -1]
@@ -506,7 +511,8 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
                 stream.append_history(history[:, :, start:start + cf].to(self.device), features,
                                       generator=history_generator or generator, defer=self.fuse_passes)
                 continue
-            latents = self._predict(stream, features, generator, None, modality=modality)
+            latents = self._predict(stream, features, generator, None, modality=modality,
+                                    first_frame_ahead=(start - observed) * self.codec.temporal_factor + 1)
             out.append(latents)
             stream.append_history(latents, features, generator=generator, defer=self.fuse_passes)
         return torch.cat(out, dim=2)
@@ -514,15 +520,17 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
     def _predict(self, stream: StreamingRollout, features: torch.Tensor, gen: torch.Generator,
                  guidance_scale: float | None, shared_noise: bool = False, steps: int | None = None,
                  noise: torch.Tensor | None = None, modality: str | None = None,
-                 reference: torch.Tensor | None = None) -> torch.Tensor:
+                 reference: torch.Tensor | None = None, first_frame_ahead: int = 1) -> torch.Tensor:
         """One chunk's latents for action ``features`` (B, chunk_frames, A), the null features
         of ``modality`` giving the action-free branch of guidance; ``reference`` (B, C, chunk_frames,
-        h, w) the per-frame delta reference (``rotation_reference``)."""
+        h, w) the per-frame delta reference (``rotation_reference``); ``first_frame_ahead``: how many
+        frames after the newest observed one the chunk's first frame lies (its change scale)."""
         scale = self.guidance_scale_for(modality) if guidance_scale is None else float(guidance_scale)
         null = self._features(None, features.shape[0], modality) if scale != 1.0 else None
         steps = self.config.denoise_steps if steps is None else steps
         return stream.predict_chunk(features, null, scale, steps, generator=gen,
-                                    shared_noise=shared_noise, noise=noise, reference=reference)
+                                    shared_noise=shared_noise, noise=noise, reference=reference,
+                                    delta_scale=self.config.delta_scales(first_frame_ahead))
 
     def guidance_scale_for(self, modality: str | None = None) -> float:
         """The guidance scale used when a call passes none: the config's for ``modality`` (default:
