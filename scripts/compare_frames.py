@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Compare two models on the same clips from their ``astra-eval --save-frames`` directories, paired.
 
-    .venv/bin/python scripts/compare_frames.py A_FRAMES B_FRAMES [--out compare.json]
+    .venv/bin/python scripts/compare_frames.py A_FRAMES B_FRAMES [--frames 20:40] [--out compare.json]
 
 Both directories must hold the same clips (same bags, start frames and real futures: run astra-eval with
 the same bags and flags). Per scenario and overall: pooled PSNR of A and of B over all pixels and over the
 changed pixels (where the real future differs from the last observed frame), the difference A - B with a
 95 % interval from resampling the *clips* (the same draw for both models: a paired bootstrap, much tighter
-than two separate intervals), and the share of clips where A's error is lower.
+than two separate intervals), and the share of clips where A's error is lower. ``--frames START:STOP`` scores
+only the predicted frames START to STOP-1 (0 = the first predicted frame; at 10 Hz, 20:40 is a 4 s rollout's
+seconds 3-4).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from astra_ros.eval.dynamics import CHANGE_THRESHOLD, bootstrap_gain, clip_error
 from astra_ros.eval.frames import load_clip_frames
 
 
-def paired_errors(a_dir: Path, b_dir: Path, threshold: float = CHANGE_THRESHOLD) -> list[dict]:
-    """Per clip: scenario and the error sums of A and B, all pixels and changed pixels."""
+def paired_errors(a_dir: Path, b_dir: Path, threshold: float = CHANGE_THRESHOLD,
+                  frames: slice = slice(None)) -> list[dict]:
+    """Per clip: scenario and the error sums of A and B over the predicted ``frames``, all pixels and changed pixels."""
     a_files = sorted(p.name for p in a_dir.glob("*.npz"))
     b_files = sorted(p.name for p in b_dir.glob("*.npz"))
     if not a_files or a_files != b_files:
@@ -35,11 +38,13 @@ def paired_errors(a_dir: Path, b_dir: Path, threshold: float = CHANGE_THRESHOLD)
         if (a["bag"], a["start_frame"]) != (b["bag"], b["start_frame"]) or not np.array_equal(a["real"], b["real"]):
             raise SystemExit(f"{name}: the two directories hold different clips ({a['bag']}@{a['start_frame']} vs "
                              f"{b['bag']}@{b['start_frame']})")
+        if not len(range(*frames.indices(len(a["real"])))):
+            raise SystemExit(f"{name}: no predicted frame in {frames.start}:{frames.stop} (the clip has {len(a['real'])})")
         ea = clip_errors(a["observed_last"], a["real"], a["model"], None, a["scenario"], threshold)
         eb = clip_errors(b["observed_last"], b["real"], b["model"], None, b["scenario"], threshold)
-        rows.append({"scenario": a["scenario"], "a_se": ea.model_se.sum(), "b_se": eb.model_se.sum(),
-                     "count": ea.count.sum(), "a_changed_se": ea.changed_model_se.sum(),
-                     "b_changed_se": eb.changed_model_se.sum(), "changed_count": ea.changed_count.sum()})
+        rows.append({"scenario": a["scenario"], "a_se": ea.model_se[frames].sum(), "b_se": eb.model_se[frames].sum(),
+                     "count": ea.count[frames].sum(), "a_changed_se": ea.changed_model_se[frames].sum(),
+                     "b_changed_se": eb.changed_model_se[frames].sum(), "changed_count": ea.changed_count[frames].sum()})
     return rows
 
 
@@ -61,6 +66,16 @@ def compare(rows: list[dict], seed: int = 0) -> dict[str, dict]:
     return out
 
 
+def _frame_range(text: str) -> slice:
+    start, sep, stop = text.partition(":")
+    try:
+        if not sep or int(start) < 0 or int(stop) <= int(start):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP with 0 <= START < STOP, got {text!r}") from None
+    return slice(int(start), int(stop))
+
+
 def _interval(ci) -> str:
     return f"{ci[0]:+.2f} to {ci[1]:+.2f}" if ci else "n/a"
 
@@ -72,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
     parser.add_argument("--change-threshold", type=float, default=CHANGE_THRESHOLD, help="[grey levels of 255]")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--frames", type=_frame_range, default=slice(None),
+                        help="START:STOP: score only these predicted frames (0-based, STOP excluded)")
     args = parser.parse_args(argv)
-    result = compare(paired_errors(args.a, args.b, args.change_threshold), args.seed)
+    result = compare(paired_errors(args.a, args.b, args.change_threshold, args.frames), args.seed)
     print("| set | clips | pooled PSNR A | B | A - B (paired 95 %) | changed-pixel A | B | A - B (paired 95 %) | A better |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for group, r in result.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -223,6 +224,17 @@ def test_two_models_are_compared_paired_on_the_same_clips(tmp_path):
     low, high = result["all"]["a_minus_b_ci95"]
     assert low == pytest.approx(expected, abs=1e-9) and high == pytest.approx(expected, abs=1e-9)
     assert result["arm"]["a_better_share"] == 1.0
+    # Frames 1-2 of 3 only: the same ratio, on two thirds of the pixels.
+    late = compare_frames.compare(compare_frames.paired_errors(tmp_path / "a", tmp_path / "b", frames=slice(1, 3)))
+    assert late["all"]["a_minus_b"] == pytest.approx(expected, abs=1e-9)
+    rows = compare_frames.paired_errors(tmp_path / "a", tmp_path / "b", frames=slice(1, 3))
+    assert rows[0]["count"] == 2 * 8 * 8 * 3
+    with pytest.raises(SystemExit, match="no predicted frame in 5:9"):
+        compare_frames.paired_errors(tmp_path / "a", tmp_path / "b", frames=slice(5, 9))
+    assert compare_frames._frame_range("20:40") == slice(20, 40)
+    for bad in ("40:20", "7", "a:b", "-1:3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="START:STOP"):
+            compare_frames._frame_range(bad)
     (tmp_path / "b" / "clip_0005.npz").unlink()
     with pytest.raises(SystemExit, match="same clip files"):
         compare_frames.paired_errors(tmp_path / "a", tmp_path / "b")
