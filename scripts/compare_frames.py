@@ -38,8 +38,9 @@ def paired_errors(a_dir: Path, b_dir: Path, threshold: float = CHANGE_THRESHOLD,
         if (a["bag"], a["start_frame"]) != (b["bag"], b["start_frame"]) or not np.array_equal(a["real"], b["real"]):
             raise SystemExit(f"{name}: the two directories hold different clips ({a['bag']}@{a['start_frame']} vs "
                              f"{b['bag']}@{b['start_frame']})")
-        if not len(range(*frames.indices(len(a["real"])))):
-            raise SystemExit(f"{name}: no predicted frame in {frames.start}:{frames.stop} (the clip has {len(a['real'])})")
+        if frames.stop is not None and frames.stop > len(a["real"]):
+            raise SystemExit(f"{name}: frames {frames.start}:{frames.stop} reach past the clip's {len(a['real'])} "
+                             "predicted frames")
         ea = clip_errors(a["observed_last"], a["real"], a["model"], None, a["scenario"], threshold)
         eb = clip_errors(b["observed_last"], b["real"], b["model"], None, b["scenario"], threshold)
         rows.append({"scenario": a["scenario"], "a_se": ea.model_se[frames].sum(), "b_se": eb.model_se[frames].sum(),
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({_interval(r['a_minus_b_ci95'])}) | {r['changed_psnr_a']:.2f} | {r['changed_psnr_b']:.2f} | "
               f"{r['changed_a_minus_b']:+.2f} ({_interval(r['changed_a_minus_b_ci95'])}) | {r['a_better_share']:.2f} |")
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        frames = None if args.frames.stop is None else [args.frames.start, args.frames.stop]
+        args.out.write_text(json.dumps({"frames": frames, **result}, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -48,7 +48,7 @@ def test_the_late_scale_is_checked_and_survives_json(tmp_path):
         again = AstraConfig.from_json(tmp_path / "config.json")
         assert again.delta_scale_late == late and again.delta_scale_late_after_s == 1.5
     (tmp_path / "config.json").write_text(json.dumps({**cfg.to_dict(), "delta_scale_late": "half"}))
-    with pytest.raises(ConfigError, match="delta_scale_late' must be a finite number"):
+    with pytest.raises(ConfigError, match="delta_scale_late' must be a finite number, got 'half' .or null."):
         AstraConfig.from_json(tmp_path / "config.json")
 
 
@@ -104,3 +104,28 @@ def test_step_after_step_counts_from_the_newest_observed_frame_as_imagine_does()
     plain, _ = _pair(after_s=0.2)
     plain.observe(_frames(2), _twist(2, 0.05))
     np.testing.assert_array_equal(late.imagine(future[None, :2], seed=4), plain.imagine(future[None, :2], seed=4))
+
+
+def test_imagine_after_steps_counts_the_frames_they_predicted():
+    """After a step of 2 frames, imagine's first chunk lies 0.3-0.4 s ahead: past a 0.2 s limit, so it differs from
+    the plain model's (counting from 0 again, it would be within the limit and the same)."""
+    plain, late = _pair(after_s=0.2)
+    for model in (plain, late):
+        model.step(_twist(2, 0.1), seed=2)
+    assert plain._frames_ahead == late._frames_ahead == 2
+    a = plain.imagine(_twist(2, 0.1)[None], seed=3, shared_noise=True)
+    b = late.imagine(_twist(2, 0.1)[None], seed=3, shared_noise=True)
+    assert np.abs(a.astype(int) - b.astype(int)).max() > 0
+
+
+def test_open_loop_latent_rollouts_count_from_the_end_of_their_history():
+    base = dict(latent_delta=True, prediction="x0", delta_scale=0.75)
+    torch.manual_seed(8)
+    plain = WorldModel(preset("tiny", **base))
+    late = WorldModel(preset("tiny", **base, delta_scale_late=0.5, delta_scale_late_after_s=0.2))
+    late.load_state_dict(plain.state_dict())
+    history = torch.randn(1, plain.config.codec.latent_channels, 2, *plain.config.latent_size)
+    actions = torch.zeros(1, 6, plain.action_dim("twist"))
+    a, b = (m.roll_out_latents(history, actions, "twist", torch.Generator().manual_seed(4)) for m in (plain, late))
+    assert torch.equal(a[:, :, :2], b[:, :, :2])  # 0.1-0.2 s ahead: within the limit
+    assert (a[:, :, 2:] - b[:, :, 2:]).abs().max() > 1e-4

@@ -307,7 +307,12 @@ def coerce_field(hint: Any, value: Any, name: str) -> Any:
     if isinstance(hint, types.UnionType):
         args = typing.get_args(hint)
         if len(args) == 2 and type(None) in args:  # optional: null, or the other type
-            return None if value is None else coerce_field(next(a for a in args if a is not type(None)), value, name)
+            if value is None:
+                return None
+            try:
+                return coerce_field(next(a for a in args if a is not type(None)), value, name)
+            except ConfigError as err:
+                raise ConfigError(f"{err} (or null)") from None
         raise ConfigError(f"unsupported config type for '{name}'")
     raise ConfigError(f"unsupported config type {hint!r} for '{name}'")
 
