@@ -31,6 +31,14 @@ print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSA
 """
 
 
+# 5 bursts x 80 MB touch 100,000 pages of 4 kB. By default they are faulted in again (102,150 faults here; some
+# runs on the same machine counted 22,400, the kernel handling part of the memory otherwise), with the setting
+# almost none (2,048: one tensor's pages). So each is bounded against the pages touched, not against the other.
+PAGES_TOUCHED = 100_000
+DEFAULT_FAULTS_AT_LEAST = PAGES_TOUCHED // 10
+KEPT_FAULTS_AT_MOST = PAGES_TOUCHED // 20
+
+
 def _child(mode: str, **env) -> dict:
     done = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True,
                           env={**os.environ, **env})
@@ -42,13 +50,13 @@ def test_freed_activations_are_not_faulted_in_again():
     plain = _child("plain")
     kept = _child("keep")
     assert kept["applied"] is True
-    # 5 bursts x 80 MB is 100,000 pages faulted in again by default; kept, almost none.
-    assert plain["faults"] > 50_000
-    assert kept["faults"] < plain["faults"] / 20
+    # By default the freed bursts are faulted in again; kept, almost none are.
+    assert plain["faults"] > DEFAULT_FAULTS_AT_LEAST, plain
+    assert kept["faults"] < KEPT_FAULTS_AT_MOST, (kept, plain)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_the_first_world_model_applies_it_unless_switched_off():
     assert _child("model")["applied"] is True
     off = _child("model", ASTRA_KEEP_FREED_MEMORY="0")
-    assert off["applied"] is False and off["faults"] > 50_000
+    assert off["applied"] is False and off["faults"] > DEFAULT_FAULTS_AT_LEAST, off

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from astra_ros.model import WorldModel, preset
 from astra_ros.model.view_rotation import chain_rotations, latent_intrinsics, rotate_view
+from synthetic_inputs import smooth_frames, twist_actions
 
 
 def _model(seed=0):
@@ -15,19 +16,6 @@ def _model(seed=0):
     with torch.no_grad():
         model.transformer.proj_out.weight.normal_(0, 0.05)  # predictions that depend on the input
     return model.eval()
-
-
-def _smooth_frames(count, size):
-    ys, xs = np.mgrid[0:size, 0:size] / size
-    frames = [np.stack([np.sin(2 * np.pi * (xs + 0.1 * i)), np.cos(3 * ys + xs), np.sin(2 * xs * ys + i)], -1)
-              for i in range(count)]
-    return ((np.stack(frames) + 1) * 127.5).astype(np.uint8)
-
-
-def _twist(count, yaw):
-    actions = np.zeros((count, 6), dtype=np.float32)
-    actions[:, 0], actions[:, 5] = 0.02, yaw
-    return actions
 
 
 def test_latent_intrinsics_put_a_point_in_the_cell_that_holds_its_pixel():
@@ -47,8 +35,8 @@ def test_turned_latents_match_the_turned_image_pooled_to_the_latent_grid():
     model = _model()
     f = model.codec.spatial_factor
     h, w = model.resolution
-    image = torch.from_numpy(_smooth_frames(1, h)[0]).permute(2, 0, 1)[None].float() / 127.5 - 1
-    yaw = torch.tensor(_twist(3, 0.15))[None].double()
+    image = torch.from_numpy(smooth_frames(1, h)[0]).permute(2, 0, 1)[None].float() / 127.5 - 1
+    yaw = torch.tensor(twist_actions(3, 0.15, forward=0.02))[None].double()
     rotations = chain_rotations("twist", yaw, yaw[0, 0])  # (1, 3, 3, 3)
     turned = model._turned_latents(F.avg_pool2d(image, f), rotations)  # (1, 3 channels, 3 frames, h/f, w/f)
     expected = F.avg_pool2d(rotate_view(image.expand(3, -1, -1, -1), model.intrinsics, rotations[0]), f)
@@ -94,8 +82,8 @@ def _count_codec(model):
 def test_a_turning_draft_encodes_nothing_and_decodes_only_the_returned_frames():
     model = _model()
     size = model.resolution[0]
-    model.start(_smooth_frames(4, size), _twist(4, 0.1), modality="twist", seed=0)
-    candidates = np.stack([_twist(6, yaw) for yaw in (-0.1, 0.0, 0.1)])
+    model.start(smooth_frames(4, size), twist_actions(4, 0.1, forward=0.02), modality="twist", seed=0)
+    candidates = np.stack([twist_actions(6, yaw, forward=0.02) for yaw in (-0.1, 0.0, 0.1)])
     counts = _count_codec(model)
     full = model.imagine(candidates, seed=1, shared_noise=True, decode="last")
     assert counts["encoded"] > 0 and counts["anchor"] > 0  # the full path re-encodes turned frames every chunk
@@ -104,7 +92,7 @@ def test_a_turning_draft_encodes_nothing_and_decodes_only_the_returned_frames():
     assert counts == {"encoded": 0, "decoded": 3, "anchor": 0}
     assert draft.shape == full.shape == (3, 1, size, size, 3)
     assert np.abs(draft[0].astype(int) - draft[2].astype(int)).mean() > 0.5  # the turn shows
-    model.start(_smooth_frames(4, size), _twist(4, 0.1), modality="twist", seed=0)
+    model.start(smooth_frames(4, size), twist_actions(4, 0.1, forward=0.02), modality="twist", seed=0)
     again = model.imagine(candidates, seed=1, shared_noise=True, decode="last", draft=True)
     assert np.array_equal(again, draft)  # same seed, same futures
 
@@ -113,7 +101,7 @@ def test_where_nothing_turns_a_draft_predicts_the_same_latents_and_decodes_them_
     model = _model(3)
     size = model.resolution[0]
     robot = np.random.default_rng(0).normal(0, 0.1, size=(10, 10)).astype(np.float32)
-    model.start(_smooth_frames(4, size), robot[:4], modality="robot", seed=0)
+    model.start(smooth_frames(4, size), robot[:4], modality="robot", seed=0)
     seen = _spy_predictions(model)
     full = model.imagine(robot[None, 4:], seed=1, decode="all")
     full_latents = torch.cat(seen, dim=2)

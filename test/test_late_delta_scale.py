@@ -8,21 +8,9 @@ import torch
 
 from astra_ros.model import WorldModel, preset
 from astra_ros.model.config import AstraConfig, ConfigError
+from synthetic_inputs import smooth_frames, twist_actions
 
 DELTA = dict(latent_delta=True, prediction="x0", residual_decoding=True, rotation_reference=True, delta_scale=0.75)
-
-
-def _frames(count, size=16):
-    ys, xs = np.mgrid[0:size, 0:size] / size
-    frames = [np.stack([np.sin(2 * np.pi * (xs + 0.1 * i)), np.cos(3 * ys + xs), np.sin(2 * xs * ys + i)], -1)
-              for i in range(count)]
-    return ((np.stack(frames) + 1) * 127.5).astype(np.uint8)
-
-
-def _twist(count, yaw):
-    actions = np.zeros((count, 6), dtype=np.float32)
-    actions[:, 0], actions[:, 5] = 0.2, yaw
-    return actions
 
 
 def test_each_frame_gets_the_scale_of_its_time_after_the_newest_observed_frame():
@@ -58,7 +46,7 @@ def _pair(after_s):
     late = WorldModel(preset("tiny", **DELTA, delta_scale_late=0.5, delta_scale_late_after_s=after_s))
     late.load_state_dict(plain.state_dict())
     for model in (plain, late):
-        model.start(_frames(4), _twist(4, 0.05), modality="twist", seed=0)
+        model.start(smooth_frames(4), twist_actions(4, 0.05, forward=0.2), modality="twist", seed=0)
     return plain, late
 
 
@@ -78,7 +66,7 @@ def _spy_changes(model):
 def test_frames_within_the_limit_are_unchanged_and_later_ones_shrink():
     plain, late = _pair(after_s=0.3)
     changes = {name: _spy_changes(model) for name, model in (("plain", plain), ("late", late))}
-    future = _twist(6, 0.1)[None]
+    future = twist_actions(6, 0.1, forward=0.2)[None]
     a, b = plain.imagine(future, seed=3, shared_noise=True), late.imagine(future, seed=3, shared_noise=True)
     np.testing.assert_array_equal(a[:, :3], b[:, :3])  # 0.1-0.3 s: bit for bit
     assert np.abs(a[:, 3:].astype(int) - b[:, 3:].astype(int)).max() > 0
@@ -92,17 +80,17 @@ def test_frames_within_the_limit_are_unchanged_and_later_ones_shrink():
 
 def test_step_after_step_counts_from_the_newest_observed_frame_as_imagine_does():
     _, late = _pair(after_s=0.2)
-    future = _twist(6, 0.1)
+    future = twist_actions(6, 0.1, forward=0.2)
     whole = late.imagine(future[None], seed=3)[0]
     gen = torch.Generator().manual_seed(3)
     chunks = [late.step(future[i:i + 2], generator=gen) for i in range(0, 6, 2)]
     assert late._frames_ahead == 6
     assert np.abs(np.concatenate(chunks).astype(int) - whole.astype(int)).max() <= 1
     # Real frames replace the predictions: the next chunk is again the first after an observed frame.
-    late.observe(_frames(2), _twist(2, 0.05))
+    late.observe(smooth_frames(2), twist_actions(2, 0.05, forward=0.2))
     assert late._frames_ahead == 0
     plain, _ = _pair(after_s=0.2)
-    plain.observe(_frames(2), _twist(2, 0.05))
+    plain.observe(smooth_frames(2), twist_actions(2, 0.05, forward=0.2))
     np.testing.assert_array_equal(late.imagine(future[None, :2], seed=4), plain.imagine(future[None, :2], seed=4))
 
 
@@ -111,10 +99,10 @@ def test_imagine_after_steps_counts_the_frames_they_predicted():
     the plain model's (counting from 0 again, it would be within the limit and the same)."""
     plain, late = _pair(after_s=0.2)
     for model in (plain, late):
-        model.step(_twist(2, 0.1), seed=2)
+        model.step(twist_actions(2, 0.1, forward=0.2), seed=2)
     assert plain._frames_ahead == late._frames_ahead == 2
-    a = plain.imagine(_twist(2, 0.1)[None], seed=3, shared_noise=True)
-    b = late.imagine(_twist(2, 0.1)[None], seed=3, shared_noise=True)
+    a = plain.imagine(twist_actions(2, 0.1, forward=0.2)[None], seed=3, shared_noise=True)
+    b = late.imagine(twist_actions(2, 0.1, forward=0.2)[None], seed=3, shared_noise=True)
     assert np.abs(a.astype(int) - b.astype(int)).max() > 0
 
 

@@ -17,6 +17,7 @@ from astra_ros.model.view_rotation import (
     intrinsics_from_fov,
     rotate_view,
 )
+from synthetic_inputs import smooth_frames, twist_actions
 
 
 def _dot_image(size=33, row=16, col=16):
@@ -119,28 +120,14 @@ def _turning_model():
     return model
 
 
-def _twist(count, yaw):
-    actions = np.zeros((count, 6), dtype=np.float32)
-    actions[:, 5] = yaw
-    return actions
-
-
-def _smooth_frames(count, size=16):
-    """Low-frequency colour patterns: turning them twice by small steps is close to turning them once."""
-    ys, xs = np.mgrid[0:size, 0:size] / size
-    frames = [np.stack([np.sin(2 * np.pi * (xs + 0.1 * i)), np.cos(3 * ys + xs), np.sin(2 * xs * ys + i)], -1)
-              for i in range(count)]
-    return ((np.stack(frames) + 1) * 127.5).astype(np.uint8)
-
-
 def test_a_zero_output_predicts_the_newest_frame_turned_by_the_commanded_rotation():
     model = _turning_model()
-    frames = _smooth_frames(4)
-    model.start(frames, _twist(4, 0.05), modality="twist")
-    future = _twist(6, 0.04)
+    frames = smooth_frames(4)
+    model.start(frames, twist_actions(4, 0.05), modality="twist")
+    future = twist_actions(6, 0.04)
     predicted = model.imagine(future[None], seed=0)[0]
     anchor = torch.from_numpy(frames[-1]).permute(2, 0, 1)[None].float() / 127.5 - 1
-    rotations = chain_rotations("twist", torch.from_numpy(future)[None].double(), torch.tensor(_twist(1, 0.05)[0]))
+    rotations = chain_rotations("twist", torch.from_numpy(future)[None].double(), torch.tensor(twist_actions(1, 0.05)[0]))
     expected = rotate_view(anchor.expand(6, -1, -1, -1), model.intrinsics, rotations[0])
     expected = ((expected + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy().astype(int)
     # The first chunk is the observed frame turned, exactly; later chunks turn the newest predicted frame
@@ -158,11 +145,11 @@ def test_the_codec_ceiling_of_a_turning_model_is_decoded_from_the_turned_frame()
     frames' own actions. The turned frame itself then comes back (its codec error cancels); decoded from the
     unturned frame, it keeps the codec's error of the turn."""
     model = _turning_model()
-    frames = _smooth_frames(4)
-    model.start(frames, _twist(4, 0.05), modality="twist")
-    future = _twist(2, 0.3)
+    frames = smooth_frames(4)
+    model.start(frames, twist_actions(4, 0.05), modality="twist")
+    future = twist_actions(2, 0.3)
     anchor = torch.from_numpy(frames[-1]).permute(2, 0, 1)[None].float() / 127.5 - 1
-    rotations = chain_rotations("twist", torch.from_numpy(future)[None].double(), torch.tensor(_twist(1, 0.05)[0]))
+    rotations = chain_rotations("twist", torch.from_numpy(future)[None].double(), torch.tensor(twist_actions(1, 0.05)[0]))
     turned = rotate_view(anchor.expand(2, -1, -1, -1), model.intrinsics, rotations[0])
     turned = ((turned + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     along = model.reconstruct(turned, future).astype(int)
@@ -176,16 +163,16 @@ def test_the_codec_ceiling_of_a_turning_model_is_decoded_from_the_turned_frame()
 def test_intrinsics_change_the_turn_and_are_checked():
     model = _turning_model()
     frames = np.random.default_rng(2).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
-    model.start(frames, _twist(4, 0.1), modality="twist")
-    wide = model.imagine(_twist(2, 0.1)[None], seed=0)
+    model.start(frames, twist_actions(4, 0.1), modality="twist")
+    wide = model.imagine(twist_actions(2, 0.1)[None], seed=0)
     model.set_intrinsics(np.array([[40.0, 0, 7.5], [0, 40.0, 7.5], [0, 0, 1]]))  # a long lens: pixels move more
-    narrow = model.imagine(_twist(2, 0.1)[None], seed=0)
+    narrow = model.imagine(twist_actions(2, 0.1)[None], seed=0)
     assert not np.array_equal(wide, narrow)
     for bad in (np.zeros((3, 3)), np.full((3, 3), np.nan), np.eye(2)):
         with pytest.raises(ValueError, match="intrinsics"):
             model.set_intrinsics(bad)
     model.set_intrinsics(None)
-    assert np.array_equal(model.imagine(_twist(2, 0.1)[None], seed=0), wide)
+    assert np.array_equal(model.imagine(twist_actions(2, 0.1)[None], seed=0), wide)
 
 
 def test_latents_alone_cannot_be_rolled_out_with_a_rotation_reference():
@@ -217,8 +204,8 @@ def test_a_trained_rotation_reference_model_streams_as_it_imagines():
     with torch.no_grad():  # an output head that is not zero, so each chunk leaves a residual to carry
         model.transformer.proj_out.weight.normal_(0, 0.05)
     frames = np.random.default_rng(4).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
-    model.start(frames, _twist(4, 0.05), modality="twist", seed=0)
-    future = _twist(6, 0.1)
+    model.start(frames, twist_actions(4, 0.05), modality="twist", seed=0)
+    future = twist_actions(6, 0.1)
     whole = model.imagine(future[None], seed=5, shared_noise=True)[0]
     gen = torch.Generator().manual_seed(5)
     # imagine draws each chunk's prediction noise and history noise from one generator; step() the same way
@@ -232,9 +219,9 @@ def test_delta_scale_shrinks_each_predicted_change_towards_its_reference():
     full = WorldModel(preset("tiny", **config))
     half = WorldModel(preset("tiny", **config, delta_scale=0.5))
     half.load_state_dict(full.state_dict())
-    frames = _smooth_frames(4)
+    frames = smooth_frames(4)
     for model in (full, half):
-        model.start(frames, _twist(4, 0.05), modality="twist", seed=0)
+        model.start(frames, twist_actions(4, 0.05), modality="twist", seed=0)
     captured = {}
     for name, model in (("full", full), ("half", half)):
         original = model._predict
@@ -244,7 +231,7 @@ def test_delta_scale_shrinks_each_predicted_change_towards_its_reference():
             captured[_name] = (out, kwargs["reference"])
             return out
         model._predict = spy
-        model.imagine(_twist(2, 0.1)[None], seed=3)
+        model.imagine(twist_actions(2, 0.1)[None], seed=3)
     (z_full, ref_full), (z_half, ref_half) = captured["full"], captured["half"]
     assert torch.allclose(ref_full, ref_half)
     assert torch.allclose(z_half - ref_half, 0.5 * (z_full - ref_full), atol=1e-5)
@@ -261,7 +248,7 @@ def test_without_a_turn_each_chunk_refers_to_the_newest_predicted_latents():
                              rotation_reference=True))
     with torch.no_grad():
         model.transformer.proj_out.weight.normal_(0, 0.05)
-    frames = _smooth_frames(4)
+    frames = smooth_frames(4)
     robot = np.random.default_rng(0).normal(0, 0.1, size=(10, 10)).astype(np.float32)
     model.start(frames, robot[:4], modality="robot", seed=0)
     seen = []
