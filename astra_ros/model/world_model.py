@@ -83,7 +83,6 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         # frame (None: no predictions in the history). observe() restores them, so real frames replace
         # predictions instead of following them (DESIGN §2), evicted observed chunks included.
         self._before_predictions: tuple[StreamingRollout, torch.Tensor | None] | None = None
-        self._frames_ahead = 0  # frames step() predicted since the newest observed frame (delta_scales)
         # One stream of noise per entry point, so an unseeded call to one leaves the others reproducible.
         self._observe_generator = torch.Generator().manual_seed(0)
         self._imagine_generator = torch.Generator().manual_seed(1)
@@ -152,6 +151,14 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         """Frames in the live history (observed or predicted), counting evicted ones."""
         return self.stream.next_frame * self.config.codec.temporal_factor
 
+    @property
+    def _frames_ahead(self) -> int:
+        """Frames step() predicted since the newest observed frame (their change scale, ``delta_scales``): what the
+        live stream grew by since the fork observe() would go back to."""
+        if self._before_predictions is None:
+            return 0
+        return self.history_frames - self._before_predictions[0].next_frame * self.config.codec.temporal_factor
+
     def expert_usage(self) -> dict[str, list[float]]:
         return self.transformer.action_encoder.expert_usage()
 
@@ -205,7 +212,6 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         self._turn_frame = None
         self._views.clear()
         self._before_predictions = None
-        self._frames_ahead = 0
 
     # ------------------------------------------------------------------ rotation reference
     def set_intrinsics(self, K: np.ndarray | torch.Tensor | None) -> None:
@@ -386,7 +392,6 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
             self.stream, self._last_action = self._before_predictions
             self.stream.compute_dtype = compute_dtype  # set_precision() may have run since
             self._before_predictions = None
-        self._frames_ahead = 0
         latents = self.codec.encode(frames[None].to(self.device))  # (1, C, T, h, w)
         if self.config.residual_decoding or self.config.rotation_reference:
             newest = frames[-1:].to(self.device)
@@ -473,7 +478,6 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
                 reference = self._turned_reference(*self._turn_frame, self._turn_rotation.T @ rotations)
             latents = self._predict(self.stream, features, gen, guidance_scale, reference=reference,
                                     first_frame_ahead=self._frames_ahead + 1)
-            self._frames_ahead += n
             decoded = self._decode_float(latents, rotations)  # (1, n, 3, H, W)
             if rotations is not None:  # the next chunk turns this chunk's newest frame
                 self._turn_action, self._turn_rotation = chunk_actions[0, -1], rotations[0, -1]
