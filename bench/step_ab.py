@@ -1,15 +1,17 @@
 """A/B of the streaming step's faster paths against the plain ones, interleaved in one process.
 
-    python bench/step_ab.py [--checkpoint default] [--resolution 64] [--repeats 15] [--imagine 16 6 4] [--out ...]
+    python bench/step_ab.py [--checkpoint default] [--resolution 64] [--repeats 15] [--imagine 16 6 4 | --path NAME] [--out ...]
 
 Each repeat times one ``step`` (one chunk after a full history, as ``astra-bench``) with the plain
 paths and with the faster ones (``reuse_views``: turned views encoded once; ``fuse_passes``: a history
-chunk's transformer pass shared with the next prediction's), in alternating order, so a shared machine's load falls on both alike;
+chunk's transformer pass shared with the next prediction's; ``decode_together``: the step's frames and
+their turned anchors in one decoder call), in alternating order, so a shared machine's load falls on both alike;
 the figure is the per-repeat ratio plain / fast (its median and range). The two give the same frames
 bit for bit (test/test_speed_paths.py). A resolution other than the checkpoint's uses its architecture
 with random weights. ``--imagine 16 6 4 --compare-steps 4 1`` times a planner's call at 4 against 1
 Euler steps per chunk instead (both on the fast paths; "plain" is the first). ``--compile`` times the eager
 model ("plain") against a copy whose codec and anchor decoder are compiled ("fast"; both on the fast paths).
+``--path decode_together`` (or another of the three) times a step with that one path off ("plain") and on.
 """
 
 from __future__ import annotations
@@ -30,13 +32,22 @@ from astra_ros.model import load_world_model
 from astra_ros.model.compiled import CompileFailed, compile_convolutions
 
 
-def timed_step(wm, reuse: bool, seed: int) -> float:
+PATHS = ("reuse_views", "fuse_passes", "decode_together")
+
+
+def set_paths(wm, fast: bool, only: str | None = None) -> None:
+    """Every faster path on (``fast``) or off; with ``only``, just that one switched, the others on."""
+    for path in PATHS:
+        setattr(wm, path, fast if only in (None, path) else True)
+
+
+def timed_step(wm, reuse: bool, seed: int, only: str | None = None) -> float:
     cfg = wm.config
     n = wm.frames_per_chunk
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 255, (cfg.max_history_chunks * n, *cfg.resolution, 3), dtype=np.uint8)
     actions = (rng.normal(size=(frames.shape[0], 6)) * 0.05).astype(np.float32)
-    wm.reuse_views = wm.fuse_passes = reuse
+    set_paths(wm, reuse, only)
     wm.start(frames, actions, modality="twist", seed=seed)
     t0 = time.perf_counter()
     wm.step(actions[:n], seed=seed)
@@ -51,7 +62,7 @@ def timed_imagine(wm, reuse: bool, seed: int, candidates: int, frames: int, step
     history = rng.integers(0, 255, (cfg.max_history_chunks * wm.frames_per_chunk, *cfg.resolution, 3), dtype=np.uint8)
     actions = (rng.normal(size=(history.shape[0], 6)) * 0.05).astype(np.float32)
     plans = (rng.normal(size=(candidates, frames, 6)) * 0.05).astype(np.float32)
-    wm.reuse_views = wm.fuse_passes = reuse
+    set_paths(wm, reuse)
     wm.start(history, actions, modality="twist", seed=seed)
     t0 = time.perf_counter()
     wm.imagine(plans, seed=seed, steps=steps, shared_noise=True, decode="last")
@@ -72,10 +83,13 @@ def main() -> None:
     p.add_argument("--compile", action="store_true",
                    help="A/B of the eager model against a copy with its convolution stacks compiled "
                         "(astra_ros.model.compiled; both on the fast paths); the compile time is reported")
+    p.add_argument("--path", choices=PATHS, help="A/B of this one faster path of the step alone (the others on)")
     p.add_argument("--out", type=Path, default=Path("bench/results/step_ab.json"))
     args = p.parse_args()
     if args.compare_steps and not args.imagine:
         p.error("--compare-steps needs --imagine CANDIDATES FRAMES STEPS")
+    if args.path and (args.imagine or args.compile):
+        p.error("--path times a step with one faster path off and on: not with --imagine or --compile")
     if args.compile and args.compare_steps:
         p.error("--compile compares eager against compiled; --compare-steps compares Euler steps: one at a time")
     torch.set_num_threads(args.threads)
@@ -104,7 +118,7 @@ def main() -> None:
     elif args.imagine:
         timed = lambda reuse, seed: timed_imagine(wm, reuse, seed, *args.imagine)  # noqa: E731
     else:
-        timed = lambda reuse, seed: timed_step(wm, reuse, seed)  # noqa: E731
+        timed = lambda reuse, seed: timed_step(wm, reuse, seed, args.path)  # noqa: E731
     for reuse in (False, True):  # warm-up
         timed(reuse, 0)
     plain, fast = [], []
@@ -118,7 +132,8 @@ def main() -> None:
               "timed": (f"imagine {args.imagine[:2]}, Euler steps {args.compare_steps[0]} (plain) vs "
                         f"{args.compare_steps[1]} (fast)" if args.compare_steps
                         else f"imagine {args.imagine}" if args.imagine else "step")
-              + (", eager (plain) vs compiled (fast)" if args.compile else ""),
+              + (", eager (plain) vs compiled (fast)" if args.compile else "")
+              + (f", only {args.path} switched" if args.path else ""),
               "repeats": args.repeats, "plain_step_s": plain, "fast_step_s": fast,
               "speedup": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}}
     args.out.parent.mkdir(parents=True, exist_ok=True)

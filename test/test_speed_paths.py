@@ -21,11 +21,11 @@ def _inputs():
     return video, actions, future
 
 
-def _run(wm, reuse: bool, fuse: bool = True) -> tuple[list[np.ndarray], StepRecorder]:
+def _run(wm, reuse: bool, fuse: bool = True, together: bool = True) -> tuple[list[np.ndarray], StepRecorder]:
     """Frames of a fixed session (start, open-loop steps, observe, step, imagine) in float uint8 units
     (before rounding, so any difference shows), and what the first step ran."""
     video, actions, future = _inputs()
-    wm.reuse_views, wm.fuse_passes = reuse, fuse
+    wm.reuse_views, wm.fuse_passes, wm.decode_together = reuse, fuse, together
     frames = []
     original = WorldModel._to_uint8
 
@@ -47,14 +47,15 @@ def _run(wm, reuse: bool, fuse: bool = True) -> tuple[list[np.ndarray], StepReco
         wm.imagine(future, seed=6, steps=3, decode="last")  # a planner's: the fused pass is the first of 3
     finally:
         del wm._to_uint8
-        wm.reuse_views = wm.fuse_passes = True
+        wm.reuse_views = wm.fuse_passes = wm.decode_together = True
     return frames, recorder
 
 
-@pytest.mark.parametrize("reuse, fuse", [(True, False), (False, True), (True, True)])
-def test_fast_paths_change_no_bit_and_do_less(wm, reuse, fuse):
-    plain, plain_ran = _run(wm, reuse=False, fuse=False)
-    fast, fast_ran = _run(wm, reuse=reuse, fuse=fuse)
+@pytest.mark.parametrize("reuse, fuse, together", [(True, False, False), (False, True, False), (False, False, True),
+                                                   (True, True, True)])
+def test_fast_paths_change_no_bit_and_do_less(wm, reuse, fuse, together):
+    plain, plain_ran = _run(wm, reuse=False, fuse=False, together=False)
+    fast, fast_ran = _run(wm, reuse=reuse, fuse=fuse, together=together)
     assert len(plain) == len(fast) == 6
     for a, b in zip(plain, fast):
         assert a.shape == b.shape
@@ -62,6 +63,9 @@ def test_fast_paths_change_no_bit_and_do_less(wm, reuse, fuse):
     # First step after observing: the chunk's 2 turned views, encoded for its references, are not
     # encoded again for its anchor decoding.
     assert (plain_ran.encoded, fast_ran.encoded) == (5, 3 if reuse else 5)
+    # Its 2 predicted frames and their 2 turned anchors: decoded in one call instead of two.
+    assert (plain_ran.decoded, fast_ran.decoded) == (4, 4)
+    assert (plain_ran.decoder_calls, fast_ran.decoder_calls) == (2, 1 if together else 2)
     # The plain step runs the last observed chunk's pass in start(), then predicts (32 tokens over 128
     # cached) and appends its own chunk; fused, the observed chunk's pass and the prediction are one
     # (64 tokens over the 3 chunks before), and the step's own chunk waits for the next prediction.

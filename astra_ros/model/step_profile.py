@@ -26,12 +26,14 @@ class StepRecorder:
         self.wm = wm
         self.seconds: dict[str, float] = defaultdict(float)
         self.encoded = self.decoded = self.anchored = 0  # frames through each part
+        self.decoder_calls = 0
         self.passes: list[tuple[int, int, int]] = []  # transformer (batch, query tokens, past tokens)
         self.splits: dict[int, tuple[int, int]] = {}  # pass index -> (history tokens, dropped) of fused passes
 
     def reset(self) -> None:
         self.seconds.clear()
         self.encoded = self.decoded = self.anchored = 0
+        self.decoder_calls = 0
         self.passes.clear()
         self.splits.clear()
 
@@ -59,6 +61,7 @@ class StepRecorder:
 
         def decode(latents, *a, **k):
             self.decoded += latents.shape[0] * latents.shape[2]
+            self.decoder_calls += 1
 
         def anchor(anchor_frames, anchor_latents, anchor_coarse, latents, coarse):
             self.anchored += latents.shape[0]

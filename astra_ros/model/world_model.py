@@ -77,6 +77,9 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         # Appended history chunks wait for the next prediction and share its transformer pass
         # (StreamingRollout.append_history's ``defer``). False: a pass of their own (the plain path).
         self.fuse_passes = True
+        # A step's predicted frames and their turned anchors go through the codec's decoder in one call
+        # (fewer, larger operations). False: a call each (the plain path).
+        self.decode_together = True
         # Intrinsics (3, 3) at the model's resolution for rotation_reference; None: reference_fovy_deg.
         self._intrinsics: torch.Tensor | None = None
         # The stream and last action as they were before the first step() since the newest observed
@@ -97,6 +100,7 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         twin._init_stream_state(self.stream.use_cache)
         twin._intrinsics, twin._camera_in_base = self._intrinsics, self._camera_in_base
         twin.reuse_views, twin.fuse_passes = self.reuse_views, self.fuse_passes
+        twin.decode_together = self.decode_together
         twin.stream.compute_dtype = self.stream.compute_dtype
         return twin.eval()
 
@@ -478,7 +482,7 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
                 reference = self._turned_reference(*self._turn_frame, self._turn_rotation.T @ rotations)
             latents = self._predict(self.stream, features, gen, guidance_scale, reference=reference,
                                     first_frame_ahead=self._frames_ahead + 1)
-            decoded = self._decode_float(latents, rotations)  # (1, n, 3, H, W)
+            decoded = self._decode_float(latents, rotations, together=self.decode_together)  # (1, n, 3, H, W)
             if rotations is not None:  # the next chunk turns this chunk's newest frame
                 self._turn_action, self._turn_rotation = chunk_actions[0, -1], rotations[0, -1]
                 self._turn_frame = (decoded[:, -1], latents[:, :, -1])
@@ -551,12 +555,14 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         return ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
 
     def _decode_float(self, latents: torch.Tensor, rotations: torch.Tensor | None = None,
-                      change_scale: float | None = None) -> torch.Tensor:
+                      change_scale: float | None = None, together: bool = False) -> torch.Tensor:
         """Latents -> frames (B, T, 3, H, W) in [-1, 1], relative to the newest observed frame when the
         config says so: through the anchor decoder, or by residual decoding, which adds ``change_scale``
         (default: the config's) of the decoded change. ``rotations`` (B, T, 3, 3) of the frames relative
-        to that frame (``rotation_reference``): each frame is decoded from that frame turned to it."""
-        frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
+        to that frame (``rotation_reference``): each frame is decoded from that frame turned to it.
+        ``together``: the frames and their turned anchors in one decoder call. For one chunk of one stream
+        (a step's) that gives the two calls' frames bit for bit (tested); batches of an imagine's size
+        can round differently, so imagine keeps a call each."""
         anchor = self._anchor
         if rotations is not None and anchor is not None and not is_identity(rotations):
             if self.reuse_views:
@@ -565,7 +571,17 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
             else:
                 turned, turned_latents = self.turned_views(
                     anchor[0].expand(rotations.shape[0] * rotations.shape[1], -1, -1, -1), rotations.flatten(0, 1))
-            anchor = (turned, self.codec.decode(turned_latents.transpose(0, 1)[None])[0], turned_latents)
+            if together:  # (B*T predicted, then B*T turned anchors) in one call
+                flat = torch.cat([latents.transpose(1, 2).flatten(0, 1), turned_latents])
+                decoded = self.codec.decode(flat.transpose(0, 1)[None])[0]
+                frames = decoded[:len(turned)].unflatten(0, (latents.shape[0], latents.shape[2]))
+                reconstructed = decoded[len(turned):]
+            else:
+                frames = self.codec.decode(latents)
+                reconstructed = self.codec.decode(turned_latents.transpose(0, 1)[None])[0]
+            anchor = (turned, reconstructed, turned_latents)
+        else:
+            frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
         if self.anchor_decoder is not None and anchor is not None:
             pixels, reconstructed, anchor_latents = anchor
             flat = latents.transpose(1, 2).flatten(0, 1)  # (B*T, C, h, w)
@@ -578,3 +594,4 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
             scale = self.config.residual_change_scale if change_scale is None else change_scale
             frames = (pixels + scale * (frames - reconstructed)).clamp(-1, 1)
         return frames
+
