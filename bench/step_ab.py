@@ -4,14 +4,15 @@
 
 Each repeat times one ``step`` (one chunk after a full history, as ``astra-bench``) with the plain
 paths and with the faster ones (``reuse_views``: turned views encoded once; ``fuse_passes``: a history
-chunk's transformer pass shared with the next prediction's; ``decode_together``: the step's frames and
-their turned anchors in one decoder call), in alternating order, so a shared machine's load falls on both alike;
+chunk's transformer pass shared with the next prediction's; ``batch_codec_calls``: the step's turned views
+encoded in one call, its frames and their turned anchors decoded in one), in alternating order, so a shared machine's load falls on both alike;
 the figure is the per-repeat ratio plain / fast (its median and range). The two give the same frames
 bit for bit (test/test_speed_paths.py). A resolution other than the checkpoint's uses its architecture
 with random weights. ``--imagine 16 6 4 --compare-steps 4 1`` times a planner's call at 4 against 1
 Euler steps per chunk instead (both on the fast paths; "plain" is the first). ``--compile`` times the eager
 model ("plain") against a copy whose codec and anchor decoder are compiled ("fast"; both on the fast paths).
-``--path decode_together`` (or another of the three) times a step with that one path off ("plain") and on.
+``--path batch_codec_calls`` (or another of the three) times a step with that one path off ("plain") and on;
+``--open-loop K`` the K steps after the first instead (step after step, as ``predicted_fps``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from astra_ros.model import load_world_model
 from astra_ros.model.compiled import CompileFailed, compile_convolutions
 
 
-PATHS = ("reuse_views", "fuse_passes", "decode_together")
+PATHS = ("reuse_views", "fuse_passes", "batch_codec_calls")
 
 
 def set_paths(wm, fast: bool, only: str | None = None) -> None:
@@ -41,7 +42,7 @@ def set_paths(wm, fast: bool, only: str | None = None) -> None:
         setattr(wm, path, fast if only in (None, path) else True)
 
 
-def timed_step(wm, reuse: bool, seed: int, only: str | None = None) -> float:
+def timed_step(wm, reuse: bool, seed: int, only: str | None = None, open_loop: int = 0) -> float:
     cfg = wm.config
     n = wm.frames_per_chunk
     rng = np.random.default_rng(seed)
@@ -49,6 +50,11 @@ def timed_step(wm, reuse: bool, seed: int, only: str | None = None) -> float:
     actions = (rng.normal(size=(frames.shape[0], 6)) * 0.05).astype(np.float32)
     set_paths(wm, reuse, only)
     wm.start(frames, actions, modality="twist", seed=seed)
+    if open_loop:  # the steps after the first: each turns a predicted frame for its references
+        wm.step(actions[:n], seed=seed)
+        t0 = time.perf_counter()
+        wm.step(np.tile(actions[:n], (open_loop, 1)), seed=seed)
+        return (time.perf_counter() - t0) / open_loop
     t0 = time.perf_counter()
     wm.step(actions[:n], seed=seed)
     return time.perf_counter() - t0
@@ -83,11 +89,15 @@ def main() -> None:
     p.add_argument("--compile", action="store_true",
                    help="A/B of the eager model against a copy with its convolution stacks compiled "
                         "(astra_ros.model.compiled; both on the fast paths); the compile time is reported")
+    p.add_argument("--open-loop", type=int, default=0, metavar="K",
+                   help="time K steps after the first (an open-loop stream, what predicted_fps runs), per step")
     p.add_argument("--path", choices=PATHS, help="A/B of this one faster path of the step alone (the others on)")
     p.add_argument("--out", type=Path, default=Path("bench/results/step_ab.json"))
     args = p.parse_args()
     if args.compare_steps and not args.imagine:
         p.error("--compare-steps needs --imagine CANDIDATES FRAMES STEPS")
+    if args.open_loop and args.imagine:
+        p.error("--open-loop times steps; --imagine an imagine call: one at a time")
     if args.path and (args.imagine or args.compile):
         p.error("--path times a step with one faster path off and on: not with --imagine or --compile")
     if args.compile and args.compare_steps:
@@ -111,14 +121,14 @@ def main() -> None:
               "of pixels")
         # "plain" is the eager model, "fast" the compiled one
         timed = lambda b, seed: (timed_imagine(compiled if b else wm, True, seed, *args.imagine) if args.imagine  # noqa: E731
-                                 else timed_step(compiled if b else wm, True, seed))
+                                 else timed_step(compiled if b else wm, True, seed, open_loop=args.open_loop))
     elif args.compare_steps:  # "plain" is A steps, "fast" B steps, both on the fast paths
         candidates, frames, _ = args.imagine
         timed = lambda b, seed: timed_imagine(wm, True, seed, candidates, frames, args.compare_steps[int(b)])  # noqa: E731
     elif args.imagine:
         timed = lambda reuse, seed: timed_imagine(wm, reuse, seed, *args.imagine)  # noqa: E731
     else:
-        timed = lambda reuse, seed: timed_step(wm, reuse, seed, args.path)  # noqa: E731
+        timed = lambda reuse, seed: timed_step(wm, reuse, seed, args.path, args.open_loop)  # noqa: E731
     for reuse in (False, True):  # warm-up
         timed(reuse, 0)
     plain, fast = [], []
@@ -133,7 +143,8 @@ def main() -> None:
                         f"{args.compare_steps[1]} (fast)" if args.compare_steps
                         else f"imagine {args.imagine}" if args.imagine else "step")
               + (", eager (plain) vs compiled (fast)" if args.compile else "")
-              + (f", only {args.path} switched" if args.path else ""),
+              + (f", only {args.path} switched" if args.path else "")
+              + (f", {args.open_loop} open-loop steps after the first" if args.open_loop else ""),
               "repeats": args.repeats, "plain_step_s": plain, "fast_step_s": fast,
               "speedup": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}}
     args.out.parent.mkdir(parents=True, exist_ok=True)

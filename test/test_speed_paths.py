@@ -21,11 +21,12 @@ def _inputs():
     return video, actions, future
 
 
-def _run(wm, reuse: bool, fuse: bool = True, together: bool = True) -> tuple[list[np.ndarray], StepRecorder]:
+def _run(wm, reuse: bool, fuse: bool = True,
+         together: bool = True) -> tuple[list[np.ndarray], StepRecorder, StepRecorder]:
     """Frames of a fixed session (start, open-loop steps, observe, step, imagine) in float uint8 units
-    (before rounding, so any difference shows), and what the first step ran."""
+    (before rounding, so any difference shows), what the first step ran and what the open-loop one ran."""
     video, actions, future = _inputs()
-    wm.reuse_views, wm.fuse_passes, wm.decode_together = reuse, fuse, together
+    wm.reuse_views, wm.fuse_passes, wm.batch_codec_calls = reuse, fuse, together
     frames = []
     original = WorldModel._to_uint8
 
@@ -33,13 +34,14 @@ def _run(wm, reuse: bool, fuse: bool = True, together: bool = True) -> tuple[lis
         frames.append(((x + 1) * 127.5).numpy().copy())
         return original(x)
 
-    recorder = StepRecorder(wm)
+    recorder, open_loop = StepRecorder(wm), StepRecorder(wm)
     try:
         wm._to_uint8 = capture
         wm.start(video[:8], actions[:8], modality="twist", seed=0)
         with recorder.recording():
             wm.step(actions[:2], seed=1)
-        wm.step(actions[2:6], seed=2)
+        with open_loop.recording():
+            wm.step(actions[2:6], seed=2)
         wm.observe(video[8:], actions[8:])
         wm.step(actions[:2], seed=3)
         wm.imagine(future[:1], seed=4)
@@ -47,15 +49,15 @@ def _run(wm, reuse: bool, fuse: bool = True, together: bool = True) -> tuple[lis
         wm.imagine(future, seed=6, steps=3, decode="last")  # a planner's: the fused pass is the first of 3
     finally:
         del wm._to_uint8
-        wm.reuse_views = wm.fuse_passes = wm.decode_together = True
-    return frames, recorder
+        wm.reuse_views = wm.fuse_passes = wm.batch_codec_calls = True
+    return frames, recorder, open_loop
 
 
 @pytest.mark.parametrize("reuse, fuse, together", [(True, False, False), (False, True, False), (False, False, True),
                                                    (True, True, True)])
 def test_fast_paths_change_no_bit_and_do_less(wm, reuse, fuse, together):
-    plain, plain_ran = _run(wm, reuse=False, fuse=False, together=False)
-    fast, fast_ran = _run(wm, reuse=reuse, fuse=fuse, together=together)
+    plain, plain_ran, plain_loop = _run(wm, reuse=False, fuse=False, together=False)
+    fast, fast_ran, fast_loop = _run(wm, reuse=reuse, fuse=fuse, together=together)
     assert len(plain) == len(fast) == 6
     for a, b in zip(plain, fast):
         assert a.shape == b.shape
@@ -66,6 +68,11 @@ def test_fast_paths_change_no_bit_and_do_less(wm, reuse, fuse, together):
     # Its 2 predicted frames and their 2 turned anchors: decoded in one call instead of two.
     assert (plain_ran.decoded, fast_ran.decoded) == (4, 4)
     assert (plain_ran.decoder_calls, fast_ran.decoder_calls) == (2, 1 if together else 2)
+    # Open loop (2 chunks, each turning a predicted frame for its references and the observed one for
+    # its decoding): per chunk 3 + 2 frames encoded, in one call with the views kept for decoding.
+    assert (plain_loop.encoded, fast_loop.encoded) == (10, 10)
+    assert (plain_loop.encoder_calls, fast_loop.encoder_calls) == (4, 2 if together and reuse else 4)
+    assert (plain_loop.decoder_calls, fast_loop.decoder_calls) == (4, 2 if together else 4)
     # The plain step runs the last observed chunk's pass in start(), then predicts (32 tokens over 128
     # cached) and appends its own chunk; fused, the observed chunk's pass and the prediction are one
     # (64 tokens over the 3 chunks before), and the step's own chunk waits for the next prediction.

@@ -26,14 +26,14 @@ class StepRecorder:
         self.wm = wm
         self.seconds: dict[str, float] = defaultdict(float)
         self.encoded = self.decoded = self.anchored = 0  # frames through each part
-        self.decoder_calls = 0
+        self.encoder_calls = self.decoder_calls = 0
         self.passes: list[tuple[int, int, int]] = []  # transformer (batch, query tokens, past tokens)
         self.splits: dict[int, tuple[int, int]] = {}  # pass index -> (history tokens, dropped) of fused passes
 
     def reset(self) -> None:
         self.seconds.clear()
         self.encoded = self.decoded = self.anchored = 0
-        self.decoder_calls = 0
+        self.encoder_calls = self.decoder_calls = 0
         self.passes.clear()
         self.splits.clear()
 
@@ -58,6 +58,7 @@ class StepRecorder:
 
         def encode(frames, *a, **k):
             self.encoded += frames.shape[0] * frames.shape[1]
+            self.encoder_calls += 1
 
         def decode(latents, *a, **k):
             self.decoded += latents.shape[0] * latents.shape[2]

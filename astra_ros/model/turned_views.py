@@ -3,7 +3,9 @@
 With ``rotation_reference`` a step after ``observe`` turns the newest observed frame by each predicted
 frame's rotation twice: for the chunk's delta references and for its anchor decoding. Both are the
 same images. :class:`TurnedViewCache` holds, for one base frame (the tensor object itself, so a new
-frame never hits an old entry), its turned views with their encodings by exact rotation.
+frame never hits an old entry), its turned views with their encodings by exact rotation. In open
+loop (the references turn a predicted frame) a step encodes its decoding's views of the observed frame
+in the batch of its references and stores them here (:meth:`TurnedViewCache.store`).
 
 Bit for bit: the CPU convolutions round a frame differently in a batch of one than in a larger
 batch, and an observed frame's encoding (from a strided tensor) differently again. So a request is
@@ -45,6 +47,24 @@ class TurnedViewCache:
         self.clear()
         self.base = base
 
+    @staticmethod
+    def _keys(K: torch.Tensor, rotations: torch.Tensor) -> list[bytes]:
+        prefix = K.to(torch.float64).cpu().numpy().tobytes()
+        return [prefix + r.to(torch.float64).cpu().numpy().tobytes() for r in rotations]
+
+    def store(self, base: torch.Tensor, K: torch.Tensor, rotations: torch.Tensor, turned: torch.Tensor,
+              latents: torch.Tensor) -> None:
+        """Keep ``base`` turned by ``rotations`` (N, 3, 3), ``turned`` (N, 3, H, W), and their latents
+        (N, C, h, w) that the caller encoded as rows of one larger batch (several rows: the kind a
+        request of two or more rows is served from), so that a later :meth:`lookup` encodes none of them."""
+        if base is not self.base:
+            self.set_base(base)
+        for key, image, z in zip(self._keys(K, rotations), turned, latents):
+            self._rows[(key, True)] = (image, z)
+            self._rows.move_to_end((key, True))
+        while len(self._rows) > self.max_rows:
+            self._rows.popitem(last=False)
+
     def lookup(self, base: torch.Tensor, K: torch.Tensor, rotations: torch.Tensor, encode: Encode,
                base_rows: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``base`` turned by each of ``rotations`` (N, 3, 3) with intrinsics ``K`` and their latents,
@@ -54,8 +74,7 @@ class TurnedViewCache:
         them; any other is computed whole, as that one batch."""
         if base is not self.base:
             self.set_base(base)
-        prefix = K.to(torch.float64).cpu().numpy().tobytes()
-        keys = [prefix + r.to(torch.float64).cpu().numpy().tobytes() for r in rotations] + [BASE] * base_rows
+        keys = self._keys(K, rotations) + [BASE] * base_rows
         grouped = len(keys) >= 2
         if len(keys) > self.max_rows:  # a planner's large batch: nothing to gain, only copies
             turned = rotate_view(base.expand(len(rotations), -1, -1, -1), K, rotations)

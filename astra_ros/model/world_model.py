@@ -77,9 +77,10 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         # Appended history chunks wait for the next prediction and share its transformer pass
         # (StreamingRollout.append_history's ``defer``). False: a pass of their own (the plain path).
         self.fuse_passes = True
-        # A step's predicted frames and their turned anchors go through the codec's decoder in one call
-        # (fewer, larger operations). False: a call each (the plain path).
-        self.decode_together = True
+        # A step's codec work in fewer, larger calls: the turned views its references and its decoding
+        # need encoded in one batch, its frames and their turned anchors decoded in one. False: a call
+        # for each (the plain path).
+        self.batch_codec_calls = True
         # Intrinsics (3, 3) at the model's resolution for rotation_reference; None: reference_fovy_deg.
         self._intrinsics: torch.Tensor | None = None
         # The stream and last action as they were before the first step() since the newest observed
@@ -100,7 +101,7 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         twin._init_stream_state(self.stream.use_cache)
         twin._intrinsics, twin._camera_in_base = self._intrinsics, self._camera_in_base
         twin.reuse_views, twin.fuse_passes = self.reuse_views, self.fuse_passes
-        twin.decode_together = self.decode_together
+        twin.batch_codec_calls = self.batch_codec_calls
         twin.stream.compute_dtype = self.stream.compute_dtype
         return twin.eval()
 
@@ -253,7 +254,8 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         """Images (N, 3, H, W) -> latents (N, C, h, w)."""
         return self.codec.encode(images[None])[0].transpose(0, 1)
 
-    def _turned_reference(self, pixels: torch.Tensor, latents: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
+    def _turned_reference(self, pixels: torch.Tensor, latents: torch.Tensor, relative: torch.Tensor,
+                          anchor_rotations: torch.Tensor | None = None) -> torch.Tensor:
         """A chunk's delta references (B, C, n, h, w): the newest history frame, pixels (B or 1, 3, H, W)
         and latents (B or 1, C, h, w), turned by each frame's rotation ``relative`` to it (B, n, 3, 3).
 
@@ -261,6 +263,8 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         training, where every frame is real), for a predicted one its own latents moved by the turn, so
         the codec's round trip of its decoding adds nothing where the view does not turn. Without a turn
         (robot, keys, unknown actions) the frame's latents, as without a rotation reference.
+        ``anchor_rotations`` (B, n, 3, 3): the newest observed frame's turned views that decoding the chunk
+        will look up, encoded in the same batch and kept for it (one encoder call instead of two).
         """
         b, n = relative.shape[:2]
         latents = latents.expand(b, -1, -1, -1)
@@ -273,9 +277,16 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
             return latents[:, :, None] + views.unflatten(0, (b, n)).transpose(1, 2) - base[:, :, None]
         pixels = pixels.expand(b, -1, -1, -1)
         turned = rotate_view(pixels.repeat_interleave(n, dim=0), self.intrinsics, relative.flatten(0, 1))
-        coded = self.codec.encode(torch.cat([turned, pixels])[None])[0].transpose(0, 1)  # (B*n + B, C, h, w)
+        batch = [turned, pixels]
+        if anchor_rotations is not None and self._anchor is not None and not is_identity(anchor_rotations):
+            batch.append(rotate_view(self._anchor[0].expand(b * n, -1, -1, -1), self.intrinsics,
+                                     anchor_rotations.flatten(0, 1)))
+        coded = self._encode_images(torch.cat(batch))  # (B*n + B [+ B*n], C, h, w)
+        if len(batch) == 3:
+            self._views.store(self._anchor[0], self.intrinsics, anchor_rotations.flatten(0, 1), batch[2],
+                              coded[b * n + b:])
         views = coded[:b * n].unflatten(0, (b, n)).transpose(1, 2)
-        return latents[:, :, None] + views - coded[b * n:][:, :, None]
+        return latents[:, :, None] + views - coded[b * n:b * n + b][:, :, None]
 
     @torch.no_grad()
     def start(self, frames: np.ndarray, actions: np.ndarray | None = None, modality: str = "camera",
@@ -479,10 +490,12 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
             reference = rotations = None
             if self.config.rotation_reference:
                 rotations = self._rotations_after_turn(chunk_actions)
-                reference = self._turned_reference(*self._turn_frame, self._turn_rotation.T @ rotations)
+                together = self.batch_codec_calls and self.reuse_views  # the views decoding looks up, encoded now
+                reference = self._turned_reference(*self._turn_frame, self._turn_rotation.T @ rotations,
+                                                   anchor_rotations=rotations if together else None)
             latents = self._predict(self.stream, features, gen, guidance_scale, reference=reference,
                                     first_frame_ahead=self._frames_ahead + 1)
-            decoded = self._decode_float(latents, rotations, together=self.decode_together)  # (1, n, 3, H, W)
+            decoded = self._decode_float(latents, rotations, together=self.batch_codec_calls)  # (1, n, 3, H, W)
             if rotations is not None:  # the next chunk turns this chunk's newest frame
                 self._turn_action, self._turn_rotation = chunk_actions[0, -1], rotations[0, -1]
                 self._turn_frame = (decoded[:, -1], latents[:, :, -1])
