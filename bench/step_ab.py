@@ -11,7 +11,9 @@ bit for bit (test/test_speed_paths.py). A resolution other than the checkpoint's
 with random weights. ``--imagine 16 6 4 --compare-steps 4 1`` times a planner's call at 4 against 1
 Euler steps per chunk instead (both on the fast paths; "plain" is the first). ``--compile`` times the eager
 model ("plain") against a copy whose codec and anchor decoder are compiled ("fast"; both on the fast paths).
-``--path batch_codec_calls`` (or another of the three) times a step with that one path off ("plain") and on;
+``--path batch_codec_calls`` (or another of the three) times a step with that one path off ("plain") and on
+(the encoder half of ``batch_codec_calls`` works through the turned-view cache, so ``--path reuse_views``
+switches it off too);
 ``--open-loop K`` the K steps after the first instead (step after step, as ``predicted_fps``).
 """
 
@@ -53,7 +55,8 @@ def timed_step(wm, reuse: bool, seed: int, only: str | None = None, open_loop: i
     if open_loop:  # the steps after the first: each turns a predicted frame for its references
         wm.step(actions[:n], seed=seed)
         t0 = time.perf_counter()
-        wm.step(np.tile(actions[:n], (open_loop, 1)), seed=seed)
+        for _ in range(open_loop):
+            wm.step(actions[:n], seed=seed)
         return (time.perf_counter() - t0) / open_loop
     t0 = time.perf_counter()
     wm.step(actions[:n], seed=seed)
@@ -96,6 +99,8 @@ def main() -> None:
     args = p.parse_args()
     if args.compare_steps and not args.imagine:
         p.error("--compare-steps needs --imagine CANDIDATES FRAMES STEPS")
+    if args.open_loop < 0:
+        p.error("--open-loop takes a number of steps >= 1 (0: time the first step)")
     if args.open_loop and args.imagine:
         p.error("--open-loop times steps; --imagine an imagine call: one at a time")
     if args.path and (args.imagine or args.compile):

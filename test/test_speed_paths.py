@@ -5,12 +5,21 @@ import pytest
 import torch
 
 from astra_ros.model import WorldModel
+from astra_ros.model import codec_batching
 from astra_ros.model.step_profile import StepRecorder
 
 
 @pytest.fixture(scope="module")
 def wm():
     return WorldModel.from_pretrained("default")
+
+
+@pytest.fixture
+def threads():
+    """Sets torch's thread count for one test and puts the old one back."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
 
 
 def _inputs():
@@ -55,9 +64,12 @@ def _run(wm, reuse: bool, fuse: bool = True,
 
 @pytest.mark.parametrize("reuse, fuse, together", [(True, False, False), (False, True, False), (False, False, True),
                                                    (True, True, True)])
-def test_fast_paths_change_no_bit_and_do_less(wm, reuse, fuse, together):
+def test_fast_paths_change_no_bit_and_do_less(wm, threads, reuse, fuse, together):
+    threads(2)
     plain, plain_ran, plain_loop = _run(wm, reuse=False, fuse=False, together=False)
     fast, fast_ran, fast_loop = _run(wm, reuse=reuse, fuse=fuse, together=together)
+    # Batched codec calls run where they keep every bit (on this project's machines at 2 threads).
+    together = together and wm._codec_batching_exact()
     assert len(plain) == len(fast) == 6
     for a, b in zip(plain, fast):
         assert a.shape == b.shape
@@ -96,3 +108,50 @@ def test_views_are_not_shared_across_calls_or_frames(wm):
     with torch.no_grad():
         assert wm._views.lookup(wm._anchor[0], wm.intrinsics, torch.eye(3, dtype=torch.float64)[None],
                                 wm._encode_images)[1].shape == (1, wm.config.codec.latent_channels, 8, 8)
+
+
+def test_batched_codec_calls_fall_back_where_they_would_change_bits(wm, threads, monkeypatch):
+    """Where the probe finds the batched calls rounding differently (3+ threads on this project's
+    machines; here forced), a step keeps its separate calls, and with them every bit."""
+    threads(2)
+    plain = _run(wm, reuse=True, fuse=True, together=False)[0]
+    monkeypatch.setattr(WorldModel, "_codec_batching_exact", lambda self: False)
+    fallback, first, open_loop = _run(wm, reuse=True, fuse=True, together=True)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, fallback))
+    assert (first.decoder_calls, open_loop.encoder_calls, open_loop.decoder_calls) == (2, 4, 4)
+
+
+def test_fast_paths_keep_every_bit_at_four_threads(wm, threads):
+    """At 4 threads the decoder's batch of 4 rounds unlike two of 2 (a measured case): the probe says so
+    and the fast paths still give the plain ones' frames."""
+    threads(4)
+    plain = _run(wm, reuse=False, fuse=False, together=False)[0]
+    fast = _run(wm, reuse=True, fuse=True, together=True)[0]
+    for a, b in zip(plain, fast):
+        assert np.array_equal(a, b), f"max |diff| {np.abs(a - b).max()} in uint8 units"
+
+
+def test_the_probe_sees_a_batch_that_rounds_differently():
+    """batching_is_exact compares the step's own calls batched and apart, and remembers per thread count."""
+    codec = torch.nn.Linear(1, 1)  # stands for a codec: a module with parameters
+    calls = []
+
+    def encode(images):  # rows independent of the batch: exact
+        calls.append(len(images))
+        return images[:, :1, :2, :2] * 2
+
+    def decode_pair(latents, anchors, together, nudge=0.0):
+        frames = latents.transpose(1, 2) * 3 + (nudge if together else 0.0)
+        return frames, anchors * 3
+
+    args = ((8, 8), (4, 2, 2), encode)
+    assert codec_batching.batching_is_exact(codec, *args, decode_pair, 2)
+    assert calls == [3, 2, 5]  # the references' 3 rows, the anchors' 2, then all 5 at once
+    assert codec_batching.batching_is_exact(codec, *args, decode_pair, 2)
+    assert calls == [3, 2, 5]  # remembered for this thread count and resolution
+    other = torch.nn.Linear(1, 1)
+    assert not codec_batching.batching_is_exact(
+        other, *args, lambda z, a, t: decode_pair(z, a, t, nudge=1e-6), 2)
+    shifty = torch.nn.Linear(1, 1)
+    assert not codec_batching.batching_is_exact(
+        shifty, (8, 8), (4, 2, 2), lambda images: images[:, :1, :2, :2] * len(images), decode_pair, 2)

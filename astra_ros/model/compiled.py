@@ -48,7 +48,7 @@ def compilable_modules(model) -> dict[str, nn.Module]:
 
 def _probe_frames(model, context_frames: int | None) -> np.ndarray:
     """A short stream on a twin of ``model`` (its own stream, the same weights; the model's own is left
-    alone) making the calls a node makes: start from ``context_frames`` (default: a full history), a step,
+    alone) making the calls a node makes: start from ``context_frames`` (default: a full history), two steps,
     a live forecast (one candidate, every frame decoded, then only the last), and a 2-candidate imagine.
     Returns every frame it produced (uint8)."""
     stream = model.twin()
@@ -62,7 +62,7 @@ def _probe_frames(model, context_frames: int | None) -> np.ndarray:
     actions = (rng.normal(size=(count, dim)) * 0.05).astype(np.float32)
     plans = (rng.normal(size=(2, 2 * n, dim)) * 0.05).astype(np.float32)
     stream.start(frames, actions, modality=modality, seed=0)
-    out = [stream.step(actions[:n], seed=0)]
+    out = [stream.step(actions[:n], seed=0), stream.step(actions[:n], seed=1)]  # the second in open loop
     stream.start(frames, actions, modality=modality, seed=0)
     out += [stream.imagine(plans[:1], seed=0), stream.imagine(plans[:1], seed=0, decode=[2 * n - 1]),
             stream.imagine(plans, seed=0, shared_noise=True)]

@@ -52,6 +52,11 @@ class TurnedViewCache:
         prefix = K.to(torch.float64).cpu().numpy().tobytes()
         return [prefix + r.to(torch.float64).cpu().numpy().tobytes() for r in rotations]
 
+    def holds(self, base: torch.Tensor, K: torch.Tensor, rotations: torch.Tensor) -> bool:
+        """Whether a request of these rows (two or more) would be served without encoding."""
+        return (base is self.base and len(rotations) >= 2
+                and all((key, True) in self._rows for key in self._keys(K, rotations)))
+
     def store(self, base: torch.Tensor, K: torch.Tensor, rotations: torch.Tensor, turned: torch.Tensor,
               latents: torch.Tensor) -> None:
         """Keep ``base`` turned by ``rotations`` (N, 3, 3), ``turned`` (N, 3, H, W), and their latents

@@ -21,6 +21,7 @@ from .arm_map import ArmMapInputs
 from .checkpoint import load_config, load_weights, resolve_checkpoint, save_checkpoint
 from .codec import LatentCodec
 from .config import AstraConfig
+from .frame_coding import FrameCoding
 from .image_error import psnr
 from .imagination import ImagineCancelled, Imagination, as_generator, checked_guidance  # noqa: F401 (re-exported)
 from .inputs import InputChecks
@@ -28,7 +29,7 @@ from .precision import require_bf16_agrees, transformer_probe
 from .streaming import StreamingRollout
 from .transformer import AstraTransformer
 from .turned_views import TurnedViewCache
-from .view_rotation import chain_rotations, intrinsics_from_fov, is_identity, rotate_view
+from .view_rotation import chain_rotations, intrinsics_from_fov
 
 
 # Copy-last error of a latent cell (mean over channels, latents of unit scale) below which
@@ -36,7 +37,7 @@ from .view_rotation import chain_rotations, intrinsics_from_fov, is_identity, ro
 STILL_CELL_MSE = 0.01
 
 
-class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
+class WorldModel(Imagination, FrameCoding, ArmMapInputs, InputChecks, nn.Module):
     """An Astra world model with one live stream."""
 
     def __init__(self, config: AstraConfig, use_cache: bool = True) -> None:
@@ -77,9 +78,9 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         # Appended history chunks wait for the next prediction and share its transformer pass
         # (StreamingRollout.append_history's ``defer``). False: a pass of their own (the plain path).
         self.fuse_passes = True
-        # A step's codec work in fewer, larger calls: the turned views its references and its decoding
-        # need encoded in one batch, its frames and their turned anchors decoded in one. False: a call
-        # for each (the plain path).
+        # A step's codec work in fewer, larger calls where that keeps every bit (codec_batching.py): the
+        # turned views its references and its decoding need encoded in one batch, its frames and their
+        # turned anchors decoded in one. False: a call for each (the plain path).
         self.batch_codec_calls = True
         # Intrinsics (3, 3) at the model's resolution for rotation_reference; None: reference_fovy_deg.
         self._intrinsics: torch.Tensor | None = None
@@ -238,55 +239,10 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
             return self._intrinsics
         return intrinsics_from_fov(self.config.reference_fovy_deg, *self.resolution)
 
-    def turned_views(self, anchors: torch.Tensor, rotations: torch.Tensor,
-                     K: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``anchors`` (N, 3, H, W) in [-1, 1] as the camera would see them turned by ``rotations``
-        (N, 3, 3), and their latents (N, C, h, w): the references of ``rotation_reference``."""
-        turned = rotate_view(anchors, self.intrinsics if K is None else K, rotations)
-        return turned, self._encode_images(turned)
-
     def _rotations_after_turn(self, actions: torch.Tensor) -> torch.Tensor:
         """The camera rotations (B, T, 3, 3) of frames with the live modality's ``actions`` (B, T, D), each
         relative to the newest observed frame, chained on from the frame the next chunk turns."""
         return chain_rotations(self._modality, actions, self._turn_action, self._turn_rotation)
-
-    def _encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (N, 3, H, W) -> latents (N, C, h, w)."""
-        return self.codec.encode(images[None])[0].transpose(0, 1)
-
-    def _turned_reference(self, pixels: torch.Tensor, latents: torch.Tensor, relative: torch.Tensor,
-                          anchor_rotations: torch.Tensor | None = None) -> torch.Tensor:
-        """A chunk's delta references (B, C, n, h, w): the newest history frame, pixels (B or 1, 3, H, W)
-        and latents (B or 1, C, h, w), turned by each frame's rotation ``relative`` to it (B, n, 3, 3).
-
-        ``z + E(turn(x)) - E(x)``: for an observed frame exactly the turned view's latents (as in
-        training, where every frame is real), for a predicted one its own latents moved by the turn, so
-        the codec's round trip of its decoding adds nothing where the view does not turn. Without a turn
-        (robot, keys, unknown actions) the frame's latents, as without a rotation reference.
-        ``anchor_rotations`` (B, n, 3, 3): the newest observed frame's turned views that decoding the chunk
-        will look up, encoded in the same batch and kept for it (one encoder call instead of two).
-        """
-        b, n = relative.shape[:2]
-        latents = latents.expand(b, -1, -1, -1)
-        if is_identity(relative):
-            return latents[:, :, None].expand(-1, -1, n, -1, -1)
-        if self.reuse_views and self._anchor is not None and pixels is self._anchor[0]:
-            # The newest observed frame: its encoding is known and decoding will turn it the same way.
-            _, views, base = self._views.lookup(pixels, self.intrinsics, relative.flatten(0, 1), self._encode_images,
-                                                base_rows=b)
-            return latents[:, :, None] + views.unflatten(0, (b, n)).transpose(1, 2) - base[:, :, None]
-        pixels = pixels.expand(b, -1, -1, -1)
-        turned = rotate_view(pixels.repeat_interleave(n, dim=0), self.intrinsics, relative.flatten(0, 1))
-        batch = [turned, pixels]
-        if anchor_rotations is not None and self._anchor is not None and not is_identity(anchor_rotations):
-            batch.append(rotate_view(self._anchor[0].expand(b * n, -1, -1, -1), self.intrinsics,
-                                     anchor_rotations.flatten(0, 1)))
-        coded = self._encode_images(torch.cat(batch))  # (B*n + B [+ B*n], C, h, w)
-        if len(batch) == 3:
-            self._views.store(self._anchor[0], self.intrinsics, anchor_rotations.flatten(0, 1), batch[2],
-                              coded[b * n + b:])
-        views = coded[:b * n].unflatten(0, (b, n)).transpose(1, 2)
-        return latents[:, :, None] + views - coded[b * n:b * n + b][:, :, None]
 
     @torch.no_grad()
     def start(self, frames: np.ndarray, actions: np.ndarray | None = None, modality: str = "camera",
@@ -313,6 +269,8 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         self._step_generator = torch.Generator().manual_seed(base + 2)
         keep = (t // n) * n
         self._observe_tensors(frames_t[t - keep:], actions_t[t - keep:] if actions_t is not None else None)
+        if self.batch_codec_calls and self.config.rotation_reference:
+            self._codec_batching_exact()  # probed here, once per thread count, rather than inside a step
 
     @torch.no_grad()
     def observe(self, frames: np.ndarray, actions: np.ndarray | None = None) -> None:
@@ -483,6 +441,9 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         if self._before_predictions is None:
             self._before_predictions = (self.stream.fork(), self._last_action)
         frames = []
+        batched = self.batch_codec_calls and self.config.rotation_reference and self._codec_batching_exact()
+        # The anchor views decoding looks up, encoded with the references: only where the cache serves them.
+        encode_anchors = batched and self.reuse_views and n >= 2
         for c in range(actions_t.shape[0] // n):
             chunk_actions = actions_t[None, c * n:(c + 1) * n]  # (1, n, D)
             features = self._features(chunk_actions, 1, previous=self._last_action)
@@ -490,12 +451,11 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
             reference = rotations = None
             if self.config.rotation_reference:
                 rotations = self._rotations_after_turn(chunk_actions)
-                together = self.batch_codec_calls and self.reuse_views  # the views decoding looks up, encoded now
                 reference = self._turned_reference(*self._turn_frame, self._turn_rotation.T @ rotations,
-                                                   anchor_rotations=rotations if together else None)
+                                                   anchor_rotations=rotations if encode_anchors else None)
             latents = self._predict(self.stream, features, gen, guidance_scale, reference=reference,
                                     first_frame_ahead=self._frames_ahead + 1)
-            decoded = self._decode_float(latents, rotations, together=self.batch_codec_calls)  # (1, n, 3, H, W)
+            decoded = self._decode_float(latents, rotations, together=batched)  # (1, n, 3, H, W)
             if rotations is not None:  # the next chunk turns this chunk's newest frame
                 self._turn_action, self._turn_rotation = chunk_actions[0, -1], rotations[0, -1]
                 self._turn_frame = (decoded[:, -1], latents[:, :, -1])
@@ -557,54 +517,3 @@ class WorldModel(Imagination, ArmMapInputs, InputChecks, nn.Module):
         """The guidance scale used when a call passes none: the config's for ``modality`` (default:
         the live stream's)."""
         return self.config.guidance_scale_for(modality or self._modality)
-
-    def _decode(self, latents: torch.Tensor, change_scale: float | None = None,
-                rotations: torch.Tensor | None = None) -> np.ndarray:
-        """Latents (B, C, T, h, w) -> uint8 frames (B, T, H, W, 3); see :meth:`_decode_float`."""
-        return self._to_uint8(self._decode_float(latents, rotations, change_scale))
-
-    @staticmethod
-    def _to_uint8(frames: torch.Tensor) -> np.ndarray:
-        return ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
-
-    def _decode_float(self, latents: torch.Tensor, rotations: torch.Tensor | None = None,
-                      change_scale: float | None = None, together: bool = False) -> torch.Tensor:
-        """Latents -> frames (B, T, 3, H, W) in [-1, 1], relative to the newest observed frame when the
-        config says so: through the anchor decoder, or by residual decoding, which adds ``change_scale``
-        (default: the config's) of the decoded change. ``rotations`` (B, T, 3, 3) of the frames relative
-        to that frame (``rotation_reference``): each frame is decoded from that frame turned to it.
-        ``together``: the frames and their turned anchors in one decoder call. For one chunk of one stream
-        (a step's) that gives the two calls' frames bit for bit (tested); batches of an imagine's size
-        can round differently, so imagine keeps a call each."""
-        anchor = self._anchor
-        if rotations is not None and anchor is not None and not is_identity(rotations):
-            if self.reuse_views:
-                turned, turned_latents, _ = self._views.lookup(anchor[0], self.intrinsics, rotations.flatten(0, 1),
-                                                               self._encode_images)
-            else:
-                turned, turned_latents = self.turned_views(
-                    anchor[0].expand(rotations.shape[0] * rotations.shape[1], -1, -1, -1), rotations.flatten(0, 1))
-            if together:  # (B*T predicted, then B*T turned anchors) in one call
-                flat = torch.cat([latents.transpose(1, 2).flatten(0, 1), turned_latents])
-                decoded = self.codec.decode(flat.transpose(0, 1)[None])[0]
-                frames = decoded[:len(turned)].unflatten(0, (latents.shape[0], latents.shape[2]))
-                reconstructed = decoded[len(turned):]
-            else:
-                frames = self.codec.decode(latents)
-                reconstructed = self.codec.decode(turned_latents.transpose(0, 1)[None])[0]
-            anchor = (turned, reconstructed, turned_latents)
-        else:
-            frames = self.codec.decode(latents)  # (B, T, 3, H, W) in [-1, 1]
-        if self.anchor_decoder is not None and anchor is not None:
-            pixels, reconstructed, anchor_latents = anchor
-            flat = latents.transpose(1, 2).flatten(0, 1)  # (B*T, C, h, w)
-            frames = self.anchor_decoder(pixels, anchor_latents, reconstructed, flat,
-                                         frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
-        elif self.config.residual_decoding and anchor is not None:
-            pixels, reconstructed, _ = anchor
-            if pixels.shape[0] > 1:  # one turned anchor per frame
-                pixels, reconstructed = pixels.unflatten(0, frames.shape[:2]), reconstructed.unflatten(0, frames.shape[:2])
-            scale = self.config.residual_change_scale if change_scale is None else change_scale
-            frames = (pixels + scale * (frames - reconstructed)).clamp(-1, 1)
-        return frames
-
