@@ -32,6 +32,9 @@ def test_quick_bench_writes_every_contract_figure(tmp_path, capsys):
     assert r["peak_rss_mb"] >= r["long_stream"]["peak_rss_mb"] > 0
     printed = capsys.readouterr().out
     assert "step_vs_matmul_peak" in printed and "16x16" in printed
+    # Whether the step's codec calls ran batched here, said in the JSON and printed.
+    batched = r["step"]["models"]["checkpoint"]["batched_codec_calls"]
+    assert isinstance(batched, bool) and f"codec calls batched: {'yes' if batched else 'no'}" in printed
 
 
 def test_bad_checkpoint_exits_2(tmp_path, capsys):

@@ -245,6 +245,8 @@ def step_figures(models: dict[str, object], repeats: int, peak_seconds: float, f
             "stage_seconds": fig["stages_s"],
             "stage_fraction": {k: v / sum(fig["stages_s"].values()) for k, v in fig["stages_s"].items()},
             "calls": fig["calls"],
+            # Whether this machine, at these threads, runs the step's codec work batched (codec_batching.py).
+            "batched_codec_calls": models[name].codec_calls_batched,
             "predicted_fps": _spread(fig["fps"]),
         }
     return result
@@ -347,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
           f"GFLOP/s; step_vs_matmul_peak {result['step_vs_matmul_peak']:.2f} "
           f"[{spread['min']:.2f}, {spread['max']:.2f}] over {spread['n']} repeats")
     print("step stages: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in result["step_stage_fraction"].items()))
+    batched = main_fig["batched_codec_calls"]
+    print(f"codec calls batched: {'yes' if batched else 'no'} at {torch.get_num_threads()} thread(s) "
+          f"({'bit for bit as separate calls here' if batched else 'batches would round differently here'})")
     if args.compile:
         reports = result["compiled"]
         print("compiled (codec and anchor decoder): " + "; ".join(

@@ -30,6 +30,12 @@ class FrameCoding:
         """Images (N, 3, H, W) -> latents (N, C, h, w)."""
         return self.codec.encode(images[None])[0].transpose(0, 1)
 
+    @property
+    def codec_calls_batched(self) -> bool:
+        """Whether a step, at the current thread count, runs its codec work in fewer calls
+        (``batch_codec_calls``, with turned references, where the batches keep every bit)."""
+        return bool(self.batch_codec_calls and self.config.rotation_reference and self._codec_batching_exact())
+
     def _codec_batching_exact(self) -> bool:
         """Whether a step's batched codec calls round as its separate ones here (probed once per thread count)."""
         return batching_is_exact(self.codec, self.config.resolution,

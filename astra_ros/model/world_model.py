@@ -441,7 +441,7 @@ class WorldModel(Imagination, FrameCoding, ArmMapInputs, InputChecks, nn.Module)
         if self._before_predictions is None:
             self._before_predictions = (self.stream.fork(), self._last_action)
         frames = []
-        batched = self.batch_codec_calls and self.config.rotation_reference and self._codec_batching_exact()
+        batched = self.codec_calls_batched
         # The anchor views decoding looks up, encoded with the references: only where the cache serves them.
         encode_anchors = batched and self.reuse_views and n >= 2
         for c in range(actions_t.shape[0] // n):
