@@ -4,10 +4,11 @@ A step (``WorldModel.batch_codec_calls``) can decode its predicted frames and th
 one batch, and in open loop encode its references' frames and the anchor views its decoding needs as
 one batch. Whether a row of a larger batch rounds exactly as it does in the smaller one depends on the
 kernels the CPU library picks for each batch size, which depend on the processor and the thread count
-(here: identical at 1 and 2 threads, the decoder's batch of 4 rounding differently at 3 or more). The
-kernels do not depend on the values, so one probe per thread count, with random inputs and exactly the
-calls the step makes, says whether batching keeps every bit; where it does not, the step keeps its
-separate calls.
+(on this project's machines identical at 1 and 2 threads; at 3 or more both the decoder's batch of 4
+and the encoder's of 5 round differently). The kernels do not depend on the values, so one probe per
+thread count and resolution, with random inputs and exactly the calls the step makes, says whether
+batching keeps every bit; where it does not, the step keeps its separate calls. Compiling the codec
+(compiled.py) swaps its kernels, so it forgets what was probed.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from collections.abc import Callable
 
 import torch
 
-# codec -> {(threads, height, width): batching exact}; the codec's weights do not change the kernels.
-_PROBED: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, int, int], bool]]" = weakref.WeakKeyDictionary()
+# codec -> {(threads, height, width, device, dtype): batching exact}; its weights do not change the kernels.
+_PROBED: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, bool]]" = weakref.WeakKeyDictionary()
 
 Encode = Callable[[torch.Tensor], torch.Tensor]  # images (N, 3, H, W) -> latents (N, C, h, w)
 DecodePair = Callable[[torch.Tensor, torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]]
@@ -29,12 +30,18 @@ def batching_is_exact(codec: torch.nn.Module, resolution: tuple[int, int], laten
     """True when, at the current thread count, one encoder call of a chunk's reference rows and anchor
     rows, and one decoder call of its frames and their anchors, give every row bit for bit as the separate
     calls do. ``encode`` and ``decode_pair(latents (1, C, n, h, w), anchor_latents (n, C, h, w), together)``
-    are the step's own calls. Probed once per codec, thread count and resolution."""
-    key = (torch.get_num_threads(), *resolution)
+    are the step's own calls. Probed once per codec, thread count, resolution, device and dtype."""
+    weight = next(codec.parameters())
+    key = (torch.get_num_threads(), *resolution, weight.device, weight.dtype)
     known = _PROBED.setdefault(codec, {})
     if key not in known:
         known[key] = _probe(codec, resolution, latent_shape, encode, decode_pair, frames_per_chunk)
     return known[key]
+
+
+def forget(codec: torch.nn.Module) -> None:
+    """Drop what was probed for ``codec`` (its kernels changed: compiled, or back to eager)."""
+    _PROBED.pop(codec, None)
 
 
 @torch.no_grad()

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .codec_batching import forget
+
 # Largest difference [grey levels, of 255] accepted between compiled and eager frames (measured: 1, on
 # 0.03 % of the pixels of a 128 px step); a kernel bug differs by tens.
 GREY_LEVEL_TOLERANCE = 2
@@ -91,9 +93,10 @@ class _WarmedForward:
         return (self.compiled if key in self.shapes else self.eager)(*args, **kwargs)
 
 
-def _restore(modules: dict[str, nn.Module]) -> None:
+def _restore(model, modules: dict[str, nn.Module]) -> None:
     for module in modules.values():
         module.__dict__.pop("forward", None)  # back to the class's own forward
+    forget(model.codec)  # eager kernels again: batching is probed afresh
 
 
 def compile_convolutions(model, context_frames: int | None = None, threads: int | None = None) -> CompileReport:
@@ -120,13 +123,14 @@ def compile_convolutions(model, context_frames: int | None = None, threads: int 
         started = time.perf_counter()
         for module in modules.values():  # an instance attribute over the class's method
             module.forward = _WarmedForward(module.forward, torch.compile(module.forward))
+        forget(model.codec)  # the warm-up's start probes batching on the compiled kernels (and compiles its shapes)
         with torch.no_grad():
             compiled = _probe_frames(model, context_frames)
         for module in modules.values():
             module.forward.learning = False
         seconds = time.perf_counter() - started
     except Exception as error:  # inductor raises many kinds (no compiler, lowering errors, ...)
-        _restore(modules)
+        _restore(model, modules)
         first_line = (str(error).strip().splitlines() or [""])[0]
         raise CompileFailed(f"torch.compile failed here ({type(error).__name__}: {first_line[:300]}); the model "
                             "runs uncompiled") from error
@@ -135,7 +139,7 @@ def compile_convolutions(model, context_frames: int | None = None, threads: int 
     difference = np.abs(compiled.astype(np.int16) - eager.astype(np.int16))
     worst = int(difference.max())
     if worst > GREY_LEVEL_TOLERANCE:
-        _restore(modules)
+        _restore(model, modules)
         raise CompileFailed(f"compiled frames differ from the eager ones by up to {worst} grey levels (accepted: "
                             f"{GREY_LEVEL_TOLERANCE}); the model runs uncompiled")
     return CompileReport(seconds=seconds, max_grey_level_difference=worst,
