@@ -225,7 +225,8 @@ def step_figures(models: dict[str, object], repeats: int, peak_seconds: float, f
             fig["stages_s"]["glue"] += (seconds - sum(rec.seconds.values())) / repeats
             fig["flops"] = rec.flops()
             fig["calls"] = {"encoded_frames": rec.encoded, "encoder_calls": rec.encoder_calls,
-                            "decoded_frames": rec.decoded, "decoder_calls": rec.decoder_calls, "anchor_decoded_frames": rec.anchored,
+                            "decoded_frames": rec.decoded, "decoder_calls": rec.decoder_calls,
+                            "anchor_decoded_frames": rec.anchored,
                             "transformer_passes": [list(p) for p in rec.passes]}
             fig["ratio"] = fig.get("ratio", []) + [
                 sum(f.total for f in fig["flops"].values()) / seconds / 1e9 / peaks[-1]]

@@ -35,7 +35,7 @@ def batching_is_exact(codec: torch.nn.Module, resolution: tuple[int, int], laten
     key = (torch.get_num_threads(), *resolution, weight.device, weight.dtype)
     known = _PROBED.setdefault(codec, {})
     if key not in known:
-        known[key] = _probe(codec, resolution, latent_shape, encode, decode_pair, frames_per_chunk)
+        known[key] = _probe(weight, resolution, latent_shape, encode, decode_pair, frames_per_chunk)
     return known[key]
 
 
@@ -45,9 +45,9 @@ def forget(codec: torch.nn.Module) -> None:
 
 
 @torch.no_grad()
-def _probe(codec, resolution, latent_shape, encode, decode_pair, n: int) -> bool:
+def _probe(weight: torch.Tensor, resolution, latent_shape, encode, decode_pair, n: int) -> bool:
+    """``weight``: one of the codec's parameters, whose dtype and device the inputs take."""
     gen = torch.Generator().manual_seed(0)
-    weight = next(codec.parameters())
     like = {"dtype": weight.dtype, "device": weight.device}
     h, w = resolution
     # Open loop: n turned views and the frame they turn (the references), n turned anchor views.

@@ -52,10 +52,21 @@ class TurnedViewCache:
         prefix = K.to(torch.float64).cpu().numpy().tobytes()
         return [prefix + r.to(torch.float64).cpu().numpy().tobytes() for r in rotations]
 
+    def _has(self, keys: list[bytes], grouped: bool) -> bool:
+        return all((key, grouped) in self._rows for key in keys)
+
+    def _keep(self, keys: list[bytes], grouped: bool, images, latents) -> None:
+        """Rows in, newest last; the oldest out beyond ``max_rows`` (never a row just kept: a request
+        has at most ``max_rows`` rows)."""
+        for key, image, z in zip(keys, images, latents):
+            self._rows[(key, grouped)] = (image, z)
+            self._rows.move_to_end((key, grouped))
+        while len(self._rows) > self.max_rows:
+            self._rows.popitem(last=False)
+
     def holds(self, base: torch.Tensor, K: torch.Tensor, rotations: torch.Tensor) -> bool:
         """Whether a request of these rows (two or more) would be served without encoding."""
-        return (base is self.base and len(rotations) >= 2
-                and all((key, True) in self._rows for key in self._keys(K, rotations)))
+        return base is self.base and len(rotations) >= 2 and self._has(self._keys(K, rotations), True)
 
     def store(self, base: torch.Tensor, K: torch.Tensor, rotations: torch.Tensor, turned: torch.Tensor,
               latents: torch.Tensor) -> None:
@@ -64,11 +75,7 @@ class TurnedViewCache:
         request of two or more rows is served from), so that a later :meth:`lookup` encodes none of them."""
         if base is not self.base:
             self.set_base(base)
-        for key, image, z in zip(self._keys(K, rotations), turned, latents):
-            self._rows[(key, True)] = (image, z)
-            self._rows.move_to_end((key, True))
-        while len(self._rows) > self.max_rows:
-            self._rows.popitem(last=False)
+        self._keep(self._keys(K, rotations), True, turned, latents)
 
     def lookup(self, base: torch.Tensor, K: torch.Tensor, rotations: torch.Tensor, encode: Encode,
                base_rows: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -85,13 +92,10 @@ class TurnedViewCache:
             turned = rotate_view(base.expand(len(rotations), -1, -1, -1), K, rotations)
             latents = encode(torch.cat([turned, base.expand(base_rows, -1, -1, -1)]))
             return turned, latents[:len(rotations)], latents[len(rotations):][:1] if base_rows else None
-        if not all((k, grouped) in self._rows for k in keys):
+        if not self._has(keys, grouped):
             turned = rotate_view(base.expand(len(rotations), -1, -1, -1), K, rotations)
             latents = encode(torch.cat([turned, base.expand(base_rows, -1, -1, -1)]))
-            images = list(turned) + [None] * base_rows
-            for i, key in enumerate(keys):
-                self._rows[(key, grouped)] = (images[i], latents[i])
-                self._rows.move_to_end((key, grouped))
+            self._keep(keys, grouped, list(turned) + [None] * base_rows, latents)
         rows = [self._rows[(k, grouped)] for k in keys]
         n = len(rotations)
         turned = torch.stack([t for t, _ in rows[:n]])
@@ -99,6 +103,4 @@ class TurnedViewCache:
         # strided input differently from a contiguous one.
         latents = torch.stack([z for _, z in rows[:n]], dim=1).transpose(0, 1)
         base_latents = rows[n][1][None] if base_rows else None
-        while len(self._rows) > self.max_rows:
-            self._rows.popitem(last=False)  # oldest out
         return turned, latents, base_latents
