@@ -34,7 +34,12 @@ class FrameCoding:
     def codec_calls_batched(self) -> bool:
         """Whether a step, at the current thread count, runs its codec work in fewer calls
         (``batch_codec_calls``, with turned references, where the batches keep every bit)."""
-        return bool(self.batch_codec_calls and self.config.rotation_reference and self._codec_batching_exact())
+        return self._codec_batching_wanted and self._codec_batching_exact()
+
+    @property
+    def _codec_batching_wanted(self) -> bool:
+        """Whether batching is asked for and a step has turned views to batch (before the probe's verdict)."""
+        return bool(self.batch_codec_calls and self.config.rotation_reference)
 
     def _codec_batching_exact(self) -> bool:
         """Whether a step's batched codec calls round as its separate ones here (probed once per thread count)."""

@@ -269,7 +269,7 @@ class WorldModel(Imagination, FrameCoding, ArmMapInputs, InputChecks, nn.Module)
         self._step_generator = torch.Generator().manual_seed(base + 2)
         keep = (t // n) * n
         self._observe_tensors(frames_t[t - keep:], actions_t[t - keep:] if actions_t is not None else None)
-        if self.batch_codec_calls and self.config.rotation_reference:
+        if self._codec_batching_wanted:
             self._codec_batching_exact()  # probed here, once per thread count, rather than inside a step
 
     @torch.no_grad()
