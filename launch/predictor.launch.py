@@ -27,7 +27,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="model: 'default', a checkpoint directory, or 'random:tiny' (random weights)"),
         DeclareLaunchArgument("params_file",
                               default_value=PathJoinSubstitution([FindPackageShare("astra_ros"), "config", "predictor.yaml"]),
-                              description="YAML parameters of astra_predictor"),
+                              description="YAML parameters of astra_predictor; checkpoint, action_modality, "
+                                          "use_sim_time and twist_stamped come from their launch arguments instead"),
         DeclareLaunchArgument("action_modality", default_value="twist",
                               description="actions fed to the model: camera, robot, twist or keys"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the nodes started here"),
@@ -52,6 +53,7 @@ def generate_launch_description() -> LaunchDescription:
         name="astra_predictor",
         namespace=LaunchConfiguration("namespace"),
         output="screen",
+        # Later entries win in launch_ros: these four launch arguments override the same keys of params_file.
         parameters=[
             LaunchConfiguration("params_file"),
             {

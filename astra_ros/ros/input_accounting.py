@@ -74,3 +74,36 @@ class InputMonitor:
         went_silent = [name for name in silent if name not in self._silent]
         self._silent = set(silent)
         return went_silent, silent
+
+
+class RefusalWatch:
+    """Inputs whose every message is refused (undecodable images, NaN twists, ...) for a while: such an
+    input is not silent, yet nothing of it reaches the model, and /diagnostics must not show it as fine."""
+
+    def __init__(self) -> None:
+        self.refused: Counter[str] = Counter()  # per stream
+        self.last_reason: dict[str, str] = {}
+        self._marks: dict[str, tuple[int, int]] = {}  # stream -> (received, refused) at the previous check
+        self._since: dict[str, float] = {}  # stream -> when every message began to be refused [s]
+
+    def refuse(self, stream: str, reason: str) -> None:
+        self.refused[stream] += 1
+        self.last_reason[stream] = reason
+
+    def refusing(self, received: dict[str, int], now_s: float, timeout_s: float) -> dict[str, float]:
+        """``{stream: seconds}`` of the streams in ``received`` (total counts) that have received messages
+        at every call for at least ``timeout_s`` and refused all of them (call it periodically, with the
+        streams that feed the model)."""
+        for stream in set(self._since) - set(received):
+            del self._since[stream]  # no longer watched (another modality)
+        for stream, got in received.items():
+            prev_got, prev_refused = self._marks.get(stream, (0, 0))
+            self._marks[stream] = (got, self.refused[stream])
+            if got == prev_got:
+                self._since.pop(stream, None)  # nothing arrived: a silence, reported as such
+                continue
+            if self.refused[stream] - prev_refused == got - prev_got:
+                self._since.setdefault(stream, now_s)
+            else:
+                self._since.pop(stream, None)
+        return {s: now_s - since for s, since in self._since.items() if now_s - since >= timeout_s - 1e-9}

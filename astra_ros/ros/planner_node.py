@@ -42,6 +42,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -52,7 +53,7 @@ from sensor_msgs.msg import Image
 from astra_ros.data.actions import KeyThresholds
 from astra_ros.data.images import ImageDecodeError
 from astra_ros.planning.cem import ActionEncoder, CEMConfig, CEMPlanner, GoalScorer, PlanSchedule
-from astra_ros.ros.topic_names import input_topic
+from astra_ros.ros.topic_names import diagnostic_prefix, input_topic
 from astra_ros.ros.conversions import image_msg_to_rgb
 from astra_ros.ros.parameters import ParamSpec, descriptor
 from astra_ros.ros.runner import StartupError, publish_from_worker, run_node
@@ -215,7 +216,8 @@ class PlannerNode(Node):
         self._stopping = threading.Event()
         self._timers_group = timers
         self._replan_timer = self.create_timer(1.0 / self._params["replan_rate_hz"], self._on_replan_tick, timers)
-        self.create_timer(1.0, self._on_diagnostics_tick, timers)
+        # On the steady clock: with use_sim_time and no /clock /diagnostics still reports.
+        self.create_timer(1.0, self._on_diagnostics_tick, timers, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.create_timer(1.0 / self._params["command_rate_hz"], self._on_command_tick, timers)
         self._thread = threading.Thread(target=self._planning_loop, name="astra-planner", daemon=True)
         self._busy = False
@@ -439,7 +441,8 @@ class PlannerNode(Node):
         with self._lock:
             counts, state, last_error = dict(self._counts), self._state, self._last_error
             plan, goal_source = dict(self._last_plan), self._goal_source
-        status = DiagnosticStatus(name=f"{NODE_NAME}: planning", hardware_id=NODE_NAME)
+        prefix = diagnostic_prefix(self)
+        status = DiagnosticStatus(name=f"{prefix}: planning", hardware_id=prefix)
         if state == "planning":
             status.level, status.message = DiagnosticStatus.OK, f"{counts['plans']} plans; goal from {goal_source}"
             if plan and plan["plan_s"] > plan["plan_duration_s"]:

@@ -9,12 +9,12 @@ from collections import Counter
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-from astra_ros.ros.predictor_core import (
-    state_kind,
-)
+from astra_ros.ros.predictor_core import state_kind
+from astra_ros.ros.predictor_params import INPUTS, LOG_THROTTLE_S
+from astra_ros.ros.topic_names import diagnostic_prefix
 
-
-from astra_ros.ros.predictor_params import NODE_NAME, INPUTS
+# A forecast covering less than horizon_s by more than this many frame intervals is reported.
+COVERAGE_SLACK_FRAMES = 1.5
 
 
 class PredictorDiagnostics:
@@ -27,6 +27,9 @@ class PredictorDiagnostics:
             kind = state_kind(self._params["action_modality"])
             required = ("image", "pose") if kind == "pose" else ("image", self._params["twist_source"])
             went_silent, silent = self._inputs.newly_silent(required, now, self._params["input_timeout_s"])
+            refusing = self._refusals.refusing({name: self._ledger.received[name] for name in required}, now,
+                                               self._params["input_timeout_s"])
+            refusal_reasons = dict(self._refusals.last_reason)
             for name in went_silent:
                 self._dropped[f"{name}_timeout"] += 1
             rates = self._inputs.rates_hz(now)
@@ -54,11 +57,24 @@ class PredictorDiagnostics:
             names = ", ".join(self._topics.get(name, name) for name in went_silent)
             self.get_logger().warning(f"no messages on {names} for {self._params['input_timeout_s']} s; "
                                       f"{consequence}")
-        stamp = self.get_clock().now().to_msg()
-        inputs = DiagnosticStatus(name=f"{NODE_NAME}: inputs", hardware_id=NODE_NAME)
-        inputs.level = DiagnosticStatus.WARN if silent else DiagnosticStatus.OK
+        clock_now = self.get_clock().now()
+        stamp = clock_now.to_msg()
+        prefix = diagnostic_prefix(self)
+        inputs = DiagnosticStatus(name=f"{prefix}: inputs", hardware_id=prefix)
+        inputs.level = DiagnosticStatus.WARN if silent or refusing else DiagnosticStatus.OK
         inputs.message = (f"silent: {', '.join(self._topics.get(n, n) for n in silent)}" if silent
                           else "inputs arriving")
+        if refusing:  # arriving, so not silent, but none of it reaches the model
+            refused_text = "; ".join(f"every message on {self._topics.get(n, n)} refused for {s:.0f} s "
+                                     f"({refusal_reasons.get(n, 'refused')})" for n, s in sorted(refusing.items()))
+            inputs.message += f"; {refused_text}"
+        if clock_now.nanoseconds == 0 and self.get_parameter("use_sim_time").value:
+            # This timer runs on the steady clock, so it still reports when /clock never comes.
+            inputs.level = DiagnosticStatus.WARN
+            inputs.message += "; use_sim_time is true but no /clock has arrived (start the simulator, or play the bag with --clock)"
+            self.get_logger().warning("use_sim_time is true but no /clock has arrived: the node clock stands at 0, so "
+                                      "forecasts cannot be placed in time (start the simulator, or play the bag with "
+                                      "--clock)", throttle_duration_sec=LOG_THROTTLE_S)
         if fallback_silent:
             inputs.message += (f"; fallback: {feeding} silent, images paired with "
                                + ("a zero twist" if kind == "twist" else "the last pose held"))
@@ -72,7 +88,7 @@ class PredictorDiagnostics:
         inputs.values += [KeyValue(key=f"stamp_jumps_undone_{name}", value=str(count))
                           for name, count in sorted(jumps_undone.items())]
         # Every message a callback saw is used or skipped by reason, or still pending (queued images).
-        accounting = DiagnosticStatus(name=f"{NODE_NAME}: input accounting", hardware_id=NODE_NAME)
+        accounting = DiagnosticStatus(name=f"{prefix}: input accounting", hardware_id=prefix)
         accounted = received == used + skipped_total + pending
         accounting.level = DiagnosticStatus.OK if accounted else DiagnosticStatus.ERROR
         accounting.message = (f"{received} received = {used} used + {skipped_total} skipped + {pending} pending"
@@ -88,7 +104,7 @@ class PredictorDiagnostics:
         accounting.values += [KeyValue(key=f"input_skipped_{reason}", value=str(count))
                               for reason, count in sorted(input_skipped.items())]
         accounting.values += [KeyValue(key=f"lost_in_transport_{name}", value=str(count)) for name, count in sorted(lost.items())]
-        prediction = DiagnosticStatus(name=f"{NODE_NAME}: prediction", hardware_id=NODE_NAME)
+        prediction = DiagnosticStatus(name=f"{prefix}: prediction", hardware_id=prefix)
         prediction.level = DiagnosticStatus.ERROR if skipped["model_error"] and not predictions else (
             DiagnosticStatus.OK if predictions else DiagnosticStatus.WARN)
         prediction.message = f"{predictions} predictions" + (f"; last error: {last_error}" if last_error else "")
@@ -109,7 +125,7 @@ class PredictorDiagnostics:
             prediction.values.append(KeyValue(key="intrinsics", value=self._intrinsics_source))
         if getattr(self, "_arm_camera", None) is not None:
             prediction.values.append(KeyValue(key="arm_camera", value=self._arm_camera.source))
-        experts = DiagnosticStatus(name=f"{NODE_NAME}: experts", hardware_id=NODE_NAME, level=DiagnosticStatus.OK,
+        experts = DiagnosticStatus(name=f"{prefix}: experts", hardware_id=prefix, level=DiagnosticStatus.OK,
                                    message="fraction of action tokens routed to each expert, per modality")
         experts.values = [KeyValue(key=f"{modality}_expert_{index}", value=f"{share:.3f}")
                           for modality, shares in sorted(usage.items()) for index, share in enumerate(shares)]
@@ -117,6 +133,15 @@ class PredictorDiagnostics:
             prediction.level = DiagnosticStatus.WARN
             prediction.message += ("; images are more than max_catch_up_s behind the node clock: forecasts start at "
                                    "the newest frame (replay bags with --clock and use_sim_time:=true)")
+        horizon_s = self._params["horizon_s"]
+        coverage_s = forecast_stats.get("coverage_s")
+        if (coverage_s is not None and coverage_s < horizon_s - COVERAGE_SLACK_FRAMES * self._interval_s
+                and prediction.level == DiagnosticStatus.OK):
+            # The model is slower than real time here: catching up is capped at max_catch_up_s.
+            prediction.level = DiagnosticStatus.WARN
+            prediction.message += (f"; the last forecast reached only {coverage_s:.2f} s ahead, less than horizon_s "
+                                   f"{horizon_s:g} s (it took {forecast_stats.get('latency_s', 0.0):.2f} s: the model "
+                                   "is slower than real time here; more num_threads, a lower horizon_s or a GPU)")
         if fallback_silent and prediction.level == DiagnosticStatus.OK:
             prediction.level = DiagnosticStatus.WARN
             prediction.message += f"; fallback: no {feeding}, assuming no motion"

@@ -38,6 +38,7 @@ class PredictorInputs:
     def _drop(self, reason: str, detail: str) -> None:
         """Count a refused input (its reason starts with its stream) and warn (throttled); the lock is held."""
         self._ledger.skip(reason)
+        self._refusals.refuse(reason.split("_")[0], reason)
         self.get_logger().warning(f"dropped input ({reason}): {detail}", throttle_duration_sec=LOG_THROTTLE_S)
 
     def _arrived(self, stream: str) -> None:
@@ -119,7 +120,7 @@ class PredictorInputs:
             K = model_intrinsics(msg.k, msg.width, msg.height, self._model.resolution, self._params["resize_mode"])
         except ValueError as error:
             self.get_logger().warning(f"camera_info ignored, the model keeps its {self._intrinsics_source} intrinsics: "
-                                      f"{error}")
+                                      f"{error}", throttle_duration_sec=LOG_THROTTLE_S)
             return
         for model in (self._model, self._imagine_model):
             set_intrinsics = getattr(model, "set_intrinsics", None)
@@ -158,7 +159,8 @@ class PredictorInputs:
                 if self._image_frame_id is not None and (len(self._window) or self._pairer.pending_images):
                     # Another camera (a driver switched, a remap changed): its frames are not the history's future.
                     self.get_logger().warning(f"image frame_id changed from '{self._image_frame_id}' to "
-                                              f"'{msg.header.frame_id}': history restarted")
+                                              f"'{msg.header.frame_id}': history restarted",
+                                              throttle_duration_sec=LOG_THROTTLE_S)
                     self._restarts["image_frame_id"] += 1
                     self._restart_history("image", stamp_ns)
                 self._image_frame_id = msg.header.frame_id
@@ -283,6 +285,12 @@ class PredictorInputs:
         else:
             text = (f"images are stamped {gap_ns / 1e9:+.1f} s from the nearest {stream} (sync_slop_s "
                     f"{self._params['sync_slop_s']}): the two streams carry different clocks, so no image pairs")
+        sim_time = bool(self.get_parameter("use_sim_time").value)
+        if stream == "twist" and not self._params["twist_stamped"] and sim_time:
+            return text + (". A plain geometry_msgs/Twist has no stamp and is stamped on arrival with this "
+                           "node's clock, here /clock (use_sim_time is true): the images must carry /clock's "
+                           "time as well (is /clock published? replaying a bag: play it with --clock), or "
+                           "publish TwistStamped (twist_stamped:=true)")
         if stream == "twist" and not self._params["twist_stamped"]:
             return text + (". A plain geometry_msgs/Twist has no stamp and is stamped on arrival with this "
                            "node's clock: publish TwistStamped (twist_stamped:=true) or, replaying a bag, "

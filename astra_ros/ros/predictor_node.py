@@ -63,6 +63,7 @@ Faults and how the node answers them (each is counted in ``/diagnostics``):
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -77,6 +78,7 @@ from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
@@ -97,7 +99,7 @@ from astra_ros.ros.parameters import descriptor
 from astra_ros.ros.runner import StartupError, publish_from_worker, run_node
 from astra_ros.ros.conversions import ns_to_stamp, rgb_to_image_msg
 from astra_ros.ros.imagine_server import ImagineServer
-from astra_ros.ros.input_accounting import InputLedger, InputMonitor
+from astra_ros.ros.input_accounting import InputLedger, InputMonitor, RefusalWatch
 from astra_ros.ros.live_forecast import (
     FrameGrid,
     LatencyEstimate,
@@ -170,6 +172,7 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
         self._lock = threading.Lock()  # guards everything the callbacks and the worker share below
         self._dropped: Counter[str] = Counter()  # input events by reason: silences (``<input>_timeout``)
         self._ledger = InputLedger(INPUTS)  # every received input: used, or skipped by reason
+        self._refusals = RefusalWatch()  # inputs whose every message is refused
         self._unsent: set[int] = set()  # stamps of window frames that no prediction has used yet
         self._lost: Counter[str] = Counter()  # messages the middleware reports lost before a callback saw them
         self._restarts: Counter[str] = Counter()  # stamp restarts (clock jumped back) by input
@@ -241,8 +244,11 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
                                  callback_group=inputs)
 
         reliable = QoSProfile(depth=10)
-        self._image_pub = self.create_publisher(Image, "~/predicted/image", reliable)
-        self._info_pub = self.create_publisher(CameraInfo, "~/predicted/camera_info", reliable)
+        # Each forecast's frames go out in one burst: keep two forecasts' worth (a subscriber needs a queue
+        # of at least one forecast's frames too, or ~/predicted/frames, one message per forecast).
+        burst = QoSProfile(depth=max(10, 2 * self._frames_per_forecast()))
+        self._image_pub = self.create_publisher(Image, "~/predicted/image", burst)
+        self._info_pub = self.create_publisher(CameraInfo, "~/predicted/camera_info", burst)
         self._montage_pub = self.create_publisher(Image, "~/predicted/montage", reliable)
         self._frames_pub = (
             self.create_publisher(PredictedFrames, "~/predicted/frames", reliable) if PredictedFrames is not None else None
@@ -259,7 +265,8 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
             self.get_logger().warning("the package's interfaces are not built: no ~/imagine and no ~/predicted/frames "
                                       "(run scripts/setup.sh or build the workspace with colcon)")
 
-        self.create_timer(1.0, self._on_diagnostics_tick, timers)
+        # On the steady clock: with use_sim_time and no /clock (or a paused bag) /diagnostics still reports.
+        self.create_timer(1.0, self._on_diagnostics_tick, timers, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._latency.most_s = self._params["max_catch_up_s"]
         self._loop = LiveLoop(self._model, self._next_live_job, self._on_forecast, self._on_forecast_error,
                               lambda: 1.0 / self._params["publish_rate"], threads, warm_up=self._warm_up)
@@ -273,6 +280,11 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
         )
 
     # ------------------------------------------------------------------ set-up and parameters
+    def _frames_per_forecast(self) -> int:
+        """Most frames one forecast publishes at the start-up horizon: catching up by up to
+        max_catch_up_s, then horizon_s ahead."""
+        return math.ceil((self._params["max_catch_up_s"] + self._params["horizon_s"]) / self._interval_s) + 1
+
     def _subscribe_arm_camera(self, group: Any) -> ArmCameraFromTf | None:
         """A model with end-effector maps learns where the camera is from /tf_static (latched)."""
         if not getattr(getattr(self._model, "config", None), "arm_map_cells", 0):

@@ -50,7 +50,8 @@ PARAMETERS: dict[str, ParamSpec] = {
                            read_only=True),
     "context_frames": ParamSpec(4, "observed frames the model is started from (a multiple of the model's frames "
                                 "per chunk)", (2, 64)),
-    "horizon_s": ParamSpec(2.0, "each forecast covers at least this long [s] after its publication", (0.1, 30.0)),
+    "horizon_s": ParamSpec(2.0, "each forecast covers at least this long [s] after its publication, while the model "
+                           "runs faster than real time (/diagnostics warns when a forecast falls short)", (0.1, 30.0)),
     "publish_rate": ParamSpec(10.0, "at most this many forecasts per second [Hz]: the next starts as soon as the "
                               "previous is out and a newer frame exists, no sooner than 1/publish_rate after it",
                               (0.05, 30.0)),

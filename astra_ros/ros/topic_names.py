@@ -45,3 +45,10 @@ def input_topic(node: Any, name: str, argv: Sequence[str] | None = None) -> str:
     if any(rule_node in (None, node.get_name()) and match in (name, f"{namespace}/{name}") for rule_node, match in rules):
         return plain
     return f"~/{name}"
+
+
+def diagnostic_prefix(node) -> str:
+    """``<namespace>/<node>`` without the leading slash, for /diagnostics status names and hardware ids:
+    two robots' nodes stay apart in an aggregator (``robot1/astra_predictor: inputs``), and a node in the
+    root namespace keeps its plain name."""
+    return node.get_fully_qualified_name().lstrip("/")
