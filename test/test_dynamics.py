@@ -153,6 +153,20 @@ def test_per_second_gains_of_a_four_second_horizon():
         one["overall"]["pooled_psnr"]["gain"])
 
 
+def test_a_scenarios_interval_does_not_depend_on_the_other_scenarios_in_the_set():
+    """One generator threaded through the groups gave `rover` other intervals than `all` on the same clips,
+    and moved them when `arm` clips joined the set."""
+    rng = np.random.default_rng(5)
+    rover = [_errors("rover", 20 + rng.normal(2, 1.5, 20)) for _ in range(7)]
+    arm = [_errors("arm", 20 + rng.normal(1, 1.0, 20)) for _ in range(5)]
+    alone = dynamics_summary(rover, 0.1, resamples=200)
+    assert alone["per_scenario"]["rover"]["pooled_psnr"]["gain_ci95"] == alone["overall"]["pooled_psnr"]["gain_ci95"]
+    assert alone["per_scenario"]["rover"]["per_second"] == alone["overall"]["per_second"]
+    mixed = dynamics_summary(rover + arm, 0.1, resamples=200)
+    assert mixed["per_scenario"]["rover"] == alone["per_scenario"]["rover"]
+    assert mixed["overall"]["pooled_psnr"]["gain_ci95"] != alone["overall"]["pooled_psnr"]["gain_ci95"]
+
+
 def test_sensitivity_per_scenario_with_its_wilson_interval():
     model_db = np.full(10, 30.0)
     mse = 255.0**2 / 10**3  # the model's per-pixel MSE at 30 dB

@@ -408,6 +408,16 @@ def test_saved_frames_hold_every_clip_and_recompute_the_dynamics(tmp_path, check
     se = sum(((d["model"].astype(float) - d["real"]) ** 2).sum() for d in saved)
     pixels = sum(d["real"].size for d in saved)
     assert dynamics["overall"]["pooled_psnr"]["model"] == pytest.approx(10 * np.log10(255**2 * pixels / se))
+    # Run again into the same folders with fewer clips and a 1 s horizon: nothing of the first run is left to
+    # be read as this one's (the folder's scripts take every clip file; the report links every figure).
+    rc = main([str(sim_bags["rover"]), "--checkpoint", str(checkpoint), "--out", str(out), "--horizon-s", "1",
+               "--context-frames", "2", "--stride-s", "0.5", "--clips-per-bag", "2", "--save-frames", str(frames),
+               "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    again = json.loads((out / "metrics.json").read_text())
+    assert sorted(f.name for f in frames.glob("*.npz")) == again["frames_files"] == ["clip_0000.npz", "clip_0001.npz"]
+    assert f"removed 2 clip file(s) of an earlier run from {frames}" in again["notes"]
+    assert not (out / "per_second.png").exists() and "per_second.png" not in (out / "report.md").read_text()
 
 
 def test_modality_mismatch(tmp_path, sim_bags, capsys):

@@ -199,13 +199,19 @@ def grid_clips(clips: Sequence[ClipResult], count: int = GRID_CLIPS) -> list[Cli
     return chosen[:max(count, len(queues))]
 
 
-def save_frames(result: EvalResult, directory: Path) -> list[Path]:
-    """``--save-frames``: ``clip_0000.npz`` ... in ``directory``, one per clip (:mod:`astra_ros.eval.frames`)."""
-    return [save_clip_frames(directory / f"clip_{i:04d}.npz", observed_last=clip.observed[-1], real=clip.real,
-                             model=clip.predicted, shuffled=clip.predicted_shuffled, scenario=clip.scenario,
-                             bag=clip.bag, start_frame=clip.start, modality=clip.modality,
-                             frame_interval_s=result.plan.frame_interval_s, ceiling=clip.reconstructed)
-            for i, clip in enumerate(result.clips)]
+def save_frames(result: EvalResult, directory: Path) -> tuple[list[Path], list[Path]]:
+    """``--save-frames``: ``clip_0000.npz`` ... in ``directory``, one per clip (:mod:`astra_ros.eval.frames`).
+    Clip files of an earlier run there that this one did not rewrite are removed: the scripts that read the
+    folder (dynamics_from_frames.py, compare_frames.py) take every clip file in it. Returns (written, removed)."""
+    written = [save_clip_frames(directory / f"clip_{i:04d}.npz", observed_last=clip.observed[-1], real=clip.real,
+                                model=clip.predicted, shuffled=clip.predicted_shuffled, scenario=clip.scenario,
+                                bag=clip.bag, start_frame=clip.start, modality=clip.modality,
+                                frame_interval_s=result.plan.frame_interval_s, ceiling=clip.reconstructed)
+               for i, clip in enumerate(result.clips)]
+    stale = sorted(set(directory.glob("clip_*.npz")) - set(written))
+    for path in stale:
+        path.unlink()
+    return written, stale
 
 
 def write_outputs(result: EvalResult, out: Path) -> dict[str, Path]:
@@ -306,11 +312,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"astra-eval: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print(f"astra-eval: interrupted; nothing written to {args.out}", file=sys.stderr)
         return 130
     result.metrics["wall_time_s"] = time.perf_counter() - started
     if args.save_frames is not None:
         result.metrics["frames_dir"] = str(args.save_frames)
-        result.metrics["frames_files"] = [path.name for path in save_frames(result, args.save_frames)]
+        written, stale = save_frames(result, args.save_frames)
+        result.metrics["frames_files"] = [path.name for path in written]
+        if stale:
+            result.metrics.setdefault("notes", []).append(
+                f"removed {len(stale)} clip file(s) of an earlier run from {args.save_frames}")
     paths = write_outputs(result, args.out)
     if args.save_frames is not None:
         paths["frames"] = args.save_frames

@@ -223,20 +223,21 @@ def dynamics_summary(clips: Sequence[ClipErrors], frame_interval_s: float, *, se
     (``per_second``: frames 0.1-1.0 s ahead are second 1, 1.1-2.0 s second 2, ...).
 
     Every clip needs the same number of horizon frames. The bootstrap is seeded (``seed``), so a run
-    repeats exactly. ``threshold`` is only recorded: it was applied by :func:`clip_errors`."""
+    repeats exactly, and each group draws from its own generator with that seed, so a scenario's interval
+    does not depend on which other scenarios share the set (and equals ``overall``'s on the same clips).
+    ``threshold`` is only recorded: it was applied by :func:`clip_errors`."""
     if not clips:
         raise ValueError("no clip to summarise")
     if len({len(c.count) for c in clips}) != 1:
         raise ValueError("every clip needs the same number of horizon frames")
-    rng = np.random.default_rng(seed)
     out: dict[str, Any] = {
         "change_threshold": threshold,
         "bootstrap": {"resamples": resamples, "seed": seed, "unit": "clip", "interval": "percentile 95 %"},
         "frame_interval_s": frame_interval_s,
-        "overall": _group(clips, frame_interval_s, rng, resamples),
+        "overall": _group(clips, frame_interval_s, np.random.default_rng(seed), resamples),
         "per_scenario": {},
     }
     for scenario in sorted({c.scenario for c in clips}):
         members = [c for c in clips if c.scenario == scenario]
-        out["per_scenario"][scenario] = _group(members, frame_interval_s, rng, resamples)
+        out["per_scenario"][scenario] = _group(members, frame_interval_s, np.random.default_rng(seed), resamples)
     return out

@@ -392,6 +392,9 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
         lines += dynamics_markdown(dynamics) + [""]
         if len(dynamics["overall"]["per_second"]) > 1:  # linked under "Figures" below
             plot_per_second(dynamics, out / PER_SECOND_PNG)
+    if not (dynamics and len(dynamics["overall"]["per_second"]) > 1):
+        # An earlier, longer run's plot in the same folder would be linked as this run's.
+        (out / PER_SECOND_PNG).unlink(missing_ok=True)
 
     # 2. Camera-motion alignment.
     lines += ["## Camera-motion alignment (mean over the horizon)", ""]
