@@ -51,6 +51,7 @@ from astra_ros.data.bag_files import (  # noqa: F401
     find_bags,
 )
 from astra_ros.data.conventions import BagConventions
+from astra_ros.data.frame_grid import grid_indices
 from astra_ros.data.geometry import PinholeIntrinsics, pose_to_matrix
 from astra_ros.data.images import ImageDecodeError, image_to_rgb, resize_rgb
 from astra_ros.data.sampling import (  # noqa: F401
@@ -109,6 +110,7 @@ class ReadStats:
     episodes: int = 0  # bags read
     frames: int = 0  # images read
     nan_frames: int = 0  # frames whose action is NaN (NaN or missing pose); never used for training
+    thinned_frames: int = 0  # frames of a camera faster than the model's frame grid, left out (frame_grid.py)
     windows: int = 0  # clip windows offered by a ClipDataset
     skipped_windows: int = 0  # windows left out because they contain a NaN frame
     short_episodes: int = 0  # episodes with fewer frames than one clip
@@ -117,8 +119,10 @@ class ReadStats:
     def summary(self) -> str:
         """One line for logs."""
         return (
-            f"{self.episodes} episodes, {self.frames} frames ({self.nan_frames} with NaN actions), "
-            f"{self.windows} windows ({self.skipped_windows} skipped for NaN), {self.short_episodes} too short"
+            f"{self.episodes} episodes, {self.frames} frames ({self.nan_frames} with NaN actions"
+            + (f", {self.thinned_frames} more left out to thin a faster camera onto the model's frame grid"
+               if self.thinned_frames else "")
+            + f"), {self.windows} windows ({self.skipped_windows} skipped for NaN), {self.short_episodes} too short"
         )
 
 
@@ -167,8 +171,8 @@ def modality_from_topics(topic_names: dict[str, str] | list[str], topics: BagTop
         return "twist"
     raise BagError(
         f"cannot tell the modality of {bag}: none of {topics.ee_pose}, {topics.camera_pose}, {topics.twist} in its "
-        f"topics {sorted(names)}; name its topics (BagTopics; astra-eval --pose-topic, --twist-topic, ...) or "
-        "its modality (astra-eval --modality)"
+        f"topics {sorted(names)}; name its topics and modality in a robot profile (--profile, "
+        "docs/ROBOT_PROFILE.md; astra-eval also takes --pose-topic, --twist-topic, ... and --modality)"
     )
 
 
@@ -275,6 +279,7 @@ def read_episode(
     max_extrapolation_ns: int = 100_000_000,
     stats: ReadStats | None = None,
     conventions: BagConventions = BagConventions(),
+    frame_interval_s: float | None = None,
 ) -> Episode:
     """Decode a bag into an :class:`Episode` of frames and ``modality`` actions (see :mod:`astra_ros.data.actions`).
 
@@ -284,6 +289,8 @@ def read_episode(
     which must then be constant). ``max_extrapolation_ns`` [ns]: how far outside the pose stream an image may
     be and still take the edge pose. Frames with NaN actions are kept and counted in ``stats.nan_frames``.
     ``conventions``: the robot's own axis signs, pose frame and fallback intrinsics, undone as the bag is read.
+    ``frame_interval_s`` [s]: the model's frame interval; a faster camera's frames are thinned onto that grid
+    by stamp exactly as the live node does (:mod:`astra_ros.data.frame_grid`); None keeps every frame.
     Messages are put in stamp order (see :func:`_stamp_order`). Raises :class:`BagError` for a missing, empty
     or corrupt bag, stamps that sorting cannot order (a clock jumping back, two images at one stamp), a topic
     on another clock than the images, a topic of an unexpected message type, or an unsupported encoding.
@@ -325,7 +332,13 @@ def read_episode(
     frames = images.frames()
     if (order != np.arange(len(order))).any():
         _permute_in_place(frames, order)
-    image_clock = _ImageClock(topics.image, image_stamps[order], image_received[order])
+    image_stamps, image_received = image_stamps[order], image_received[order]
+    if frame_interval_s is not None:
+        keep = grid_indices(image_stamps, frame_interval_s)
+        if len(keep) < len(image_stamps):
+            frames, image_stamps, image_received = frames[keep], image_stamps[keep], image_received[keep]
+            stats.thinned_frames += len(order) - len(keep)
+    image_clock = _ImageClock(topics.image, image_stamps, image_received)
     image_stamps = image_clock.stamps_ns
     actions = _actions_for(modality, path, series, topics, image_clock, key_thresholds, max_extrapolation_ns,
                            conventions)

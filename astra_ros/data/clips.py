@@ -51,6 +51,7 @@ def episode_cache_key(
     topics: BagTopics,
     key_thresholds: KeyThresholds,
     conventions: BagConventions = BagConventions(),
+    frame_interval_s: float | None = None,
 ) -> str:
     """Hex key of one decoded episode: changes when the bag or any reading option changes."""
     description: dict[str, object] = {
@@ -63,6 +64,8 @@ def episode_cache_key(
     }
     if conventions != BagConventions():  # only then: episodes cached before conventions existed keep their keys
         description["conventions"] = asdict(conventions)
+    if frame_interval_s is not None:  # likewise: episodes cached before the frame grid keep their keys
+        description["frame_interval_s"] = float(frame_interval_s)
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -117,12 +120,13 @@ def load_episode_cached(
     key_thresholds: KeyThresholds = KeyThresholds(),
     stats: ReadStats | None = None,
     conventions: BagConventions = BagConventions(),
+    frame_interval_s: float | None = None,
 ) -> Episode:
     """:func:`read_episode` through an ``.npz`` cache in ``cache_dir`` (no cache when ``cache_dir`` is None)."""
     if cache_dir is None:
         return read_episode(bag_path, modality, resolution, topics=topics, key_thresholds=key_thresholds, stats=stats,
-                            conventions=conventions)
-    key = episode_cache_key(bag_path, modality, resolution, topics, key_thresholds, conventions)
+                            conventions=conventions, frame_interval_s=frame_interval_s)
+    key = episode_cache_key(bag_path, modality, resolution, topics, key_thresholds, conventions, frame_interval_s)
     cache_path = Path(cache_dir) / f"{Path(bag_path).name}-{key}.npz"
     episode = None
     if cache_path.exists():
@@ -139,7 +143,7 @@ def load_episode_cached(
             stats.nan_frames += int((~episode.valid).sum())
         return episode
     episode = read_episode(bag_path, modality, resolution, topics=topics, key_thresholds=key_thresholds, stats=stats,
-                           conventions=conventions)
+                           conventions=conventions, frame_interval_s=frame_interval_s)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     _save_episode(cache_path, episode)
     return episode
@@ -170,7 +174,8 @@ class ClipDataset(Dataset):
     get random windows. Batches must hold one modality, since ``D`` differs between modalities.
     ``modality``: one name for all bags, one per bag, or None to pick each bag's from its topics.
     ``topics`` and ``conventions``: one for all bags, or one per bag (bags of several robots, each read
-    through its profile: :mod:`astra_ros.data.profile`).
+    through its profile: :mod:`astra_ros.data.profile`). ``frame_interval_s`` [s]: the model's frame
+    interval; a faster camera is thinned onto it as the live node thins it (None: every frame).
     Episodes stay in memory up to ``max_episodes_in_memory`` (least recently used are dropped; None = all).
     """
 
@@ -188,6 +193,7 @@ class ClipDataset(Dataset):
         key_thresholds: KeyThresholds = KeyThresholds(),
         max_episodes_in_memory: int | None = None,
         conventions: BagConventions | Sequence[BagConventions] = BagConventions(),
+        frame_interval_s: float | None = None,
     ) -> None:
         if clip_frames < 1:
             raise ValueError(f"clip_frames must be >= 1, got {clip_frames}")
@@ -213,6 +219,7 @@ class ClipDataset(Dataset):
         self.clip_frames = clip_frames
         self.resolution = resolution
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.frame_interval_s = frame_interval_s  # the model's: faster cameras thinned onto its grid
         self.frame_format = frame_format
         self.key_thresholds = key_thresholds
         self.max_episodes_in_memory = max_episodes_in_memory
@@ -273,6 +280,7 @@ class ClipDataset(Dataset):
             key_thresholds=self.key_thresholds,
             stats=self.stats if count else None,
             conventions=self.conventions[bag_index],
+            frame_interval_s=self.frame_interval_s,
         )
         self._episodes[bag_index] = episode
         if self.max_episodes_in_memory is not None and len(self._episodes) > self.max_episodes_in_memory:

@@ -201,7 +201,7 @@ def _bag_modality(path: str, options: EvalOptions, known: list[str]) -> tuple[st
 
 
 def _motion_poses(path: str, episode: Episode, options: EvalOptions, resolution: tuple[int, int],
-                  notes: list[str]) -> np.ndarray | None:
+                  notes: list[str], grid_s: float | None = None) -> np.ndarray | None:
     """Optical camera poses [T, 4, 4] (relative to a fixed frame) for the motion-alignment metric.
 
     Camera actions already are such poses. Twist and keys bags use the camera pose topic when the bag
@@ -226,7 +226,8 @@ def _motion_poses(path: str, episode: Episode, options: EvalOptions, resolution:
         return None
     try:
         pose_episode = read_episode(path, "camera", resolution, topics=dataclasses.replace(topics, camera_pose=source),
-                                    conventions=BagConventions() if body_frame else options.conventions)
+                                    conventions=BagConventions() if body_frame else options.conventions,
+                                    frame_interval_s=grid_s)  # the same frames as the actions'
     except BagError as error:  # the poses only serve the optional alignment metric
         notes.append(f"bag {path}: camera poses unusable, motion alignment not measured ({error})")
         return None
@@ -283,9 +284,15 @@ def _load_bags(model: Any, bag_paths: Sequence[str], options: EvalOptions, notes
     modalities = [modality for modality, _ in checked]
     bags = []
     for path, modality in zip(map(str, bag_paths), modalities):
-        episode = read_episode(path, modality, resolution, topics=options.topics, conventions=options.conventions)
+        grid_s = getattr(getattr(model, "config", None), "frame_interval_s", None)
+        episode = read_episode(path, modality, resolution, topics=options.topics, conventions=options.conventions,
+                               frame_interval_s=grid_s)
         interval = _median_interval_s(path, episode.stamps_ns)
-        poses = _motion_poses(path, episode, options, resolution, notes)
+        if grid_s is not None and interval < 1.5 * grid_s:
+            # A camera at or above the model's rate, thinned onto its grid (a 15 Hz one alternately 67 and
+            # 133 ms apart, as in the live node): its frames are scored at the model's interval.
+            interval = grid_s
+        poses = _motion_poses(path, episode, options, resolution, notes, grid_s)
         K = _intrinsics(path, episode, options, resolution, notes) if poses is not None else None
         bags.append(_Bag(path, episode, interval, poses, K))
         logger.info("bag %s: %d frames of %s actions at %.2f Hz", path, len(episode.frames), modality, 1 / interval)
