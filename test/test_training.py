@@ -870,3 +870,33 @@ def test_arm_maps_train_from_zero_and_their_dropout_withholds_them(bags, tmp_pat
     assert weights[0.0, 1.0].abs().max() > 1e-5
     assert weights[0.0, 10.0].abs().max() > 3 * weights[0.0, 1.0].abs().max()
     assert weights[1.0, 1.0].abs().max() == 0
+
+
+def test_ctrl_c_saves_the_step_it_reached_and_resume_goes_on_from_it(bags, tmp_path):
+    """SIGINT printed a traceback and lost every step since the last checkpoint; now the running step
+    finishes, the state is saved at it, and --resume continues from there."""
+    import re
+    import signal
+    import time
+
+    recipe = _recipe(tmp_path, steps=100000, codec_steps=0, checkpoint_every=100000)
+    out = tmp_path / "run"
+    command = [str(Path(sys.executable).parent / "astra-train"), "--config", str(recipe), "--data", str(bags),
+               "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # a few logged steps, none of them checkpointed
+        if (out / "loss.csv").is_file() and len((out / "loss.csv").read_text().splitlines()) > 3:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+    stopped = re.search(r"stopped at step (\d+) on Ctrl-C; saved in (\S+), continue with --resume", output)
+    assert stopped, output
+    step = int(stopped.group(1))
+    assert step >= 3 and json.loads((out / "train_state" / "state.json").read_text())["step"] == step
+    assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(out), "--no-progress", "--resume",
+                       "--stop-after", str(step + 1)]) == 0
+    assert json.loads((out / "train_state" / "state.json").read_text())["step"] == step + 1

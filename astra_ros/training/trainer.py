@@ -48,6 +48,7 @@ from .components import (  # noqa: F401
 )
 from .data import DataSource, resolve_sources, training_episodes, training_plan  # noqa: F401
 from .init import init_from, load_codec, load_transformer
+from .interrupt import DeferredInterrupt
 from .recipe import TrainRecipe
 from .references import chunk_references, clip_intrinsics, turned_anchors
 from .rollouts import eligible_rows, rolled_out_history, rollout_rows
@@ -158,7 +159,8 @@ class Trainer:
         plan = training_plan(sources, recipe.twist_bags_as_keys)
         self.dataset = ClipDataset([e.bag for e in plan], [e.modality for e in plan], recipe.clip_frames,
                                    self.config.resolution, self.out / "cache", frame_format="float",
-                                   topics=[e.topics for e in plan], conventions=[e.conventions for e in plan])
+                                   topics=[e.topics for e in plan], conventions=[e.conventions for e in plan],
+                                   frame_interval_s=self.config.frame_interval_s)
         if self.dist.is_main and self.dist.world_size > 1:
             dist.barrier()
         if len(self.dataset) == 0:
@@ -322,6 +324,7 @@ class Trainer:
         t_start = time.perf_counter() - self._elapsed_before_s
         t_last, last_step = time.perf_counter(), step
         self._t_start = t_start
+        interrupt = DeferredInterrupt.install(enabled=self.dist.world_size == 1)
         try:
             for current in ("codec", "world", "decoder"):
                 begin, end = bounds[current]
@@ -341,10 +344,11 @@ class Trainer:
                     load_optimizer_state(state_dir, optimizer)  # continue its moments
                 meta = None
                 while step < end:
-                    if self.stop_after is not None and step >= self.stop_after:
+                    if interrupt.requested or (self.stop_after is not None and step >= self.stop_after):
                         self._checkpoint(step, current, optimizer)  # a clean stop, resumable with --resume
                         self._plot_loss()
-                        log.info("stopped at step %d as asked; continue with --resume", step)
+                        log.info("stopped at step %d %s; saved in %s, continue with --resume", step,
+                                 "on Ctrl-C" if interrupt.requested else "as asked", self.out)
                         return self.out
                     peak = {"codec": r.codec_lr, "world": r.lr, "decoder": r.decoder_lr}[current]
                     local = step - begin
@@ -369,6 +373,7 @@ class Trainer:
                     if step % r.checkpoint_every == 0 or step == end:
                         self._checkpoint(step, current, optimizer)
         finally:
+            interrupt.restore()
             bar.close()
             if csv_file is not None:
                 csv_file.close()
