@@ -189,6 +189,9 @@ def test_missing_checkpoint_files_are_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no config.json"):
         WorldModel.from_pretrained(tmp_path / "empty")
+    (tmp_path / "empty" / "model.safetensors").write_bytes(b"")  # the weights file named instead of its folder
+    with pytest.raises(CheckpointError, match="model.safetensors is a file: a checkpoint is the directory holding"):
+        WorldModel.from_pretrained(tmp_path / "empty" / "model.safetensors")
 
 
 def test_bad_api_inputs_raise_value_error_saying_what_was_expected(model):

@@ -34,6 +34,9 @@ class CheckpointError(ValueError):
 def resolve_checkpoint(path_or_name: str | Path) -> Path:
     """``"default"`` -> the embedded checkpoint; otherwise the directory given."""
     path = DEFAULT_CHECKPOINT if str(path_or_name) == "default" else Path(path_or_name)
+    if path.is_file():
+        raise CheckpointError(f"{path} is a file: a checkpoint is the directory holding {CONFIG_NAME} and "
+                              f"{WEIGHTS_NAME} (here {path.parent})")
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     for name in (CONFIG_NAME, WEIGHTS_NAME):
