@@ -46,6 +46,7 @@ class PredictorDiagnostics:
             skipped = Counter(self._skipped)
             latencies = list(self._latencies)
             forecast_stats, not_caught_up, gaps = dict(self._forecast_stats), self._not_caught_up, self._grid.gaps
+            recent_coverage = list(self._recent_coverage_s)
             new_latencies, self._new_latencies = self._new_latencies, []
             usage = dict(self._expert_usage)
             predictions, window_len = self._predictions, len(self._window)
@@ -134,14 +135,16 @@ class PredictorDiagnostics:
             prediction.message += ("; images are more than max_catch_up_s behind the node clock: forecasts start at "
                                    "the newest frame (replay bags with --clock and use_sim_time:=true)")
         horizon_s = self._params["horizon_s"]
-        coverage_s = forecast_stats.get("coverage_s")
+        # The median of the last forecasts: one slow forecast is jitter, a run of them is a model that
+        # cannot keep up (catching up is capped at max_catch_up_s).
+        coverage_s = float(np.median(recent_coverage)) if recent_coverage else None
         if (coverage_s is not None and coverage_s < horizon_s - COVERAGE_SLACK_FRAMES * self._interval_s
                 and prediction.level == DiagnosticStatus.OK):
-            # The model is slower than real time here: catching up is capped at max_catch_up_s.
             prediction.level = DiagnosticStatus.WARN
-            prediction.message += (f"; the last forecast reached only {coverage_s:.2f} s ahead, less than horizon_s "
-                                   f"{horizon_s:g} s (it took {forecast_stats.get('latency_s', 0.0):.2f} s: the model "
-                                   "is slower than real time here; more num_threads, a lower horizon_s or a GPU)")
+            prediction.message += (f"; forecasts reach only {coverage_s:.2f} s ahead (median of the last "
+                                   f"{len(recent_coverage)}), less than horizon_s {horizon_s:g} s (the last took "
+                                   f"{forecast_stats.get('latency_s', 0.0):.2f} s: the model is slower than real "
+                                   "time here; more num_threads, a lower horizon_s or a GPU)")
         if fallback_silent and prediction.level == DiagnosticStatus.OK:
             prediction.level = DiagnosticStatus.WARN
             prediction.message += f"; fallback: no {feeding}, assuming no motion"

@@ -67,7 +67,7 @@ import math
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -165,6 +165,7 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
         self._track: list[tuple[int, np.ndarray]] = []  # (stamp [ns], state) of the feeding stream, newest last
         self._latency = LatencyEstimate()
         self._forecast_stats: dict[str, float] = {}
+        self._recent_coverage_s: deque[float] = deque(maxlen=5)  # [s] of the last forecasts, for /diagnostics
         self._not_caught_up = 0  # forecasts from images too far behind the node clock to catch up
         self._live_snapshot = None  # the window the last published forecast started from (~/imagine's live history)
         self._camera_info: CameraInfo | None = None  # at the model's resolution, published with each forecast
@@ -479,6 +480,7 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
                 self._skipped["forecast_already_past"] += 1
                 return
             self._live_snapshot = prediction.snapshot
+            self._recent_coverage_s.append((int(prediction.stamps_ns[-1]) - now_ns) * 1e-9)
             self._forecast_stats = {"lead_s": (int(prediction.stamps_ns[ahead][0]) - now_ns) * 1e-9,
                                     "latency_s": prediction.latency_s,
                                     "coverage_s": (int(prediction.stamps_ns[-1]) - now_ns) * 1e-9,
