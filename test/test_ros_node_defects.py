@@ -102,3 +102,23 @@ def test_compile_is_asked_for_at_startup_and_a_failure_leaves_the_node_running_e
         assert all("forward" in vars(m) for m in compilable_modules(node._model).values())
     with _node() as (node, _):  # off by default
         assert not any("forward" in vars(m) for m in compilable_modules(node._model).values())
+
+
+def test_a_camera_info_of_another_size_than_the_images_is_warned_about():
+    """A 640x480 camera_info beside 64x48 images (a resize that left its camera_info behind) was taken silently."""
+    import numpy as np
+
+    from astra_ros.ros.conversions import rgb_to_image_msg
+
+    with _node() as (node, log):
+        info = CameraInfo(width=640, height=480)
+        info.k = [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]
+        node._on_camera_info(info)
+        node._on_image(rgb_to_image_msg(np.zeros((48, 64, 3), np.uint8), 1_000_000_000, "camera"))
+        warned = [m for level, m in log.lines if level == "warning" and "camera_info is for 640x480" in m]
+        assert warned and "the images are 64x48" in warned[0]
+        info.width, info.height = 64, 48
+        info.k = [50.0, 0.0, 32.0, 0.0, 50.0, 24.0, 0.0, 0.0, 1.0]
+        node._on_camera_info(info)
+        node._on_image(rgb_to_image_msg(np.zeros((48, 64, 3), np.uint8), 1_100_000_000, "camera"))
+        assert len([m for _, m in log.lines if "camera_info is for" in m]) == 1

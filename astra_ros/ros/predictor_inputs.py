@@ -130,6 +130,18 @@ class PredictorInputs:
                                    f"cx={K[0, 2]:.2f} cy={K[1, 2]:.2f} px)")
         self._camera_info = self._predicted_camera_info(K)
 
+    def _check_camera_info_size(self, width: int, height: int) -> None:
+        """Warn when the applied camera_info describes another image size than the images' (a resize
+        without its camera_info): K is scaled from the camera_info's own size, wrong if the aspect differs."""
+        if self._intrinsics_key is None or not self._intrinsics_source.startswith("camera_info"):
+            return
+        info_size = (int(self._intrinsics_key[0]), int(self._intrinsics_key[1]))
+        if info_size != (width, height):
+            self.get_logger().warning(
+                f"camera_info is for {info_size[0]}x{info_size[1]} images but the images are {width}x{height}: its K "
+                "is used as it is (scaled to the model); publish the camera_info of the images you send (image_proc "
+                "resizes both)", throttle_duration_sec=LOG_THROTTLE_S)
+
     def _predicted_camera_info(self, K: np.ndarray) -> CameraInfo:
         """The camera_info published with each predicted image: its intrinsics at the model's resolution."""
         info = CameraInfo()
@@ -155,6 +167,7 @@ class PredictorInputs:
             self._ledger.receive("image")
             if not self._accept_stamp("image", stamp_ns):
                 return
+            self._check_camera_info_size(rgb.shape[1], rgb.shape[0])
             if msg.header.frame_id != self._image_frame_id:
                 if self._image_frame_id is not None and (len(self._window) or self._pairer.pending_images):
                     # Another camera (a driver switched, a remap changed): its frames are not the history's future.
