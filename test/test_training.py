@@ -900,3 +900,16 @@ def test_ctrl_c_saves_the_step_it_reached_and_resume_goes_on_from_it(bags, tmp_p
     assert train_main(["--config", str(recipe), "--data", str(bags), "--out", str(out), "--no-progress", "--resume",
                        "--stop-after", str(step + 1)]) == 0
     assert json.loads((out / "train_state" / "state.json").read_text())["step"] == step + 1
+
+
+def test_an_interrupt_before_the_first_step_or_a_second_ctrl_c_is_reported_not_a_traceback(bags, tmp_path, monkeypatch,
+                                                                                             caplog):
+    from astra_ros.training.trainer import Trainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "run", interrupted)
+    argv = ["--config", str(_recipe(tmp_path)), "--data", str(bags), "--out", str(tmp_path / "run"), "--no-progress"]
+    assert train_main(argv) == 130
+    assert "astra-train: interrupted; no step was saved" in caplog.text
