@@ -110,9 +110,10 @@ def _train(args: argparse.Namespace) -> int:
         log.error("astra-train: %s", err)
         return 2
     except KeyboardInterrupt:  # before the first step (decoding bags), or a second Ctrl-C during one
-        saved = (args.out / "train_state").is_dir()
-        log.error("astra-train: interrupted; %s", f"the last checkpoint in {args.out} is intact: continue with "
-                  "--resume" if saved else "no step was saved")
+        if (args.out / "train_state").is_dir():
+            log.error("astra-train: interrupted; the last checkpoint in %s is intact: continue with --resume", args.out)
+        else:
+            log.error("astra-train: interrupted; no step was saved")
         return 130
     except FloatingPointError as err:  # a diverged step: nothing of it was saved
         if (args.out / "model.safetensors").is_file():

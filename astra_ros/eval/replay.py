@@ -283,8 +283,8 @@ def _load_bags(model: Any, bag_paths: Sequence[str], options: EvalOptions, notes
         raise BagError("; ".join(problems) + " (name the topics with --image-topic, --pose-topic, ...)")
     modalities = [modality for modality, _ in checked]
     bags = []
+    grid_s = getattr(getattr(model, "config", None), "frame_interval_s", None)  # faster cameras thinned onto it
     for path, modality in zip(map(str, bag_paths), modalities):
-        grid_s = getattr(getattr(model, "config", None), "frame_interval_s", None)
         episode = read_episode(path, modality, resolution, topics=options.topics, conventions=options.conventions,
                                frame_interval_s=grid_s)
         interval = _median_interval_s(path, episode.stamps_ns)

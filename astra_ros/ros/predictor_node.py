@@ -480,10 +480,11 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
                 self._skipped["forecast_already_past"] += 1
                 return
             self._live_snapshot = prediction.snapshot
-            self._recent_coverage_s.append((int(prediction.stamps_ns[-1]) - now_ns) * 1e-9)
+            coverage_s = (int(prediction.stamps_ns[-1]) - now_ns) * 1e-9
+            self._recent_coverage_s.append(coverage_s)
             self._forecast_stats = {"lead_s": (int(prediction.stamps_ns[ahead][0]) - now_ns) * 1e-9,
                                     "latency_s": prediction.latency_s,
-                                    "coverage_s": (int(prediction.stamps_ns[-1]) - now_ns) * 1e-9,
+                                    "coverage_s": coverage_s,
                                     "catch_up_frames": float(prediction.rolled_frames - int(ahead.sum()))}
         kept = replace(prediction, frames=prediction.frames[ahead], stamps_ns=prediction.stamps_ns[ahead],
                        actions=prediction.actions[ahead])
