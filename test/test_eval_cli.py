@@ -18,8 +18,9 @@ from astra_ros.data.scenes import SimSettings
 from astra_ros.eval.dynamics import clip_errors, dynamics_summary
 from astra_ros.eval.frames import load_clip_frames
 from astra_ros.eval.metrics import psnr
-from astra_ros.eval.replay import (ClipResult, EvalError, EvalOptions, ReplayPlan, _Bag, _windows, evaluate_bags,
+from astra_ros.eval.replay import (ClipResult, EvalError, EvalOptions, ReplayPlan, _windows, evaluate_bags,
                                    predict_pair)
+from astra_ros.eval.replay_bags import ReplayBag
 from astra_ros.eval.summaries import rotation_paired
 from astra_ros.model import WorldModel, preset
 
@@ -289,7 +290,7 @@ def test_windows_skip_nan_actions_and_gaps():
     episode = Episode(np.zeros((20, 8, 8, 3), np.uint8), actions, stamps, "twist", None, "fake")
     plan = ReplayPlan(context_frames=2, horizon_frames=2, frame_interval_s=0.1, stride_frames=1)
     skipped: dict[str, int] = {}
-    chosen = _windows([_Bag("fake", episode, 0.1, None, None)], plan, EvalOptions(clips_per_bag=100), skipped)
+    chosen = _windows([ReplayBag("fake", episode, 0.1, None, None)], plan, EvalOptions(clips_per_bag=100), skipped)
     starts = [start for _, start in chosen]
     # The gap after a window's last frame counts: that frame's twist action spans it.
     assert skipped == {"nan_actions": 4, "time_gap": 4}

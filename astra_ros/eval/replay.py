@@ -20,7 +20,6 @@ scenario and per second).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -32,106 +31,19 @@ import numpy as np
 from tqdm import tqdm
 
 from astra_ros.data.actions import rebase_camera_actions
-from astra_ros.data.bags import BagError, BagTopics, Episode, bag_topics, modality_from_topics, read_episode
-from astra_ros.data.conventions import BagConventions
-from astra_ros.data.geometry import PinholeIntrinsics
 from astra_ros.eval.dynamics import CHANGE_THRESHOLD, ClipErrors, clip_errors, dynamics_summary
 from astra_ros.eval.frames import scenario_of
 from astra_ros.eval.metrics import (PSNR_CAP_DB, action_sensitivity, action_sensitivity_interval, copy_last_baseline, mse, psnr,
                                    shuffled_actions_indices, ssim)
-from astra_ros.eval.motion import R_BODY_OPTICAL, motion_errors, motion_from_relative_pose, rotation_angle_deg
+from astra_ros.eval.motion import motion_errors, motion_from_relative_pose, rotation_angle_deg
+from astra_ros.eval.options import MOTION_ESTIMATORS, EvalError, EvalOptions, ReplayPlan
+from astra_ros.eval.replay_bags import ReplayBag, load_bags, model_intrinsics, poses_from_camera_actions
 from astra_ros.eval.summaries import nanmean_rows, one_shot_summary, per_modality, rotation_paired
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalError", "EvalOptions", "ClipResult", "EvalResult", "ReplayPlan", "evaluate_bags"]
-
-# Relative difference of camera rates [-] above which bags cannot share one horizon axis.
-_RATE_TOLERANCE = 0.05
-MOTION_ESTIMATORS = ("flow", "sift")
-
-
-class EvalError(ValueError):
-    """The evaluation cannot run as asked (bad options, incompatible bags, no usable clip)."""
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    """What to evaluate and how; the defaults are those of ``astra-eval``."""
-
-    horizon_s: float = 1.0  # [s] prediction horizon, rounded up to whole chunks of frames
-    context_frames: int = 4  # observed frames before each prediction, rounded up to whole chunks
-    stride_s: float = 1.0  # [s] spacing of evaluation points within a bag
-    clips_per_bag: int = 8  # most evaluation points per bag (spread evenly over the usable ones)
-    max_clips: int = 64  # most evaluation points in total (taken round-robin over the bags)
-    seed: int = 0  # seeds the sampler (clip i uses seed + i) and the shuffled-actions derangement
-    modality: str | None = None  # action modality of every bag; None picks each bag's from its topics
-    topics: BagTopics = BagTopics()  # topic names to read
-    conventions: BagConventions = BagConventions()  # the robot's axis signs, pose frame, intrinsics (its profile's)
-    intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy [px]; overrides camera_info
-    intrinsics_size: tuple[int, int] | None = None  # (width, height) [px] ``intrinsics`` refer to; None = model's
-    max_gap_factor: float = 1.5  # a window with an image interval above this x the bag's median is skipped
-    progress: bool = True  # tqdm bar over clips
-    checkpoint: str = ""  # recorded in the metrics as given by the user
-    guidance_scale: float | None = None  # action-free guidance s; None = the checkpoint's default
-    # Correspondences of the camera-motion estimator (astra_ros.eval.motion): dense optical "flow" (the
-    # default: it found a motion for 73-89 % of the real frame pairs of the 64-clip sets, where "sift"
-    # keypoints found one for 9-16 %, too few small rendered frames have enough corners), or "sift".
-    motion_estimator: str = "flow"
-    change_threshold: float = CHANGE_THRESHOLD  # [grey levels] of the changed-pixel PSNR (astra_ros.eval.dynamics)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.horizon_s < math.inf:
-            raise EvalError(f"horizon must be positive and finite, got {self.horizon_s} s")
-        if self.context_frames < 1:
-            raise EvalError(f"context must be at least 1 frame, got {self.context_frames}")
-        if not 0 < self.stride_s < math.inf:
-            raise EvalError(f"stride must be positive and finite, got {self.stride_s} s")
-        if self.clips_per_bag < 1 or self.max_clips < 1:
-            raise EvalError(f"clips per bag ({self.clips_per_bag}) and max clips ({self.max_clips}) must be >= 1")
-        if self.intrinsics is not None and (len(self.intrinsics) != 4 or not all(map(math.isfinite, self.intrinsics))
-                                            or min(self.intrinsics[:2]) <= 0):
-            raise EvalError(f"intrinsics must be finite fx fy cx cy with positive focal lengths, got {self.intrinsics}")
-        if self.intrinsics_size is not None and self.intrinsics is None:
-            raise EvalError("an intrinsics size without intrinsics (fx fy cx cy) has nothing to scale")
-        if self.motion_estimator not in MOTION_ESTIMATORS:
-            raise EvalError(f"motion estimator must be one of {MOTION_ESTIMATORS}, got {self.motion_estimator!r}")
-        if self.guidance_scale is not None and not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0):
-            raise EvalError(f"guidance scale must be a finite number >= 0, got {self.guidance_scale}")
-        if not (math.isfinite(self.change_threshold) and 0 <= self.change_threshold < 255):
-            raise EvalError(f"change threshold must be in [0, 255) grey levels, got {self.change_threshold}")
-        if not self.max_gap_factor > 1:
-            raise EvalError(f"max_gap_factor must be > 1, got {self.max_gap_factor}")
-
-
-@dataclass(frozen=True)
-class ReplayPlan:
-    """Window sizes shared by every bag."""
-
-    context_frames: int  # observed frames, a multiple of frames_per_chunk
-    horizon_frames: int  # predicted frames, a multiple of frames_per_chunk
-    frame_interval_s: float  # [s] median image interval of the bags
-    stride_frames: int  # frames between evaluation points
-
-    @property
-    def window_frames(self) -> int:
-        return self.context_frames + self.horizon_frames
-
-    @property
-    def horizon_s(self) -> list[float]:
-        """Seconds ahead of each predicted frame: (h + 1) x frame interval."""
-        return [(h + 1) * self.frame_interval_s for h in range(self.horizon_frames)]
-
-
-@dataclass
-class _Bag:
-    """One decoded bag with what the replay needs from it."""
-
-    path: str
-    episode: Episode
-    interval_s: float  # [s] median image interval
-    poses: np.ndarray | None  # [T, 4, 4] optical camera poses relative to a fixed frame, or None
-    K: np.ndarray | None  # 3x3 intrinsics at the model's resolution [px], or None
+# The options and the bag loading live in their own modules; they are imported from here as before.
+__all__ = ["EvalError", "EvalOptions", "ClipResult", "EvalResult", "ReplayPlan", "MOTION_ESTIMATORS", "evaluate_bags"]
 
 
 @dataclass
@@ -169,143 +81,6 @@ def _round_up(value: int, multiple: int) -> int:
     return max(multiple, -(-value // multiple) * multiple)
 
 
-def _median_interval_s(path: str, stamps_ns: np.ndarray) -> float:
-    if len(stamps_ns) < 2:
-        raise EvalError(f"bag {path} has {len(stamps_ns)} image(s); at least two are needed to know the camera rate")
-    return float(np.median(np.diff(stamps_ns))) * 1e-9
-
-
-def _required_topics(modality: str, topics: BagTopics) -> tuple[str, ...]:
-    """The topics ``read_episode`` cannot do without for ``modality``: the images and the actions."""
-    actions = {"camera": topics.camera_pose, "robot": topics.ee_pose}.get(modality, topics.twist)
-    return topics.image, actions
-
-
-def _bag_modality(path: str, options: EvalOptions, known: list[str]) -> tuple[str, list[str]]:
-    """The bag's modality (forced or from its topics), checked against the checkpoint's, and the topics
-    it needs but lacks (the caller names those of every bag in one error)."""
-    if not Path(path).exists():
-        raise BagError(f"bag {path} does not exist")
-    available = bag_topics(path)
-    if not available:
-        raise BagError(f"bag {path} is empty: it has no topics")
-    modality = options.modality or modality_from_topics(available, options.topics, bag_path=path)
-    if modality not in known:
-        raise EvalError(f"bag {path} gives {modality!r} actions but the checkpoint knows {known}")
-    missing = [topic for topic in _required_topics(modality, options.topics) if topic not in available]
-    if missing:
-        listed = ", ".join(f"{topic} ({kind})" for topic, kind in sorted(available.items()))
-        return modality, [f"bag {path} has no topic {' nor '.join(repr(m) for m in missing)}, needed for modality "
-                          f"{modality!r}; topics in the bag: {listed}"]
-    return modality, []
-
-
-def _motion_poses(path: str, episode: Episode, options: EvalOptions, resolution: tuple[int, int],
-                  notes: list[str], grid_s: float | None = None) -> np.ndarray | None:
-    """Optical camera poses [T, 4, 4] (relative to a fixed frame) for the motion-alignment metric.
-
-    Camera actions already are such poses. Twist and keys bags use the camera pose topic when the bag
-    has it, else the odometry pose, taking the camera to look along the robot's x axis (its offset from
-    the base is ignored, so translation directions are approximate while turning). A fixed camera
-    (robot modality) has no ego-motion to check.
-    """
-    if episode.modality == "camera":
-        return _poses_from_camera_actions(episode.actions)
-    if episode.modality == "robot":
-        notes.append(f"bag {path}: robot modality (fixed camera), motion alignment not measured")
-        return None
-    available = bag_topics(path)
-    topics = options.topics
-    if topics.camera_pose in available:
-        source, body_frame = topics.camera_pose, False
-    elif topics.odom in available:
-        source, body_frame = topics.odom, True
-        notes.append(f"bag {path}: camera motion from {topics.odom} assuming a forward-looking camera at the base")
-    else:
-        notes.append(f"bag {path}: no {topics.camera_pose} or {topics.odom} topic, motion alignment not measured")
-        return None
-    try:
-        pose_episode = read_episode(path, "camera", resolution, topics=dataclasses.replace(topics, camera_pose=source),
-                                    conventions=BagConventions() if body_frame else options.conventions,
-                                    frame_interval_s=grid_s)  # the same frames as the actions'
-    except BagError as error:  # the poses only serve the optional alignment metric
-        notes.append(f"bag {path}: camera poses unusable, motion alignment not measured ({error})")
-        return None
-    if len(pose_episode.stamps_ns) != len(episode.stamps_ns) or np.any(pose_episode.stamps_ns != episode.stamps_ns):
-        raise BagError(f"bag {path}: the images read for the camera poses differ from those of the actions")
-    poses = _poses_from_camera_actions(pose_episode.actions)
-    if body_frame:
-        # Relative body poses inv(B0) Bi become optical with the fixed body->optical rotation.
-        to_optical = np.eye(4)
-        to_optical[:3, :3] = R_BODY_OPTICAL
-        poses = np.linalg.inv(to_optical) @ poses @ to_optical
-    return poses
-
-
-def _poses_from_camera_actions(actions: np.ndarray) -> np.ndarray:
-    """Camera action rows [T, 12] -> homogeneous poses [T, 4, 4] (NaN rows stay NaN)."""
-    poses = np.zeros((len(actions), 4, 4))
-    poses[:, :3, :4] = np.asarray(actions, dtype=np.float64).reshape(-1, 3, 4)
-    poses[:, 3, 3] = 1.0
-    return poses
-
-
-def _intrinsics(path: str, episode: Episode, options: EvalOptions, resolution: tuple[int, int],
-                notes: list[str]) -> np.ndarray | None:
-    """3x3 intrinsics at the model's resolution [px]: the flag, else the bag's camera_info, else None."""
-    if options.intrinsics is not None:
-        fx, fy, cx, cy = options.intrinsics
-        width, height = options.intrinsics_size or (resolution[1], resolution[0])
-        return PinholeIntrinsics(width, height, fx, fy, cx, cy).scaled(resolution).matrix()
-    if episode.camera_info is not None:
-        return episode.camera_info.matrix()
-    notes.append(f"bag {path}: no camera_info and no --fx-fy-cx-cy, motion alignment not measured")
-    return None
-
-
-def _model_intrinsics(bag: _Bag, options: EvalOptions, resolution: tuple[int, int]) -> np.ndarray | None:
-    """Intrinsics at the model's resolution for a model's own use (``rotation_reference``): the flag, else
-    the bag's camera_info, else None (the model's default camera)."""
-    if bag.K is not None:
-        return bag.K
-    if options.intrinsics is not None or bag.episode.camera_info is not None:
-        return _intrinsics(bag.path, bag.episode, options, resolution, [])
-    return None
-
-
-def _load_bags(model: Any, bag_paths: Sequence[str], options: EvalOptions, notes: list[str]) -> list[_Bag]:
-    known = list(model.modalities)
-    resolution = tuple(model.resolution)
-    # Fail before decoding anything when a bag is missing or of a modality the model does not know.
-    checked = [_bag_modality(str(p), options, known) for p in bag_paths]
-    problems = [problem for _, missing in checked for problem in missing]
-    if problems:  # every missing topic of every bag in one error, not one per attempt
-        raise BagError("; ".join(problems) + " (name the topics with --image-topic, --pose-topic, ...)")
-    modalities = [modality for modality, _ in checked]
-    bags = []
-    grid_s = getattr(getattr(model, "config", None), "frame_interval_s", None)  # faster cameras thinned onto it
-    for path, modality in zip(map(str, bag_paths), modalities):
-        episode = read_episode(path, modality, resolution, topics=options.topics, conventions=options.conventions,
-                               frame_interval_s=grid_s)
-        interval = _median_interval_s(path, episode.stamps_ns)
-        if grid_s is not None and interval < 1.5 * grid_s:
-            # A camera at or above the model's rate, thinned onto its grid (a 15 Hz one alternately 67 and
-            # 133 ms apart, as in the live node): its frames are scored at the model's interval.
-            interval = grid_s
-        poses = _motion_poses(path, episode, options, resolution, notes, grid_s)
-        K = _intrinsics(path, episode, options, resolution, notes) if poses is not None else None
-        bags.append(_Bag(path, episode, interval, poses, K))
-        logger.info("bag %s: %d frames of %s actions at %.2f Hz", path, len(episode.frames), modality, 1 / interval)
-    reference = bags[0].interval_s
-    for bag in bags[1:]:
-        if abs(bag.interval_s - reference) > _RATE_TOLERANCE * reference:
-            raise EvalError(
-                f"bag {bag.path} has images every {bag.interval_s * 1e3:.1f} ms but {bags[0].path} every "
-                f"{reference * 1e3:.1f} ms; evaluate bags of one camera rate together"
-            )
-    return bags
-
-
 def make_plan(frames_per_chunk: int, frame_interval_s: float, options: EvalOptions) -> ReplayPlan:
     """Window sizes for a model with ``frames_per_chunk`` and a camera with ``frame_interval_s`` [s]."""
     n = frames_per_chunk
@@ -318,7 +93,7 @@ def make_plan(frames_per_chunk: int, frame_interval_s: float, options: EvalOptio
     )
 
 
-def _windows(bags: list[_Bag], plan: ReplayPlan, options: EvalOptions,
+def _windows(bags: list[ReplayBag], plan: ReplayPlan, options: EvalOptions,
              skipped: dict[str, int]) -> list[tuple[int, int]]:
     """Usable (bag index, start) pairs: per bag at most clips_per_bag, then round-robin up to max_clips."""
     per_bag: list[list[int]] = []
@@ -350,7 +125,7 @@ def _windows(bags: list[_Bag], plan: ReplayPlan, options: EvalOptions,
     return chosen[: options.max_clips]
 
 
-def _make_clip(bag: _Bag, start: int, plan: ReplayPlan) -> ClipResult:
+def _make_clip(bag: ReplayBag, start: int, plan: ReplayPlan) -> ClipResult:
     episode = bag.episode
     stop = start + plan.window_frames
     actions = episode.actions[start:stop]
@@ -382,8 +157,8 @@ def borrowed_horizon(own: ClipResult, source: ClipResult, context_frames: int) -
     c = context_frames
     if own.modality != "camera":
         return source.actions[c:].copy()
-    motion = _poses_from_camera_actions(rebase_camera_actions(source.actions, reference_index=c - 1)[c:])
-    start = _poses_from_camera_actions(own.actions[c - 1:c])[0]
+    motion = poses_from_camera_actions(rebase_camera_actions(source.actions, reference_index=c - 1)[c:])
+    start = poses_from_camera_actions(own.actions[c - 1:c])[0]
     return (start @ motion)[:, :3, :4].reshape(len(motion), 12).astype(np.float32)
 
 
@@ -458,7 +233,7 @@ def probe_one_shot(model: Any, clip: ClipResult, context_frames: int, seed: int)
         clip.one_shot = model.one_shot_error(clip.real[:n], clip.actions[context_frames:context_frames + n], seed=seed)
 
 
-def _score_clip(clip: ClipResult, bag: _Bag, context_frames: int, motion_estimator: str,
+def _score_clip(clip: ClipResult, bag: ReplayBag, context_frames: int, motion_estimator: str,
                 change_threshold: float = CHANGE_THRESHOLD) -> None:
     """Per-horizon scores of one predicted clip into ``clip.scores``, its error sums into ``clip.errors``."""
     n = len(clip.real)
@@ -526,7 +301,7 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
         raise EvalError("no bag given")
     notes: list[str] = []
     skipped: dict[str, int] = {}
-    bags = _load_bags(model, [str(p) for p in bag_paths], options, notes)
+    bags = load_bags(model, [str(p) for p in bag_paths], options, notes)
     plan = make_plan(model.frames_per_chunk, bags[0].interval_s, options)
     chosen = _windows(bags, plan, options, skipped)
     if not chosen:
@@ -543,7 +318,7 @@ def evaluate_bags(model: Any, bag_paths: Sequence[str | Path], options: EvalOpti
     for i, ((b, _), clip) in enumerate(tqdm(list(zip(chosen, clips)), desc="astra-eval", unit="clip",
                                              disable=not options.progress)):
         if hasattr(model, "set_intrinsics"):  # the bag's camera, for a model that turns its views (test doubles do not)
-            model.set_intrinsics(_model_intrinsics(bags[b], options, tuple(model.resolution)))
+            model.set_intrinsics(model_intrinsics(bags[b], options, tuple(model.resolution)))
         if hasattr(model, "set_camera_in_base"):  # where an arm's camera is, for end-effector maps
             model.set_camera_in_base(bags[b].episode.camera_in_base)
         predict_pair(model, clip, plan.context_frames, options.seed + i, options.guidance_scale)
