@@ -1,4 +1,5 @@
-"""astra-train: the loop learns, resumes exactly, survives crashes and interrupts, runs under torchrun (DDP, gloo) in step."""
+"""astra-train: the loop learns, resumes exactly, survives crashes and interrupts, runs under torchrun (DDP, gloo)
+in step."""
 
 import json
 import os

@@ -1,4 +1,5 @@
-"""Where an astra-train run starts: --init, --init-codec, --init-transformer, a reset output head, and the fine-tunes built on them."""
+"""Where an astra-train run starts: --init, --init-codec, --init-transformer, a reset output head, and the fine-
+tunes built on them."""
 
 import json
 
