@@ -122,3 +122,10 @@ def test_a_camera_info_of_another_size_than_the_images_is_warned_about():
         node._on_camera_info(info)
         node._on_image(rgb_to_image_msg(np.zeros((48, 64, 3), np.uint8), 1_100_000_000, "camera"))
         assert len([m for _, m in log.lines if "camera_info is for" in m]) == 1
+        # A refused camera_info of another size leaves the applied one in use: no size warning about it.
+        refused = CameraInfo(width=320, height=240)
+        refused.k = [float("nan"), 0.0, 160.0, 0.0, 250.0, 120.0, 0.0, 0.0, 1.0]
+        node._on_camera_info(refused)
+        assert any("camera_info ignored" in m for _, m in log.lines)
+        node._on_image(rgb_to_image_msg(np.zeros((48, 64, 3), np.uint8), 1_200_000_000, "camera"))
+        assert not [m for _, m in log.lines if "camera_info is for 320x240" in m]

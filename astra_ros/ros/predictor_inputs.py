@@ -128,15 +128,14 @@ class PredictorInputs:
                 set_intrinsics(K)  # one attribute: each model thread reads it whole at its next chunk
         self._intrinsics_source = (f"camera_info (at the model's size: fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} "
                                    f"cx={K[0, 2]:.2f} cy={K[1, 2]:.2f} px)")
+        self._camera_info_size = (int(msg.width), int(msg.height))
         self._camera_info = self._predicted_camera_info(K)
 
     def _check_camera_info_size(self, width: int, height: int) -> None:
         """Warn when the applied camera_info describes another image size than the images' (a resize
         without its camera_info): K is scaled from the camera_info's own size, wrong if the aspect differs."""
-        if self._intrinsics_key is None or not self._intrinsics_source.startswith("camera_info"):
-            return
-        info_size = (int(self._intrinsics_key[0]), int(self._intrinsics_key[1]))
-        if info_size != (width, height):
+        info_size = self._camera_info_size
+        if info_size is not None and info_size != (width, height):
             self.get_logger().warning(
                 f"camera_info is for {info_size[0]}x{info_size[1]} images but the images are {width}x{height}: its K "
                 "is used as it is (scaled to the model); publish the camera_info of the images you send (image_proc "

@@ -201,6 +201,7 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
         # Where the intrinsics that turn predicted views come from (rotation_reference models).
         self._intrinsics_source = "default (config reference_fovy_deg)"
         self._intrinsics_key: tuple | None = None  # the camera_info (size, K) last applied or refused
+        self._camera_info_size: tuple[int, int] | None = None  # (width, height) of the camera_info in use, if any
 
         fallback = self._profile.conventions.intrinsics if self._profile is not None else None
         if fallback is not None and hasattr(self._model, "set_intrinsics"):  # the profile's camera until a camera_info
