@@ -205,9 +205,9 @@ def test_a_twin_streams_the_same_weights_apart_and_both_can_run_at_once():
     for t in threads:
         t.join()
     for out in together:
-        # Two threads computing at once on a loaded machine may split a reduction differently and round
-        # a pixel the other way (seen once with other tests loading both cores: 1 of 36,864 values off by 1). A shared
-        # stream would corrupt whole frames, so "the same up to such rounding" still catches it.
+        # Two threads computing at once on a loaded machine may split a reduction differently and round a
+        # pixel the other way (seen once with other tests loading both cores: 1 of 36,864 values off by 1).
+        # A shared stream would corrupt whole frames, so "the same up to such rounding" still catches it.
         difference = np.abs(out.astype(np.int16) - alone[0].astype(np.int16))
         assert difference.max() <= 1 and np.count_nonzero(difference) <= difference.size // 1000, \
             f"{np.count_nonzero(difference)} values differ, by up to {difference.max()} grey levels"

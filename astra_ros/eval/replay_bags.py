@@ -37,7 +37,6 @@ class ReplayBag:
     K: np.ndarray | None  # 3x3 intrinsics at the model's resolution [px], or None
 
 
-
 def _median_interval_s(path: str, stamps_ns: np.ndarray) -> float:
     if len(stamps_ns) < 2:
         raise EvalError(f"bag {path} has {len(stamps_ns)} image(s); at least two are needed to know the camera rate")
@@ -50,9 +49,9 @@ def _required_topics(modality: str, topics: BagTopics) -> tuple[str, ...]:
     return topics.image, actions
 
 
-def _bag_modality(path: str, options: EvalOptions, known: list[str]) -> tuple[str, list[str]]:
-    """The bag's modality (forced or from its topics), checked against the checkpoint's, and the topics
-    it needs but lacks (the caller names those of every bag in one error)."""
+def _bag_modality(path: str, options: EvalOptions, known: list[str]) -> tuple[str, dict[str, str], list[str]]:
+    """The bag's modality (forced or from its topics), checked against the checkpoint's, its topics, and
+    the topics it needs but lacks (the caller names those of every bag in one error)."""
     if not Path(path).exists():
         raise BagError(f"bag {path} does not exist")
     available = bag_topics(path)
@@ -64,13 +63,13 @@ def _bag_modality(path: str, options: EvalOptions, known: list[str]) -> tuple[st
     missing = [topic for topic in _required_topics(modality, options.topics) if topic not in available]
     if missing:
         listed = ", ".join(f"{topic} ({kind})" for topic, kind in sorted(available.items()))
-        return modality, [f"bag {path} has no topic {' nor '.join(repr(m) for m in missing)}, needed for modality "
-                          f"{modality!r}; topics in the bag: {listed}"]
-    return modality, []
+        return modality, available, [f"bag {path} has no topic {' nor '.join(repr(m) for m in missing)}, needed for "
+                                     f"modality {modality!r}; topics in the bag: {listed}"]
+    return modality, available, []
 
 
-def _motion_poses(path: str, episode: Episode, options: EvalOptions, resolution: tuple[int, int],
-                  notes: list[str], grid_s: float | None = None) -> np.ndarray | None:
+def _motion_poses(path: str, episode: Episode, available: dict[str, str], options: EvalOptions,
+                  resolution: tuple[int, int], notes: list[str], grid_s: float | None = None) -> np.ndarray | None:
     """Optical camera poses [T, 4, 4] (relative to a fixed frame) for the motion-alignment metric.
 
     Camera actions already are such poses. Twist and keys bags use the camera pose topic when the bag
@@ -83,7 +82,6 @@ def _motion_poses(path: str, episode: Episode, options: EvalOptions, resolution:
     if episode.modality == "robot":
         notes.append(f"bag {path}: robot modality (fixed camera), motion alignment not measured")
         return None
-    available = bag_topics(path)
     topics = options.topics
     if topics.camera_pose in available:
         source, body_frame = topics.camera_pose, False
@@ -147,13 +145,12 @@ def load_bags(model: Any, bag_paths: Sequence[str], options: EvalOptions, notes:
     resolution = tuple(model.resolution)
     # Fail before decoding anything when a bag is missing or of a modality the model does not know.
     checked = [_bag_modality(str(p), options, known) for p in bag_paths]
-    problems = [problem for _, missing in checked for problem in missing]
+    problems = [problem for _, _, missing in checked for problem in missing]
     if problems:  # every missing topic of every bag in one error, not one per attempt
         raise BagError("; ".join(problems) + " (name the topics with --image-topic, --pose-topic, ...)")
-    modalities = [modality for modality, _ in checked]
     bags = []
     grid_s = getattr(getattr(model, "config", None), "frame_interval_s", None)  # faster cameras thinned onto it
-    for path, modality in zip(map(str, bag_paths), modalities):
+    for path, (modality, available, _) in zip(map(str, bag_paths), checked):
         episode = read_episode(path, modality, resolution, topics=options.topics, conventions=options.conventions,
                                frame_interval_s=grid_s)
         interval = _median_interval_s(path, episode.stamps_ns)
@@ -161,7 +158,7 @@ def load_bags(model: Any, bag_paths: Sequence[str], options: EvalOptions, notes:
             # A camera at or above the model's rate, thinned onto its grid (a 15 Hz one alternately 67 and
             # 133 ms apart, as in the live node): its frames are scored at the model's interval.
             interval = grid_s
-        poses = _motion_poses(path, episode, options, resolution, notes, grid_s)
+        poses = _motion_poses(path, episode, available, options, resolution, notes, grid_s)
         K = _intrinsics(path, episode, options, resolution, notes) if poses is not None else None
         bags.append(ReplayBag(path, episode, interval, poses, K))
         logger.info("bag %s: %d frames of %s actions at %.2f Hz", path, len(episode.frames), modality, 1 / interval)
