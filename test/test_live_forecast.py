@@ -211,3 +211,29 @@ def test_a_twin_streams_the_same_weights_apart_and_both_can_run_at_once():
         difference = np.abs(out.astype(np.int16) - alone[0].astype(np.int16))
         assert difference.max() <= 1 and np.count_nonzero(difference) <= difference.size // 1000, \
             f"{np.count_nonzero(difference)} values differ, by up to {difference.max()} grey levels"
+
+
+def test_a_failure_handling_a_result_is_reported_and_the_loop_goes_on():
+    """An exception while publishing a result ended the loop's thread: no forecasts, diagnostics still OK."""
+    import time
+
+    errors, results, remaining = [], [], [3]
+
+    def next_job():
+        if not remaining[0]:
+            return None
+        remaining[0] -= 1
+        return lambda model: remaining[0]
+
+    def on_result(result):
+        results.append(result)
+        if len(results) == 1:
+            raise RuntimeError("publisher gone")
+
+    loop = LiveLoop("model", next_job, on_result, errors.append, lambda: 0.0, num_threads=0)
+    loop.notify()
+    deadline = time.monotonic() + 5
+    while len(results) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert loop.stop(2.0)
+    assert results == [2, 1, 0] and [str(e) for e in errors] == ["publisher gone"]

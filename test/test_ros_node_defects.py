@@ -1,6 +1,7 @@
 """Defects of the predictor found from outside, each called directly on an in-process node (exact sequences)."""
 
 import contextlib
+import time
 import types
 
 import pytest
@@ -129,3 +130,69 @@ def test_a_camera_info_of_another_size_than_the_images_is_warned_about():
         assert any("camera_info ignored" in m for _, m in log.lines)
         node._on_image(rgb_to_image_msg(np.zeros((48, 64, 3), np.uint8), 1_200_000_000, "camera"))
         assert not [m for _, m in log.lines if "camera_info is for 320x240" in m]
+
+
+def test_a_command_stream_that_stopped_is_not_driven_on_in_the_forecast():
+    """The last /cmd_vel was 0.5 m/s and nothing came after it: the catch-up frames (command older than
+    0.5 s) used zero, then the future frames drove on at 0.5 m/s until input_timeout_s (2 s) of silence."""
+    import numpy as np
+
+    with _node(action_modality="twist", input_timeout_s=2.0) as (node, _):
+        now_ns = node.get_clock().now().nanoseconds
+        drive = np.array([0.5, 0.0, 0.0, 0.0, 0.0, 0.0])
+        node._on_state("twist", now_ns - 1_000_000_000, drive)
+        assert node._latest_command is not None and not node._state_silent(time.monotonic())
+        assert np.array_equal(node._future_command(), np.zeros(6))  # 1 s old: the base has stopped
+        node._on_state("twist", node.get_clock().now().nanoseconds, drive)
+        assert np.array_equal(node._future_command(), drive)  # fresh: it holds over the horizon
+
+
+def test_a_glitched_state_stamp_leaves_the_catch_up_track_too():
+    """A twist stamped 5 s ahead, then the stream went on from before it: it left the pairer's queue but
+    stayed in the track the catch-up reads (out of time order, which is binary-searched) for ~5 s."""
+    import numpy as np
+
+    with _node(action_modality="twist") as (node, log):
+        t0 = node.get_clock().now().nanoseconds
+        for i, stamp in enumerate((t0, t0 + 100_000_000, t0 + 5_000_000_000, t0 + 200_000_000)):
+            node._on_state("twist", stamp, np.full(6, 0.01 * (i + 1)))
+        assert any("taken back as a glitch" in m for _, m in log.lines)
+        assert [t - t0 for t, _ in node._track] == [0, 100_000_000, 200_000_000]
+        assert node._track[-1][1][0] == pytest.approx(0.04)
+
+
+def test_a_new_frame_in_the_window_wakes_the_live_loop():
+    """Nothing called LiveLoop.notify(): a forecast that ended just before a frame waited 0.5 s idle."""
+    import numpy as np
+
+    with _node() as (node, _):
+        woken = []
+        node._loop.notify = lambda: woken.append(True)
+        node._add_to_window(1_000_000_000, (np.zeros((48, 64, 3), np.uint8), "camera"), np.eye(4))
+        assert woken == [True]
+
+
+def test_a_profile_s_values_are_what_the_parameters_say(tmp_path):
+    """twist_stamped is read-only: setting it from the profile failed silently, so `ros2 param get
+    twist_stamped` said false while the node subscribed to TwistStamped."""
+    from pathlib import Path
+
+    profile = Path(__file__).resolve().parents[1] / "config" / "robots" / "yard_bot.yaml"
+    with _node(profile=str(profile), twist_stamped=False, seed=3) as (node, _):
+        assert node.get_parameter("twist_stamped").value is True and node._params["twist_stamped"] is True
+        assert node.get_parameter("seed").value == 3  # the overrides the profile does not set still hold
+        from geometry_msgs.msg import TwistStamped
+
+        assert any(subscription.msg_type is TwistStamped for subscription in node.subscriptions)
+
+
+def test_runtime_changes_of_the_catch_up_and_horizon_are_applied_or_said():
+    """max_catch_up_s changed at run time never reached the latency estimate (it capped the plans at the
+    start-up value), and a larger horizon_s silently outgrew the image publisher's queue."""
+    with _node(horizon_s=2.0, max_catch_up_s=3.0) as (node, log):
+        assert node._latency.most_s == 3.0
+        assert all(r.successful for r in node.set_parameters([Parameter("max_catch_up_s", value=1.5)]))
+        assert node._latency.most_s == 1.5 and not [m for level, m in log.lines if level == "warning"]
+        assert all(r.successful for r in node.set_parameters([Parameter("horizon_s", value=30.0)]))
+        warned = [m for level, m in log.lines if level == "warning" and "queue sized at start-up" in m]
+        assert len(warned) == 1 and f"({node._burst_depth})" in warned[0]

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from astra_ros.data.actions import KeyThresholds, camera_actions, keys_from_twist, twist_actions
+from astra_ros.data.bags import COMMAND_TIMEOUT_NS
 from astra_ros.data.frame_grid import FrameGrid  # noqa: F401  (the node takes frames onto the grid)
 from astra_ros.data.geometry import (
     interpolate_transform,
@@ -45,7 +46,7 @@ from astra_ros.ros.predictor_core import robot_actions_from_transforms
 # 0.7 m/s, yaw rates up to 1.1 rad/s. Requests beyond ``action_range_multiple`` times these are refused.
 TRAINED_LINEAR_SPEED_MPS = 0.7
 TRAINED_ANGULAR_SPEED_RADPS = 1.1
-COMMAND_HOLD_NS = 500_000_000  # [ns] a command older than this no longer holds (as the bag reader pairs them)
+COMMAND_HOLD_NS = COMMAND_TIMEOUT_NS  # [ns] a command older than this no longer holds (as the bag reader pairs them)
 
 
 # ------------------------------------------------------------------------------------------ time base
@@ -316,8 +317,12 @@ class LiveLoop:
                 self._on_error(error)
                 continue
             self.running = False
-            if not self.stopping.is_set():
+            if self.stopping.is_set():
+                return
+            try:
                 self._on_result(result)
+            except Exception as error:  # e.g. publishing failed: reported, and the loop must not die of it
+                self._on_error(error)
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Stop the loop (a running forecast stops at its next chunk when it polls ``stopping``)."""

@@ -107,6 +107,8 @@ class PredictorInputs:
             self._unsent -= windowed
         elif self._feeds_model(stream):
             self._pairer.discard_states_after(stamp_ns)  # it was used (counted); it only leaves the queue
+            # ... and the track the catch-up reads, which must stay in time order (it is searched).
+            self._track = [(t, state) for t, state in self._track if t <= stamp_ns]
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         """The camera's intrinsics, for a model that turns the newest frame by the commanded rotation
@@ -225,7 +227,7 @@ class PredictorInputs:
                 self._fallback_active = False
                 self.get_logger().info(f"{stream} is back: predictions use it again")
             if state.shape == (6,):
-                self._latest_command = state
+                self._latest_command, self._latest_command_ns = state, stamp_ns
             else:
                 self._last_pose = state
             self._track.append((stamp_ns, state))
@@ -315,6 +317,7 @@ class PredictorInputs:
         if evicted is not None:
             self._supersede({evicted.stamp_ns})
         self._unsent.add(int(stamp_ns))
+        self._loop.notify()  # a newer frame: the next forecast may start now, not at the idle loop's next look
 
     def _supersede(self, stamps_ns: set[int]) -> None:
         """Frames that left the window before any prediction used them: skipped (the camera outran the model)."""

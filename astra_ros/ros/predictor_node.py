@@ -18,8 +18,8 @@ a faster camera is thinned, a slower one's gaps are counted; non-square images a
 (:mod:`astra_ros.ros.live_forecast`): a live loop in its own thread starts the next forecast as soon as
 the previous one is out and a newer frame exists (``publish_rate`` caps it); each rolls the model from
 the newest observed frame through the commands in force up to its expected publication (catch-up
-frames, not published), then ``horizon_s`` on under the command that holds now (twist, keys) or the
-last pose step at constant velocity (camera, robot).
+frames, not published), then ``horizon_s`` on under the command that holds now (twist, keys; zero once
+the newest command is over 0.5 s old, as in training) or the last pose step at constant velocity (camera, robot).
 
 Publishes ``~/predicted/image`` (rgb8, one message per frame, stamped with the time it shows, always
 after the moment it is published) with ``~/predicted/camera_info`` (the intrinsics at the model's
@@ -144,12 +144,18 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         try:
+            self.declare_parameter("profile", PARAMETERS["profile"].default, descriptor("profile", PARAMETERS["profile"]))
+            self._profile = self._load_profile(self.get_parameter("profile").value)
+            from_profile = self._profile.node_parameters() if self._profile is not None else {}
             for name, spec in PARAMETERS.items():
-                self.declare_parameter(name, spec.default, descriptor(name, spec))
+                if name in from_profile:  # declared with the profile's value, so that `ros2 param get` says it
+                    self._warn_replaced(name, from_profile[name])
+                    self.declare_parameter(name, from_profile[name], descriptor(name, spec), ignore_override=True)
+                elif name != "profile":
+                    self.declare_parameter(name, spec.default, descriptor(name, spec))
         except ParameterException as error:  # a -p or params-file value of the wrong type or out of range
             raise StartupError(str(error)) from error
         self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self._profile = self._apply_profile(self._params["profile"])
         self._model = self._load_model(self._params["checkpoint"], self._params["device"])
         try:
             self._model.set_precision(self._params["precision"])
@@ -189,6 +195,7 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
         self._pairer = self._new_pairer()
         self._stamps = {name: MonotonicStamps(strict=(name == "image"), max_jump_ns=STAMP_JUMP_NS) for name in INPUTS}
         self._latest_command: np.ndarray | None = None
+        self._latest_command_ns = 0  # its stamp [ns]: it holds for the future only while fresh
         self._last_predicted_stamp_ns: int | None = None
         self._live = LiveStream()  # what the model's stream holds (set by worker jobs, cleared with the history)
         self._predictions = 0
@@ -248,7 +255,8 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
         reliable = QoSProfile(depth=10)
         # Each forecast's frames go out in one burst: keep two forecasts' worth (a subscriber needs a queue
         # of at least one forecast's frames too, or ~/predicted/frames, one message per forecast).
-        burst = QoSProfile(depth=max(10, 2 * self._frames_per_forecast()))
+        self._burst_depth = max(10, 2 * self._frames_per_forecast())
+        burst = QoSProfile(depth=self._burst_depth)
         self._image_pub = self.create_publisher(Image, "~/predicted/image", burst)
         self._info_pub = self.create_publisher(CameraInfo, "~/predicted/camera_info", burst)
         self._montage_pub = self.create_publisher(Image, "~/predicted/montage", reliable)
@@ -302,22 +310,22 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
                                  QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL), callback_group=group)
         return tracker
 
-    def _apply_profile(self, path: str) -> Any:
-        """Load the robot profile (None without one) and take its modality, twist source and type."""
+    def _load_profile(self, path: str) -> Any:
+        """The robot profile (None without one): it sets the modality, twist source and type."""
         if not path:
             return None
         from astra_ros.data.profile import load_profile
 
         try:
-            profile = load_profile(path)
+            return load_profile(path)
         except ValueError as error:  # ProfileError: names the file and the key
             raise StartupError(f"parameter profile={path!r}: {error}") from error
-        for name, value in profile.node_parameters().items():
-            if self._params[name] != value and self._params[name] != PARAMETERS[name].default:
-                self.get_logger().warning(f"{name}={self._params[name]!r} is replaced by the profile's {value!r}")
-            self._params[name] = value
-            self.set_parameters([Parameter(name, value=value)])
-        return profile
+
+    def _warn_replaced(self, name: str, value: Any) -> None:
+        """A -p / params-file value the profile replaces is said (rclpy keeps the overrides it was given)."""
+        given = getattr(self, "_parameter_overrides", {}).get(name)
+        if given is not None and given.value != value:
+            self.get_logger().warning(f"{name}={given.value!r} is replaced by the profile's {value!r}")
 
     def _load_model(self, checkpoint: str, device: str) -> Any:
         import torch
@@ -384,6 +392,13 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
             if changed & {"sync_slop_s", "sync_queue_size"}:
                 self._ledger.skip("image_sync_changed", len(self._pairer.take_pending_images()))
                 self._pairer = self._new_pairer()
+            if "max_catch_up_s" in changed:
+                self._latency.most_s = self._params["max_catch_up_s"]
+            if changed & {"max_catch_up_s", "horizon_s"} and self._frames_per_forecast() > self._burst_depth:
+                self.get_logger().warning(
+                    f"a forecast may now publish up to {self._frames_per_forecast()} frames, more than the "
+                    f"~/predicted/image queue sized at start-up ({self._burst_depth}): a burst can lose its "
+                    "first frames; restart the node with these values to size it")
             if "context_frames" in changed:
                 before = set(self._window.stamps_ns)
                 self._window.resize(self._params["context_frames"])
@@ -396,9 +411,14 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
         return KeyThresholds(self._params["key_linear_threshold"], self._params["key_angular_threshold"])
 
     def _future_command(self) -> np.ndarray | None:
-        """The command held over the horizon: zero while the twist stream is silent (the fallback)."""
-        if state_kind(self._params["action_modality"]) == "twist" and self._state_silent(time.monotonic()):
-            return np.zeros(6)
+        """The command held over the horizon: zero while the twist stream is silent (the fallback) and
+        once the newest command is older than a command holds (as in training: a stream that stopped
+        after a nonzero command is taken to have stopped the base, not to drive on)."""
+        if state_kind(self._params["action_modality"]) == "twist":
+            stale = (self._latest_command is not None
+                     and self.get_clock().now().nanoseconds - self._latest_command_ns > COMMAND_TIMEOUT_NS)
+            if stale or self._state_silent(time.monotonic()):
+                return np.zeros(6)
         return self._latest_command
 
     def _warm_up(self, model: Any) -> None:
