@@ -195,6 +195,33 @@ def test_arm_node_at_one_hertz_starts_and_holds_the_arm_until_a_target():
         rclpy.try_shutdown(context=context)
 
 
+def test_the_simulator_ticks_under_use_sim_time():
+    """With use_sim_time:=true (say, set for every node of a launch file) its tick timer followed /clock,
+    which only it publishes: no tick, no image, no /clock, no error."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from astra_ros.ros.sim_node import SimNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=PRIVATE_DOMAIN)
+    try:
+        node = SimNode(context=context, parameter_overrides=[
+            Parameter("use_sim_time", value=True), Parameter("size", value="32x32"), Parameter("rate_hz", value=10)])
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        try:
+            deadline = time.monotonic() + 20
+            while node._tick < 3 and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.1)
+            assert node._tick >= 3
+        finally:
+            executor.shutdown()
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
 def test_a_camera_rate_that_does_not_divide_the_state_rate_is_said_in_parameter_names():
     from rclpy.parameter import Parameter
 

@@ -12,7 +12,8 @@ camera_link -> camera_optical_frame, and base_link -> ee_link for ``arm``.
 
 Time is simulated: tick n is stamped start + n / state_rate_hz (start = the wall clock when the node
 starts), and ``/clock`` (rosgraph_msgs/Clock) carries it every tick (``publish_clock``), so nodes run with
-``use_sim_time:=true`` follow the simulation even when it runs slower than real time.
+``use_sim_time:=true`` follow the simulation even when it runs slower than real time. Its own ticks run
+on the steady clock, so it runs under ``use_sim_time:=true`` as well (a launch-wide setting).
 
 Follows ``/cmd_vel`` (geometry_msgs/Twist, or TwistStamped with ``cmd_vel_stamped:=true`` as Nav2 sends;
 body frame: linear x/y/z, angular z = yaw rate and y = pitch rate; the rover uses linear x and angular z)
@@ -34,6 +35,8 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 from geometry_msgs.msg import PoseStamped, TransformStamped, Twist, TwistStamped  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.clock import Clock as RosClock  # noqa: E402
+from rclpy.clock import ClockType  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -184,7 +187,10 @@ class SimNode(Node):
             self._hold_still()
         if scenario == "rover":
             self._odom_pub = self.create_publisher(Odometry, "/odom", qos)
-        self.create_timer(1.0 / self._settings.state_rate_hz, self._on_tick)
+        # On the steady clock: this node makes /clock, so a timer on its ROS clock would wait forever for
+        # it under use_sim_time:=true (e.g. set for every node of a launch file).
+        self.create_timer(1.0 / self._settings.state_rate_hz, self._on_tick,
+                          clock=RosClock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
             f"simulating {scenario} (seed {self.get_parameter('seed').value}): {width}x{height} images at "
             f"{self._settings.camera_rate_hz} Hz, state at {self._settings.state_rate_hz} Hz"
