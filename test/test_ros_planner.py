@@ -325,3 +325,43 @@ def test_goal_file_set_again_reloads_it_or_is_refused_with_a_reason(tmp_path):
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_plans_run_on_the_node_clock_and_a_missing_clock_is_said():
+    """The command timer followed /clock while the plan's schedule ran on the wall clock: with the
+    simulation slower than real time each step ran for less simulated time than was imagined; and with
+    use_sim_time and no /clock nothing was planned while /diagnostics said "waiting for the first plan"."""
+    from types import SimpleNamespace
+
+    from rclpy.parameter import Parameter
+    from rclpy.time import Time
+
+    from astra_ros.ros.planner_node import PlannerNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PlannerNode(context=context, parameter_overrides=[
+        Parameter("replan_rate_hz", value=0.01), Parameter("use_sim_time", value=True)])
+    try:
+        published = []
+        node._diagnostics_pub = SimpleNamespace(publish=published.append)
+        node._on_diagnostics_tick()
+        assert "no /clock has arrived" in published[-1].status[0].message
+        node._cmd_pub = SimpleNamespace(publish=published.append)
+        node.get_clock().set_ros_time_override(Time(seconds=100))
+        params = dict(node._params)
+        real = node._make_planner(params)
+        plan = np.array([[0.3, 0.0], [0.2, 0.0], [0.1, 0.0]])
+        result = SimpleNamespace(plan=plan, command=plan[0], best_score=0.1, elite_score_per_iteration=[0.2, 0.1],
+                                 imagine_s=0.0)
+        node._plan_once(SimpleNamespace(encoder=real.encoder, plan=lambda *args, **kwargs: result), None, params)
+        step_s = params["frames_per_step"] * params["frame_interval_s"]
+        assert node._schedule.start_s == pytest.approx(100.0)
+        node.get_clock().set_ros_time_override(Time(nanoseconds=int((100 + 1.5 * step_s) * 1e9)))
+        node._on_command_tick()  # wall time has hardly moved; simulated time is in the second step
+        assert published[-1].linear.x == pytest.approx(0.2)
+        node._on_diagnostics_tick()
+        assert "no /clock" not in published[-1].status[0].message
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -330,13 +330,18 @@ class PlannerNode(Node):
             finally:
                 self._busy = False
 
+    def _now_s(self) -> float:
+        """[s] on the node clock, which the command timer follows too (/clock under use_sim_time): a step
+        runs for the simulated time it was imagined for, however fast the simulation runs."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def _on_command_tick(self) -> None:
         """Publish the step of the plan that is due; one zero twist when the plan has run out."""
         with self._lock:  # publishing under the lock: a zero from _fail or a new plan cannot overtake it
             schedule = self._schedule
             if schedule is None:
                 return
-            command = schedule.command_at(time.monotonic())
+            command = schedule.command_at(self._now_s())
             if command is None:
                 self._schedule = None
                 self._counts["plans_run_out"] += 1
@@ -361,13 +366,13 @@ class PlannerNode(Node):
         with self._lock:
             previous = self._last_schedule
         # The live history the search continues already shows the previous plan's executed steps.
-        steps_done = previous.steps_done(time.monotonic()) if previous is not None else 1
+        steps_done = previous.steps_done(self._now_s()) if previous is not None else 1
         result = planner.plan(scorer, imagine=partial(self._service_imagine, seed=seed, params=params),
                               steps_done=steps_done)
         # Each step as the model was shown it (keys: only the dominant key's component).
         executed = np.array([planner.encoder.command_as_imagined(step) for step in result.plan])
         v, w = (float(x) for x in executed[0])
-        schedule = PlanSchedule(executed, time.monotonic(), params["frames_per_step"] * params["frame_interval_s"])
+        schedule = PlanSchedule(executed, self._now_s(), params["frames_per_step"] * params["frame_interval_s"])
         with self._lock:
             self._schedule = self._last_schedule = schedule
             if not publish_from_worker(self, partial(self._cmd_pub.publish, _twist((v, w)))):
@@ -455,6 +460,13 @@ class PlannerNode(Node):
             status.message = last_error or "waiting for the first plan"
         else:
             status.level, status.message = DiagnosticStatus.ERROR, last_error
+        if self.get_clock().now().nanoseconds == 0 and self.get_parameter("use_sim_time").value:
+            # This timer runs on the steady clock; the replan and command timers wait for /clock.
+            status.level = max(status.level, DiagnosticStatus.WARN)
+            status.message += "; use_sim_time is true but no /clock has arrived: nothing is planned or sent"
+            self.get_logger().warning("use_sim_time is true but no /clock has arrived: the replan and command timers "
+                                      "wait for it (start the simulator, or play the bag with --clock)",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
         status.values = [KeyValue(key=k, value=str(v)) for k, v in sorted(counts.items())]
         status.values += [KeyValue(key=f"last_{k}", value=f"{v:.4f}") for k, v in sorted(plan.items())]
         status.values.append(KeyValue(key="state", value=state))
