@@ -42,6 +42,13 @@ def test_bad_checkpoint_exits_2(tmp_path, capsys):
     assert "cannot load checkpoint" in capsys.readouterr().err
 
 
+def test_a_scaled_resolution_the_architecture_cannot_take_exits_2_before_timing(tmp_path, capsys):
+    assert main(["--checkpoint", "random:tiny", "--quick", "--scaled-resolution", "30", "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--scaled-resolution 30" in err and "multiples" in err and "Traceback" not in err
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_compile_reports_both_models_or_exits_2_with_the_reason(tmp_path, capsys, monkeypatch, broken_torch_compile):
     import torch
 

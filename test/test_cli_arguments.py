@@ -45,6 +45,9 @@ def test_numbers_out_of_range_are_refused(tmp_path, capsys):
     assert train.parse_args([*train_args, "--stop-after", "0"]).stop_after == 0  # writes the starting weights
     assert "--threads" in _usage_error(eval_cli.parse_args, ["b", "--out", str(tmp_path), "--threads", "0"], capsys)
     assert "--threads" in _usage_error(bench.parse_args, ["--threads", "-1", "--out", str(tmp_path / "b.json")], capsys)
+    assert "--seed" in _usage_error(rollout.parse_args, ["--seed", "-1", *out], capsys)  # was a numpy traceback
+    assert "--scaled-resolution" in _usage_error(
+        bench.parse_args, ["--scaled-resolution", "0", "--out", str(tmp_path / "b.json")], capsys)
     assert "at most 4096x4096" in _usage_error(
         sim.parse_args, ["record", "--scenario", "rover", "--out", str(tmp_path), "--size", "100000x100000"], capsys)
 

@@ -197,6 +197,7 @@ def test_cli_rejects_bad_size():
     (["--state-rate", "-30"], "positive multiple"),  # was a bag of -30 ticks
     (["--seconds", "0.01"], "fewer than 2 camera frames"),  # was a bag without topics
     (["--seed", "-1"], "--seed must be >= 0"),  # was a numpy traceback
+    (["--camera-rate", "7"], "--state-rate (30) must be a positive multiple of --camera-rate (7)"),  # named fields
 ])
 def test_cli_refuses_settings_that_cannot_make_an_episode(tmp_path, capsys, args, message):
     assert main(["record", "--scenario", "explore", "--out", str(tmp_path / "out"), "--quiet", *args]) == 2

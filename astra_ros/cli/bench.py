@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astra_ros.cli.arguments import check_output_file, non_negative_int
+from astra_ros.cli.arguments import check_output_file, non_negative_int, positive_int
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("out/astra_bench.json"),
                    help="JSON file of the figures (the README's are bench/results/astra_bench_quick.json)")
     p.add_argument("--quick", action="store_true", help="small sweep that finishes in under a minute")
-    p.add_argument("--scaled-resolution", type=non_negative_int, default=128,
+    p.add_argument("--scaled-resolution", type=positive_int, default=128,
                    help="pixels (square) of the checkpoint's architecture, random weights, for predicted_fps_<N>px")
     p.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--compile", action="store_true",
@@ -290,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"checkpoint": args.checkpoint, "quick": args.quick, "torch_threads": torch.get_num_threads(),
                     "machine": platform.processor() or platform.machine()}
     counted = counted_step_flops(cached) if cached.config.codec.kind == "autoencoder_kl" else None  # eager ops
-    scaled = at_resolution(cached, args.scaled_resolution)
+    try:
+        scaled = at_resolution(cached, args.scaled_resolution)
+    except ValueError as err:  # ConfigError: e.g. not a multiple of the codec factor x patch
+        print(f"astra-bench: --scaled-resolution {args.scaled_resolution}: {err}", file=sys.stderr)
+        return 2
     if args.compile:
         from astra_ros.model.compiled import CompileFailed, compile_convolutions
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from astra_ros.cli.arguments import IMAGE_SUFFIXES, check_output_file, positive_int
+from astra_ros.cli.arguments import IMAGE_SUFFIXES, check_output_file, non_negative_int, positive_int
 
 log = logging.getLogger("astra_rollout")
 
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--observe", type=positive_int, default=4,
                    help="observed frames before predicting (at least one chunk; whole chunks are kept)")
     p.add_argument("--predict", type=positive_int, default=8, help="frames to predict (rounded up to whole chunks)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the scene and of the sampler")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the scene and of the sampler")
     p.add_argument("--out", type=Path, default=Path("out/rollout.png"), help="image strip to write, .png or .jpg")
     args = p.parse_args(argv)
     check_output_file(p, args.out, IMAGE_SUFFIXES)  # before the rollout, not after it

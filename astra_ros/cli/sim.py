@@ -96,8 +96,11 @@ def _record(args: argparse.Namespace) -> int:
             camera_rate_hz=args.camera_rate,
             state_rate_hz=args.state_rate,
         )
-    except ValueError as error:
-        print(f"astra-sim record: {error}", file=sys.stderr)
+    except ValueError as error:  # said in this command's flags, not the settings' field names
+        text = str(error)
+        for field, flag in (("state_rate_hz", "--state-rate"), ("camera_rate_hz", "--camera-rate")):
+            text = text.replace(field, flag)
+        print(f"astra-sim record: {text}", file=sys.stderr)
         return 2
     seeds = range(args.seed, args.seed + args.episodes)
     for seed in tqdm(seeds, desc=f"{args.scenario} episodes", unit="bag", disable=args.quiet or args.episodes == 1):
