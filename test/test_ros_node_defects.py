@@ -196,3 +196,30 @@ def test_runtime_changes_of_the_catch_up_and_horizon_are_applied_or_said():
         assert all(r.successful for r in node.set_parameters([Parameter("horizon_s", value=30.0)]))
         warned = [m for level, m in log.lines if level == "warning" and "queue sized at start-up" in m]
         assert len(warned) == 1 and f"({node._burst_depth})" in warned[0]
+
+
+def test_an_unexpected_error_in_imagine_is_answered_and_the_service_goes_on():
+    """A non-ValueError while preparing a request escaped the service callback, ended the executor's
+    spin, and ~/imagine stopped answering with nothing logged."""
+    ImagineService = pytest.importorskip("astra_ros.srv").Imagine  # built by scripts/setup.sh
+
+    with _node() as (node, log):
+        server = node._imagine
+
+        def broken(request):
+            raise KeyError("snapshot")
+
+        server._prepare = broken
+        response = server._on_imagine(ImagineService.Request(batch=1, horizon=2), ImagineService.Response())
+        assert not response.success and "KeyError" in response.message
+        assert any(level == "error" and "KeyError" in m for level, m in log.lines)
+        spins = []
+
+        def spin():
+            spins.append(1)
+            if len(spins) == 1:
+                raise RuntimeError("a callback failed")
+
+        server._executor.spin = spin
+        server._spin()
+        assert len(spins) == 2 and any("RuntimeError: a callback failed (still serving)" in m for _, m in log.lines)

@@ -80,10 +80,15 @@ class ImagineServer:
         self._thread.start()
 
     def _spin(self) -> None:
-        try:
-            self._executor.spin()
-        except Exception:  # the context shut down under it: the process is stopping
-            pass
+        while True:
+            try:
+                self._executor.spin()
+                return
+            except Exception as error:
+                if not self._owner.context.ok():  # the context shut down under it: the process is stopping
+                    return
+                # Anything else escaping a callback would end this thread and ~/imagine with it, silently.
+                self._owner.get_logger().error(f"~/imagine: {type(error).__name__}: {error} (still serving)")
 
     def _on_imagine(self, request: Any, response: Any) -> Any:
         response.success = False
@@ -106,6 +111,11 @@ class ImagineServer:
         except ValueError as error:
             self._record("refused")
             response.message = str(error)
+            return response
+        except Exception as error:  # a defect, not the request: the caller still gets an answer
+            self._record("failed")
+            response.message = f"imagination failed: {type(error).__name__}: {error}"
+            self._owner.get_logger().error(f"~/imagine: preparing the request failed: {response.message}")
             return response
         seed = secrets.randbelow(2**31) if request.seed < 0 else int(request.seed)
         sampling = ImagineSampling(steps=int(request.denoise_steps) or None,
