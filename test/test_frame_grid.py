@@ -10,7 +10,7 @@ import torch
 
 from astra_ros.cli.eval import main as eval_main
 from astra_ros.data.bags import ReadStats, read_episode
-from astra_ros.data.clips import ClipDataset, episode_cache_key
+from astra_ros.data.clips import ClipDataset, episode_cache_key, load_episode_cached
 from astra_ros.data.frame_grid import FrameGrid, grid_indices
 from astra_ros.data.bags import BagTopics
 from astra_ros.data.actions import KeyThresholds
@@ -47,6 +47,8 @@ def test_a_faster_cameras_bag_is_thinned_like_the_live_stream(bag15, tmp_path):
     assert np.array_equal(thinned.stamps_ns, every.stamps_ns[keep])
     assert np.array_equal(thinned.frames, every.frames[keep])
     assert "10 more left out to thin a faster camera" in stats.summary()
+    assert thinned.thinned_frames == 10 and thinned.camera_period_ns == pytest.approx(1e9 / 15, abs=1e6)
+    assert every.thinned_frames == 0 and every.camera_period_ns is None
     # Twist actions are per frame interval: the thinned episode's are those of its own spacing.
     assert np.isfinite(thinned.actions).all() and thinned.actions.shape == (20, every.actions.shape[1])
     # Training reads the same frames, and its cache keeps the two readings apart.
@@ -56,6 +58,34 @@ def test_a_faster_cameras_bag_is_thinned_like_the_live_stream(bag15, tmp_path):
     keys = {episode_cache_key(bag15, "twist", (32, 32), BagTopics(), KeyThresholds(), frame_interval_s=f)
             for f in (None, 0.1, 0.2)}
     assert len(keys) == 3
+    # A cache hit knows what was thinned too (its summary said nothing was).
+    again = ReadStats()
+    cached = load_episode_cached(bag15, None, (32, 32), tmp_path / "cache", stats=again, frame_interval_s=0.1)
+    assert again.thinned_frames == 10 and cached.camera_period_ns == thinned.camera_period_ns
+
+
+def test_a_12_hz_cameras_thinning_steps_are_no_time_gaps_but_a_dropout_is():
+    """Thinned onto the 0.1 s grid, a 12 Hz camera's frames are 83 and 167 ms apart; every window had a
+    step above 1.5 x 100 ms, so astra-eval found no usable clip at all."""
+    from astra_ros.data.bags import Episode
+    from astra_ros.eval.options import EvalOptions, ReplayPlan
+    from astra_ros.eval.replay import _windows
+    from astra_ros.eval.replay_bags import ReplayBag
+
+    camera = (np.arange(240) * 1e9 / 12).astype(np.int64)  # 20 s at 12 Hz
+    camera = np.delete(camera, np.arange(120, 126))  # half a second lost in the middle
+    keep = grid_indices(camera, 0.1)
+    n = len(keep)
+    episode = Episode(np.zeros((n, 8, 8, 3), np.uint8), np.zeros((n, 6), np.float32), camera[keep], "twist", None,
+                      "fake", thinned_frames=len(camera) - n, camera_period_ns=int(np.median(np.diff(camera))))
+    plan = ReplayPlan(context_frames=4, horizon_frames=10, frame_interval_s=0.1, stride_frames=1)
+    skipped: dict[str, int] = {}
+    chosen = _windows([ReplayBag("fake", episode, 0.1, None, None)], plan, EvalOptions(clips_per_bag=1000, max_clips=1000),
+                      skipped)
+    lost = np.flatnonzero(np.diff(camera[keep]) > 400_000_000)
+    assert len(lost) == 1  # the dropout, and only it, is a gap
+    assert skipped == {"time_gap": 14} and len(chosen) == n - 14 + 1 - 14
+    assert all(not (start <= lost[0] < start + 14) for _, start in chosen)
 
 
 def test_astra_eval_scores_a_faster_camera_at_the_models_interval(bag15, tmp_path):

@@ -138,6 +138,8 @@ class Episode:
     bag_path: str
     # robot bags: the camera optical frame in the robot base frame (4, 4) when the bag says (arm_camera.py)
     camera_in_base: np.ndarray | None = None
+    thinned_frames: int = 0  # camera frames left out to thin a faster camera onto the model's frame grid
+    camera_period_ns: int | None = None  # such a camera's own median frame interval [ns] (None: not thinned)
 
     @property
     def valid(self) -> np.ndarray:
@@ -333,11 +335,14 @@ def read_episode(
     if (order != np.arange(len(order))).any():
         _permute_in_place(frames, order)
     image_stamps, image_received = image_stamps[order], image_received[order]
+    thinned, camera_period_ns = 0, None
     if frame_interval_s is not None:
         keep = grid_indices(image_stamps, frame_interval_s)
         if len(keep) < len(image_stamps):
+            camera_period_ns = int(np.median(np.diff(image_stamps)))
             frames, image_stamps, image_received = frames[keep], image_stamps[keep], image_received[keep]
-            stats.thinned_frames += len(order) - len(keep)
+            thinned = len(order) - len(keep)
+            stats.thinned_frames += thinned
     image_clock = _ImageClock(topics.image, image_stamps, image_received)
     image_stamps = image_clock.stamps_ns
     actions = _actions_for(modality, path, series, topics, image_clock, key_thresholds, max_extrapolation_ns,
@@ -347,7 +352,8 @@ def read_episode(
     if camera_info is not None and (camera_info.height, camera_info.width) != frames.shape[1:3]:
         camera_info = camera_info.scaled(frames.shape[1:3])
     camera_in_base = _arm_camera(series, topics, frames_of) if modality == "robot" else None
-    episode = Episode(frames, actions, image_stamps, modality, camera_info, str(path), camera_in_base)
+    episode = Episode(frames, actions, image_stamps, modality, camera_info, str(path), camera_in_base,
+                      thinned, camera_period_ns)
     stats.episodes += 1
     stats.frames += len(frames)
     nan_frames = int((~episode.valid).sum())

@@ -86,6 +86,8 @@ def _save_episode(path: Path, episode: Episode) -> None:
                 bag_path=np.array(episode.bag_path),
                 intrinsics=intrinsics,
                 camera_in_base=episode.camera_in_base if episode.camera_in_base is not None else np.zeros(0),
+                thinned_frames=np.array(episode.thinned_frames),
+                camera_period_ns=np.array(-1 if episode.camera_period_ns is None else episode.camera_period_ns),
             )
         os.replace(temporary, path)  # atomic, so readers never see a half-written cache entry
     except BaseException:
@@ -107,6 +109,10 @@ def _load_episode(path: Path) -> Episode:
             camera_info=info,
             bag_path=str(arrays["bag_path"]),
             camera_in_base=arrays["camera_in_base"] if arrays["camera_in_base"].size else None,
+            # Entries written before these were kept: nothing known about thinning.
+            thinned_frames=int(arrays["thinned_frames"]) if "thinned_frames" in arrays.files else 0,
+            camera_period_ns=(int(arrays["camera_period_ns"]) if "camera_period_ns" in arrays.files
+                              and int(arrays["camera_period_ns"]) >= 0 else None),
         )
 
 
@@ -141,6 +147,7 @@ def load_episode_cached(
             stats.episodes += 1
             stats.frames += len(episode.frames)
             stats.nan_frames += int((~episode.valid).sum())
+            stats.thinned_frames += episode.thinned_frames
         return episode
     episode = read_episode(bag_path, modality, resolution, topics=topics, key_thresholds=key_thresholds, stats=stats,
                            conventions=conventions, frame_interval_s=frame_interval_s)

@@ -93,6 +93,16 @@ def make_plan(frames_per_chunk: int, frame_interval_s: float, options: EvalOptio
     )
 
 
+def _gap_threshold_ns(bag: ReplayBag, max_gap_factor: float) -> float:
+    """Steps between frames longer than this [ns] are time gaps. A camera faster than the model's grid is
+    thinned onto it (frame_grid.py): each frame taken is the first at or after its target less half a
+    camera period, so steps of up to one interval plus one camera period are the thinning itself (a
+    12 Hz camera: 83 and 167 ms), not gaps."""
+    period = bag.episode.camera_period_ns
+    thinning = period if period is not None and period < bag.interval_s * 1e9 else 0
+    return max_gap_factor * bag.interval_s * 1e9 + thinning
+
+
 def _windows(bags: list[ReplayBag], plan: ReplayPlan, options: EvalOptions,
              skipped: dict[str, int]) -> list[tuple[int, int]]:
     """Usable (bag index, start) pairs: per bag at most clips_per_bag, then round-robin up to max_clips."""
@@ -104,7 +114,7 @@ def _windows(bags: list[ReplayBag], plan: ReplayPlan, options: EvalOptions,
             skipped["bag_shorter_than_window"] = skipped.get("bag_shorter_than_window", 0) + 1
             logger.warning("bag %s has %d frames, fewer than one window of %d", bag.path, count, plan.window_frames)
         valid = bag.episode.valid
-        gaps = np.diff(bag.episode.stamps_ns) * 1e-9 > options.max_gap_factor * bag.interval_s  # gap after frame i
+        gaps = np.diff(bag.episode.stamps_ns) > _gap_threshold_ns(bag, options.max_gap_factor)  # gap after frame i
         usable = []
         for start in starts:
             stop = start + plan.window_frames
