@@ -109,7 +109,7 @@ def write_bag(
     image_stamp_override: dict[int, int] | None = None,
     nan_pose_ticks: tuple[int, ...] = (),
     write_messages: bool = True,
-    camera_info: tuple[int, int, list[float]] | None = None,
+    camera_info: tuple[int, int, list[float]] | list[tuple[int, int, list[float]]] | None = None,
     command_stamp_offset_ns: int = 0,
     command_stamp_fixed_ns: int | None = None,
     pose_type: str = "PoseStamped",
@@ -176,13 +176,15 @@ def write_bag(
             delay = (record_delays_ns or {}).get(("image", index), 0)
             entries.append((EPOCH_NS + index * FRAME_NS + image_offset_ns + delay, image_connection, message,
                             "sensor_msgs/msg/Image"))
-        if camera_info is not None:  # (width, height, K row-major)
-            width, height, k = camera_info
+        # (width, height, K row-major), or a list of them sent one frame apart
+        infos = camera_info if isinstance(camera_info, list) else [camera_info] if camera_info is not None else []
+        for index, (width, height, k) in enumerate(infos):
+            stamp = EPOCH_NS + index * FRAME_NS
             roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
             info = T["sensor_msgs/msg/CameraInfo"](
-                header=header(EPOCH_NS), height=height, width=width, distortion_model="", d=np.zeros(0),
+                header=header(stamp), height=height, width=width, distortion_model="", d=np.zeros(0),
                 k=np.asarray(k, dtype=np.float64), r=np.zeros(9), p=np.zeros(12), binning_x=0, binning_y=0, roi=roi)
-            entries.append((EPOCH_NS, info_connection, info, "sensor_msgs/msg/CameraInfo"))
+            entries.append((stamp, info_connection, info, "sensor_msgs/msg/CameraInfo"))
         for stamp, connection, message, msgtype in sorted(entries, key=lambda entry: entry[0]):
             writer.write(connection, stamp, TYPESTORE.serialize_cdr(message, msgtype))
     return path

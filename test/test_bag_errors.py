@@ -118,3 +118,37 @@ def test_bag_errors_are_value_errors_raised_from_the_cause(tmp_path):
         read_episode(bag, "camera")
     assert isinstance(error.value.__cause__, ImageDecodeError)
     assert bags_module.BagError is BagError
+
+
+def test_a_latched_state_published_before_the_recording_is_not_on_another_clock():
+    """A gripper published once (transient local) 20 s before `ros2 bag record` started is received at the
+    start: its delay of 20 s refused the whole bag as 'on another clock' although it holds for every frame."""
+    from astra_ros.data.sampling import _check_clock, _ImageClock
+
+    image_stamps = EPOCH_NS + np.arange(30) * FRAME_NS
+    images = _ImageClock("/camera/image_raw", image_stamps, image_stamps + 30_000_000)
+    before = np.array([EPOCH_NS - 20 * 10**9])
+    _check_clock("b", "/robot/gripper", before, np.array([EPOCH_NS]), images, "latched")  # no error
+    # Later messages on that topic are still checked: one stamped an hour off the images' clock is refused.
+    stamps = np.concatenate([before, [EPOCH_NS + 5 * FRAME_NS]])
+    with pytest.raises(BagError, match="'/robot/gripper' is on another clock"):
+        _check_clock("b", "/robot/gripper", stamps, np.concatenate([[EPOCH_NS], stamps[1:] + 3600 * 10**9]), images,
+                     "latched")
+    with pytest.raises(BagError, match="on another clock"):  # a state sampled every frame is checked as before
+        _check_clock("b", "/camera/pose", before, np.array([EPOCH_NS]), images, "interpolated")
+
+
+def test_a_joint_state_of_several_joints_without_the_gripper_joint_is_refused_by_name():
+    """/joint_states of an arm, or a gripper's two finger joints, read its first joint as the opening [m]."""
+    from types import SimpleNamespace
+
+    from astra_ros.data.bags import GRIPPER_JOINT, JOINT_STATE_MSGTYPE, _numeric_value
+
+    def joints(names, positions):
+        return SimpleNamespace(name=names, position=positions)
+
+    arm = joints(["shoulder_pan_joint", "elbow_joint"], [1.2, -0.4])
+    with pytest.raises(ValueError, match=r"\['shoulder_pan_joint', 'elbow_joint'\] has no 'gripper_joint'"):
+        _numeric_value(arm, JOINT_STATE_MSGTYPE)
+    assert _numeric_value(joints(["finger", GRIPPER_JOINT], [0.01, 0.04]), JOINT_STATE_MSGTYPE).tolist() == [0.04]
+    assert _numeric_value(joints(["finger"], [0.03]), JOINT_STATE_MSGTYPE).tolist() == [0.03]  # one joint: it

@@ -287,3 +287,10 @@ def test_an_uncalibrated_camera_info_gives_no_intrinsics_and_a_warning(tmp_path,
             episode = read_episode(uncalibrated, "camera", resolution)
         assert episode.camera_info is None and len(episode.frames) == 12
         assert "/camera/camera_info has no usable calibration" in caplog.text
+    # Zeros first, then the calibration (a driver that loads it late): the calibration was ignored too.
+    late = write_bag(tmp_path / "late", camera_info=[(0, 0, [0.0] * 9), (WIDTH, HEIGHT, [50, 0, 15, 0, 50, 10, 0, 0, 1])])
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        episode = read_episode(late, "camera", None)
+    assert episode.camera_info is not None and episode.camera_info.fx == pytest.approx(50)
+    assert caplog.text.count("no usable calibration") == 1

@@ -490,13 +490,15 @@ def _collect(
             images.stamps_ns.append(stamp_ns)
             images.received_ns.append(int(bag_stamp_ns))
         elif topic == topics.camera_info:
-            if camera_info is None and not camera_info_unusable:
+            if camera_info is None:  # the first usable one: a driver may send zeros before its calibration loads
                 k = np.asarray(message.k, dtype=np.float64)
                 size_ok = int(message.width) > 0 and int(message.height) > 0
                 if not (size_ok and np.isfinite(k).all() and k[0] > 0 and k[4] > 0):
-                    camera_info_unusable = True
-                    logger.warning("bag %s: %s has no usable calibration (%dx%d, fx=%g, fy=%g); "
-                                   "the episode gets no intrinsics", path, topic, message.width, message.height, k[0], k[4])
+                    if not camera_info_unusable:
+                        camera_info_unusable = True
+                        logger.warning("bag %s: %s has no usable calibration (%dx%d, fx=%g, fy=%g): skipped; the "
+                                       "episode gets no intrinsics unless a later one is usable",
+                                       path, topic, message.width, message.height, k[0], k[4])
                     continue
                 camera_info = PinholeIntrinsics(int(message.width), int(message.height), k[0], k[4], k[2], k[5])
                 if resolution is not None:
@@ -505,7 +507,10 @@ def _collect(
             values = series.setdefault(topic, _Series(topic))
             values.stamps_ns.append(stamp_ns)
             values.received_ns.append(int(bag_stamp_ns))
-            values.values.append(_numeric_value(message, msgtype))
+            try:
+                values.values.append(_numeric_value(message, msgtype))
+            except ValueError as error:
+                raise BagError(f"bag {path}: topic {topic!r}: {error}") from error
     return series, images, camera_info, frames_of
 
 
@@ -515,6 +520,9 @@ def _numeric_value(message: Any, msgtype: str) -> np.ndarray:
         return np.array([float(message.data)])
     if msgtype == JOINT_STATE_MSGTYPE:  # a gripper: its joint position; NaN (a skipped frame) when missing
         names, positions = list(message.name), np.asarray(message.position, dtype=np.float64)
+        if GRIPPER_JOINT not in names and len(names) > 1:  # which one is the opening [m]? An arm angle is not
+            raise ValueError(f"a JointState of joints {names} has no {GRIPPER_JOINT!r}: publish the gripper's "
+                             f"opening [m] as {GRIPPER_JOINT!r}, or on a topic of its own")
         index = names.index(GRIPPER_JOINT) if GRIPPER_JOINT in names else 0
         return np.array([positions[index] if index < len(positions) else np.nan])
     if msgtype == "nav_msgs/msg/Odometry":

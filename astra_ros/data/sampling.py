@@ -160,6 +160,13 @@ def _check_clock(
                        f"{_format_stamp(int(stamps_ns[-1]))}) do not overlap the images' "
                        f"({_format_stamp(int(images.stamps_ns[0]))} to {_format_stamp(int(images.stamps_ns[-1]))}): "
                        "are they on another clock?")
+    if timing == "latched":
+        # A latched message published before the recording is received when it starts: its delay says
+        # nothing about its clock. Only those stamped within the images' span can say it.
+        in_span = stamps_ns >= images.stamps_ns[0]
+        if not in_span.any():
+            return
+        stamps_ns, received_ns = stamps_ns[in_span], received_ns[in_span]
     delay_s = float(np.median(received_ns - stamps_ns)) * 1e-9
     image_delay_s = images.median_delay_s
     if abs(delay_s - image_delay_s) > CLOCK_TOLERANCE_NS * 1e-9:
