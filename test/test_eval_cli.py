@@ -152,7 +152,9 @@ def test_end_to_end_writes_every_output_with_contract_keys(tmp_path, checkpoint,
     # Where only some clips have shuffled actions, the column says it averages other clips.
     partial = summary_table(metrics | {"shuffled_clips": 4})
     assert "shuffled*" in partial and "* shuffled actions on 4 of 6 clips only" in partial
-    assert "averages only the 4 of 6 clips" in write_report(metrics | {"shuffled_clips": 4}, tmp_path).read_text()
+    partial_report = write_report(metrics | {"shuffled_clips": 4, "action_sensitivity_ci95": [0.2, 0.9]}, tmp_path)
+    assert "averages only the 4 of 6 clips" in partial_report.read_text()
+    assert "95 % interval 0.20-0.90 over 4 clips" in partial_report.read_text()  # the clips it was computed on
 
 
 def test_a_folder_of_bags_is_every_bag_in_it_once(tmp_path, checkpoint, sim_bags, capsys):

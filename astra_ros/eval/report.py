@@ -339,7 +339,8 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
     lines.append("")
     sens = metrics.get("action_sensitivity")
     bounds = sensitivity_interval(metrics)
-    interval = f"; 95 % interval {bounds[0]:.2f}-{bounds[1]:.2f} over {metrics.get('clips', '?')} clips" if bounds else ""
+    scored = shuffled_clips if shuffled_clips is not None else metrics.get("clips", "?")  # clips that had shuffled actions
+    interval = f"; 95 % interval {bounds[0]:.2f}-{bounds[1]:.2f} over {scored} clips" if bounds else ""
     lines.append(
         f"**Action sensitivity: {_fmt(sens, 3)}** (fraction of clips whose prediction with the true actions "
         "has a strictly lower MSE than with shuffled actions; a model that ignores its actions scores 0 (ties) to about 0.5"
