@@ -142,7 +142,7 @@ def test_a_joint_state_of_several_joints_without_the_gripper_joint_is_refused_by
     """/joint_states of an arm, or a gripper's two finger joints, read its first joint as the opening [m]."""
     from types import SimpleNamespace
 
-    from astra_ros.data.bags import GRIPPER_JOINT, JOINT_STATE_MSGTYPE, _numeric_value
+    from astra_ros.data.bag_messages import GRIPPER_JOINT, JOINT_STATE_MSGTYPE, _numeric_value
 
     def joints(names, positions):
         return SimpleNamespace(name=names, position=positions)

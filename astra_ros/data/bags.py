@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader
 
@@ -50,10 +49,21 @@ from astra_ros.data.bag_files import (  # noqa: F401
     bag_topics,
     find_bags,
 )
+from astra_ros.data.bag_messages import (  # noqa: F401  (the message types are part of this module's interface)
+    GRIPPER_JOINT,
+    GRIPPER_MSGTYPES,
+    IMAGE_MSGTYPES,
+    JOINT_STATE_MSGTYPE,
+    POSE_MSGTYPES,
+    SCALAR_MSGTYPES,
+    TWIST_MSGTYPES,
+    _decode_image,
+    _numeric_value,
+)
 from astra_ros.data.conventions import BagConventions
 from astra_ros.data.frame_grid import grid_indices
 from astra_ros.data.geometry import PinholeIntrinsics, pose_to_matrix
-from astra_ros.data.images import ImageDecodeError, image_to_rgb, resize_rgb
+from astra_ros.data.images import ImageDecodeError, resize_rgb
 from astra_ros.data.sampling import (  # noqa: F401
     CLOCK_TOLERANCE_NS,
     MAX_REORDER_NS,
@@ -70,19 +80,6 @@ from astra_ros.data.sampling import (  # noqa: F401
 )
 
 logger = logging.getLogger(__name__)
-
-POSE_MSGTYPES = (
-    "geometry_msgs/msg/PoseStamped",
-    "geometry_msgs/msg/PoseWithCovarianceStamped",
-    "nav_msgs/msg/Odometry",
-)
-TWIST_MSGTYPES = ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped", "nav_msgs/msg/Odometry")
-SCALAR_MSGTYPES = ("std_msgs/msg/Float32", "std_msgs/msg/Float64")
-JOINT_STATE_MSGTYPE = "sensor_msgs/msg/JointState"
-# The gripper: a JointState (astra-sim record, astra_sim), or a bare scalar (bags recorded before).
-GRIPPER_MSGTYPES = (JOINT_STATE_MSGTYPE, *SCALAR_MSGTYPES)
-GRIPPER_JOINT = "gripper_joint"  # read by name when a JointState carries several joints (else the first)
-IMAGE_MSGTYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 # [ns] A command older than this is no longer applied: velocity controllers stop the robot when their
 # command stream goes silent (the simulator rig's COMMAND_TIMEOUT_S in astra_ros.ros.sim_node is the same).
@@ -222,20 +219,6 @@ class _FrameBuffer:
         return self.array if self.count == len(self.array) else self.array[:self.count].copy()
 
 
-def _pose_of(message: Any, msgtype: str) -> Any:
-    if msgtype == "geometry_msgs/msg/PoseStamped":
-        return message.pose
-    return message.pose.pose  # PoseWithCovarianceStamped and Odometry
-
-
-def _twist_of(message: Any, msgtype: str) -> Any:
-    if msgtype == "geometry_msgs/msg/Twist":
-        return message
-    if msgtype == "geometry_msgs/msg/TwistStamped":
-        return message.twist
-    return message.twist.twist  # Odometry: twist in child_frame_id, i.e. the body frame
-
-
 @dataclass(frozen=True)
 class _ReadPlan:
     """Which topics one modality needs, and which of them may be missing."""
@@ -251,24 +234,6 @@ def _read_plan(modality: str, topics: BagTopics) -> _ReadPlan:
         return _ReadPlan((topics.image, topics.ee_pose),
                          (topics.camera_info, topics.gripper, topics.camera_pose, topics.tf_static))
     return _ReadPlan((topics.image, topics.twist), (topics.camera_info,))
-
-
-def _decode_image(message: Any, msgtype: str) -> np.ndarray:
-    if msgtype == "sensor_msgs/msg/CompressedImage":
-        if len(message.data) == 0:  # OpenCV asserts on an empty buffer instead of returning None
-            raise ImageDecodeError(f"compressed image of format {message.format!r} has no data")
-        decoded = cv2.imdecode(np.frombuffer(message.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if decoded is None:
-            raise ImageDecodeError(f"cannot decode compressed image of format {message.format!r}")
-        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
-    return image_to_rgb(
-        message.data,
-        height=int(message.height),
-        width=int(message.width),
-        encoding=message.encoding,
-        step=int(message.step),
-        is_bigendian=bool(message.is_bigendian),
-    )
 
 
 def read_episode(
@@ -512,37 +477,6 @@ def _collect(
             except ValueError as error:
                 raise BagError(f"bag {path}: topic {topic!r}: {error}") from error
     return series, images, camera_info, frames_of
-
-
-def _numeric_value(message: Any, msgtype: str) -> np.ndarray:
-    """Pose -> [x, y, z, qx, qy, qz, qw]; twist -> [vx, vy, vz, wx, wy, wz]; scalar -> [value]."""
-    if msgtype in SCALAR_MSGTYPES:
-        return np.array([float(message.data)])
-    if msgtype == JOINT_STATE_MSGTYPE:  # a gripper: its joint position; NaN (a skipped frame) when missing
-        names, positions = list(message.name), np.asarray(message.position, dtype=np.float64)
-        if GRIPPER_JOINT not in names and len(names) > 1:  # which one is the opening [m]? An arm angle is not
-            raise ValueError(f"a JointState of joints {names} has no {GRIPPER_JOINT!r}: publish the gripper's "
-                             f"opening [m] as {GRIPPER_JOINT!r}, or on a topic of its own")
-        index = names.index(GRIPPER_JOINT) if GRIPPER_JOINT in names else 0
-        return np.array([positions[index] if index < len(positions) else np.nan])
-    if msgtype == "nav_msgs/msg/Odometry":
-        # Odometry serves as a pose and as a twist source: keep both.
-        return np.concatenate([_pose_vector(message.pose.pose), _twist_vector(message.twist.twist)])
-    if msgtype in POSE_MSGTYPES:
-        return _pose_vector(_pose_of(message, msgtype))
-    return _twist_vector(_twist_of(message, msgtype))
-
-
-def _pose_vector(pose: Any) -> np.ndarray:
-    p, q = pose.position, pose.orientation
-    return np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w], dtype=np.float64)
-
-
-def _twist_vector(twist: Any) -> np.ndarray:
-    return np.array(
-        [twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.x, twist.angular.y, twist.angular.z],
-        dtype=np.float64,
-    )
 
 
 def _series_arrays(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from astra_ros.data.bags import GRIPPER_JOINT  # noqa: F401  (sensor_msgs/JointState name: finger opening [m])
+from astra_ros.data.bag_messages import GRIPPER_JOINT  # noqa: F401  (sensor_msgs/JointState name: finger opening [m])
 from astra_ros.data.geometry import invert_transform, matrix_to_quaternion, pose_to_matrix
 from astra_ros.data.scenes import Pose, SimTick
 
