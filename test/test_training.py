@@ -447,3 +447,50 @@ def test_an_interrupt_before_the_first_step_or_a_second_ctrl_c_is_reported_not_a
     argv = ["--config", str(write_recipe(tmp_path)), "--data", str(bags), "--out", str(tmp_path / "run"), "--no-progress"]
     assert train_main(argv) == 130
     assert "astra-train: interrupted; no step was saved" in caplog.text
+    # A Ctrl-C during the state swap leaves only train_state.old: the state is there, say so.
+    (tmp_path / "run" / "train_state.old").mkdir(parents=True)
+    (tmp_path / "run" / "train_state.old" / "state.json").write_text(json.dumps({"step": 3, "phase": "world"}))
+    caplog.clear()
+    assert train_main(argv + ["--resume"]) == 130
+    assert "the last checkpoint in" in caplog.text and "no step was saved" not in caplog.text
+
+
+def test_a_kill_during_the_swap_after_a_resume_from_the_old_state_keeps_it(tmp_path, monkeypatch):
+    """Resumed from train_state.old (a kill between the swap's renames), the next save deleted .old
+    before the new state was in place: a second kill there left only train_state.tmp, and no state."""
+    from astra_ros.training.state import read_state_meta, save_train_state
+
+    model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    generators = [(torch.Generator().get_state(), {"bit_generator": "PCG64"})]
+    path = tmp_path / "train_state"
+    save_train_state(path, model=model, ema=ema, optimizer=optimizer, step=1, phase="world", generators=generators)
+    path.rename(tmp_path / "train_state.old")  # the first kill
+    real_rename = Path.rename
+
+    def killed_before_the_new_state_is_in_place(self, target):
+        if self.name == "train_state.tmp":
+            raise KeyboardInterrupt
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", killed_before_the_new_state_is_in_place)
+    with pytest.raises(KeyboardInterrupt):
+        save_train_state(path, model=model, ema=ema, optimizer=optimizer, step=2, phase="world", generators=generators)
+    monkeypatch.setattr(Path, "rename", real_rename)
+    assert read_state_meta(path)["step"] == 1  # the old state is still there to resume from
+    save_train_state(path, model=model, ema=ema, optimizer=optimizer, step=2, phase="world", generators=generators)
+    assert read_state_meta(path)["step"] == 2 and not (tmp_path / "train_state.old").exists()
+
+
+def test_a_longer_resumed_cosine_run_says_how_its_rate_jumps(bags, tmp_path, caplog):
+    """Changing steps on resume is allowed, but a cosine schedule is stretched over the new length: the
+    rate jumped from 0.55 to 0.91 of its peak with no word (the probe's comment called it a restart)."""
+    cosine = {**RECIPE, "lr_decay": "cosine"}
+    first, longer = tmp_path / "first.yaml", tmp_path / "longer.yaml"
+    first.write_text(yaml.safe_dump(cosine))
+    longer.write_text(yaml.safe_dump({**cosine, "steps": 12}))
+    common = ["--data", str(bags), "--no-progress", "--out", str(tmp_path / "run")]
+    assert train_main(["--config", str(first), "--stop-after", "8"] + common) == 0  # 4 codec + 4 of 6 world steps
+    assert train_main(["--config", str(longer), "--resume", "--stop-after", "9"] + common) == 0
+    assert "steps 6 -> 12: the schedule stretches over the new length, so the rate at step 8 goes from 0.55 to 0.91" \
+        in caplog.text

@@ -93,6 +93,7 @@ def _train(args: argparse.Namespace) -> int:
     from astra_ros.model import CheckpointError, ConfigError
     from astra_ros.training.data import load_data_list, pair_sources
     from astra_ros.training.recipe import TrainRecipe
+    from astra_ros.training.state import read_state_meta
     from astra_ros.training.trainer import Trainer
 
     try:
@@ -110,9 +111,10 @@ def _train(args: argparse.Namespace) -> int:
         log.error("astra-train: %s", err)
         return 2
     except KeyboardInterrupt:  # before the first step (decoding bags), or a second Ctrl-C during one
-        if (args.out / "train_state").is_dir():
+        try:  # the current state, or the .old one a Ctrl-C during the swap left
+            read_state_meta(args.out / "train_state")
             log.error("astra-train: interrupted; the last checkpoint in %s is intact: continue with --resume", args.out)
-        else:
+        except CheckpointError:
             log.error("astra-train: interrupted; no step was saved")
         return 130
     except FloatingPointError as err:  # a diverged step: nothing of it was saved

@@ -43,7 +43,7 @@ class TrainRecipe:
     warmup_steps: int = 100  # linear warm-up, then ``lr_decay``
     lr_decay: str = "constant"  # after warm-up: "constant", or "cosine" down to min_lr_ratio * lr at the phase's end
     min_lr_ratio: float = 0.1  # final learning rate of the cosine decay, as a fraction of the peak
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # AdamW decay of the world-model and decoder phases (the codec phase uses none)
     grad_clip: float = 1.0  # max global gradient norm
     ema_decay: float = 0.999  # EMA of the weights; the EMA is what gets released
     # Measure each modality's action mean/std on the training windows when the world phase starts and

@@ -67,11 +67,13 @@ def save_train_state(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module
     (tmp / "state.json").write_text(json.dumps(meta))
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json"):
         fsync_file(tmp / name)
-    if old.exists():
-        shutil.rmtree(old)
     if path.exists():
+        if old.exists():
+            shutil.rmtree(old)
         path.rename(old)
-    tmp.rename(path)  # between the two renames only the .old state exists: state_dir() finds it
+    # Between the two renames only the .old state exists: state_dir() finds it. Without a current state
+    # (a kill during the last swap) the .old one is the only one: it stays until the new one is in place.
+    tmp.rename(path)
     if old.exists():
         shutil.rmtree(old)
 

@@ -58,7 +58,8 @@ log = logging.getLogger("astra_train")
 
 STATE_DIR = "train_state"
 LOSS_COLUMNS = ["step", "phase", "loss", "part_a", "part_b", "lr", "steps_per_s", "elapsed_s"]
-# Recipe fields a resumed run may change: how long it goes on and how it reports, not what it computes.
+# Recipe fields a resumed run may change: how long it goes on (a cosine schedule stretches with it, and
+# the rate where it stopped jumps: warned) and how it reports.
 RESUME_MAY_CHANGE = frozenset({"steps", "decoder_steps", "checkpoint_every", "log_every", "num_threads"})
 
 
@@ -214,7 +215,22 @@ class Trainer:
         self._check_phase_lengths(meta, saved)
         if changed:
             log.info("resuming with changed %s", ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
+        self._warn_stretched_cosine(meta, saved)
         return meta
+
+    def _warn_stretched_cosine(self, meta: dict[str, Any], saved: dict[str, Any]) -> None:
+        """A cosine schedule is laid over the phase's length: a longer run stretches it, so the rate
+        jumps up where the state stopped (no new warm-up, not a restart). Said with the numbers."""
+        r, step, phase = self.recipe, int(meta.get("step", 0)), meta.get("phase")
+        key = {"world": "steps", "decoder": "decoder_steps"}.get(phase)
+        if r.lr_decay != "cosine" or key is None or saved.get(key) == getattr(r, key):
+            return
+        local = step - r.codec_steps - (r.steps if phase == "decoder" else 0)
+        before = learning_rate(local, int(saved[key]), r, 1.0)
+        after = learning_rate(local, int(getattr(r, key)), r, 1.0)
+        log.warning("lr_decay cosine with %s %s -> %s: the schedule stretches over the new length, so the rate at "
+                    "step %d goes from %.2f to %.2f of its peak (no new warm-up) and decays to the floor by the new end",
+                    key, saved[key], getattr(r, key), step, before, after)
 
     def _check_phase_lengths(self, meta: dict[str, Any], saved: dict[str, Any]) -> None:
         """A changed ``steps`` / ``decoder_steps`` may lengthen or shorten the phase the state is in, or a
@@ -316,10 +332,13 @@ class Trainer:
         if self.dist.is_main:
             # Rows logged after the state being resumed were written by steps that are now run again.
             kept = _loss_rows_up_to(self.out / "loss.csv", start_step) if self.resume else []
-            csv_file = open(self.out / "loss.csv", "w", newline="")
+            # Written beside it and swapped in: a kill while rewriting must not empty the run's history.
+            fresh = self.out / "loss.csv.tmp"
+            with open(fresh, "w", newline="") as handle:
+                csv.writer(handle).writerows([LOSS_COLUMNS] + kept)
+            os.replace(fresh, self.out / "loss.csv")
+            csv_file = open(self.out / "loss.csv", "a", newline="")
             writer = csv.writer(csv_file)
-            writer.writerows([LOSS_COLUMNS] + kept)
-            csv_file.flush()
         # elapsed_s goes on from the resumed state's time, so the curves' time axis stays one run's
         t_start = time.perf_counter() - self._elapsed_before_s
         t_last, last_step = time.perf_counter(), step
