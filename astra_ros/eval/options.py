@@ -33,7 +33,8 @@ class EvalOptions:
     conventions: BagConventions = BagConventions()  # the robot's axis signs, pose frame, intrinsics (its profile's)
     intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy [px]; overrides camera_info
     intrinsics_size: tuple[int, int] | None = None  # (width, height) [px] ``intrinsics`` refer to; None = model's
-    max_gap_factor: float = 1.5  # a window with an image interval above this x the bag's median (plus a thinned camera's own period) is skipped
+    # a window with an image interval above this x the bag's median (plus a thinned camera's own period) is skipped
+    max_gap_factor: float = 1.5
     progress: bool = True  # tqdm bar over clips
     checkpoint: str = ""  # recorded in the metrics as given by the user
     guidance_scale: float | None = None  # action-free guidance s; None = the checkpoint's default

@@ -339,7 +339,8 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> Path
     lines.append("")
     sens = metrics.get("action_sensitivity")
     bounds = sensitivity_interval(metrics)
-    scored = shuffled_clips if shuffled_clips is not None else metrics.get("clips", "?")  # clips that had shuffled actions
+    # The interval is over the clips that had shuffled actions to compare with.
+    scored = shuffled_clips if shuffled_clips is not None else metrics.get("clips", "?")
     interval = f"; 95 % interval {bounds[0]:.2f}-{bounds[1]:.2f} over {scored} clips" if bounds else ""
     lines.append(
         f"**Action sensitivity: {_fmt(sens, 3)}** (fraction of clips whose prediction with the true actions "

@@ -19,7 +19,8 @@ a faster camera is thinned, a slower one's gaps are counted; non-square images a
 the previous one is out and a newer frame exists (``publish_rate`` caps it); each rolls the model from
 the newest observed frame through the commands in force up to its expected publication (catch-up
 frames, not published), then ``horizon_s`` on under the command that holds now (twist, keys; zero once
-the newest command is over 0.5 s old, as in training) or the last pose step at constant velocity (camera, robot).
+the newest command is over 0.5 s old, as in training) or the last pose step at constant velocity
+(camera, robot).
 
 Publishes ``~/predicted/image`` (rgb8, one message per frame, stamped with the time it shows, always
 after the moment it is published) with ``~/predicted/camera_info`` (the intrinsics at the model's
@@ -144,7 +145,8 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         try:
-            self.declare_parameter("profile", PARAMETERS["profile"].default, descriptor("profile", PARAMETERS["profile"]))
+            profile_spec = PARAMETERS["profile"]
+            self.declare_parameter("profile", profile_spec.default, descriptor("profile", profile_spec))
             self._profile = self._load_profile(self.get_parameter("profile").value)
             from_profile = self._profile.node_parameters() if self._profile is not None else {}
             for name, spec in PARAMETERS.items():

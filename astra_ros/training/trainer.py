@@ -229,7 +229,8 @@ class Trainer:
         before = learning_rate(local, int(saved[key]), r, 1.0)
         after = learning_rate(local, int(getattr(r, key)), r, 1.0)
         log.warning("lr_decay cosine with %s %s -> %s: the schedule stretches over the new length, so the rate at "
-                    "step %d goes from %.2f to %.2f of its peak (no new warm-up) and decays to the floor by the new end",
+                    "step %d goes from %.2f to %.2f of its peak (no new warm-up) and decays to the floor by the "
+                    "new end",
                     key, saved[key], getattr(r, key), step, before, after)
 
     def _check_phase_lengths(self, meta: dict[str, Any], saved: dict[str, Any]) -> None:
