@@ -46,7 +46,6 @@ from astra_ros.ros.predictor_core import robot_actions_from_transforms
 # 0.7 m/s, yaw rates up to 1.1 rad/s. Requests beyond ``action_range_multiple`` times these are refused.
 TRAINED_LINEAR_SPEED_MPS = 0.7
 TRAINED_ANGULAR_SPEED_RADPS = 1.1
-COMMAND_HOLD_NS = COMMAND_TIMEOUT_NS  # [ns] a command older than this no longer holds (as the bag reader pairs them)
 
 
 # ------------------------------------------------------------------------------------------ time base
@@ -137,7 +136,7 @@ def states_at(times_ns: np.ndarray, track_ns: Sequence[int], track: Sequence[np.
                 out.append(np.asarray(command_now, dtype=np.float64))
                 continue
             i = int(np.searchsorted(stamps, t, side="right")) - 1
-            held = i >= 0 and t - stamps[i] <= COMMAND_HOLD_NS
+            held = i >= 0 and t - stamps[i] <= COMMAND_TIMEOUT_NS  # as the bag reader pairs them
             out.append(np.asarray(track[i], dtype=np.float64) if held else np.zeros(6))
             continue
         i = int(np.searchsorted(stamps, t, side="right"))

@@ -475,9 +475,9 @@ class PredictorNode(PredictorInputs, PredictorDiagnostics, PredictorImagineReque
         track = [(int(t), s) for t, s in self._track if t > snapshot.last_stamp_ns]
         times = [int(t) for t in snapshot.stamps_ns] + [t for t, _ in track]
         states = list(snapshot.states) + [s for _, s in track]
-        future = states_at(stamps_ns, times, states, kind, now_ns,
-                           self._future_command() if kind == "twist" else None)
-        if kind == "twist" and self._future_command() is None:
+        command = self._future_command() if kind == "twist" else None
+        future = states_at(stamps_ns, times, states, kind, now_ns, command)
+        if kind == "twist" and command is None:
             future[np.asarray(stamps_ns) > now_ns] = snapshot.states[-1]
         return actions_from_states(modality, future, self._interval_s, snapshot.states[0], self._thresholds())
 
