@@ -101,6 +101,9 @@ def _load_episode(path: Path) -> Episode:
         info = None
         if intrinsics.size:
             info = PinholeIntrinsics(int(intrinsics[0]), int(intrinsics[1]), *(float(v) for v in intrinsics[2:]))
+        # Entries written before these were kept: nothing known about thinning (-1 stands for None).
+        thinned = int(arrays["thinned_frames"]) if "thinned_frames" in arrays.files else 0
+        period = int(arrays["camera_period_ns"]) if "camera_period_ns" in arrays.files else -1
         return Episode(
             frames=arrays["frames"],
             actions=arrays["actions"],
@@ -109,10 +112,8 @@ def _load_episode(path: Path) -> Episode:
             camera_info=info,
             bag_path=str(arrays["bag_path"]),
             camera_in_base=arrays["camera_in_base"] if arrays["camera_in_base"].size else None,
-            # Entries written before these were kept: nothing known about thinning.
-            thinned_frames=int(arrays["thinned_frames"]) if "thinned_frames" in arrays.files else 0,
-            camera_period_ns=(int(arrays["camera_period_ns"]) if "camera_period_ns" in arrays.files
-                              and int(arrays["camera_period_ns"]) >= 0 else None),
+            thinned_frames=thinned,
+            camera_period_ns=period if period >= 0 else None,
         )
 
 
